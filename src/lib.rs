@@ -1,0 +1,12 @@
+//! llmrt: a runtime for quantized large language models stored as GGUF files.
+//!
+//! Data flows `gguf` (file format, borrowed tensor views) → `quant` (block formats and kernels)
+//! → `model` (config, weights, forward pass) → `session` (KV cache) → `generate` (sampling loop),
+//! with `tokenizer` and `chat` turning text into ids and back. `ffi` is the C ABI over all of it.
+//! The library never prints; errors are [`Error`].
+
+pub mod error;
+pub mod gguf;
+pub mod quant;
+
+pub use error::{Error, Result};

@@ -1,0 +1,110 @@
+//! Block formats and kernels: dequantize a row, quantize activations, dot a weight row with
+//! quantized activations, and matrix multiply. Knows nothing about models.
+//!
+//! As in ggml, a matmul quantizes its f32 activations once into the weight type's
+//! [`vec_dot_type`] (Q8_0, Q8_1 or Q8_K), then every weight row is dotted with them using integer
+//! products inside a block and one float scale per block. Float weights (F32/F16/BF16) dot
+//! directly with f32 activations.
+//!
+//! Each per-type module exposes the same plain functions over raw bytes:
+//! `dequantize_row(src, dst, simd)` and `vec_dot(w, act, simd) -> f32`, where `src`/`w` hold whole
+//! blocks of the weight type and `act` the same number of elements in the activation format.
+
+pub mod float;
+pub mod iq4;
+pub mod k_quants;
+pub mod matmul;
+pub mod q4_0;
+pub mod q4_1;
+pub mod q5_0;
+pub mod q5_1;
+pub mod q8;
+pub mod q8_0;
+pub mod simd;
+pub mod types;
+
+pub use matmul::{matmul, QMatrix};
+pub use simd::Simd;
+pub use types::{GgmlType, QK_K};
+
+use crate::{Error, Result};
+
+/// The format activations are quantized to before being dotted with weights of type `ty`
+/// (ggml's `vec_dot_type`). `F32` means the activations are used as they are.
+pub fn vec_dot_type(ty: GgmlType) -> GgmlType {
+    use GgmlType::*;
+    match ty {
+        Q4_0 | Q5_0 | Q8_0 | IQ4_NL => Q8_0,
+        Q4_1 | Q5_1 => Q8_1,
+        Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | IQ4_XS => Q8_K,
+        _ => F32,
+    }
+}
+
+fn unsupported(ty: GgmlType) -> Error {
+    Error::UnsupportedTensorType {
+        tensor: String::new(),
+        ty: ty.name().to_string(),
+    }
+}
+
+/// Dequantizes `dst.len()` elements stored as whole blocks of `ty` in `src` into `dst`.
+///
+/// `dst.len()` must be a multiple of the block size and `src` exactly that many blocks.
+pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32], simd: Simd) -> Result<()> {
+    check_row(ty, src.len(), dst.len())?;
+    use GgmlType::*;
+    match ty {
+        F32 | F16 | BF16 => float::dequantize_row(ty, src, dst, simd),
+        Q4_0 => q4_0::dequantize_row(src, dst, simd),
+        Q4_1 => q4_1::dequantize_row(src, dst, simd),
+        Q5_0 => q5_0::dequantize_row(src, dst, simd),
+        Q5_1 => q5_1::dequantize_row(src, dst, simd),
+        Q8_0 => q8_0::dequantize_row(src, dst, simd),
+        Q2_K | Q3_K | Q4_K | Q5_K | Q6_K => k_quants::dequantize_row(ty, src, dst, simd),
+        IQ4_NL | IQ4_XS => iq4::dequantize_row(ty, src, dst, simd),
+        _ => return Err(unsupported(ty)),
+    }
+    Ok(())
+}
+
+/// Quantizes the f32 activations `x` into `dst` in the activation format `act_ty`
+/// (Q8_0, Q8_1 or Q8_K). `dst` must hold exactly `x.len()` elements of that format.
+pub fn quantize_activations(act_ty: GgmlType, x: &[f32], dst: &mut [u8], simd: Simd) -> Result<()> {
+    check_row(act_ty, dst.len(), x.len())?;
+    match act_ty {
+        GgmlType::Q8_0 => q8::quantize_row_q8_0(x, dst, simd),
+        GgmlType::Q8_1 => q8::quantize_row_q8_1(x, dst, simd),
+        GgmlType::Q8_K => k_quants::quantize_row_q8_k(x, dst, simd),
+        _ => return Err(unsupported(act_ty)),
+    }
+    Ok(())
+}
+
+/// Dot product of one weight row of `ty` (whole blocks in `w`) with activations already in
+/// `vec_dot_type(ty)` (`act`, same element count). Float weight types are not handled here: use
+/// [`float::vec_dot_f32`] with f32 activations.
+pub fn vec_dot(ty: GgmlType, w: &[u8], act: &[u8], simd: Simd) -> f32 {
+    use GgmlType::*;
+    match ty {
+        Q4_0 => q4_0::vec_dot(w, act, simd),
+        Q4_1 => q4_1::vec_dot(w, act, simd),
+        Q5_0 => q5_0::vec_dot(w, act, simd),
+        Q5_1 => q5_1::vec_dot(w, act, simd),
+        Q8_0 => q8_0::vec_dot(w, act, simd),
+        Q2_K | Q3_K | Q4_K | Q5_K | Q6_K => k_quants::vec_dot(ty, w, act, simd),
+        IQ4_NL | IQ4_XS => iq4::vec_dot(ty, w, act, simd),
+        // Callers check `is_supported` at load; float types go through `float::vec_dot_f32`.
+        _ => 0.0,
+    }
+}
+
+/// Checks that `bytes` is exactly `n` elements of `ty` in whole blocks.
+fn check_row(ty: GgmlType, bytes: usize, n: usize) -> Result<()> {
+    match ty.row_bytes(n as u64) {
+        Some(b) if b == bytes as u64 => Ok(()),
+        _ => Err(Error::InvalidArgument(format!(
+            "{n} elements of {ty} do not fill {bytes} bytes in whole blocks"
+        ))),
+    }
+}
