@@ -5,8 +5,11 @@
 //! with `tokenizer` and `chat` turning text into ids and back. `ffi` is the C ABI over all of it.
 //! The library never prints; errors are [`Error`].
 
+pub mod chat;
 pub mod error;
 pub mod gguf;
 pub mod quant;
+pub mod sample;
+pub mod tokenizer;
 
 pub use error::{Error, Result};

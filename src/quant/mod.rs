@@ -20,6 +20,7 @@ pub mod q5_0;
 pub mod q5_1;
 pub mod q8;
 pub mod q8_0;
+pub mod quantize;
 pub mod simd;
 pub mod types;
 

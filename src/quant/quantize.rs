@@ -1,0 +1,1 @@
+//! Reference quantizers (ggml's `quantize_row_*_ref`), bit-exact. (Placeholder.)
