@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod chat;
 mod common;
 mod inspect;
 mod run;
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// Continue a prompt, streaming the text to stdout.
     Run(run::Args),
+    /// Chat with the model, one message per line (interactive on a terminal).
+    Chat(chat::Args),
     /// Show a GGUF file's model summary and tensor table.
     Inspect(inspect::Args),
     /// Perplexity and per-position logits of a text under teacher forcing.
@@ -32,6 +35,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Chat(args) => chat::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Score(args) => score::run(args),
     };
