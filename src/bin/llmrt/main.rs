@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod chat;
 mod common;
 mod inspect;
@@ -23,6 +24,8 @@ struct Cli {
 enum Command {
     /// Continue a prompt, streaming the text to stdout.
     Run(run::Args),
+    /// Measure prompt processing and generation speed (like llama-bench).
+    Bench(bench::Args),
     /// Chat with the model, one message per line (interactive on a terminal).
     Chat(chat::Args),
     /// Show a GGUF file's model summary and tensor table.
@@ -35,6 +38,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Chat(args) => chat::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Score(args) => score::run(args),
