@@ -64,7 +64,7 @@ pub fn run(args: Args) -> llmrt::Result<()> {
         .map(|i| ((i * 7919 + 13) % n_vocab) as u32)
         .collect();
 
-    let mut run_pp = |session: &mut Session| -> llmrt::Result<f64> {
+    let run_pp = |session: &mut Session| -> llmrt::Result<f64> {
         session.reset();
         let t = Instant::now();
         session.eval(&prompt)?;
