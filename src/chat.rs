@@ -890,7 +890,10 @@ mod tests {
         let rfind = python_find("añbñc", &[Value::from("ñ")], true).unwrap();
         assert_eq!(rfind, Value::from(3));
         // Python: "hELLO «wörld» it's 3rd".title() == "Hello «Wörld» It'S 3Rd".
-        assert_eq!(python_title("hELLO «wörld» it's 3rd"), "Hello «Wörld» It'S 3Rd");
+        assert_eq!(
+            python_title("hELLO «wörld» it's 3rd"),
+            "Hello «Wörld» It'S 3Rd"
+        );
     }
 
     #[test]

@@ -169,7 +169,7 @@ impl Sampler {
         }
         // Greedy when the temperature is not positive (NaN included): truncation stages cannot
         // change the argmax, so they are skipped.
-        if !(params.temperature > 0.0) {
+        if params.temperature.is_nan() || params.temperature <= 0.0 {
             return Sampler::from_stages(stages, Pick::Greedy, params.seed);
         }
         if params.top_k > 0 {
