@@ -171,7 +171,7 @@ pub fn vec_dot_xs_scalar(w: &[BlockIq4Xs], act: &[BlockQ8K]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::super::k_quants::x86::hsum_ps_256;
+    use super::super::k_quants::x86::{f16c, hsum_ps_256};
     use super::*;
     use std::arch::x86_64::*;
 
@@ -202,9 +202,8 @@ mod x86 {
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn vec_dot_nl_avx2(w: &[BlockIq4Nl], act: &[BlockQ8_0View]) -> f32 {
         // SAFETY: IQ4NL_LEVELS is 16 bytes.
-        let table = unsafe {
-            _mm256_broadcastsi128_si256(_mm_loadu_si128(IQ4NL_LEVELS.as_ptr().cast()))
-        };
+        let table =
+            unsafe { _mm256_broadcastsi128_si256(_mm_loadu_si128(IQ4NL_LEVELS.as_ptr().cast())) };
         let ones = _mm256_set1_epi16(1);
         let mut acc = _mm256_setzero_ps();
         for (x, y) in w.iter().zip(act) {
@@ -216,7 +215,7 @@ mod x86 {
                 )
             };
             let s = _mm256_madd_epi16(signed_pairs(lv, a), ones);
-            let d = _mm256_set1_ps(f16_le(x.d) * f16_le(y.d));
+            let d = _mm256_set1_ps(f16c(x.d) * f16c(y.d));
             acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc);
         }
         hsum_ps_256(acc)
@@ -225,9 +224,8 @@ mod x86 {
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn vec_dot_xs_avx2(w: &[BlockIq4Xs], act: &[BlockQ8K]) -> f32 {
         // SAFETY: IQ4NL_LEVELS is 16 bytes.
-        let table = unsafe {
-            _mm256_broadcastsi128_si256(_mm_loadu_si128(IQ4NL_LEVELS.as_ptr().cast()))
-        };
+        let table =
+            unsafe { _mm256_broadcastsi128_si256(_mm_loadu_si128(IQ4NL_LEVELS.as_ptr().cast())) };
         let mut acc = _mm256_setzero_ps();
         for (x, y) in w.iter().zip(act) {
             let mut sumi = _mm256_setzero_si256();
@@ -242,7 +240,7 @@ mod x86 {
                 let scale = _mm256_set1_epi16(x.scale(ib) as i16);
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(signed_pairs(lv, a), scale));
             }
-            let d = _mm256_set1_ps(f16_le(x.d) * y.d());
+            let d = _mm256_set1_ps(f16c(x.d) * y.d());
             acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
         }
         hsum_ps_256(acc)

@@ -125,6 +125,16 @@ pub fn quantize_row_q8_k(x: &[f32], dst: &mut [u8], simd: Simd) {
 pub(crate) mod x86 {
     use std::arch::x86_64::*;
 
+    /// f16 (little-endian bytes) to f32 with the F16C instruction: exact, as the software
+    /// conversion, but without the call through `half`'s run-time dispatch inside hot loops.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) fn f16c(bits: [u8; 2]) -> f32 {
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
+            u16::from_le_bytes(bits) as i32
+        )))
+    }
+
     /// Sum of the 8 lanes of `v`.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]

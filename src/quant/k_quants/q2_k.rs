@@ -32,13 +32,19 @@ impl BlockQ2K {
 }
 
 pub(crate) fn dequantize(src: &[BlockQ2K], dst: &mut [f32], _simd: Simd) {
-    // Scalar at every level (no SIMD twin yet).
+    // Scalar at every level: dequantization is off the hot path for this type.
     dequantize_scalar(src, dst);
 }
 
-pub(crate) fn vec_dot(w: &[BlockQ2K], act: &[BlockQ8K], _simd: Simd) -> f32 {
-    // Scalar at every level (no SIMD twin yet).
-    vec_dot_scalar(w, act)
+pub(crate) fn vec_dot(w: &[BlockQ2K], act: &[BlockQ8K], simd: Simd) -> f32 {
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 | Simd::Avx512 => {
+            // SAFETY: `simd` passed `Simd::is_supported`: both levels include AVX2/FMA/F16C.
+            unsafe { x86::vec_dot_avx2(w, act) }
+        }
+        _ => vec_dot_scalar(w, act),
+    }
 }
 
 /// ggml `dequantize_row_q2_K`: `dl = d * sc`, `ml = dmin * m`, then `dl * q - ml`.
@@ -46,11 +52,19 @@ pub fn dequantize_scalar(src: &[BlockQ2K], dst: &mut [f32]) {
     for (b, y) in src.iter().zip(dst.chunks_exact_mut(QK_K)) {
         let d = f16_le(b.d);
         let min = f16_le(b.dmin);
-        for (s, ys) in y.chunks_exact_mut(16).enumerate() {
-            let dl = d * (b.scales[s] & 0xF) as f32;
-            let ml = min * (b.scales[s] >> 4) as f32;
-            for (i, o) in ys.iter_mut().enumerate() {
-                *o = dl * b.quant(16 * s + i) as f32 - ml;
+        // Element 128n + 32j + l is bits 2j..2j+2 of qs[32n + l]; its sub-block is (that)/16.
+        for n in 0..2 {
+            let q = &b.qs[32 * n..32 * n + 32];
+            for j in 0..4 {
+                for h in 0..2 {
+                    let sc = b.scales[8 * n + 2 * j + h];
+                    let dl = d * (sc & 0xF) as f32;
+                    let ml = min * (sc >> 4) as f32;
+                    let out = &mut y[128 * n + 32 * j + 16 * h..][..16];
+                    for (o, &q) in out.iter_mut().zip(&q[16 * h..16 * h + 16]) {
+                        *o = dl * ((q >> (2 * j)) & 3) as f32 - ml;
+                    }
+                }
             }
         }
     }
@@ -72,4 +86,65 @@ pub fn vec_dot_scalar(w: &[BlockQ2K], act: &[BlockQ8K]) -> f32 {
         sum += y.d() * f16_le(x.d) * sumi as f32 - y.d() * f16_le(x.dmin) * summ as f32;
     }
     sum
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::super::x86::{broadcast_i16_ctrl, f16c, hsum_ps_256};
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// `maddubs` of the 2-bit quants (0..3) with the activations, `madd` with the 4-bit
+    /// sub-block scale per 128-bit lane (one 16-element sub-block per lane), and the mins as one
+    /// `madd` of the 16 mins with the 16 Q8_K `bsums`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn vec_dot_avx2(w: &[BlockQ2K], act: &[BlockQ8K]) -> f32 {
+        let m4 = _mm_set1_epi8(0x0F);
+        let m3 = _mm256_set1_epi8(3);
+        // Vector j of a half covers sub-blocks 2j (low lane) and 2j+1 (high lane) of that half.
+        let ctrl = [
+            broadcast_i16_ctrl(0, 1),
+            broadcast_i16_ctrl(2, 3),
+            broadcast_i16_ctrl(4, 5),
+            broadcast_i16_ctrl(6, 7),
+        ];
+        let mut acc = _mm256_setzero_ps();
+        let mut acc_m = _mm256_setzero_ps();
+        for (x, y) in w.iter().zip(act) {
+            let d = y.d() * f16c(x.d);
+            let dmin = -y.d() * f16c(x.dmin);
+            // SAFETY: loads read `x.scales` (16 bytes), `y.bsums` (32), `x.qs` at 32n (32 bytes,
+            // n < 2) and `y.qs` at 128n + 32j (32 bytes, j < 4), all in bounds.
+            unsafe {
+                let packed = _mm_loadu_si128(x.scales.as_ptr().cast());
+                let mins16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), m4));
+                let sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(packed, m4));
+                let bs = _mm256_loadu_si256(y.bsums.as_ptr().cast());
+                let prod_m = _mm256_madd_epi16(mins16, bs);
+                acc_m = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(prod_m), acc_m);
+                let halves = [
+                    _mm256_broadcastsi128_si256(_mm256_castsi256_si128(sc16)),
+                    _mm256_broadcastsi128_si256(_mm256_extracti128_si256(sc16, 1)),
+                ];
+                let mut sumi = _mm256_setzero_si256();
+                for (n, sc) in halves.iter().enumerate() {
+                    let q = _mm256_loadu_si256(x.qs.as_ptr().add(32 * n).cast());
+                    let qj = [
+                        _mm256_and_si256(q, m3),
+                        _mm256_and_si256(_mm256_srli_epi16(q, 2), m3),
+                        _mm256_and_si256(_mm256_srli_epi16(q, 4), m3),
+                        _mm256_and_si256(_mm256_srli_epi16(q, 6), m3),
+                    ];
+                    for j in 0..4 {
+                        let a = _mm256_loadu_si256(y.qs.as_ptr().add(128 * n + 32 * j).cast());
+                        let p = _mm256_maddubs_epi16(qj[j], a);
+                        let p = _mm256_madd_epi16(p, _mm256_shuffle_epi8(*sc, ctrl[j]));
+                        sumi = _mm256_add_epi32(sumi, p);
+                    }
+                }
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+            }
+        }
+        hsum_ps_256(acc) + hsum_ps_256(acc_m)
+    }
 }

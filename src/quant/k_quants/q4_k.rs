@@ -145,7 +145,7 @@ pub fn vec_dot_scalar(w: &[BlockQ4K], act: &[BlockQ8K]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::super::x86::{broadcast_i16_ctrl, hsum_ps_128, hsum_ps_256};
+    use super::super::x86::{broadcast_i16_ctrl, f16c, hsum_ps_128, hsum_ps_256};
     use super::*;
     use std::arch::x86_64::*;
 
@@ -156,8 +156,8 @@ mod x86 {
         let nb = src.len().min(dst.len() / QK_K);
         let mask = _mm_set1_epi8(0x0F);
         for (i, b) in src[..nb].iter().enumerate() {
-            let d = b.d();
-            let min = b.dmin();
+            let d = f16c(b.d);
+            let min = f16c(b.dmin);
             let out = dst[i * QK_K..].as_mut_ptr();
             for c in 0..4 {
                 let (sc1, m1) = scale_min(2 * c, &b.scales);
@@ -219,8 +219,8 @@ mod x86 {
         let mut acc = _mm256_setzero_ps();
         let mut acc_m = _mm_setzero_ps();
         for (x, y) in w.iter().zip(act) {
-            let d = y.d() * x.d();
-            let dmin = -y.d() * x.dmin();
+            let d = y.d() * f16c(x.d);
+            let dmin = -y.d() * f16c(x.dmin);
             let sm = unpack_scales_mins(&x.scales);
             // SAFETY: every load below reads within `x.qs` (128 bytes), `y.qs` (256 bytes),
             // `sm` (16 bytes) or `y.bsums` (32 bytes), at the offsets written.
@@ -270,25 +270,21 @@ mod x86 {
         let mut acc = _mm512_setzero_ps();
         let mut acc_m = _mm_setzero_ps();
         for (x, y) in w.iter().zip(act) {
-            let d = y.d() * x.d();
-            let dmin = -y.d() * x.dmin();
+            let d = y.d() * f16c(x.d);
+            let dmin = -y.d() * f16c(x.dmin);
             let sm = unpack_scales_mins(&x.scales);
             // SAFETY: every load below reads within `x.qs` (128 bytes), `y.qs` (256 bytes),
             // `sm` (16 bytes) or `y.bsums` (32 bytes), at the offsets written.
             unsafe {
                 let prod_m = mins_dot_bsums(&sm[8..], y);
                 acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod_m), acc_m);
-                let sc = _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(_mm_loadl_epi64(
-                    sm.as_ptr().cast(),
-                )));
+                let sc =
+                    _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(_mm_loadl_epi64(sm.as_ptr().cast())));
                 let mut sumi = _mm512_setzero_si512();
                 for (c, ctrl) in ctrl.iter().enumerate() {
                     let q = _mm256_loadu_si256(x.qs.as_ptr().add(32 * c).cast());
-                    let q = _mm512_inserti64x4(
-                        _mm512_castsi256_si512(q),
-                        _mm256_srli_epi16(q, 4),
-                        1,
-                    );
+                    let q =
+                        _mm512_inserti64x4(_mm512_castsi256_si512(q), _mm256_srli_epi16(q, 4), 1);
                     let q = _mm512_and_si512(q, mask);
                     let a = _mm512_loadu_si512(y.qs.as_ptr().add(64 * c).cast());
                     let p = _mm512_maddubs_epi16(q, a);

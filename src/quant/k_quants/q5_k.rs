@@ -39,7 +39,11 @@ impl BlockQ5K {
     #[inline(always)]
     fn quant(&self, c: usize, l: usize, high: bool) -> u8 {
         let q = self.qs[32 * c + l];
-        let (nib, bit) = if high { (q >> 4, 2 * c + 1) } else { (q & 0xF, 2 * c) };
+        let (nib, bit) = if high {
+            (q >> 4, 2 * c + 1)
+        } else {
+            (q & 0xF, 2 * c)
+        };
         nib | (((self.qh[l] >> bit) & 1) << 4)
     }
 }
@@ -103,7 +107,7 @@ pub fn vec_dot_scalar(w: &[BlockQ5K], act: &[BlockQ8K]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::super::x86::{broadcast_i16_ctrl, hsum_ps_128, hsum_ps_256};
+    use super::super::x86::{broadcast_i16_ctrl, f16c, hsum_ps_128, hsum_ps_256};
     use super::*;
     use std::arch::x86_64::*;
 
@@ -126,8 +130,8 @@ mod x86 {
         let mut acc = _mm256_setzero_ps();
         let mut acc_m = _mm_setzero_ps();
         for (x, y) in w.iter().zip(act) {
-            let d = y.d() * x.d();
-            let dmin = -y.d() * x.dmin();
+            let d = y.d() * f16c(x.d);
+            let dmin = -y.d() * f16c(x.dmin);
             let sm = unpack_scales_mins(&x.scales);
             // SAFETY: every load below reads within `x.qs` (128 bytes), `x.qh` (32 bytes),
             // `y.qs` (256 bytes), `sm` (16 bytes) or `y.bsums` (32 bytes), at the offsets written.

@@ -109,7 +109,7 @@ pub fn vec_dot_scalar(w: &[BlockQ6K], act: &[BlockQ8K]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::super::x86::{broadcast_i16_ctrl, hsum_ps_256};
+    use super::super::x86::{broadcast_i16_ctrl, f16c, hsum_ps_256};
     use super::*;
     use std::arch::x86_64::*;
 
@@ -149,7 +149,7 @@ mod x86 {
         let nb = src.len().min(dst.len() / QK_K);
         let off = _mm256_set1_epi32(32);
         for (i, b) in src[..nb].iter().enumerate() {
-            let d = b.d();
+            let d = f16c(b.d);
             let out = dst[i * QK_K..].as_mut_ptr();
             for n in 0..2 {
                 // SAFETY: n < 2 (see `unpack_half`).
@@ -199,7 +199,7 @@ mod x86 {
         ];
         let mut acc = _mm256_setzero_ps();
         for (x, y) in w.iter().zip(act) {
-            let d = x.d() * y.d();
+            let d = f16c(x.d) * y.d();
             // SAFETY: `scales` has 16 bytes; every `y.qs` load is at 128n + 32k < 256 - 31.
             unsafe {
                 let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.scales.as_ptr().cast()));
@@ -237,17 +237,14 @@ mod x86 {
         for (s, idx) in idx.iter_mut().enumerate() {
             let b = 4 * s as i16;
             *idx = _mm512_inserti64x4(
-                _mm512_castsi256_si512(_mm256_set_m128i(
-                    _mm_set1_epi16(b + 1),
-                    _mm_set1_epi16(b),
-                )),
+                _mm512_castsi256_si512(_mm256_set_m128i(_mm_set1_epi16(b + 1), _mm_set1_epi16(b))),
                 _mm256_set_m128i(_mm_set1_epi16(b + 3), _mm_set1_epi16(b + 2)),
                 1,
             );
         }
         let mut acc = _mm256_setzero_ps();
         for (x, y) in w.iter().zip(act) {
-            let d = x.d() * y.d();
+            let d = f16c(x.d) * y.d();
             // SAFETY: loads read `scales` (16 bytes), `ql` at 64n (64 bytes, n < 2), `qh` at
             // 32n (32 bytes), `y.qs` at 128n and 128n + 64 (64 bytes each), all in bounds.
             unsafe {
