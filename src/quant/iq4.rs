@@ -171,7 +171,7 @@ pub fn vec_dot_xs_scalar(w: &[BlockIq4Xs], act: &[BlockQ8K]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::super::k_quants::x86::{f16c, hsum_ps_256};
+    use super::super::k_quants::x86::{f16c, f16c_pair, hsum_ps_256};
     use super::*;
     use std::arch::x86_64::*;
 
@@ -215,7 +215,8 @@ mod x86 {
                 )
             };
             let s = _mm256_madd_epi16(signed_pairs(lv, a), ones);
-            let d = _mm256_set1_ps(f16c(x.d) * f16c(y.d));
+            let (dx, dy) = f16c_pair(x.d, y.d);
+            let d = _mm256_set1_ps(dx * dy);
             acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc);
         }
         hsum_ps_256(acc)

@@ -125,14 +125,27 @@ pub fn quantize_row_q8_k(x: &[f32], dst: &mut [u8], simd: Simd) {
 pub(crate) mod x86 {
     use std::arch::x86_64::*;
 
-    /// f16 (little-endian bytes) to f32 with the F16C instruction: exact, as the software
-    /// conversion, but without the call through `half`'s run-time dispatch inside hot loops.
+    /// Two f16 values (little-endian bytes) to f32 with one F16C conversion: exact, as the
+    /// software conversion, but without the call through `half`'s run-time dispatch.
+    /// Built from a 32-bit `vmovd` (which zeroes the rest of the register): when only lane 0 is
+    /// demanded LLVM turns a lone conversion into an insert into an arbitrary live register
+    /// (the accumulator), chaining every block's scale onto the loop's dependency chain.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(crate) fn f16c(bits: [u8; 2]) -> f32 {
-        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
-            u16::from_le_bytes(bits) as i32
-        )))
+    pub(crate) fn f16c_pair(a: [u8; 2], b: [u8; 2]) -> (f32, f32) {
+        let v = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes([
+            a[0], a[1], b[0], b[1],
+        ])));
+        (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
+    }
+
+    /// One f16 value to f32 (see [`f16c_pair`]; the second lane is kept live on purpose).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) fn f16c(a: [u8; 2]) -> f32 {
+        let (x, zero) = f16c_pair(a, [0, 0]);
+        // `x - (+0.0)` is `x` for every x, including -0.0.
+        x - zero
     }
 
     /// Sum of the 8 lanes of `v`.

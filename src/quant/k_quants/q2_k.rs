@@ -90,7 +90,7 @@ pub fn vec_dot_scalar(w: &[BlockQ2K], act: &[BlockQ8K]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::super::x86::{broadcast_i16_ctrl, f16c, hsum_ps_256};
+    use super::super::x86::{broadcast_i16_ctrl, f16c_pair, hsum_ps_256};
     use super::*;
     use std::arch::x86_64::*;
 
@@ -111,8 +111,9 @@ mod x86 {
         let mut acc = _mm256_setzero_ps();
         let mut acc_m = _mm256_setzero_ps();
         for (x, y) in w.iter().zip(act) {
-            let d = y.d() * f16c(x.d);
-            let dmin = -y.d() * f16c(x.dmin);
+            let (dw, dminw) = f16c_pair(x.d, x.dmin);
+            let d = y.d() * dw;
+            let dmin = -y.d() * dminw;
             // SAFETY: loads read `x.scales` (16 bytes), `y.bsums` (32), `x.qs` at 32n (32 bytes,
             // n < 2) and `y.qs` at 128n + 32j (32 bytes, j < 4), all in bounds.
             unsafe {

@@ -145,7 +145,7 @@ pub fn vec_dot_scalar(w: &[BlockQ4K], act: &[BlockQ8K]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::super::x86::{broadcast_i16_ctrl, f16c, hsum_ps_128, hsum_ps_256};
+    use super::super::x86::{broadcast_i16_ctrl, f16c_pair, hsum_ps_128, hsum_ps_256};
     use super::*;
     use std::arch::x86_64::*;
 
@@ -156,8 +156,7 @@ mod x86 {
         let nb = src.len().min(dst.len() / QK_K);
         let mask = _mm_set1_epi8(0x0F);
         for (i, b) in src[..nb].iter().enumerate() {
-            let d = f16c(b.d);
-            let min = f16c(b.dmin);
+            let (d, min) = f16c_pair(b.d, b.dmin);
             let out = dst[i * QK_K..].as_mut_ptr();
             for c in 0..4 {
                 let (sc1, m1) = scale_min(2 * c, &b.scales);
@@ -219,8 +218,9 @@ mod x86 {
         let mut acc = _mm256_setzero_ps();
         let mut acc_m = _mm_setzero_ps();
         for (x, y) in w.iter().zip(act) {
-            let d = y.d() * f16c(x.d);
-            let dmin = -y.d() * f16c(x.dmin);
+            let (dw, dminw) = f16c_pair(x.d, x.dmin);
+            let d = y.d() * dw;
+            let dmin = -y.d() * dminw;
             let sm = unpack_scales_mins(&x.scales);
             // SAFETY: every load below reads within `x.qs` (128 bytes), `y.qs` (256 bytes),
             // `sm` (16 bytes) or `y.bsums` (32 bytes), at the offsets written.
@@ -270,8 +270,9 @@ mod x86 {
         let mut acc = _mm512_setzero_ps();
         let mut acc_m = _mm_setzero_ps();
         for (x, y) in w.iter().zip(act) {
-            let d = y.d() * f16c(x.d);
-            let dmin = -y.d() * f16c(x.dmin);
+            let (dw, dminw) = f16c_pair(x.d, x.dmin);
+            let d = y.d() * dw;
+            let dmin = -y.d() * dminw;
             let sm = unpack_scales_mins(&x.scales);
             // SAFETY: every load below reads within `x.qs` (128 bytes), `y.qs` (256 bytes),
             // `sm` (16 bytes) or `y.bsums` (32 bytes), at the offsets written.

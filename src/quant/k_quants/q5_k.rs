@@ -107,7 +107,7 @@ pub fn vec_dot_scalar(w: &[BlockQ5K], act: &[BlockQ8K]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::super::x86::{broadcast_i16_ctrl, f16c, hsum_ps_128, hsum_ps_256};
+    use super::super::x86::{broadcast_i16_ctrl, f16c_pair, hsum_ps_128, hsum_ps_256};
     use super::*;
     use std::arch::x86_64::*;
 
@@ -130,8 +130,9 @@ mod x86 {
         let mut acc = _mm256_setzero_ps();
         let mut acc_m = _mm_setzero_ps();
         for (x, y) in w.iter().zip(act) {
-            let d = y.d() * f16c(x.d);
-            let dmin = -y.d() * f16c(x.dmin);
+            let (dw, dminw) = f16c_pair(x.d, x.dmin);
+            let d = y.d() * dw;
+            let dmin = -y.d() * dminw;
             let sm = unpack_scales_mins(&x.scales);
             // SAFETY: every load below reads within `x.qs` (128 bytes), `x.qh` (32 bytes),
             // `y.qs` (256 bytes), `sm` (16 bytes) or `y.bsums` (32 bytes), at the offsets written.
