@@ -83,7 +83,11 @@ fn dequantize_matches_reference_samples() {
                         .iter()
                         .map(|v| v.as_f64().unwrap() as f32)
                         .collect();
-                    assert_eq!(&got[..want.len()], &want[..], "{file} {name} row {r} {simd:?}");
+                    assert_eq!(
+                        &got[..want.len()],
+                        &want[..],
+                        "{file} {name} row {r} {simd:?}"
+                    );
                 }
                 let row0 = dequantize(ty, &data[..row_bytes], n, simd);
                 let row0_sum: f64 = row0.iter().map(|&v| v as f64).sum();
@@ -402,7 +406,9 @@ fn activation_rounding_is_half_away_from_zero() {
 /// A deterministic pseudo-random value in [-1, 1) for element `i`.
 fn lcg_f32(seed: u64, i: usize) -> f32 {
     let mut s = seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    s = s
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
 }
 
@@ -480,7 +486,12 @@ fn matmul_matches_naive_loop() {
     let (rows, cols) = (37, 160);
     let pools: Vec<rayon::ThreadPool> = [1, 2]
         .iter()
-        .map(|&t| rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap())
+        .map(|&t| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap()
+        })
         .collect();
     for (ti, ty) in BLOCK_TYPES.iter().chain(&FLOAT_TYPES).copied().enumerate() {
         let data = random_weights(ty, rows, cols, 17 + ti as u64);
@@ -538,7 +549,16 @@ fn matmul_reuses_scratch_and_rejects_bad_shapes() {
     assert_eq!((scratch.as_ptr(), scratch.capacity()), (ptr, cap));
     assert_eq!(out, first, "repeated calls give identical results");
     // Fewer columns reuse the larger scratch too.
-    matmul(&pool, &w, &x[..cols], 1, &mut out[..rows], &mut scratch, simd).unwrap();
+    matmul(
+        &pool,
+        &w,
+        &x[..cols],
+        1,
+        &mut out[..rows],
+        &mut scratch,
+        simd,
+    )
+    .unwrap();
     assert_eq!(scratch.as_ptr(), ptr);
 
     assert!(matmul(&pool, &w, &x[1..], n_cols, &mut out, &mut scratch, simd).is_err());

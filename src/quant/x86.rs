@@ -349,14 +349,59 @@ pub(super) unsafe fn vec_dot_float(ty: GgmlType, w: &[u8], x: &[f32]) -> f32 {
 // ---------------------------------------------------------------------------------------------
 // Block dot products, one body for both levels.
 
+/// Per activation column: eight f32 lanes of scaled integer dots, and the scalar sum of the
+/// `m_w * s_a` terms (Q4_1, Q5_1).
+#[derive(Clone, Copy)]
+struct Acc<const N: usize> {
+    lanes: [__m256; N],
+    mins: [f32; N],
+}
+
+/// Runs `$body` for every block index `$i`, with `$acc` bound alternately to one of two
+/// accumulator sets, so that consecutive blocks' multiply-adds do not wait on each other (a
+/// single chain would bound the loop at the FMA latency per block); returns the merged sums.
+macro_rules! two_chains {
+    ($n_blocks:expr, |$i:ident, $acc:ident| $body:block) => {{
+        let n_blocks = $n_blocks;
+        let zero = Acc {
+            lanes: [_mm256_setzero_ps(); N],
+            mins: [0.0f32; N],
+        };
+        let mut chains = [zero, zero];
+        let mut $i = 0;
+        while $i + 2 <= n_blocks {
+            {
+                let $acc = &mut chains[0];
+                $body
+            }
+            $i += 1;
+            {
+                let $acc = &mut chains[1];
+                $body
+            }
+            $i += 1;
+        }
+        if $i < n_blocks {
+            let $acc = &mut chains[0];
+            $body
+        }
+        let mut out = [0.0f32; N];
+        for c in 0..N {
+            let lanes = _mm256_add_ps(chains[0].lanes[c], chains[1].lanes[c]);
+            out[c] = hsum_ps(lanes) + (chains[0].mins[c] + chains[1].mins[c]);
+        }
+        out
+    }};
+}
+
 macro_rules! block_dot_kernels {
     ($features:literal) => {
-        /// Adds one signed-weight block (quants `x`, scale `dw`) dotted with the activation
-        /// block at byte `off` of each column into `acc`.
+        /// Adds one signed-weight block (quants `x`, scale `dw`) dotted with the Q8_0 block at
+        /// byte `off` of each column.
         #[inline]
         #[target_feature(enable = $features)]
         unsafe fn signed_block<const N: usize>(
-            acc: &mut [__m256; N],
+            acc: &mut Acc<N>,
             x: __m256i,
             dw: f32,
             acts: &[&[u8]; N],
@@ -368,18 +413,16 @@ macro_rules! block_dot_kernels {
                 let y = _mm256_loadu_si256(ap.add(2).cast());
                 let p = dot_u8_i8(ax, _mm256_sign_epi8(y, x));
                 let scale = _mm256_set1_ps(dw * f16_at(ap));
-                acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc[c]);
+                acc.lanes[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc.lanes[c]);
             }
         }
 
         /// Adds one unsigned-weight block (quants `x`, scale `dw`, minimum `mw`) dotted with the
-        /// Q8_1 block at byte `off` of each column: the integer part into `acc`, `mw * s_a`
-        /// into `mins`.
+        /// Q8_1 block at byte `off` of each column.
         #[inline]
         #[target_feature(enable = $features)]
         unsafe fn unsigned_block<const N: usize>(
-            acc: &mut [__m256; N],
-            mins: &mut [f32; N],
+            acc: &mut Acc<N>,
             x: __m256i,
             dw: f32,
             mw: f32,
@@ -391,19 +434,9 @@ macro_rules! block_dot_kernels {
                 let y = _mm256_loadu_si256(ap.add(4).cast());
                 let p = dot_u8_i8(x, y);
                 let scale = _mm256_set1_ps(dw * f16_at(ap));
-                acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc[c]);
-                mins[c] += mw * f16_at(ap.add(2));
+                acc.lanes[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc.lanes[c]);
+                acc.mins[c] += mw * f16_at(ap.add(2));
             }
-        }
-
-        #[inline]
-        #[target_feature(enable = $features)]
-        unsafe fn finish<const N: usize>(acc: [__m256; N], mins: [f32; N]) -> [f32; N] {
-            let mut out = [0.0; N];
-            for c in 0..N {
-                out[c] = hsum_ps(acc[c]) + mins[c];
-            }
-            out
         }
 
         /// Q4_0 weights · Q8_0 activations, `N` columns.
@@ -412,13 +445,11 @@ macro_rules! block_dot_kernels {
             w: &[u8],
             acts: [&[u8]; N],
         ) -> [f32; N] {
-            let mut acc = [_mm256_setzero_ps(); N];
-            for i in 0..w.len() / Q4_0_BYTES {
+            two_chains!(w.len() / Q4_0_BYTES, |i, acc| {
                 let wp = w.as_ptr().add(i * Q4_0_BYTES);
                 let x = _mm256_sub_epi8(nibbles(wp.add(2)), _mm256_set1_epi8(8));
-                signed_block(&mut acc, x, f16_at(wp), &acts, i * Q8_0_BYTES);
-            }
-            finish(acc, [0.0; N])
+                signed_block(acc, x, f16_at(wp), &acts, i * Q8_0_BYTES);
+            })
         }
 
         /// Q5_0 weights · Q8_0 activations, `N` columns.
@@ -427,14 +458,12 @@ macro_rules! block_dot_kernels {
             w: &[u8],
             acts: [&[u8]; N],
         ) -> [f32; N] {
-            let mut acc = [_mm256_setzero_ps(); N];
-            for i in 0..w.len() / Q5_0_BYTES {
+            two_chains!(w.len() / Q5_0_BYTES, |i, acc| {
                 let wp = w.as_ptr().add(i * Q5_0_BYTES);
                 let qh = u32::from_le(wp.add(2).cast::<u32>().read_unaligned());
                 let x = q5_0_values(nibbles(wp.add(6)), bits_to_bytes(qh));
-                signed_block(&mut acc, x, f16_at(wp), &acts, i * Q8_0_BYTES);
-            }
-            finish(acc, [0.0; N])
+                signed_block(acc, x, f16_at(wp), &acts, i * Q8_0_BYTES);
+            })
         }
 
         /// Q8_0 weights · Q8_0 activations, `N` columns.
@@ -443,13 +472,11 @@ macro_rules! block_dot_kernels {
             w: &[u8],
             acts: [&[u8]; N],
         ) -> [f32; N] {
-            let mut acc = [_mm256_setzero_ps(); N];
-            for i in 0..w.len() / Q8_0_BYTES {
+            two_chains!(w.len() / Q8_0_BYTES, |i, acc| {
                 let wp = w.as_ptr().add(i * Q8_0_BYTES);
                 let x = _mm256_loadu_si256(wp.add(2).cast());
-                signed_block(&mut acc, x, f16_at(wp), &acts, i * Q8_0_BYTES);
-            }
-            finish(acc, [0.0; N])
+                signed_block(acc, x, f16_at(wp), &acts, i * Q8_0_BYTES);
+            })
         }
 
         /// Q4_1 weights · Q8_1 activations, `N` columns.
@@ -458,15 +485,12 @@ macro_rules! block_dot_kernels {
             w: &[u8],
             acts: [&[u8]; N],
         ) -> [f32; N] {
-            let mut acc = [_mm256_setzero_ps(); N];
-            let mut mins = [0.0; N];
-            for i in 0..w.len() / Q4_1_BYTES {
+            two_chains!(w.len() / Q4_1_BYTES, |i, acc| {
                 let wp = w.as_ptr().add(i * Q4_1_BYTES);
                 let x = nibbles(wp.add(4));
                 let (dw, mw) = (f16_at(wp), f16_at(wp.add(2)));
-                unsigned_block(&mut acc, &mut mins, x, dw, mw, &acts, i * Q8_1_BYTES);
-            }
-            finish(acc, mins)
+                unsigned_block(acc, x, dw, mw, &acts, i * Q8_1_BYTES);
+            })
         }
 
         /// Q5_1 weights · Q8_1 activations, `N` columns.
@@ -475,16 +499,13 @@ macro_rules! block_dot_kernels {
             w: &[u8],
             acts: [&[u8]; N],
         ) -> [f32; N] {
-            let mut acc = [_mm256_setzero_ps(); N];
-            let mut mins = [0.0; N];
-            for i in 0..w.len() / Q5_1_BYTES {
+            two_chains!(w.len() / Q5_1_BYTES, |i, acc| {
                 let wp = w.as_ptr().add(i * Q5_1_BYTES);
                 let qh = u32::from_le(wp.add(4).cast::<u32>().read_unaligned());
                 let x = q5_1_values(nibbles(wp.add(8)), bits_to_bytes(qh));
                 let (dw, mw) = (f16_at(wp), f16_at(wp.add(2)));
-                unsigned_block(&mut acc, &mut mins, x, dw, mw, &acts, i * Q8_1_BYTES);
-            }
-            finish(acc, mins)
+                unsigned_block(acc, x, dw, mw, &acts, i * Q8_1_BYTES);
+            })
         }
     };
 }
