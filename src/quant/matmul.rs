@@ -1,9 +1,8 @@
 //! Matrix multiply: quantized weights × f32 activations.
 //!
 //! The activations are quantized once per call into the weight type's `vec_dot_type` (Q8_0, Q8_1,
-//! or Q8_K through `k_quants::quantize_row_q8_k`; in
-//! `scratch`), then the weight rows are split into chunks that run in parallel on the caller's
-//! pool. With one activation column (token generation) each task streams its rows once: the work
+//! or Q8_K through `k_quants::quantize_row_q8_k`) in `scratch`, then the weight rows are split
+//! into chunks that run in parallel on the caller's pool. With one activation column (token generation) each task streams its rows once: the work
 //! is bound by memory bandwidth. With many columns (prompt batches) each task walks its rows in
 //! tiles of [`ROW_TILE`] rows and, for each group of [`COL_TILE`] columns, dots every row of the
 //! tile with the group: a weight block is unpacked once and reused for all columns of the group,
@@ -38,13 +37,16 @@ const MIN_TASK_ROWS_GEN: usize = 32;
 /// threads that get descheduled (the machine is shared).
 const TASKS_PER_THREAD: usize = 4;
 
+/// Dots one weight row with [`COL_TILE`] activation columns (a per-type `vec_dot_cols`).
+type TileDot = fn(&[u8], [&[u8]; COL_TILE], Simd) -> [f32; COL_TILE];
+
 /// How one weight row is dotted with activation columns.
 #[derive(Clone, Copy)]
 enum RowKernel {
     /// A 32-element block type with a multi-column kernel.
     Block32 {
         one: fn(&[u8], &[u8], Simd) -> f32,
-        tile: fn(&[u8], [&[u8]; COL_TILE], Simd) -> [f32; COL_TILE],
+        tile: TileDot,
     },
     /// Any other quantized type, through the per-type dispatch of [`vec_dot`].
     Other(GgmlType),

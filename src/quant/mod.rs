@@ -66,7 +66,7 @@ pub fn as_blocks_mut<B: ByteBlock>(bytes: &mut [u8]) -> &mut [B] {
 pub(crate) fn check_blocks<B: ByteBlock>(bytes: usize, n_elements: usize) -> usize {
     let n_blocks = n_elements / QK;
     assert!(
-        n_elements % QK == 0 && bytes == n_blocks * std::mem::size_of::<B>(),
+        n_elements.is_multiple_of(QK) && bytes == n_blocks * std::mem::size_of::<B>(),
         "{bytes} bytes are not {n_elements} elements of whole {}-byte blocks",
         std::mem::size_of::<B>()
     );
@@ -160,7 +160,7 @@ fn check_row(ty: GgmlType, bytes: usize, n: usize) -> Result<()> {
 pub(crate) fn check_dot<W: ByteBlock, A: ByteBlock>(w: usize, act: usize) -> usize {
     let n_blocks = w / std::mem::size_of::<W>();
     assert!(
-        w % std::mem::size_of::<W>() == 0 && act == n_blocks * std::mem::size_of::<A>(),
+        w.is_multiple_of(std::mem::size_of::<W>()) && act == n_blocks * std::mem::size_of::<A>(),
         "vec_dot: {w} weight bytes and {act} activation bytes are not matching whole blocks"
     );
     n_blocks
