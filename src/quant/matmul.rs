@@ -4,10 +4,11 @@
 //! or Q8_K through `k_quants::quantize_row_q8_k`) in `scratch`, then the weight rows are split
 //! into chunks that run in parallel on the caller's pool. With one activation column (token generation) each task streams its rows once: the work
 //! is bound by memory bandwidth. With many columns (prompt batches) each task walks its rows in
-//! tiles of [`ROW_TILE`] rows and, for each group of [`COL_TILE`] columns, dots every row of the
-//! tile with the group: a weight block is unpacked once and reused for all columns of the group,
-//! and the tile's weights stay in L1 while all column groups pass over it, so the work becomes
-//! bound by arithmetic instead of memory.
+//! tiles of [`ROW_TILE`] rows and, for each group of [`COL_TILE`] columns, dots the tile's rows
+//! [`REG_ROWS`] at a time with the group: a weight block is unpacked once and reused for all
+//! columns of the group, an activation block is loaded once for both rows, and the tile's weights
+//! stay in L1 while all column groups pass over it, so the work becomes bound by arithmetic
+//! instead of memory.
 
 use rayon::prelude::*;
 
@@ -26,8 +27,11 @@ pub struct QMatrix<'a> {
     pub data: &'a [u8],
 }
 
-/// Activation columns dotted with one weight row at a time in the multi-column path.
+/// Activation columns dotted at once in the multi-column path.
 pub const COL_TILE: usize = 4;
+/// Weight rows dotted at once in the multi-column path: with [`COL_TILE`] columns, 2 × 4 f32
+/// accumulators plus the unpacked operands fill the 16 vector registers of AVX2.
+pub const REG_ROWS: usize = 2;
 /// Rows per cache tile in the multi-column path: 16 rows of 896 Q8_0 weights are 15 KiB.
 pub const ROW_TILE: usize = 16;
 /// Fewest rows a parallel task gets with one column: below this the task overhead (~1 µs)
@@ -37,8 +41,11 @@ const MIN_TASK_ROWS_GEN: usize = 32;
 /// threads that get descheduled (the machine is shared).
 const TASKS_PER_THREAD: usize = 4;
 
-/// Dots one weight row with [`COL_TILE`] activation columns (a per-type `vec_dot_cols`).
-type TileDot = fn(&[u8], [&[u8]; COL_TILE], Simd) -> [f32; COL_TILE];
+/// Dots [`REG_ROWS`] weight rows with [`COL_TILE`] activation columns (a per-type
+/// `vec_dot_tile`).
+type TileDot = fn([&[u8]; REG_ROWS], [&[u8]; COL_TILE], Simd) -> [[f32; COL_TILE]; REG_ROWS];
+/// Dots one weight row with [`COL_TILE`] activation columns (the odd row of a tile).
+type RowDot = fn([&[u8]; 1], [&[u8]; COL_TILE], Simd) -> [[f32; COL_TILE]; 1];
 
 /// How one weight row is dotted with activation columns.
 #[derive(Clone, Copy)]
@@ -46,6 +53,7 @@ enum RowKernel {
     /// A 32-element block type with a multi-column kernel.
     Block32 {
         one: fn(&[u8], &[u8], Simd) -> f32,
+        row: RowDot,
         tile: TileDot,
     },
     /// Any other quantized type, through the per-type dispatch of [`vec_dot`].
@@ -61,7 +69,8 @@ impl RowKernel {
             ($m:ident) => {
                 RowKernel::Block32 {
                     one: $m::vec_dot,
-                    tile: $m::vec_dot_cols::<COL_TILE>,
+                    row: $m::vec_dot_tile::<1, COL_TILE>,
+                    tile: $m::vec_dot_tile::<REG_ROWS, COL_TILE>,
                 }
             };
         }
@@ -262,15 +271,30 @@ fn run_rows(
     while tile_start < rows.end {
         let tile = tile_start..(tile_start + ROW_TILE).min(rows.end);
         let mut c = 0;
-        if let (RowKernel::Block32 { tile: dot_tile, .. }, Acts::Quantized { bytes, stride }) =
-            (kernel, acts)
+        if let (
+            RowKernel::Block32 {
+                row,
+                tile: dot_tile,
+                ..
+            },
+            Acts::Quantized { bytes, stride },
+        ) = (kernel, acts)
         {
             while c + COL_TILE <= n_cols {
                 let cols: [&[u8]; COL_TILE] =
                     std::array::from_fn(|k| &bytes[(c + k) * stride..][..stride]);
-                for r in tile.clone() {
-                    let v = dot_tile(w_row(r), cols, simd);
-                    for (k, &v) in v.iter().enumerate() {
+                let mut r = tile.start;
+                while r + REG_ROWS <= tile.end {
+                    let v = dot_tile(std::array::from_fn(|k| w_row(r + k)), cols, simd);
+                    for (dr, vr) in v.iter().enumerate() {
+                        for (k, &v) in vr.iter().enumerate() {
+                            store(c + k, r + dr, v);
+                        }
+                    }
+                    r += REG_ROWS;
+                }
+                for r in r..tile.end {
+                    for (k, &v) in row([w_row(r)], cols, simd)[0].iter().enumerate() {
                         store(c + k, r, v);
                     }
                 }

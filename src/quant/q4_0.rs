@@ -70,26 +70,39 @@ pub fn dequantize_row_scalar(src: &[u8], dst: &mut [f32]) {
 /// # Panics
 /// If the lengths are not matching whole blocks.
 pub fn vec_dot(w: &[u8], act: &[u8], simd: Simd) -> f32 {
-    vec_dot_cols(w, [act], simd)[0]
+    vec_dot_tile([w], [act], simd)[0][0]
 }
 
-/// [`vec_dot`] of one weight row with `N` activation columns at once: each weight block is loaded
-/// and unpacked once and reused for every column (the matmul's prompt path).
+/// [`vec_dot`] of `R` weight rows (same length) with `N` activation columns at once,
+/// `out[r][c] = ws[r] · acts[c]`: each weight block is unpacked once and reused for every column,
+/// and each activation block is loaded once and reused for every row (the matmul's prompt path).
 ///
 /// # Panics
 /// If the lengths are not matching whole blocks.
-pub fn vec_dot_cols<const N: usize>(w: &[u8], acts: [&[u8]; N], simd: Simd) -> [f32; N] {
+pub fn vec_dot_tile<const R: usize, const N: usize>(
+    ws: [&[u8]; R],
+    acts: [&[u8]; N],
+    simd: Simd,
+) -> [[f32; N]; R] {
+    let w_len = ws.first().map_or(0, |w| w.len());
+    for w in ws {
+        assert_eq!(
+            w.len(),
+            w_len,
+            "vec_dot_tile: weight rows of different lengths"
+        );
+    }
     for act in acts {
-        check_dot::<BlockQ4_0, BlockQ8_0>(w.len(), act.len());
+        check_dot::<BlockQ4_0, BlockQ8_0>(w_len, act.len());
     }
     match simd.or_supported() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `or_supported` returned a level this CPU supports; lengths checked above.
-        Simd::Avx2 => unsafe { super::x86::avx2::vec_dot_q4_0(w, acts) },
+        Simd::Avx2 if R > 0 => unsafe { super::x86::avx2::vec_dot_q4_0(ws, acts) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above, for the AVX-512 VNNI features.
-        Simd::Avx512 => unsafe { super::x86::avx512::vec_dot_q4_0(w, acts) },
-        _ => acts.map(|act| vec_dot_scalar(w, act)),
+        Simd::Avx512 if R > 0 => unsafe { super::x86::avx512::vec_dot_q4_0(ws, acts) },
+        _ => ws.map(|w| acts.map(|act| vec_dot_scalar(w, act))),
     }
 }
 

@@ -13,7 +13,8 @@
 //! (`2 · 128 · 127 < 32767`). Unsigned weights (Q4_1, Q5_1) feed the instruction directly.
 //!
 //! Each block's integer dot (eight i32 lanes) is converted to f32 and fused-multiply-added with
-//! `d_w · d_a` into one f32 accumulator per activation column; the lanes are summed at the end.
+//! `d_w · d_a` into one f32 accumulator per (weight row, activation column); the lanes are summed
+//! at the end.
 //! Dequantization, activation quantization and the float kernels are exact or order-independent,
 //! so one AVX2 version serves both levels.
 //!
@@ -348,47 +349,57 @@ pub(super) unsafe fn vec_dot_float(ty: GgmlType, w: &[u8], x: &[f32]) -> f32 {
 
 // ---------------------------------------------------------------------------------------------
 // Block dot products, one body for both levels.
+//
+// A kernel dots `R` weight rows with `N` activation columns at once (matmul uses 2 × 4): each
+// weight block is unpacked once per row and reused for all columns, and each activation block is
+// loaded and its scale converted once per column and reused for all rows.
 
-/// Per activation column: eight f32 lanes of scaled integer dots, and the scalar sum of the
+/// Per (row, column): eight f32 lanes of scaled integer dots, and the scalar sum of the
 /// `m_w * s_a` terms (Q4_1, Q5_1).
 #[derive(Clone, Copy)]
-struct Acc<const N: usize> {
-    lanes: [__m256; N],
-    mins: [f32; N],
+struct Acc<const R: usize, const N: usize> {
+    lanes: [[__m256; N]; R],
+    mins: [[f32; N]; R],
 }
 
-/// Runs `$body` for every block index `$i`, with `$acc` bound alternately to one of two
-/// accumulator sets, so that consecutive blocks' multiply-adds do not wait on each other (a
-/// single chain would bound the loop at the FMA latency per block); returns the merged sums.
-macro_rules! two_chains {
+/// Runs `$body` for every block index `$i` with `$acc: &mut Acc<R, N>` and returns the sums.
+/// A single row and column alternates two accumulator sets, so that consecutive blocks'
+/// multiply-adds do not wait on each other (one chain would bound the loop at the FMA latency per
+/// block); bigger tiles already have `R * N` independent chains.
+macro_rules! tile_loop {
     ($n_blocks:expr, |$i:ident, $acc:ident| $body:block) => {{
         let n_blocks = $n_blocks;
         let zero = Acc {
-            lanes: [_mm256_setzero_ps(); N],
-            mins: [0.0f32; N],
+            lanes: [[_mm256_setzero_ps(); N]; R],
+            mins: [[0.0f32; N]; R],
         };
         let mut chains = [zero, zero];
         let mut $i = 0;
-        while $i + 2 <= n_blocks {
-            {
-                let $acc = &mut chains[0];
-                $body
+        if R * N == 1 {
+            while $i + 2 <= n_blocks {
+                {
+                    let $acc = &mut chains[0];
+                    $body
+                }
+                $i += 1;
+                {
+                    let $acc = &mut chains[1];
+                    $body
+                }
+                $i += 1;
             }
-            $i += 1;
-            {
-                let $acc = &mut chains[1];
-                $body
-            }
-            $i += 1;
         }
-        if $i < n_blocks {
+        while $i < n_blocks {
             let $acc = &mut chains[0];
             $body
+            $i += 1;
         }
-        let mut out = [0.0f32; N];
-        for c in 0..N {
-            let lanes = _mm256_add_ps(chains[0].lanes[c], chains[1].lanes[c]);
-            out[c] = hsum_ps(lanes) + (chains[0].mins[c] + chains[1].mins[c]);
+        let mut out = [[0.0f32; N]; R];
+        for r in 0..R {
+            for c in 0..N {
+                let lanes = _mm256_add_ps(chains[0].lanes[r][c], chains[1].lanes[r][c]);
+                out[r][c] = hsum_ps(lanes) + (chains[0].mins[r][c] + chains[1].mins[r][c]);
+            }
         }
         out
     }};
@@ -396,115 +407,158 @@ macro_rules! two_chains {
 
 macro_rules! block_dot_kernels {
     ($features:literal) => {
-        /// Adds one signed-weight block (quants `x`, scale `dw`) dotted with the Q8_0 block at
-        /// byte `off` of each column.
+        /// Adds one signed-weight block per row (quants `x[r]`, scale `dw[r]`) dotted with the
+        /// Q8_0 block at byte `off` of each column.
         #[inline]
         #[target_feature(enable = $features)]
-        unsafe fn signed_block<const N: usize>(
-            acc: &mut Acc<N>,
-            x: __m256i,
-            dw: f32,
+        unsafe fn signed_tile<const R: usize, const N: usize>(
+            acc: &mut Acc<R, N>,
+            x: [__m256i; R],
+            dw: [f32; R],
             acts: &[&[u8]; N],
             off: usize,
         ) {
-            let ax = _mm256_sign_epi8(x, x);
+            let mut ax = [_mm256_setzero_si256(); R];
+            let mut vdw = [_mm256_setzero_ps(); R];
+            for r in 0..R {
+                ax[r] = _mm256_sign_epi8(x[r], x[r]);
+                vdw[r] = _mm256_set1_ps(dw[r]);
+            }
             for c in 0..N {
                 let ap = acts[c].as_ptr().add(off);
                 let y = _mm256_loadu_si256(ap.add(2).cast());
-                let p = dot_u8_i8(ax, _mm256_sign_epi8(y, x));
-                let scale = _mm256_set1_ps(dw * f16_at(ap));
-                acc.lanes[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc.lanes[c]);
+                let da = _mm256_set1_ps(f16_at(ap));
+                for r in 0..R {
+                    let p = dot_u8_i8(ax[r], _mm256_sign_epi8(y, x[r]));
+                    let scale = _mm256_mul_ps(vdw[r], da);
+                    acc.lanes[r][c] =
+                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc.lanes[r][c]);
+                }
             }
         }
 
-        /// Adds one unsigned-weight block (quants `x`, scale `dw`, minimum `mw`) dotted with the
-        /// Q8_1 block at byte `off` of each column.
+        /// Adds one unsigned-weight block per row (quants `x[r]`, scale `dw[r]`, minimum
+        /// `mw[r]`) dotted with the Q8_1 block at byte `off` of each column.
         #[inline]
         #[target_feature(enable = $features)]
-        unsafe fn unsigned_block<const N: usize>(
-            acc: &mut Acc<N>,
-            x: __m256i,
-            dw: f32,
-            mw: f32,
+        unsafe fn unsigned_tile<const R: usize, const N: usize>(
+            acc: &mut Acc<R, N>,
+            x: [__m256i; R],
+            dw: [f32; R],
+            mw: [f32; R],
             acts: &[&[u8]; N],
             off: usize,
         ) {
+            let mut vdw = [_mm256_setzero_ps(); R];
+            for r in 0..R {
+                vdw[r] = _mm256_set1_ps(dw[r]);
+            }
             for c in 0..N {
                 let ap = acts[c].as_ptr().add(off);
                 let y = _mm256_loadu_si256(ap.add(4).cast());
-                let p = dot_u8_i8(x, y);
-                let scale = _mm256_set1_ps(dw * f16_at(ap));
-                acc.lanes[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc.lanes[c]);
-                acc.mins[c] += mw * f16_at(ap.add(2));
+                let da = _mm256_set1_ps(f16_at(ap));
+                let sa = f16_at(ap.add(2));
+                for r in 0..R {
+                    let p = dot_u8_i8(x[r], y);
+                    let scale = _mm256_mul_ps(vdw[r], da);
+                    acc.lanes[r][c] =
+                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc.lanes[r][c]);
+                    acc.mins[r][c] += mw[r] * sa;
+                }
             }
         }
 
-        /// Q4_0 weights · Q8_0 activations, `N` columns.
+        /// Q4_0 weights · Q8_0 activations, `R` rows × `N` columns.
         #[target_feature(enable = $features)]
-        pub(in crate::quant) unsafe fn vec_dot_q4_0<const N: usize>(
-            w: &[u8],
+        pub(in crate::quant) unsafe fn vec_dot_q4_0<const R: usize, const N: usize>(
+            ws: [&[u8]; R],
             acts: [&[u8]; N],
-        ) -> [f32; N] {
-            two_chains!(w.len() / Q4_0_BYTES, |i, acc| {
-                let wp = w.as_ptr().add(i * Q4_0_BYTES);
-                let x = _mm256_sub_epi8(nibbles(wp.add(2)), _mm256_set1_epi8(8));
-                signed_block(acc, x, f16_at(wp), &acts, i * Q8_0_BYTES);
+        ) -> [[f32; N]; R] {
+            tile_loop!(ws[0].len() / Q4_0_BYTES, |i, acc| {
+                let mut x = [_mm256_setzero_si256(); R];
+                let mut dw = [0.0f32; R];
+                for r in 0..R {
+                    let wp = ws[r].as_ptr().add(i * Q4_0_BYTES);
+                    x[r] = _mm256_sub_epi8(nibbles(wp.add(2)), _mm256_set1_epi8(8));
+                    dw[r] = f16_at(wp);
+                }
+                signed_tile(acc, x, dw, &acts, i * Q8_0_BYTES);
             })
         }
 
-        /// Q5_0 weights · Q8_0 activations, `N` columns.
+        /// Q5_0 weights · Q8_0 activations, `R` rows × `N` columns.
         #[target_feature(enable = $features)]
-        pub(in crate::quant) unsafe fn vec_dot_q5_0<const N: usize>(
-            w: &[u8],
+        pub(in crate::quant) unsafe fn vec_dot_q5_0<const R: usize, const N: usize>(
+            ws: [&[u8]; R],
             acts: [&[u8]; N],
-        ) -> [f32; N] {
-            two_chains!(w.len() / Q5_0_BYTES, |i, acc| {
-                let wp = w.as_ptr().add(i * Q5_0_BYTES);
-                let qh = u32::from_le(wp.add(2).cast::<u32>().read_unaligned());
-                let x = q5_0_values(nibbles(wp.add(6)), bits_to_bytes(qh));
-                signed_block(acc, x, f16_at(wp), &acts, i * Q8_0_BYTES);
+        ) -> [[f32; N]; R] {
+            tile_loop!(ws[0].len() / Q5_0_BYTES, |i, acc| {
+                let mut x = [_mm256_setzero_si256(); R];
+                let mut dw = [0.0f32; R];
+                for r in 0..R {
+                    let wp = ws[r].as_ptr().add(i * Q5_0_BYTES);
+                    let qh = u32::from_le(wp.add(2).cast::<u32>().read_unaligned());
+                    x[r] = q5_0_values(nibbles(wp.add(6)), bits_to_bytes(qh));
+                    dw[r] = f16_at(wp);
+                }
+                signed_tile(acc, x, dw, &acts, i * Q8_0_BYTES);
             })
         }
 
-        /// Q8_0 weights · Q8_0 activations, `N` columns.
+        /// Q8_0 weights · Q8_0 activations, `R` rows × `N` columns.
         #[target_feature(enable = $features)]
-        pub(in crate::quant) unsafe fn vec_dot_q8_0<const N: usize>(
-            w: &[u8],
+        pub(in crate::quant) unsafe fn vec_dot_q8_0<const R: usize, const N: usize>(
+            ws: [&[u8]; R],
             acts: [&[u8]; N],
-        ) -> [f32; N] {
-            two_chains!(w.len() / Q8_0_BYTES, |i, acc| {
-                let wp = w.as_ptr().add(i * Q8_0_BYTES);
-                let x = _mm256_loadu_si256(wp.add(2).cast());
-                signed_block(acc, x, f16_at(wp), &acts, i * Q8_0_BYTES);
+        ) -> [[f32; N]; R] {
+            tile_loop!(ws[0].len() / Q8_0_BYTES, |i, acc| {
+                let mut x = [_mm256_setzero_si256(); R];
+                let mut dw = [0.0f32; R];
+                for r in 0..R {
+                    let wp = ws[r].as_ptr().add(i * Q8_0_BYTES);
+                    x[r] = _mm256_loadu_si256(wp.add(2).cast());
+                    dw[r] = f16_at(wp);
+                }
+                signed_tile(acc, x, dw, &acts, i * Q8_0_BYTES);
             })
         }
 
-        /// Q4_1 weights · Q8_1 activations, `N` columns.
+        /// Q4_1 weights · Q8_1 activations, `R` rows × `N` columns.
         #[target_feature(enable = $features)]
-        pub(in crate::quant) unsafe fn vec_dot_q4_1<const N: usize>(
-            w: &[u8],
+        pub(in crate::quant) unsafe fn vec_dot_q4_1<const R: usize, const N: usize>(
+            ws: [&[u8]; R],
             acts: [&[u8]; N],
-        ) -> [f32; N] {
-            two_chains!(w.len() / Q4_1_BYTES, |i, acc| {
-                let wp = w.as_ptr().add(i * Q4_1_BYTES);
-                let x = nibbles(wp.add(4));
-                let (dw, mw) = (f16_at(wp), f16_at(wp.add(2)));
-                unsigned_block(acc, x, dw, mw, &acts, i * Q8_1_BYTES);
+        ) -> [[f32; N]; R] {
+            tile_loop!(ws[0].len() / Q4_1_BYTES, |i, acc| {
+                let mut x = [_mm256_setzero_si256(); R];
+                let (mut dw, mut mw) = ([0.0f32; R], [0.0f32; R]);
+                for r in 0..R {
+                    let wp = ws[r].as_ptr().add(i * Q4_1_BYTES);
+                    x[r] = nibbles(wp.add(4));
+                    dw[r] = f16_at(wp);
+                    mw[r] = f16_at(wp.add(2));
+                }
+                unsigned_tile(acc, x, dw, mw, &acts, i * Q8_1_BYTES);
             })
         }
 
-        /// Q5_1 weights · Q8_1 activations, `N` columns.
+        /// Q5_1 weights · Q8_1 activations, `R` rows × `N` columns.
         #[target_feature(enable = $features)]
-        pub(in crate::quant) unsafe fn vec_dot_q5_1<const N: usize>(
-            w: &[u8],
+        pub(in crate::quant) unsafe fn vec_dot_q5_1<const R: usize, const N: usize>(
+            ws: [&[u8]; R],
             acts: [&[u8]; N],
-        ) -> [f32; N] {
-            two_chains!(w.len() / Q5_1_BYTES, |i, acc| {
-                let wp = w.as_ptr().add(i * Q5_1_BYTES);
-                let qh = u32::from_le(wp.add(4).cast::<u32>().read_unaligned());
-                let x = q5_1_values(nibbles(wp.add(8)), bits_to_bytes(qh));
-                let (dw, mw) = (f16_at(wp), f16_at(wp.add(2)));
-                unsigned_block(acc, x, dw, mw, &acts, i * Q8_1_BYTES);
+        ) -> [[f32; N]; R] {
+            tile_loop!(ws[0].len() / Q5_1_BYTES, |i, acc| {
+                let mut x = [_mm256_setzero_si256(); R];
+                let (mut dw, mut mw) = ([0.0f32; R], [0.0f32; R]);
+                for r in 0..R {
+                    let wp = ws[r].as_ptr().add(i * Q5_1_BYTES);
+                    let qh = u32::from_le(wp.add(4).cast::<u32>().read_unaligned());
+                    x[r] = q5_1_values(nibbles(wp.add(8)), bits_to_bytes(qh));
+                    dw[r] = f16_at(wp);
+                    mw[r] = f16_at(wp.add(2));
+                }
+                unsigned_tile(acc, x, dw, mw, &acts, i * Q8_1_BYTES);
             })
         }
     };
