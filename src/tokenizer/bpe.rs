@@ -11,6 +11,8 @@ use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::{SplitDelimiterBehavior, TokenizerImpl};
 
 use crate::gguf::GgufFile;
+
+use super::fxhash::{FxHashMap, FxHashSet};
 use crate::{Error, Result};
 
 use super::pretokenize::PreTokenizer;
@@ -36,29 +38,32 @@ impl BpeModel {
     pub fn new(
         file: &GgufFile,
         texts: &[String],
-        text_to_id: &HashMap<String, u32>,
+        text_to_id: &FxHashMap<String, u32>,
         pre: &PreTokenizer,
     ) -> Result<BpeModel> {
         let merges_raw = file.get_str_array("tokenizer.ggml.merges")?;
         // llama.cpp splits each merge at the first space after the first byte and keeps the
         // first rank of a repeated pair. The crate needs both halves and the result in the vocab;
         // a merge that fails that can never produce a token id, so it is left out.
-        let mut seen = std::collections::HashSet::with_capacity(merges_raw.len());
+        let mut seen = FxHashSet::with_capacity_and_hasher(merges_raw.len(), Default::default());
         let mut merges = Vec::with_capacity(merges_raw.len());
+        let mut joined = String::new();
         for m in merges_raw {
             // Byte search: a space found after byte 0 is always on a character boundary.
             let Some(pos) = m.bytes().skip(1).position(|b| b == b' ').map(|p| p + 1) else {
                 continue;
             };
             let (a, b) = (&m[..pos], &m[pos + 1..]);
-            if !text_to_id.contains_key(a) || !text_to_id.contains_key(b) {
+            let (Some(&a_id), Some(&b_id)) = (text_to_id.get(a), text_to_id.get(b)) else {
+                continue;
+            };
+            joined.clear();
+            joined.push_str(a);
+            joined.push_str(b);
+            if !text_to_id.contains_key(joined.as_str()) {
                 continue;
             }
-            let joined = format!("{a}{b}");
-            if !text_to_id.contains_key(&joined) {
-                continue;
-            }
-            if seen.insert((a, b)) {
+            if seen.insert((a_id, b_id)) {
                 merges.push((a.to_string(), b.to_string()));
             }
         }

@@ -17,6 +17,7 @@
 //! the same incrementally and only ever hands out complete UTF-8.
 
 mod bpe;
+mod fxhash;
 mod pretokenize;
 mod spm;
 mod vocab;
@@ -369,7 +370,8 @@ fn clean_up_spaces(input: &[u8]) -> Vec<u8> {
         if i > 0 && b[i - 1] == b' ' && x == b'\'' && i + 1 < b.len() {
             let x1 = b[i + 1];
             let x2 = b.get(i + 2).copied();
-            if matches!(x1, b's' | b'm') || (matches!((x1, x2), (b'r', Some(b'e')) | (b'v', Some(b'e'))))
+            if matches!(x1, b's' | b'm')
+                || (matches!((x1, x2), (b'r', Some(b'e')) | (b'v', Some(b'e'))))
             {
                 c.pop();
             }

@@ -45,7 +45,8 @@ const MINICPM5: &[&str] = &[
     r"\p{N}{1,3}",
     r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}+| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
 ];
-const UFAKZEKA: &str = r"[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const UFAKZEKA: &str =
+    r"[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// How a byte-level BPE vocab splits text before merging, and the flags llama.cpp ties to the
 /// same `tokenizer.ggml.pre` name.
@@ -101,17 +102,10 @@ impl PreTokenizer {
             "deepseek-llm" => (DEEPSEEK_LLM, false),
             "deepseek-coder" => (DEEPSEEK_CODER, false),
             "deepseek-v3" | "hunyuan-dense" | "joyai-llm" | "hy_v4" => (DEEPSEEK3, false),
-            "falcon" => (
-                &[
-                    r"[\p{P}\$\+<=>\^~\|`]+",
-                    GPT2,
-                    r"[0-9][0-9][0-9]",
-                ],
-                true,
-            ),
+            "falcon" => (&[r"[\p{P}\$\+<=>\^~\|`]+", GPT2, r"[0-9][0-9][0-9]"], true),
             "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es"
-            | "jina-v2-de" | "a.x-4.0" | "mellum" | "modern-bert" | "exaone4" | "mpt"
-            | "olmo" | "jais" | "jina-v1-en" | "jina-v2-code" | "roberta-bpe" => (&[GPT2], true),
+            | "jina-v2-de" | "a.x-4.0" | "mellum" | "modern-bert" | "exaone4" | "mpt" | "olmo"
+            | "jais" | "jina-v1-en" | "jina-v2-code" | "roberta-bpe" => (&[GPT2], true),
             "trillion" | "granite-docling" => (&[GPT2], false),
             "starcoder" | "refact" | "codeshell" | "exaone" | "minerva-7b" | "mellum2" => {
                 (starcoder, true)

@@ -8,7 +8,9 @@
 //! materialising every such pair, so this loop is written out; it is short.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
+
+use super::fxhash::FxHashMap;
 
 use crate::{Error, Result};
 
@@ -53,7 +55,7 @@ impl Ord for Bigram {
 /// Tokenizes `text` (spaces already replaced by ▁) and appends the ids to `out`.
 pub(crate) fn encode(
     text: &str,
-    text_to_id: &HashMap<String, u32>,
+    text_to_id: &FxHashMap<String, u32>,
     scores: &[f32],
     out: &mut Vec<u32>,
 ) -> Result<()> {
@@ -73,18 +75,19 @@ pub(crate) fn encode(
     }
 
     let mut queue = BinaryHeap::new();
-    let try_add = |queue: &mut BinaryHeap<Bigram>, symbols: &[Symbol], left: usize, right: usize| {
-        let (l, r) = (symbols[left], symbols[right]);
-        let merged = &text[l.start..r.start + r.len];
-        if let Some(&id) = text_to_id.get(merged) {
-            queue.push(Bigram {
-                left,
-                right,
-                score: scores.get(id as usize).copied().unwrap_or(0.0),
-                size: merged.len(),
-            });
-        }
-    };
+    let try_add =
+        |queue: &mut BinaryHeap<Bigram>, symbols: &[Symbol], left: usize, right: usize| {
+            let (l, r) = (symbols[left], symbols[right]);
+            let merged = &text[l.start..r.start + r.len];
+            if let Some(&id) = text_to_id.get(merged) {
+                queue.push(Bigram {
+                    left,
+                    right,
+                    score: scores.get(id as usize).copied().unwrap_or(0.0),
+                    size: merged.len(),
+                });
+            }
+        };
     for i in 1..symbols.len() {
         try_add(&mut queue, &symbols, i - 1, i);
     }
@@ -128,7 +131,7 @@ pub(crate) fn encode(
 }
 
 /// The id of the `<0xXX>` token for `byte`, or of the one-byte text as a fallback.
-pub(crate) fn byte_token(byte: u8, text_to_id: &HashMap<String, u32>) -> Result<u32> {
+pub(crate) fn byte_token(byte: u8, text_to_id: &FxHashMap<String, u32>) -> Result<u32> {
     if let Some(&id) = text_to_id.get(&format!("<0x{byte:02X}>")) {
         return Ok(id);
     }

@@ -2,11 +2,10 @@
 //! from `tokenizer.ggml.*`, the special ids, the end-of-generation set and the order in which
 //! special-token text is split out of the input.
 
-use std::collections::HashMap;
-
 use crate::gguf::GgufFile;
 use crate::{Error, Result};
 
+use super::fxhash::FxHashMap;
 use super::pretokenize::PreTokenizer;
 
 /// Token attribute bits, numbered as llama.h's `llama_token_attr`.
@@ -101,7 +100,7 @@ pub(crate) struct Vocab {
     pub texts: Vec<String>,
     pub scores: Vec<f32>,
     pub attrs: Vec<u32>,
-    pub text_to_id: HashMap<String, u32>,
+    pub text_to_id: FxHashMap<String, u32>,
     pub bos: Option<u32>,
     pub eos: Option<u32>,
     pub unk: Option<u32>,
@@ -128,9 +127,7 @@ impl Vocab {
         let tokens = file.get_str_array(&key("tokens"))?;
         let n = tokens.len();
         if n == 0 || n > u32::MAX as usize {
-            return Err(Error::Tokenizer(format!(
-                "the vocabulary has {n} tokens"
-            )));
+            return Err(Error::Tokenizer(format!("the vocabulary has {n} tokens")));
         }
 
         // Defaults per model type, before metadata overrides them (llama_vocab::impl::load).
@@ -208,7 +205,7 @@ impl Vocab {
         };
 
         let mut texts = Vec::with_capacity(n);
-        let mut text_to_id = HashMap::with_capacity(n);
+        let mut text_to_id = FxHashMap::with_capacity_and_hasher(n, Default::default());
         for (id, &t) in tokens.iter().enumerate() {
             let text = if t.is_empty() {
                 format!("[EMPTY_{id}]")
@@ -266,9 +263,9 @@ impl Vocab {
             if slot.is_some() {
                 return;
             }
-            if let Some(id) = texts.iter().position(|t| names.contains(&t.as_str())) {
-                *slot = Some(id as u32);
-                attrs[id] |= attr::CONTROL;
+            if let Some(id) = names.iter().filter_map(|t| text_to_id.get(*t)).min() {
+                *slot = Some(*id);
+                attrs[*id as usize] |= attr::CONTROL;
             }
         };
         detect(&mut eot, EOT_TEXTS, &mut attrs);
@@ -285,19 +282,14 @@ impl Vocab {
         }
 
         let mut eog: Vec<u32> = [fim_pad, fim_rep, fim_sep].into_iter().flatten().collect();
-        for (id, t) in texts.iter().enumerate() {
-            if EOG_TEXTS.contains(&t.as_str()) {
-                eog.push(id as u32);
-                attrs[id] |= attr::CONTROL;
-            }
+        for &id in EOG_TEXTS.iter().filter_map(|t| text_to_id.get(*t)) {
+            eog.push(id);
+            attrs[id as usize] |= attr::CONTROL;
         }
         // gpt-oss: these structural tokens are always rendered.
-        for (id, t) in texts.iter().enumerate() {
-            if matches!(
-                t.as_str(),
-                "<|channel|>" | "<|message|>" | "<|start|>" | "<|constrain|>"
-            ) {
-                attrs[id] = attr::USER_DEFINED;
+        for t in ["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"] {
+            if let Some(&id) = text_to_id.get(t) {
+                attrs[id as usize] = attr::USER_DEFINED;
             }
         }
         eog.extend([eos, eot, eom].into_iter().flatten());
