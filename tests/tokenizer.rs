@@ -347,3 +347,108 @@ fn unknown_model_or_pre_tokenizer_is_an_error() {
         }
     }
 }
+
+/// A tiny SentencePiece vocab: <unk> <s> </s>, the 256 byte tokens, then `pieces` with scores.
+fn tiny_spm(pieces: &[(&str, f32)], add_space_prefix: Option<bool>) -> GgufFile {
+    let mut tokens = vec!["<unk>".to_string(), "<s>".into(), "</s>".into()];
+    let mut types = vec![2i32, 3, 3];
+    for b in 0..=255u8 {
+        tokens.push(format!("<0x{b:02X}>"));
+        types.push(6);
+    }
+    let mut scores = vec![0.0f32; tokens.len()];
+    for (p, s) in pieces {
+        tokens.push(p.to_string());
+        types.push(1);
+        scores.push(*s);
+    }
+    let mut w = GgufWriter::new();
+    w.set("general.architecture", Value::String("llama".into()));
+    w.set("tokenizer.ggml.model", Value::String("llama".into()));
+    w.set(
+        "tokenizer.ggml.tokens",
+        Value::Array(
+            ValueType::String,
+            tokens.into_iter().map(Value::String).collect(),
+        ),
+    );
+    w.set(
+        "tokenizer.ggml.scores",
+        Value::Array(ValueType::F32, scores.into_iter().map(Value::F32).collect()),
+    );
+    w.set(
+        "tokenizer.ggml.token_type",
+        Value::Array(ValueType::I32, types.into_iter().map(Value::I32).collect()),
+    );
+    if let Some(p) = add_space_prefix {
+        w.set("tokenizer.ggml.add_space_prefix", Value::Bool(p));
+    }
+    GgufFile::from_bytes(w.to_bytes()).expect("valid GGUF")
+}
+
+/// The stored texts of `ids`.
+fn texts(tok: &Tokenizer, ids: &[u32]) -> Vec<String> {
+    ids.iter()
+        .map(|&id| tok.token_text(id).unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn sentencepiece_merges_by_score_with_space_prefix_and_byte_fallback() {
+    let base = [("▁", -3.0), ("a", -3.0), ("b", -3.0)];
+    // "ab" outscores "▁a": the pair merged first decides the split.
+    let tok = Tokenizer::from_gguf(&tiny_spm(
+        &[base[0], base[1], base[2], ("▁a", -2.0), ("ab", -1.0)],
+        None,
+    ))
+    .unwrap();
+    assert!(tok.add_bos(), "llama vocabs add BOS by default");
+    assert_eq!(tok.bos(), Some(1));
+    let ids = tok.encode("ab", false, false).unwrap();
+    assert_eq!(texts(&tok, &ids), ["▁", "ab"]);
+    // With the scores swapped, "▁a" wins.
+    let tok2 = Tokenizer::from_gguf(&tiny_spm(
+        &[base[0], base[1], base[2], ("▁a", -1.0), ("ab", -2.0)],
+        None,
+    ))
+    .unwrap();
+    let ids2 = tok2.encode("ab", false, false).unwrap();
+    assert_eq!(texts(&tok2, &ids2), ["▁a", "b"]);
+    // The prefixed space is removed again when decoding the whole text.
+    assert_eq!(tok.decode(&ids), "ab");
+    assert_eq!(tok.encode("ab", true, false).unwrap()[0], 1);
+
+    // After a special token the space prefix applies again; between words spaces are ▁.
+    let ids = tok.encode("<s>ab b", false, true).unwrap();
+    assert_eq!(texts(&tok, &ids), ["<s>", "▁", "ab", "▁", "b"]);
+    assert_eq!(
+        tok.decode(&ids),
+        " ab b",
+        "only the very first token loses its space"
+    );
+
+    // Characters outside the vocab fall back to their UTF-8 bytes.
+    let ids = tok.encode("é", false, false).unwrap();
+    assert_eq!(texts(&tok, &ids), ["▁", "<0xC3>", "<0xA9>"]);
+    assert_eq!(tok.decode(&ids), "é");
+
+    // add_space_prefix = false in the metadata: no leading ▁.
+    let tok3 = Tokenizer::from_gguf(&tiny_spm(&base, Some(false))).unwrap();
+    let ids = tok3.encode("a b", false, false).unwrap();
+    assert_eq!(texts(&tok3, &ids), ["a", "▁", "b"]);
+    assert_eq!(tok3.decode(&ids), "a b");
+}
+
+#[test]
+fn gpt2_default_vocab_cleans_spaces_when_decoding() {
+    // `gpt-2` vocabs clean up spaces before punctuation, as llama.cpp's detokenizer does;
+    // `smollm` (and Qwen) vocabs keep the text as is.
+    let text = "x , y 's";
+    let clean = Tokenizer::from_gguf(&tiny_bpe("gpt2", Some("gpt-2"))).unwrap();
+    assert_eq!(
+        clean.decode(&clean.encode(text, false, false).unwrap()),
+        "x, y's"
+    );
+    let raw = Tokenizer::from_gguf(&tiny_bpe("gpt2", Some("smollm"))).unwrap();
+    assert_eq!(raw.decode(&raw.encode(text, false, false).unwrap()), text);
+}

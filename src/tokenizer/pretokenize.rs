@@ -90,8 +90,13 @@ impl PreTokenizer {
                 (&[LLAMA3], true)
             }
             "dbrx" | "smaug-bpe" => (&[LLAMA3], true),
-            "glm4" | "chatglm-bpe" => {
+            "chatglm-bpe" => {
                 p.no_bos = true;
+                (&[LLAMA3], true)
+            }
+            "glm4" | "glm5" => {
+                p.no_bos = true;
+                p.ignore_merges = true;
                 (&[LLAMA3], true)
             }
             "jais-2" => (&[JAIS2], true),

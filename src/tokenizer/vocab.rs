@@ -308,7 +308,8 @@ impl Vocab {
                 eog.remove(pos);
             }
         }
-        if has(&eog, "<|tool_response>") {
+        // Gemma 4 and PLaMo have an ordinary </s>; only vocabs without these markers end on it.
+        if has(&eog, "<|tool_response>") || has(&eog, "<|plamo:eos|>") {
             if let Some(pos) = eog.iter().position(|&i| text_of(i) == "</s>") {
                 attrs[eog[pos] as usize] = attr::NORMAL;
                 eog.remove(pos);
