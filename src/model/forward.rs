@@ -6,9 +6,10 @@
 use rayon::prelude::*;
 
 use super::config::{Config, FfnActivation};
-use super::kv_cache::KvCache;
+use super::kv_cache::{KvCache, KvType};
 use super::ops::{
-    attend_head, gelu_tanh, rms_norm, rms_norm_in_place, rope_angles, rope_head, silu,
+    attend_head, gelu_tanh_f16_table, rms_norm, rms_norm_in_place, rope_angles, rope_head, silu,
+    AttentionPrecision,
 };
 use super::weights::Matrix;
 use super::Model;
@@ -240,6 +241,10 @@ impl Model {
                 usize::MAX
             };
             let (q, kv_ref) = (&s.q, &*kv);
+            let precision = match kv.kv_type() {
+                KvType::F16 => AttentionPrecision::F16,
+                KvType::F32 => AttentionPrecision::F32,
+            };
             pool.install(|| {
                 s.attn[..n * attn_dim]
                     .par_chunks_mut(hdv)
@@ -249,7 +254,17 @@ impl Model {
                         let pos = pos0 + t;
                         let first = (pos + 1).saturating_sub(window);
                         let q_head = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
-                        attend_head(q_head, kv_ref, il, h / group, first, pos, c.attn_scale, out);
+                        attend_head(
+                            q_head,
+                            kv_ref,
+                            il,
+                            h / group,
+                            first,
+                            pos,
+                            c.attn_scale,
+                            precision,
+                            out,
+                        );
                     });
             });
 
@@ -283,7 +298,7 @@ impl Model {
             matmul(&lw.w_up, xb, &mut s.up[..ff], &mut s.scratch)?;
             let act: fn(f32) -> f32 = match c.ffn_activation {
                 FfnActivation::Silu => silu,
-                FfnActivation::GeluTanh => gelu_tanh,
+                FfnActivation::GeluTanh => gelu_tanh_f16_table,
             };
             pool.install(|| {
                 s.gate[..ff]
