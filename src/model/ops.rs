@@ -3,13 +3,19 @@
 use super::config::{RopeStyle, MAX_HEAD_DIM};
 use super::kv_cache::KvCache;
 
-/// `out = x / rms(x) * weight`, with rms(x) = sqrt(mean(x²) + eps). The mean is accumulated in
-/// f64 as ggml does, so long rows lose no precision.
+/// `1 / rms(x)`, with rms(x) = sqrt(mean(x²) + eps), evaluated as ggml does: squares in f32,
+/// summed in f64, the mean rounded to f32.
+#[inline]
+fn inv_rms(x: &[f32], eps: f32) -> f32 {
+    let sum_sq: f64 = x.iter().map(|&v| f64::from(v * v)).sum();
+    let mean = (sum_sq / x.len() as f64) as f32;
+    1.0 / (mean + eps).sqrt()
+}
+
+/// `out = x / rms(x) * weight`.
 #[inline]
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
-    let sum_sq: f64 = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
-    let mean = (sum_sq / x.len() as f64) as f32;
-    let scale = 1.0 / (mean + eps).sqrt();
+    let scale = inv_rms(x, eps);
     for ((o, &v), &w) in out.iter_mut().zip(x).zip(weight) {
         *o = v * scale * w;
     }
@@ -18,9 +24,7 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
 /// [`rms_norm`] in place.
 #[inline]
 pub fn rms_norm_in_place(x: &mut [f32], weight: &[f32], eps: f32) {
-    let sum_sq: f64 = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
-    let mean = (sum_sq / x.len() as f64) as f32;
-    let scale = 1.0 / (mean + eps).sqrt();
+    let scale = inv_rms(x, eps);
     for (v, &w) in x.iter_mut().zip(weight) {
         *v = *v * scale * w;
     }
