@@ -353,8 +353,8 @@ impl Header {
             )));
         }
 
-        let mut metadata = Vec::with_capacity(kv_count as usize);
-        let mut index = HashMap::with_capacity(kv_count as usize);
+        let mut metadata = Vec::with_capacity(initial_capacity(kv_count));
+        let mut index = HashMap::with_capacity(initial_capacity(kv_count));
         for i in 0..kv_count {
             let key = cur.string(&format!("key of metadata entry {i}"))?;
             if key.is_empty() {
@@ -386,8 +386,8 @@ impl Header {
             }
         };
 
-        let mut tensors = Vec::with_capacity(tensor_count as usize);
-        let mut names = HashMap::with_capacity(tensor_count as usize);
+        let mut tensors = Vec::with_capacity(initial_capacity(tensor_count));
+        let mut names = HashMap::with_capacity(initial_capacity(tensor_count));
         for i in 0..tensor_count {
             let info = cur.tensor_info(i, alignment)?;
             if names.insert(info.name.clone(), i).is_some() {
@@ -443,6 +443,16 @@ fn check_tensor_extents(tensors: &[TensorInfo], data_len: u64) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// How many entries to reserve up front for a count read from the file. The count has been
+/// checked against the bytes that remain, but an in-memory entry is larger than its smallest
+/// encoding (a 1-byte `u8` array element becomes a 32-byte [`Value`]), so reserving it all at
+/// once would let a file make us allocate many times its own size before a single entry is
+/// parsed. Beyond this, vectors grow with the entries actually read.
+fn initial_capacity(count: u64) -> usize {
+    const MAX_RESERVED: u64 = 4096;
+    count.min(MAX_RESERVED) as usize
 }
 
 fn align_up(x: u64, alignment: u64) -> Option<u64> {
@@ -534,7 +544,7 @@ impl<'a> Cursor<'a> {
                         self.remaining()
                     )));
                 }
-                let mut items = Vec::with_capacity(len as usize);
+                let mut items = Vec::with_capacity(initial_capacity(len));
                 for _ in 0..len {
                     items.push(self.value(elem, key, depth + 1)?);
                 }
@@ -585,15 +595,16 @@ impl<'a> Cursor<'a> {
                     "tensor `{name}` has {dims:?} elements: the count overflows"
                 ))
             })?;
-        let row_bytes = ty.row_bytes(dims[0]).ok_or_else(|| {
-            invalid(format!(
+        if dims[0] % ty.block_size() as u64 != 0 {
+            return Err(invalid(format!(
                 "tensor `{name}`: row length {} is not a multiple of {ty}'s block size {}",
                 dims[0],
                 ty.block_size()
-            ))
-        })?;
-        let size = row_bytes
-            .checked_mul(n_elements / dims[0])
+            )));
+        }
+        let size = ty
+            .row_bytes(dims[0])
+            .and_then(|row_bytes| row_bytes.checked_mul(n_elements / dims[0]))
             .filter(|&s| s <= i64::MAX as u64)
             .ok_or_else(|| {
                 invalid(format!(
