@@ -7,9 +7,14 @@
 
 pub mod chat;
 pub mod error;
+pub mod generate;
 pub mod gguf;
+pub mod model;
 pub mod quant;
 pub mod sample;
+pub mod session;
 pub mod tokenizer;
 
 pub use error::{Error, Result};
+pub use model::{Model, ModelParams};
+pub use session::{Session, SessionParams};

@@ -2,8 +2,13 @@
 
 use clap::{Parser, Subcommand};
 
+mod bench;
+mod chat;
+mod common;
 mod inspect;
 mod quantize;
+mod run;
+mod score;
 
 #[derive(Parser)]
 #[command(
@@ -18,17 +23,29 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Continue a prompt, streaming the text to stdout.
+    Run(run::Args),
+    /// Measure prompt processing and generation speed (like llama-bench).
+    Bench(bench::Args),
+    /// Chat with the model, one message per line (interactive on a terminal).
+    Chat(chat::Args),
     /// Show a GGUF file's model summary and tensor table.
     Inspect(inspect::Args),
     /// Requantize a model: 2-D tensors to TYPE with ggml's reference quantizers, others to F32.
     Quantize(quantize::Args),
+    /// Perplexity and per-position logits of a text under teacher forcing.
+    Score(score::Args),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::Chat(args) => chat::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Quantize(args) => quantize::run(args),
+        Command::Score(args) => score::run(args),
     };
     if let Err(e) = result {
         eprintln!("llmrt: {e}");

@@ -1,0 +1,399 @@
+//! The generation loop: prompt → tokens → forward → sample → detokenize → callback, with stop
+//! strings, end-of-generation tokens, prefix reuse and statistics. The CLI, the C ABI and Python
+//! all generate through here.
+
+use std::time::Instant;
+
+use crate::chat::{ChatMessage, ChatTemplate};
+use crate::model::Model;
+use crate::sample::{Sampler, SamplerParams};
+use crate::session::Session;
+use crate::tokenizer::StreamDecoder;
+use crate::{Error, Result};
+
+/// What to generate and when to stop.
+#[derive(Debug, Clone)]
+pub struct GenerateParams {
+    /// Most tokens to generate (0 = until the context is full).
+    pub max_tokens: usize,
+    /// How the next token is chosen.
+    pub sampler: SamplerParams,
+    /// Generation ends when the text contains one of these; the stop string and what follows it
+    /// are not returned.
+    pub stop: Vec<String>,
+    /// Add the model's BOS/EOS tokens to the prompt as its tokenizer metadata says.
+    pub add_special: bool,
+    /// Treat special-token text in the prompt (`<|im_start|>`) as those tokens.
+    pub parse_special: bool,
+}
+
+impl Default for GenerateParams {
+    fn default() -> Self {
+        GenerateParams {
+            max_tokens: 128,
+            sampler: SamplerParams::default(),
+            stop: Vec::new(),
+            add_special: true,
+            parse_special: false,
+        }
+    }
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// `max_tokens` were generated.
+    MaxTokens,
+    /// The model produced an end-of-generation token (EOS, EOT, …).
+    EndOfGeneration,
+    /// The text reached one of the stop strings.
+    StopString,
+    /// The callback returned false.
+    Cancelled,
+    /// The context window is full (only when `max_tokens` is 0).
+    ContextFull,
+}
+
+/// Counts and timings of one generation.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct GenerateStats {
+    /// Tokens in the prompt.
+    pub prompt_tokens: usize,
+    /// Prompt tokens whose keys and values were already in the session's cache (not recomputed).
+    pub reused_tokens: usize,
+    /// Tokens generated (including an end-of-generation token).
+    pub generated_tokens: usize,
+    /// Seconds spent evaluating the prompt.
+    pub prompt_seconds: f64,
+    /// Seconds spent generating.
+    pub generate_seconds: f64,
+}
+
+impl GenerateStats {
+    /// Prompt tokens evaluated per second.
+    pub fn prompt_tokens_per_second(&self) -> f64 {
+        rate(self.prompt_tokens - self.reused_tokens, self.prompt_seconds)
+    }
+
+    /// Tokens generated per second.
+    pub fn generate_tokens_per_second(&self) -> f64 {
+        rate(self.generated_tokens, self.generate_seconds)
+    }
+}
+
+fn rate(n: usize, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        n as f64 / seconds
+    } else {
+        0.0
+    }
+}
+
+/// The result of a generation.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    /// The generated text (without the prompt, the stop string or an end-of-generation token).
+    pub text: String,
+    /// The generated token ids (an end-of-generation token is included).
+    pub tokens: Vec<u32>,
+    pub stop_reason: StopReason,
+    pub stats: GenerateStats,
+}
+
+/// Tokenizes `prompt` and generates its continuation; see [`generate_tokens`].
+pub fn generate(
+    session: &mut Session,
+    prompt: &str,
+    params: &GenerateParams,
+    on_piece: &mut dyn FnMut(&str) -> bool,
+) -> Result<Generation> {
+    let tokens =
+        session
+            .model()
+            .tokenizer()
+            .encode(prompt, params.add_special, params.parse_special)?;
+    generate_tokens(session, &tokens, params, on_piece)
+}
+
+/// Renders `messages` with `template` (adding the assistant's turn prefix), and generates the
+/// reply.
+pub fn chat(
+    session: &mut Session,
+    template: &ChatTemplate,
+    messages: &[ChatMessage],
+    params: &GenerateParams,
+    on_piece: &mut dyn FnMut(&str) -> bool,
+) -> Result<Generation> {
+    let model = session.model().clone();
+    let rendered = render_chat(&model, template, messages, true)?;
+    let tokens = tokenize_rendered_chat(&model, &rendered)?;
+    generate_tokens(session, &tokens, params, on_piece)
+}
+
+/// The conversation as the model's template renders it.
+pub fn render_chat(
+    model: &Model,
+    template: &ChatTemplate,
+    messages: &[ChatMessage],
+    add_generation_prompt: bool,
+) -> Result<String> {
+    let tok = model.tokenizer();
+    let text_of = |id: Option<u32>| {
+        id.and_then(|id| tok.token_text(id))
+            .unwrap_or("")
+            .to_string()
+    };
+    template.render(
+        messages,
+        add_generation_prompt,
+        &text_of(tok.bos()),
+        &text_of(tok.eos()),
+    )
+}
+
+/// Tokenizes a rendered chat prompt: special-token text is parsed, and BOS is added as the model
+/// wants unless the template already wrote it.
+pub fn tokenize_rendered_chat(model: &Model, rendered: &str) -> Result<Vec<u32>> {
+    let tok = model.tokenizer();
+    let starts_with_bos = tok
+        .bos()
+        .and_then(|id| tok.token_text(id))
+        .is_some_and(|bos| !bos.is_empty() && rendered.starts_with(bos));
+    tok.encode(rendered, !starts_with_bos, true)
+}
+
+/// Generates a continuation of `prompt` (token ids) in `session`, calling `on_piece` with each
+/// complete UTF-8 piece of text as it is produced (returning false cancels).
+///
+/// The session's cache is reused: the longest common prefix of its tokens and `prompt` is not
+/// evaluated again, so a multi-turn chat does not re-read its history.
+pub fn generate_tokens(
+    session: &mut Session,
+    prompt: &[u32],
+    params: &GenerateParams,
+    on_piece: &mut dyn FnMut(&str) -> bool,
+) -> Result<Generation> {
+    if prompt.is_empty() {
+        return Err(Error::InvalidArgument("the prompt has no tokens".into()));
+    }
+    let n_ctx = session.n_ctx();
+    let budget = if params.max_tokens == 0 {
+        n_ctx
+    } else {
+        params.max_tokens
+    };
+    if prompt.len() >= n_ctx || (params.max_tokens > 0 && prompt.len() + params.max_tokens > n_ctx)
+    {
+        return Err(Error::ContextFull {
+            needed: prompt.len() + params.max_tokens.max(1),
+            n_ctx,
+        });
+    }
+    let model = session.model().clone();
+    let tokenizer = model.tokenizer();
+    let mut stats = GenerateStats {
+        prompt_tokens: prompt.len(),
+        ..GenerateStats::default()
+    };
+
+    // Reuse the cached prefix, but evaluate at least one token so there are fresh logits.
+    let common = session
+        .tokens()
+        .iter()
+        .zip(prompt)
+        .take_while(|(a, b)| a == b)
+        .count();
+    let keep = common.min(prompt.len() - 1);
+    session.truncate(keep);
+    stats.reused_tokens = keep;
+    let started = Instant::now();
+    session.eval(&prompt[keep..])?;
+    stats.prompt_seconds = started.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    let mut sampler = Sampler::new(&params.sampler);
+    let mut decoder = StreamDecoder::new();
+    let mut text = TextWithStops::new(&params.stop);
+    let mut tokens = Vec::new();
+    let stop_reason = loop {
+        if tokens.len() >= budget {
+            break StopReason::MaxTokens;
+        }
+        if session.tokens().len() >= n_ctx {
+            break StopReason::ContextFull;
+        }
+        let next = sampler.sample(session.logits(), session.tokens());
+        tokens.push(next);
+        if tokenizer.is_eog(next) {
+            break StopReason::EndOfGeneration;
+        }
+        let piece = decoder.push(tokenizer, next);
+        let (ready, stopped) = text.push(&piece);
+        if !ready.is_empty() && !on_piece(&ready) {
+            break StopReason::Cancelled;
+        }
+        if stopped {
+            break StopReason::StopString;
+        }
+        if tokens.len() >= budget {
+            break StopReason::MaxTokens;
+        }
+        session.eval(&[next])?;
+    };
+    if !matches!(stop_reason, StopReason::StopString | StopReason::Cancelled) {
+        let rest = decoder.finish();
+        let (mut ready, _) = text.push(&rest);
+        ready.push_str(&text.flush());
+        if !ready.is_empty() {
+            // The generation is over either way; a false return changes nothing now.
+            let _ = on_piece(&ready);
+        }
+    }
+    stats.generated_tokens = tokens.len();
+    stats.generate_seconds = started.elapsed().as_secs_f64();
+    Ok(Generation {
+        text: text.into_text(),
+        tokens,
+        stop_reason,
+        stats,
+    })
+}
+
+/// Generated text with stop strings: text is released only once no stop string can begin in it.
+struct TextWithStops<'a> {
+    stops: &'a [String],
+    text: String,
+    /// Bytes of `text` already released.
+    released: usize,
+}
+
+impl<'a> TextWithStops<'a> {
+    fn new(stops: &'a [String]) -> Self {
+        TextWithStops {
+            stops,
+            text: String::new(),
+            released: 0,
+        }
+    }
+
+    /// Appends `piece`; returns the text now safe to release, and whether a stop string was hit
+    /// (the text is then cut before it).
+    fn push(&mut self, piece: &str) -> (String, bool) {
+        // A stop string may straddle the previous release point: search from far enough back.
+        let longest_stop = self.stops.iter().map(String::len).max().unwrap_or(0);
+        let mut search_from = self.text.len().saturating_sub(longest_stop);
+        while !self.text.is_char_boundary(search_from) {
+            search_from -= 1;
+        }
+        self.text.push_str(piece);
+        let hit = self
+            .stops
+            .iter()
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| {
+                self.text[search_from..]
+                    .find(s.as_str())
+                    .map(|i| search_from + i)
+            })
+            .min();
+        if let Some(at) = hit {
+            self.text.truncate(at.max(self.released));
+            return (self.flush(), true);
+        }
+        // Hold back the longest tail that could still grow into a stop string.
+        let hold = self
+            .stops
+            .iter()
+            .map(|s| longest_suffix_prefix(&self.text[self.released..], s))
+            .max()
+            .unwrap_or(0);
+        let end = self.text.len() - hold;
+        let ready = self.text[self.released..end].to_string();
+        self.released = end;
+        (ready, false)
+    }
+
+    /// Releases everything held back.
+    fn flush(&mut self) -> String {
+        let ready = self.text[self.released..].to_string();
+        self.released = self.text.len();
+        ready
+    }
+
+    fn into_text(self) -> String {
+        self.text
+    }
+}
+
+/// Length of the longest suffix of `text` that is a proper prefix of `stop` (at a char boundary).
+fn longest_suffix_prefix(text: &str, stop: &str) -> usize {
+    let max = text.len().min(stop.len().saturating_sub(1));
+    (1..=max)
+        .rev()
+        .find(|&n| {
+            text.is_char_boundary(text.len() - n)
+                && stop
+                    .as_bytes()
+                    .starts_with(&text.as_bytes()[text.len() - n..])
+        })
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(stops: &[&str], pieces: &[&str]) -> (Vec<String>, String, bool) {
+        let stops: Vec<String> = stops.iter().map(|s| s.to_string()).collect();
+        let mut t = TextWithStops::new(&stops);
+        let mut out = Vec::new();
+        let mut stopped = false;
+        for p in pieces {
+            let (ready, hit) = t.push(p);
+            if !ready.is_empty() {
+                out.push(ready);
+            }
+            if hit {
+                stopped = true;
+                break;
+            }
+        }
+        if !stopped {
+            let rest = t.flush();
+            if !rest.is_empty() {
+                out.push(rest);
+            }
+        }
+        (out, t.into_text(), stopped)
+    }
+
+    #[test]
+    fn stop_string_is_excluded_even_when_split_across_pieces() {
+        let (out, text, stopped) = run(&["\nUser:"], &["Hello", " there\nUs", "er: hi"]);
+        assert!(stopped);
+        assert_eq!(text, "Hello there");
+        assert_eq!(out.concat(), "Hello there");
+    }
+
+    #[test]
+    fn text_without_stops_passes_through_in_order() {
+        let (out, text, stopped) = run(&["###"], &["a#", "b", "##", "c"]);
+        assert!(!stopped);
+        assert_eq!(text, "a#b##c");
+        assert_eq!(out.concat(), text);
+    }
+
+    #[test]
+    fn earliest_stop_wins() {
+        let (_, text, stopped) = run(&["cd", "b"], &["abcd"]);
+        assert!(stopped);
+        assert_eq!(text, "a");
+    }
+
+    #[test]
+    fn multibyte_text_is_held_on_char_boundaries() {
+        let (out, text, _) = run(&["é!"], &["caf", "é", "?"]);
+        assert_eq!(text, "café?");
+        assert_eq!(out.concat(), "café?");
+    }
+}

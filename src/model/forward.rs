@@ -1,0 +1,358 @@
+//! The transformer forward pass over a batch of tokens, for every supported architecture.
+//!
+//! One function, read top to bottom; the steps only some families take are marked with the
+//! family's name. Buffers live in [`RunState`], allocated once per session for `n_batch` tokens.
+
+use rayon::prelude::*;
+
+use super::config::{Config, FfnActivation};
+use super::kv_cache::KvCache;
+use super::ops::{
+    attend_head, gelu_tanh, rms_norm, rms_norm_in_place, rope_angles, rope_head, silu,
+};
+use super::weights::Matrix;
+use super::Model;
+use crate::quant::{self, Simd};
+use crate::{Error, Result};
+
+/// Rows of logits computed at once when every position's logits are wanted (scoring). Bounds the
+/// logits buffer to `LOGIT_ROWS × n_vocab` floats however long the batch.
+pub const LOGIT_ROWS: usize = 16;
+
+/// Which logits a forward pass must produce.
+pub enum Logits<'a> {
+    /// Only the last token's (generation, prompt processing): left in `RunState::logits`.
+    Last,
+    /// Every token's, handed to the callback as `(index in batch, logits)`.
+    All(&'a mut dyn FnMut(usize, &[f32])),
+}
+
+/// Activation buffers for a batch of up to `n_batch` tokens. Shapes are per token × width.
+pub struct RunState {
+    pub n_batch: usize,
+    /// (n_batch, n_embd) the residual stream.
+    x: Vec<f32>,
+    /// (n_batch, n_embd) the normalized input of a sub-layer.
+    xb: Vec<f32>,
+    /// (n_batch, n_head · head_dim) queries.
+    q: Vec<f32>,
+    /// (n_batch, n_head_kv · head_dim) keys of the new tokens.
+    k: Vec<f32>,
+    /// (n_batch, n_head_kv · head_dim_v) values of the new tokens.
+    v: Vec<f32>,
+    /// (n_batch, n_head · head_dim_v) attention output, heads concatenated.
+    attn: Vec<f32>,
+    /// (n_batch, n_embd) output of the attention or FFN projection.
+    proj: Vec<f32>,
+    /// (n_batch, n_ff) FFN gate, then the gated hidden activation.
+    gate: Vec<f32>,
+    /// (n_batch, n_ff) FFN up projection.
+    up: Vec<f32>,
+    /// (n_batch, rope_dims / 2) RoPE cos and sin per token, for global and local layers.
+    rope_cos: [Vec<f32>; 2],
+    rope_sin: [Vec<f32>; 2],
+    /// (LOGIT_ROWS, n_embd) final-normed rows whose logits are computed.
+    out_norm: Vec<f32>,
+    /// (LOGIT_ROWS, n_vocab) logits; row 0 holds the last token's after `Logits::Last`.
+    pub logits: Vec<f32>,
+    /// Quantized activations for the matmuls.
+    scratch: Vec<u8>,
+}
+
+impl RunState {
+    /// Buffers for batches of up to `n_batch` tokens of a model with config `c`.
+    pub fn new(c: &Config, n_batch: usize) -> RunState {
+        let z = |n: usize| vec![0.0f32; n];
+        let half = c.rope_dims / 2;
+        RunState {
+            n_batch,
+            x: z(n_batch * c.n_embd),
+            xb: z(n_batch * c.n_embd),
+            q: z(n_batch * c.q_dim()),
+            k: z(n_batch * c.k_dim()),
+            v: z(n_batch * c.v_dim()),
+            attn: z(n_batch * c.n_head * c.head_dim_v),
+            proj: z(n_batch * c.n_embd),
+            gate: z(n_batch * c.n_ff),
+            up: z(n_batch * c.n_ff),
+            rope_cos: [z(n_batch * half), z(n_batch * half)],
+            rope_sin: [z(n_batch * half), z(n_batch * half)],
+            out_norm: z(LOGIT_ROWS * c.n_embd),
+            logits: z(LOGIT_ROWS * c.n_vocab),
+            scratch: Vec::new(),
+        }
+    }
+}
+
+/// Everything a forward pass reads or writes besides the weights.
+pub struct Pass<'s> {
+    pub state: &'s mut RunState,
+    pub kv: &'s mut KvCache,
+    pub pool: &'s rayon::ThreadPool,
+    pub simd: Simd,
+}
+
+impl Model {
+    /// Runs `tokens` (at most `n_batch`) at positions `pos0..` through the model, appending their
+    /// keys and values to the cache, and produces the logits `want`ed.
+    pub fn forward(
+        &self,
+        pass: Pass<'_>,
+        tokens: &[u32],
+        pos0: usize,
+        want: Logits<'_>,
+    ) -> Result<()> {
+        let c = self.config();
+        let w = self.weights();
+        let file = self.gguf();
+        let Pass {
+            state: s,
+            kv,
+            pool,
+            simd,
+        } = pass;
+        let n = tokens.len();
+        if n == 0 || n > s.n_batch {
+            return Err(Error::InvalidArgument(format!(
+                "batch of {n} tokens (1 to {} allowed)",
+                s.n_batch
+            )));
+        }
+        if pos0 + n > kv.n_ctx() {
+            return Err(Error::ContextFull {
+                needed: pos0 + n,
+                n_ctx: kv.n_ctx(),
+            });
+        }
+        let (d, q_dim, k_dim, v_dim) = (c.n_embd, c.q_dim(), c.k_dim(), c.v_dim());
+        let (hd, hdv) = (c.head_dim, c.head_dim_v);
+        let attn_dim = c.n_head * hdv;
+        let matmul = |m: &Matrix, x: &[f32], out: &mut [f32], scratch: &mut Vec<u8>| {
+            quant::matmul(pool, &m.view(file), x, n, out, scratch, simd)
+        };
+
+        // 1. Token embeddings: one dequantized row of the embedding table per token
+        //    (gemma scales them by √d_model).
+        let embd = &w.token_embd;
+        let embd_data = embd.view(file).data;
+        for (t, &id) in tokens.iter().enumerate() {
+            let id = id as usize;
+            if id >= c.n_vocab {
+                return Err(Error::InvalidArgument(format!(
+                    "token id {id} is outside the vocabulary of {}",
+                    c.n_vocab
+                )));
+            }
+            let row = &embd_data[id * embd.row_bytes()..(id + 1) * embd.row_bytes()];
+            let x = &mut s.x[t * d..(t + 1) * d];
+            quant::dequantize_row(embd.ty, row, x, simd)?;
+            if c.embed_scale != 1.0 {
+                x.iter_mut().for_each(|v| *v *= c.embed_scale);
+            }
+        }
+
+        // 2. The rotation of every new position, for global (0) and sliding-window (1) layers.
+        let half = c.rope_dims / 2;
+        for (kind, layer) in [
+            (0, c.layer_is_swa.iter().position(|&swa| !swa)),
+            (1, c.layer_is_swa.iter().position(|&swa| swa)),
+        ] {
+            let Some(layer) = layer else { continue };
+            let inv_freq = self.rope_inv_freq(layer);
+            for t in 0..n {
+                let r = t * half..(t + 1) * half;
+                rope_angles(
+                    pos0 + t,
+                    inv_freq,
+                    &mut s.rope_cos[kind][r.clone()],
+                    &mut s.rope_sin[kind][r],
+                );
+            }
+        }
+
+        for (il, lw) in w.layers.iter().enumerate() {
+            // 3. Attention sub-layer. Normalize the residual stream.
+            for t in 0..n {
+                rms_norm(
+                    &s.x[t * d..(t + 1) * d],
+                    &lw.attn_norm,
+                    c.rms_eps,
+                    &mut s.xb[t * d..(t + 1) * d],
+                );
+            }
+            let xb = &s.xb[..n * d];
+
+            // 3a. Project to queries, keys and values (qwen2 adds biases).
+            matmul(&lw.wq, xb, &mut s.q[..n * q_dim], &mut s.scratch)?;
+            matmul(&lw.wk, xb, &mut s.k[..n * k_dim], &mut s.scratch)?;
+            matmul(&lw.wv, xb, &mut s.v[..n * v_dim], &mut s.scratch)?;
+            for (buf, bias, width) in [
+                (&mut s.q, &lw.bq, q_dim),
+                (&mut s.k, &lw.bk, k_dim),
+                (&mut s.v, &lw.bv, v_dim),
+            ] {
+                if let Some(bias) = bias {
+                    for row in buf[..n * width].chunks_exact_mut(width) {
+                        row.iter_mut().zip(bias).for_each(|(x, b)| *x += b);
+                    }
+                }
+            }
+
+            // 3b. gemma3: RMS-normalize each query and key head.
+            if let (Some(q_norm), Some(k_norm)) = (&lw.q_norm, &lw.k_norm) {
+                s.q[..n * q_dim]
+                    .chunks_exact_mut(hd)
+                    .for_each(|h| rms_norm_in_place(h, q_norm, c.rms_eps));
+                s.k[..n * k_dim]
+                    .chunks_exact_mut(hd)
+                    .for_each(|h| rms_norm_in_place(h, k_norm, c.rms_eps));
+            }
+
+            // 3c. Rotate queries and keys by their positions (RoPE).
+            let kind = usize::from(c.layer_is_swa[il]);
+            for t in 0..n {
+                let cos = &s.rope_cos[kind][t * half..(t + 1) * half];
+                let sin = &s.rope_sin[kind][t * half..(t + 1) * half];
+                for head in s.q[t * q_dim..(t + 1) * q_dim].chunks_exact_mut(hd) {
+                    rope_head(head, cos, sin, c.rope_style);
+                }
+                for head in s.k[t * k_dim..(t + 1) * k_dim].chunks_exact_mut(hd) {
+                    rope_head(head, cos, sin, c.rope_style);
+                }
+            }
+
+            // 3d. Append the new keys and values to the cache.
+            for t in 0..n {
+                kv.store(
+                    il,
+                    pos0 + t,
+                    &s.k[t * k_dim..(t + 1) * k_dim],
+                    &s.v[t * v_dim..(t + 1) * v_dim],
+                );
+            }
+
+            // 3e. Each query head attends over its KV head's cached positions up to its own
+            //     (causal), or over the last `sliding_window` of them on sliding-window layers.
+            let group = c.n_head / c.n_head_kv;
+            let window = if c.layer_is_swa[il] {
+                c.sliding_window
+            } else {
+                usize::MAX
+            };
+            let (q, kv_ref) = (&s.q, &*kv);
+            pool.install(|| {
+                s.attn[..n * attn_dim]
+                    .par_chunks_mut(hdv)
+                    .enumerate()
+                    .for_each(|(i, out)| {
+                        let (t, h) = (i / c.n_head, i % c.n_head);
+                        let pos = pos0 + t;
+                        let first = (pos + 1).saturating_sub(window);
+                        let q_head = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
+                        attend_head(q_head, kv_ref, il, h / group, first, pos, c.attn_scale, out);
+                    });
+            });
+
+            // 3f. Project the heads back to the residual width (gemma3 normalizes the result),
+            //     and add to the residual stream.
+            matmul(
+                &lw.wo,
+                &s.attn[..n * attn_dim],
+                &mut s.proj[..n * d],
+                &mut s.scratch,
+            )?;
+            add_residual(
+                &mut s.x[..n * d],
+                &mut s.proj[..n * d],
+                lw.post_attn_norm.as_deref(),
+                c,
+            );
+
+            // 4. Feed-forward sub-layer: down(act(gate(x)) · up(x)) on the normalized stream.
+            for t in 0..n {
+                rms_norm(
+                    &s.x[t * d..(t + 1) * d],
+                    &lw.ffn_norm,
+                    c.rms_eps,
+                    &mut s.xb[t * d..(t + 1) * d],
+                );
+            }
+            let xb = &s.xb[..n * d];
+            let ff = n * c.n_ff;
+            matmul(&lw.w_gate, xb, &mut s.gate[..ff], &mut s.scratch)?;
+            matmul(&lw.w_up, xb, &mut s.up[..ff], &mut s.scratch)?;
+            let act: fn(f32) -> f32 = match c.ffn_activation {
+                FfnActivation::Silu => silu,
+                FfnActivation::GeluTanh => gelu_tanh,
+            };
+            pool.install(|| {
+                s.gate[..ff]
+                    .par_chunks_mut(4096)
+                    .zip(s.up[..ff].par_chunks(4096))
+                    .for_each(|(g, u)| {
+                        g.iter_mut().zip(u).for_each(|(g, &u)| *g = act(*g) * u);
+                    });
+            });
+            matmul(
+                &lw.w_down,
+                &s.gate[..ff],
+                &mut s.proj[..n * d],
+                &mut s.scratch,
+            )?;
+            add_residual(
+                &mut s.x[..n * d],
+                &mut s.proj[..n * d],
+                lw.post_ffn_norm.as_deref(),
+                c,
+            );
+        }
+
+        // 5. Final norm and output projection, for the rows whose logits are wanted.
+        let rows: Box<dyn Iterator<Item = std::ops::Range<usize>>> = match want {
+            Logits::Last => Box::new(std::iter::once(n - 1..n)),
+            Logits::All(_) => Box::new(
+                (0..n)
+                    .step_by(LOGIT_ROWS)
+                    .map(|r| r..(r + LOGIT_ROWS).min(n)),
+            ),
+        };
+        let mut want = want;
+        for range in rows {
+            let m = range.len();
+            for (i, t) in range.clone().enumerate() {
+                rms_norm(
+                    &s.x[t * d..(t + 1) * d],
+                    &w.output_norm,
+                    c.rms_eps,
+                    &mut s.out_norm[i * d..(i + 1) * d],
+                );
+            }
+            quant::matmul(
+                pool,
+                &w.output.view(file),
+                &s.out_norm[..m * d],
+                m,
+                &mut s.logits[..m * c.n_vocab],
+                &mut s.scratch,
+                simd,
+            )?;
+            if let Logits::All(f) = &mut want {
+                for (i, t) in range.enumerate() {
+                    f(t, &s.logits[i * c.n_vocab..(i + 1) * c.n_vocab]);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `x += norm(proj)` (gemma3's post-norms) or `x += proj`, token by token.
+fn add_residual(x: &mut [f32], proj: &mut [f32], post_norm: Option<&[f32]>, c: &Config) {
+    let d = c.n_embd;
+    for (xr, pr) in x.chunks_exact_mut(d).zip(proj.chunks_exact_mut(d)) {
+        if let Some(weight) = post_norm {
+            rms_norm_in_place(pr, weight, c.rms_eps);
+        }
+        xr.iter_mut().zip(pr.iter()).for_each(|(a, b)| *a += b);
+    }
+}

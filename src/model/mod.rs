@@ -1,0 +1,113 @@
+//! A loaded model: its file, config, weights and tokenizer. Immutable after load and
+//! `Send + Sync`, so many sessions (and threads) share one.
+
+pub mod config;
+pub(crate) mod forward;
+pub mod kv_cache;
+pub mod ops;
+pub mod weights;
+
+use std::path::Path;
+
+pub use config::{Arch, Config, SUPPORTED_ARCHITECTURES};
+pub use forward::RunState;
+pub use kv_cache::{KvCache, KvType};
+
+use crate::gguf::GgufFile;
+use crate::tokenizer::Tokenizer;
+use crate::Result;
+use weights::Weights;
+
+/// Options for loading a model.
+#[derive(Debug, Clone, Default)]
+pub struct ModelParams {
+    /// Threads for sessions that do not choose their own (0 = the number of CPU cores).
+    pub n_threads: usize,
+}
+
+/// A model loaded from a GGUF file. Tensor data stays in the memory map.
+pub struct Model {
+    file: GgufFile,
+    config: Config,
+    weights: Weights,
+    tokenizer: Tokenizer,
+    /// RoPE inverse frequencies for global-attention layers.
+    rope_inv_freq_global: Vec<f32>,
+    /// RoPE inverse frequencies for sliding-window layers.
+    rope_inv_freq_local: Vec<f32>,
+    params: ModelParams,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Model {
+    /// Maps, validates and binds the model at `path`.
+    pub fn load(path: impl AsRef<Path>, params: &ModelParams) -> Result<Model> {
+        Self::from_gguf(GgufFile::open(path)?, params)
+    }
+
+    /// Binds a model from an already opened GGUF file.
+    pub fn from_gguf(file: GgufFile, params: &ModelParams) -> Result<Model> {
+        let config = Config::from_gguf(&file)?;
+        let weights = Weights::bind(&file, &config)?;
+        let tokenizer = Tokenizer::from_gguf(&file)?;
+        let freqs = weights.rope_freqs.as_deref();
+        let inv_freq = |r: config::Rope| {
+            ops::rope_inv_freq(r.freq_base, r.freq_scale, config.rope_dims, freqs)
+        };
+        let rope_inv_freq_global = inv_freq(config.rope_global);
+        let rope_inv_freq_local = inv_freq(config.rope_local);
+        Ok(Model {
+            file,
+            config,
+            weights,
+            tokenizer,
+            rope_inv_freq_global,
+            rope_inv_freq_local,
+            params: params.clone(),
+        })
+    }
+
+    /// The model's hyper-parameters.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The GGUF file (metadata and tensors).
+    pub fn gguf(&self) -> &GgufFile {
+        &self.file
+    }
+
+    /// The tokenizer built from the file's metadata.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The parameters the model was loaded with.
+    pub fn params(&self) -> &ModelParams {
+        &self.params
+    }
+
+    /// Number of weights (elements of every tensor).
+    pub fn n_params(&self) -> u64 {
+        self.file.tensors().iter().map(|t| t.n_elements()).sum()
+    }
+
+    pub(crate) fn weights(&self) -> &Weights {
+        &self.weights
+    }
+
+    pub(crate) fn rope_inv_freq(&self, layer: usize) -> &[f32] {
+        if self.config.layer_is_swa[layer] {
+            &self.rope_inv_freq_local
+        } else {
+            &self.rope_inv_freq_global
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! Weights bound by their GGUF names. A weight is a location in the mapped file (no copy); the
+//! model slices the map when a kernel needs the bytes.
+
+use super::config::{Arch, Config};
+use crate::gguf::{GgufFile, TensorInfo};
+use crate::quant::{GgmlType, QMatrix};
+use crate::{Error, Result};
+
+/// A matrix of `rows` rows of `cols` elements stored in the model file.
+#[derive(Debug, Clone)]
+pub struct Matrix {
+    pub name: String,
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    /// Where the bytes are in the file.
+    pub info: TensorInfo,
+}
+
+impl Matrix {
+    /// The kernel view of this matrix over the file's bytes.
+    pub fn view<'a>(&self, file: &'a GgufFile) -> QMatrix<'a> {
+        QMatrix {
+            ty: self.ty,
+            rows: self.rows,
+            cols: self.cols,
+            data: file.tensor_data(&self.info),
+        }
+    }
+
+    /// Bytes of one row.
+    pub fn row_bytes(&self) -> usize {
+        self.info.size as usize / self.rows
+    }
+}
+
+/// One transformer block's weights.
+#[derive(Debug, Clone)]
+pub struct LayerWeights {
+    pub attn_norm: Vec<f32>,
+    pub wq: Matrix,
+    pub wk: Matrix,
+    pub wv: Matrix,
+    pub wo: Matrix,
+    /// Q/K/V biases (qwen2).
+    pub bq: Option<Vec<f32>>,
+    pub bk: Option<Vec<f32>>,
+    pub bv: Option<Vec<f32>>,
+    /// Per-head RMSNorm weights of queries and keys (gemma3).
+    pub q_norm: Option<Vec<f32>>,
+    pub k_norm: Option<Vec<f32>>,
+    /// Norm of the attention output before the residual add (gemma3).
+    pub post_attn_norm: Option<Vec<f32>>,
+    pub ffn_norm: Vec<f32>,
+    pub w_gate: Matrix,
+    pub w_up: Matrix,
+    pub w_down: Matrix,
+    /// Norm of the FFN output before the residual add (gemma3).
+    pub post_ffn_norm: Option<Vec<f32>>,
+}
+
+/// All weights of a model.
+#[derive(Debug, Clone)]
+pub struct Weights {
+    pub token_embd: Matrix,
+    pub layers: Vec<LayerWeights>,
+    pub output_norm: Vec<f32>,
+    /// The output projection: `output.weight`, or the token embedding when tied.
+    pub output: Matrix,
+    /// Per-dimension RoPE frequency divisors (`rope_freqs.weight`, Llama 3.1 style), if present.
+    pub rope_freqs: Option<Vec<f32>>,
+}
+
+struct Binder<'a> {
+    file: &'a GgufFile,
+}
+
+impl Binder<'_> {
+    fn info(&self, name: &str) -> Result<&TensorInfo> {
+        self.file.tensor(name).ok_or_else(|| Error::MissingTensor {
+            name: name.to_string(),
+        })
+    }
+
+    fn check_supported(info: &TensorInfo) -> Result<()> {
+        if info.ty.is_supported() {
+            Ok(())
+        } else {
+            Err(Error::UnsupportedTensorType {
+                tensor: info.name.clone(),
+                ty: info.ty.name().to_string(),
+            })
+        }
+    }
+
+    /// A 2-D weight of `rows` × `cols` (GGUF dims `[cols, rows]`).
+    fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
+        let info = self.info(name)?;
+        let expected = vec![cols as u64, rows as u64];
+        if info.dims != expected {
+            return Err(Error::TensorShape {
+                name: name.to_string(),
+                expected,
+                found: info.dims.clone(),
+            });
+        }
+        Self::check_supported(info)?;
+        Ok(Matrix {
+            name: name.to_string(),
+            ty: info.ty,
+            rows,
+            cols,
+            info: info.clone(),
+        })
+    }
+
+    /// A 1-D weight of `n` elements, converted to f32 (norms and biases are small).
+    fn vector(&self, name: &str, n: usize) -> Result<Vec<f32>> {
+        let info = self.info(name)?;
+        if info.dims != [n as u64] {
+            return Err(Error::TensorShape {
+                name: name.to_string(),
+                expected: vec![n as u64],
+                found: info.dims.clone(),
+            });
+        }
+        Self::check_supported(info)?;
+        let mut out = vec![0.0; n];
+        crate::quant::dequantize_row(
+            info.ty,
+            self.file.tensor_data(info),
+            &mut out,
+            crate::quant::Simd::Scalar,
+        )
+        .map_err(|_| Error::UnsupportedTensorType {
+            tensor: name.to_string(),
+            ty: info.ty.name().to_string(),
+        })?;
+        Ok(out)
+    }
+
+    fn optional_vector(&self, name: &str, n: usize) -> Result<Option<Vec<f32>>> {
+        if self.file.tensor(name).is_some() {
+            self.vector(name, n).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+impl Weights {
+    /// Binds every weight the architecture needs, checking names, shapes and types.
+    pub fn bind(file: &GgufFile, c: &Config) -> Result<Weights> {
+        let b = Binder { file };
+        let token_embd = b.matrix("token_embd.weight", c.n_vocab, c.n_embd)?;
+        let output = if file.tensor("output.weight").is_some() {
+            b.matrix("output.weight", c.n_vocab, c.n_embd)?
+        } else {
+            token_embd.clone()
+        };
+        let gemma = c.arch == Arch::Gemma3;
+        let qwen = c.arch == Arch::Qwen2;
+        let mut layers = Vec::with_capacity(c.n_layer);
+        for il in 0..c.n_layer {
+            let n = |s: &str| format!("blk.{il}.{s}");
+            let required_if = |cond: bool, s: &str, len: usize| -> Result<Option<Vec<f32>>> {
+                if cond {
+                    b.vector(&n(s), len).map(Some)
+                } else {
+                    b.optional_vector(&n(s), len)
+                }
+            };
+            layers.push(LayerWeights {
+                attn_norm: b.vector(&n("attn_norm.weight"), c.n_embd)?,
+                wq: b.matrix(&n("attn_q.weight"), c.q_dim(), c.n_embd)?,
+                wk: b.matrix(&n("attn_k.weight"), c.k_dim(), c.n_embd)?,
+                wv: b.matrix(&n("attn_v.weight"), c.v_dim(), c.n_embd)?,
+                wo: b.matrix(&n("attn_output.weight"), c.n_embd, c.n_head * c.head_dim_v)?,
+                bq: required_if(qwen, "attn_q.bias", c.q_dim())?,
+                bk: required_if(qwen, "attn_k.bias", c.k_dim())?,
+                bv: required_if(qwen, "attn_v.bias", c.v_dim())?,
+                q_norm: required_if(gemma, "attn_q_norm.weight", c.head_dim)?,
+                k_norm: required_if(gemma, "attn_k_norm.weight", c.head_dim)?,
+                post_attn_norm: required_if(gemma, "post_attention_norm.weight", c.n_embd)?,
+                ffn_norm: b.vector(&n("ffn_norm.weight"), c.n_embd)?,
+                w_gate: b.matrix(&n("ffn_gate.weight"), c.n_ff, c.n_embd)?,
+                w_up: b.matrix(&n("ffn_up.weight"), c.n_ff, c.n_embd)?,
+                w_down: b.matrix(&n("ffn_down.weight"), c.n_embd, c.n_ff)?,
+                post_ffn_norm: required_if(gemma, "post_ffw_norm.weight", c.n_embd)?,
+            });
+        }
+        Ok(Weights {
+            token_embd,
+            layers,
+            output_norm: b.vector("output_norm.weight", c.n_embd)?,
+            output,
+            rope_freqs: b.optional_vector("rope_freqs.weight", c.rope_dims / 2)?,
+        })
+    }
+}

@@ -1,0 +1,204 @@
+//! A session: the mutable state of one conversation with a model — its KV cache, the tokens in
+//! it, scratch buffers and a thread pool. Used by one thread at a time; many sessions can share
+//! one [`Model`].
+
+use std::sync::Arc;
+
+use crate::model::forward::{Logits, Pass};
+use crate::model::{KvCache, KvType, Model, RunState};
+use crate::quant::Simd;
+use crate::{Error, Result};
+
+/// Context length used when neither the caller nor a smaller trained context says otherwise.
+pub const DEFAULT_MAX_CTX: usize = 4096;
+/// Tokens evaluated per forward pass when processing a prompt.
+pub const DEFAULT_BATCH: usize = 512;
+
+/// Options for a new session.
+#[derive(Debug, Clone, Default)]
+pub struct SessionParams {
+    /// Context length in tokens (0 = the model's trained context, capped at 4096).
+    pub n_ctx: usize,
+    /// Worker threads (0 = the model's default, else the number of CPU cores).
+    pub n_threads: usize,
+    /// Element type of the KV cache.
+    pub kv_type: KvType,
+    /// Most tokens per forward pass when processing a prompt (0 = 512).
+    pub n_batch: usize,
+}
+
+/// One conversation's state.
+pub struct Session {
+    model: Arc<Model>,
+    pool: rayon::ThreadPool,
+    simd: Simd,
+    kv: KvCache,
+    state: RunState,
+    /// The tokens whose keys and values are in the cache, in order.
+    tokens: Vec<u32>,
+    /// Logits of the last evaluated token.
+    logits: Vec<f32>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("n_ctx", &self.kv.n_ctx())
+            .field("n_past", &self.tokens.len())
+            .finish()
+    }
+}
+
+impl Session {
+    /// A session over `model` with an empty cache.
+    pub fn new(model: Arc<Model>, params: &SessionParams) -> Result<Session> {
+        let c = model.config();
+        let n_ctx = match params.n_ctx {
+            0 => c.n_ctx_train.min(DEFAULT_MAX_CTX),
+            n => n,
+        };
+        let n_batch = match params.n_batch {
+            0 => DEFAULT_BATCH,
+            b => b,
+        }
+        .min(n_ctx);
+        let n_threads = [params.n_threads, model.params().n_threads]
+            .into_iter()
+            .find(|&t| t > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(n_threads)
+            .thread_name(|i| format!("llmrt-{i}"))
+            .build()
+            .map_err(|e| {
+                Error::InvalidArgument(format!("cannot start {n_threads} threads: {e}"))
+            })?;
+        let kv = KvCache::new(c, n_ctx, params.kv_type)?;
+        let state = RunState::new(c, n_batch);
+        let logits = vec![0.0; c.n_vocab];
+        Ok(Session {
+            model,
+            pool,
+            simd: Simd::detect(),
+            kv,
+            state,
+            tokens: Vec::new(),
+            logits,
+        })
+    }
+
+    /// The model this session runs.
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    /// Context length in tokens.
+    pub fn n_ctx(&self) -> usize {
+        self.kv.n_ctx()
+    }
+
+    /// Threads in this session's pool.
+    pub fn n_threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    /// The SIMD level the kernels use.
+    pub fn simd(&self) -> Simd {
+        self.simd
+    }
+
+    /// Forces a SIMD level (tests compare levels); it must be supported by this CPU.
+    pub fn set_simd(&mut self, simd: Simd) -> Result<()> {
+        if !simd.is_supported() {
+            return Err(Error::InvalidArgument(format!(
+                "this CPU cannot run {} kernels",
+                simd.name()
+            )));
+        }
+        self.simd = simd;
+        Ok(())
+    }
+
+    /// The tokens in the cache.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// Logits of the last evaluated token (zeros before the first evaluation).
+    pub fn logits(&self) -> &[f32] {
+        &self.logits
+    }
+
+    /// Empties the cache.
+    pub fn reset(&mut self) {
+        self.tokens.clear();
+    }
+
+    /// Keeps only the first `n` cached tokens (later positions are overwritten by the next
+    /// evaluation). The logits are stale until the next [`Session::eval`].
+    pub fn truncate(&mut self, n: usize) {
+        self.tokens.truncate(n);
+    }
+
+    /// Appends `tokens` to the context, evaluating them in batches; afterwards [`Session::logits`]
+    /// holds the last token's logits.
+    pub fn eval(&mut self, tokens: &[u32]) -> Result<&[f32]> {
+        self.eval_inner(tokens, None)?;
+        Ok(&self.logits)
+    }
+
+    /// Like [`Session::eval`], and calls `on_logits(i, logits)` for every token `i` of `tokens`
+    /// (teacher forcing, scoring).
+    pub fn eval_all(
+        &mut self,
+        tokens: &[u32],
+        on_logits: &mut dyn FnMut(usize, &[f32]),
+    ) -> Result<()> {
+        self.eval_inner(tokens, Some(on_logits))
+    }
+
+    fn eval_inner(
+        &mut self,
+        tokens: &[u32],
+        mut on_logits: Option<&mut dyn FnMut(usize, &[f32])>,
+    ) -> Result<()> {
+        let needed = self.tokens.len() + tokens.len();
+        if needed > self.n_ctx() {
+            return Err(Error::ContextFull {
+                needed,
+                n_ctx: self.n_ctx(),
+            });
+        }
+        let n_vocab = self.model.config().n_vocab;
+        let mut done = 0;
+        for batch in tokens.chunks(self.state.n_batch) {
+            let pos0 = self.tokens.len();
+            let pass = Pass {
+                state: &mut self.state,
+                kv: &mut self.kv,
+                pool: &self.pool,
+                simd: self.simd,
+            };
+            match on_logits.as_mut() {
+                Some(f) => {
+                    let last_logits = &mut self.logits;
+                    let mut forward_to_caller = |i: usize, l: &[f32]| {
+                        if done + i + 1 == tokens.len() {
+                            last_logits.copy_from_slice(l);
+                        }
+                        f(done + i, l)
+                    };
+                    self.model
+                        .forward(pass, batch, pos0, Logits::All(&mut forward_to_caller))?;
+                }
+                None => self.model.forward(pass, batch, pos0, Logits::Last)?,
+            }
+            self.tokens.extend_from_slice(batch);
+            done += batch.len();
+        }
+        if on_logits.is_none() && !tokens.is_empty() {
+            self.logits.copy_from_slice(&self.state.logits[..n_vocab]);
+        }
+        Ok(())
+    }
+}
