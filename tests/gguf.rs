@@ -601,6 +601,24 @@ fn truncated_at_each_sixteenth() {
 }
 
 #[test]
+fn real_model_truncated_at_each_sixteenth() {
+    let Some(path) = model_path("smollm2-135m-instruct-q4_1.gguf") else {
+        return;
+    };
+    let full = std::fs::read(path).unwrap();
+    let whole = GgufFile::from_bytes(full.clone()).unwrap();
+    assert_eq!(whole.tensors().len(), 272);
+    for k in 0..16 {
+        let len = full.len() * k / 16;
+        let msg = invalid_message(full[..len].to_vec());
+        assert!(
+            msg.contains("remain") || msg.contains("past the end") || msg.contains("cannot fit"),
+            "truncated at {k}/16: {msg:?}"
+        );
+    }
+}
+
+#[test]
 fn bool_byte_other_than_0_or_1() {
     let bytes = Raw::header(3, 0, 1)
         .kv("flag", ValueType::Bool as u32)
@@ -818,7 +836,7 @@ mod properties {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(48))]
+        #![proptest_config(ProptestConfig::with_cases(32))]
 
         #[test]
         fn real_header_byte_flips_never_panic(

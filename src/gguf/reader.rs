@@ -1,6 +1,7 @@
 //! Parsing and validating a GGUF file.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::fs::File;
 use std::ops::Deref;
 use std::path::Path;
@@ -314,13 +315,13 @@ const MIN_TENSOR_INFO_BYTES: u64 = 8 + 1 + 4 + 8 + 4 + 8;
 impl Header {
     fn parse(bytes: &[u8]) -> Result<Header> {
         let mut cur = Cursor { bytes, pos: 0 };
-        let magic = cur.take(4, "magic")?;
+        let magic = cur.take(4, &"magic")?;
         if magic != MAGIC {
             return Err(invalid(format!(
                 "bad magic {magic:02x?}: not a GGUF file (expected \"GGUF\")"
             )));
         }
-        let version = cur.u32("version")?;
+        let version = cur.u32(&"version")?;
         match version {
             2 | 3 => {}
             1 => {
@@ -338,8 +339,8 @@ impl Header {
                 )))
             }
         }
-        let tensor_count = cur.u64("tensor count")?;
-        let kv_count = cur.u64("metadata count")?;
+        let tensor_count = cur.u64(&"tensor count")?;
+        let kv_count = cur.u64(&"metadata count")?;
         // Both counts must fit in the bytes that remain, before anything is reserved for them.
         let remaining = cur.remaining() as u64;
         let needed = kv_count.checked_mul(MIN_KV_BYTES).and_then(|kv| {
@@ -347,7 +348,7 @@ impl Header {
                 .checked_mul(MIN_TENSOR_INFO_BYTES)?
                 .checked_add(kv)
         });
-        if needed.is_none_or(|n| n > remaining) {
+        if needed.map_or(true, |n| n > remaining) {
             return Err(invalid(format!(
                 "{tensor_count} tensors and {kv_count} metadata entries cannot fit in the {remaining} bytes that follow the header"
             )));
@@ -356,11 +357,11 @@ impl Header {
         let mut metadata = Vec::with_capacity(initial_capacity(kv_count));
         let mut index = HashMap::with_capacity(initial_capacity(kv_count));
         for i in 0..kv_count {
-            let key = cur.string(&format!("key of metadata entry {i}"))?;
+            let key = cur.string(&format_args!("key of metadata entry {i}"))?;
             if key.is_empty() {
                 return Err(invalid(format!("metadata entry {i} has an empty key")));
             }
-            let tag = cur.u32(&format!("value type of `{key}`"))?;
+            let tag = cur.u32(&format_args!("value type of `{key}`"))?;
             let ty = ValueType::from_u32(tag)
                 .ok_or_else(|| invalid(format!("metadata `{key}` has unknown value type {tag}")))?;
             let value = cur.value(ty, &key, 0)?;
@@ -423,7 +424,7 @@ impl Header {
 fn check_tensor_extents(tensors: &[TensorInfo], data_len: u64) -> Result<()> {
     for t in tensors {
         let end = t.offset.checked_add(t.size);
-        if end.is_none_or(|e| e > data_len) {
+        if end.map_or(true, |e| e > data_len) {
             return Err(invalid(format!(
                 "tensor `{}` ({} bytes at offset {}) extends past the end of the {data_len}-byte data section",
                 t.name, t.size, t.offset
@@ -459,6 +460,16 @@ fn align_up(x: u64, alignment: u64) -> Option<u64> {
     Some(x.checked_add(alignment - 1)? / alignment * alignment)
 }
 
+/// Names a metadata value in messages; formatted only when an error is reported, because
+/// the vocabulary arrays hold hundreds of thousands of values.
+struct ValueOf<'k>(&'k str);
+
+impl fmt::Display for ValueOf<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "value of `{}`", self.0)
+    }
+}
+
 /// A bounds-checked reader over the file's bytes. Every read names what it was reading so the
 /// error says where the file went wrong.
 struct Cursor<'a> {
@@ -471,7 +482,7 @@ impl<'a> Cursor<'a> {
         self.bytes.len() - self.pos
     }
 
-    fn take(&mut self, n: u64, what: &str) -> Result<&'a [u8]> {
+    fn take(&mut self, n: u64, what: &dyn fmt::Display) -> Result<&'a [u8]> {
         if n > self.remaining() as u64 {
             return Err(invalid(format!(
                 "{what}: {n} bytes needed at offset {}, only {} remain",
@@ -485,28 +496,28 @@ impl<'a> Cursor<'a> {
         Ok(slice)
     }
 
-    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N]> {
+    fn array<const N: usize>(&mut self, what: &dyn fmt::Display) -> Result<[u8; N]> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N as u64, what)?);
         Ok(out)
     }
 
-    fn u32(&mut self, what: &str) -> Result<u32> {
+    fn u32(&mut self, what: &dyn fmt::Display) -> Result<u32> {
         self.array(what).map(u32::from_le_bytes)
     }
 
-    fn u64(&mut self, what: &str) -> Result<u64> {
+    fn u64(&mut self, what: &dyn fmt::Display) -> Result<u64> {
         self.array(what).map(u64::from_le_bytes)
     }
 
-    fn string(&mut self, what: &str) -> Result<String> {
+    fn string(&mut self, what: &dyn fmt::Display) -> Result<String> {
         let len = self.u64(what)?;
         let bytes = self.take(len, what)?;
         String::from_utf8(bytes.to_vec()).map_err(|_| invalid(format!("{what} is not valid UTF-8")))
     }
 
     fn value(&mut self, ty: ValueType, key: &str, depth: usize) -> Result<Value> {
-        let what = format!("value of `{key}`");
+        let what = ValueOf(key);
         Ok(match ty {
             ValueType::U8 => Value::U8(self.array::<1>(&what)?[0]),
             ValueType::I8 => Value::I8(self.array::<1>(&what)?[0] as i8),
@@ -554,7 +565,7 @@ impl<'a> Cursor<'a> {
     }
 
     fn tensor_info(&mut self, i: u64, alignment: u64) -> Result<TensorInfo> {
-        let name = self.string(&format!("name of tensor {i}"))?;
+        let name = self.string(&format_args!("name of tensor {i}"))?;
         if name.is_empty() {
             return Err(invalid(format!("tensor {i} has an empty name")));
         }
@@ -564,7 +575,7 @@ impl<'a> Cursor<'a> {
                 name.len()
             )));
         }
-        let n_dims = self.u32(&format!("dimension count of `{name}`"))?;
+        let n_dims = self.u32(&format_args!("dimension count of `{name}`"))?;
         if n_dims == 0 || n_dims as usize > MAX_DIMS {
             return Err(invalid(format!(
                 "tensor `{name}` has {n_dims} dimensions (1 to {MAX_DIMS} allowed)"
@@ -572,7 +583,7 @@ impl<'a> Cursor<'a> {
         }
         let mut dims = Vec::with_capacity(n_dims as usize);
         for d in 0..n_dims {
-            let dim = self.u64(&format!("dimension {d} of `{name}`"))?;
+            let dim = self.u64(&format_args!("dimension {d} of `{name}`"))?;
             if dim == 0 {
                 return Err(invalid(format!(
                     "tensor `{name}` has dimension {d} of size 0"
@@ -580,10 +591,10 @@ impl<'a> Cursor<'a> {
             }
             dims.push(dim);
         }
-        let tag = self.u32(&format!("type of `{name}`"))?;
+        let tag = self.u32(&format_args!("type of `{name}`"))?;
         let ty = GgmlType::from_u32(tag)
             .ok_or_else(|| invalid(format!("tensor `{name}` has unknown type id {tag}")))?;
-        let offset = self.u64(&format!("offset of `{name}`"))?;
+        let offset = self.u64(&format_args!("offset of `{name}`"))?;
 
         // ggml keeps element counts in int64; the byte size must fit too.
         let n_elements = dims
