@@ -978,6 +978,17 @@ fn inspect_reports_the_test_models() {
             })
             .sum();
         assert_eq!(got["parameter_count"], elements);
+        // Every tensor lies inside the file, aligned.
+        let (data_offset, file_size) = (
+            got["data_offset"].as_u64().unwrap(),
+            got["file_size"].as_u64().unwrap(),
+        );
+        let alignment = got["alignment"].as_u64().unwrap();
+        for t in tensors {
+            let (offset, bytes) = (t["offset"].as_u64().unwrap(), t["bytes"].as_u64().unwrap());
+            assert_eq!(offset % alignment, 0, "{}", t["name"]);
+            assert!(data_offset + offset + bytes <= file_size, "{}", t["name"]);
+        }
         assert_eq!(got["tokenizer_model"], want.tokenizer);
         assert_eq!(got["has_chat_template"], want.chat_template);
         // Vocabulary size is the token list's length, which the metadata listing also gives.

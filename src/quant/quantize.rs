@@ -267,6 +267,28 @@ mod tests {
     }
 
     #[test]
+    fn q5_0_known_block_and_first_extreme_wins_ties() {
+        // Largest magnitude -16 → d = 1, level = x + 16, fifth bit set for the upper half.
+        let x: [f32; QK] = std::array::from_fn(|j| j as f32 - 16.0);
+        let b = quantize(GgmlType::Q5_0, &x);
+        assert_eq!(f16::from_le_bytes([b[0], b[1]]).to_f32(), 1.0);
+        assert_eq!(u32::from_le_bytes([b[2], b[3], b[4], b[5]]), 0xFFFF_0000);
+        assert_eq!(dequantize(GgmlType::Q5_0, &b), x.to_vec());
+        // Equal magnitudes of both signs: the first one sets the sign of d.
+        let mut x = [0.0f32; QK];
+        x[3] = 4.0;
+        x[7] = -4.0;
+        let d = |b: &[u8]| f16::from_le_bytes([b[0], b[1]]).to_f32();
+        assert_eq!(d(&quantize(GgmlType::Q4_0, &x)), -0.5);
+        x[3] = -4.0;
+        x[7] = 4.0;
+        assert_eq!(d(&quantize(GgmlType::Q4_0, &x)), 0.5);
+        // And the other extreme, one level past the top, is clamped to 15 (value 7·d).
+        let b = quantize(GgmlType::Q4_0, &x);
+        assert_eq!(dequantize(GgmlType::Q4_0, &b)[7], 3.5);
+    }
+
+    #[test]
     fn q8_0_known_block_rounds_half_away_from_zero() {
         let mut x = [0.0f32; QK];
         x[0] = 127.0; // d = 1 exactly

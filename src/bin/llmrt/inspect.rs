@@ -43,6 +43,8 @@ struct Summary {
     file: String,
     file_size: usize,
     gguf_version: u32,
+    alignment: u64,
+    data_offset: usize,
     architecture: Option<String>,
     name: Option<String>,
     parameter_count: u64,
@@ -85,6 +87,8 @@ impl Summary {
             file: path.display().to_string(),
             file_size: file.file_size(),
             gguf_version: file.version(),
+            alignment: file.alignment(),
+            data_offset: file.data_start(),
             name: string("general.name"),
             parameter_count: file.tensors().iter().map(|t| t.n_elements()).sum(),
             file_type: file_type_id.map(file_type_name),
@@ -165,7 +169,7 @@ fn write_text(out: &mut impl Write, s: &Summary, file: &GgufFile) -> io::Result<
         .iter()
         .map(|(ty, n)| format!("{n} {ty}"))
         .collect();
-    let rows: [(&str, String); 15] = [
+    let rows: [(&str, String); 16] = [
         (
             "file",
             format!(
@@ -174,6 +178,10 @@ fn write_text(out: &mut impl Write, s: &Summary, file: &GgufFile) -> io::Result<
                 human_bytes(s.file_size as u64),
                 s.gguf_version
             ),
+        ),
+        (
+            "data",
+            format!("from byte {}, aligned to {}", s.data_offset, s.alignment),
         ),
         ("architecture", opt(&s.architecture)),
         ("name", opt(&s.name)),
