@@ -358,6 +358,19 @@ fn array_length_past_end_of_file() {
     assert_invalid(absurd, &["`k`", "cannot fit"]);
 }
 
+#[test]
+fn metadata_arrays_with_too_many_elements_in_total() {
+    // Refused from the array header, before any element is read or reserved.
+    let len = llmrt::gguf::MAX_ARRAY_ELEMENTS + 1;
+    let bytes = Raw::header(3, 0, 1)
+        .kv("k", ValueType::Array as u32)
+        .u32(ValueType::U8 as u32)
+        .u64(len)
+        .bytes(&vec![0u8; len as usize])
+        .build();
+    assert_invalid(bytes, &["`k`", "elements in total"]);
+}
+
 /// An array value nested `depth` arrays deep, the innermost holding one u8.
 fn nested_array(depth: usize) -> Vec<u8> {
     let mut r = Raw::header(3, 0, 1).kv("nested", ValueType::Array as u32);

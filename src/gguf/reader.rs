@@ -9,7 +9,8 @@ use std::path::Path;
 use memmap2::Mmap;
 
 use super::{
-    invalid, Value, ValueType, DEFAULT_ALIGNMENT, MAGIC, MAX_ARRAY_DEPTH, MAX_DIMS, MAX_TENSOR_NAME,
+    invalid, Value, ValueType, DEFAULT_ALIGNMENT, MAGIC, MAX_ARRAY_DEPTH, MAX_ARRAY_ELEMENTS,
+    MAX_DIMS, MAX_TENSOR_NAME,
 };
 use crate::quant::GgmlType;
 use crate::{Error, Result};
@@ -314,7 +315,11 @@ const MIN_TENSOR_INFO_BYTES: u64 = 8 + 1 + 4 + 8 + 4 + 8;
 
 impl Header {
     fn parse(bytes: &[u8]) -> Result<Header> {
-        let mut cur = Cursor { bytes, pos: 0 };
+        let mut cur = Cursor {
+            bytes,
+            pos: 0,
+            array_elements_left: MAX_ARRAY_ELEMENTS,
+        };
         let magic = cur.take(4, &"magic")?;
         if magic != MAGIC {
             return Err(invalid(format!(
@@ -475,6 +480,8 @@ impl fmt::Display for ValueOf<'_> {
 struct Cursor<'a> {
     bytes: &'a [u8],
     pos: usize,
+    /// How many more array elements the metadata may hold (see [`MAX_ARRAY_ELEMENTS`]).
+    array_elements_left: u64,
 }
 
 impl<'a> Cursor<'a> {
@@ -555,6 +562,13 @@ impl<'a> Cursor<'a> {
                         self.remaining()
                     )));
                 }
+                // Each element becomes a 32-byte Value, whatever its size in the file.
+                if len > self.array_elements_left {
+                    return Err(invalid(format!(
+                        "{what}: metadata arrays hold more than {MAX_ARRAY_ELEMENTS} elements in total"
+                    )));
+                }
+                self.array_elements_left -= len;
                 let mut items = Vec::with_capacity(initial_capacity(len));
                 for _ in 0..len {
                     items.push(self.value(elem, key, depth + 1)?);
