@@ -353,7 +353,7 @@ impl Header {
                 .checked_mul(MIN_TENSOR_INFO_BYTES)?
                 .checked_add(kv)
         });
-        if needed.map_or(true, |n| n > remaining) {
+        if needed.is_none_or(|n| n > remaining) {
             return Err(invalid(format!(
                 "{tensor_count} tensors and {kv_count} metadata entries cannot fit in the {remaining} bytes that follow the header"
             )));
@@ -429,7 +429,7 @@ impl Header {
 fn check_tensor_extents(tensors: &[TensorInfo], data_len: u64) -> Result<()> {
     for t in tensors {
         let end = t.offset.checked_add(t.size);
-        if end.map_or(true, |e| e > data_len) {
+        if end.is_none_or(|e| e > data_len) {
             return Err(invalid(format!(
                 "tensor `{}` ({} bytes at offset {}) extends past the end of the {data_len}-byte data section",
                 t.name, t.size, t.offset

@@ -65,7 +65,7 @@ impl TargetType {
 
 /// The type a tensor of these dims is stored as in the output.
 fn output_type(dims: &[u64], target: GgmlType) -> GgmlType {
-    let whole_blocks = dims[0] % target.block_size() as u64 == 0;
+    let whole_blocks = dims[0].is_multiple_of(target.block_size() as u64);
     if dims.len() == 2 && whole_blocks {
         target
     } else {
