@@ -2,7 +2,12 @@
 
 use clap::{Parser, Subcommand};
 
+mod bench;
+mod chat;
+mod common;
 mod inspect;
+mod run;
+mod score;
 
 #[derive(Parser)]
 #[command(
@@ -17,14 +22,26 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Continue a prompt, streaming the text to stdout.
+    Run(run::Args),
+    /// Measure prompt processing and generation speed (like llama-bench).
+    Bench(bench::Args),
+    /// Chat with the model, one message per line (interactive on a terminal).
+    Chat(chat::Args),
     /// Show a GGUF file's model summary and tensor table.
     Inspect(inspect::Args),
+    /// Perplexity and per-position logits of a text under teacher forcing.
+    Score(score::Args),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::Chat(args) => chat::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Score(args) => score::run(args),
     };
     if let Err(e) = result {
         eprintln!("llmrt: {e}");

@@ -1,0 +1,131 @@
+//! `llmrt bench`: llama-bench-like figures. pp = prompt tokens/s for one batch of P tokens,
+//! tg = tokens/s for N single-token steps, after a warm-up, median of the repetitions; plus load
+//! time and peak resident memory.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use llmrt::{Model, ModelParams, Session, SessionParams};
+use serde_json::json;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The GGUF model file.
+    #[arg(short, long)]
+    pub model: std::path::PathBuf,
+    /// Prompt tokens processed in one batch.
+    #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
+    pub n_prompt: usize,
+    /// Tokens generated one at a time.
+    #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
+    pub n_gen: usize,
+    /// Worker threads (default: the number of cores).
+    #[arg(short = 't', long, default_value_t = 0)]
+    pub threads: usize,
+    /// Repetitions (the median is reported).
+    #[arg(short = 'r', long, default_value_t = 3)]
+    pub reps: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Peak resident set size in bytes (Linux `VmHWM`), if known.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+pub fn run(args: Args) -> llmrt::Result<()> {
+    let started = Instant::now();
+    let model = Arc::new(Model::load(&args.model, &ModelParams::default())?);
+    let params = SessionParams {
+        n_ctx: args.n_prompt + args.n_gen + 16,
+        n_threads: args.threads,
+        n_batch: args.n_prompt.max(1),
+        ..SessionParams::default()
+    };
+    let mut session = Session::new(model.clone(), &params)?;
+    let load_seconds = started.elapsed().as_secs_f64();
+    let n_vocab = model.config().n_vocab as u64;
+    // The same token streams llama.cpp's bench script uses, so both do identical work.
+    let prompt: Vec<u32> = (0..args.n_prompt as u64)
+        .map(|i| ((i * 7919 + 13) % n_vocab) as u32)
+        .collect();
+
+    let run_pp = |session: &mut Session| -> llmrt::Result<f64> {
+        session.reset();
+        let t = Instant::now();
+        session.eval(&prompt)?;
+        Ok(prompt.len() as f64 / t.elapsed().as_secs_f64())
+    };
+    let run_tg = |session: &mut Session| -> llmrt::Result<f64> {
+        session.reset();
+        let mut tok = 1u64;
+        let t = Instant::now();
+        for _ in 0..args.n_gen {
+            session.eval(&[tok as u32])?;
+            tok = (tok * 31 + 7) % n_vocab;
+        }
+        Ok(args.n_gen as f64 / t.elapsed().as_secs_f64())
+    };
+    // Warm-up: page in the weights, size the buffers.
+    if args.n_prompt > 0 {
+        run_pp(&mut session)?;
+    }
+    if args.n_gen > 0 {
+        run_tg(&mut session)?;
+    }
+    let mut pp = Vec::new();
+    let mut tg = Vec::new();
+    for _ in 0..args.reps.max(1) {
+        if args.n_prompt > 0 {
+            pp.push(run_pp(&mut session)?);
+        }
+    }
+    for _ in 0..args.reps.max(1) {
+        if args.n_gen > 0 {
+            tg.push(run_tg(&mut session)?);
+        }
+    }
+    let (pp, tg) = (median(pp), median(tg));
+    let rss = peak_rss_bytes();
+    let file = args
+        .model
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if args.json {
+        let out = json!({
+            "model": file,
+            "threads": session.n_threads(),
+            "simd": session.simd().name(),
+            "load_s": load_seconds,
+            format!("pp{}", args.n_prompt): pp,
+            format!("tg{}", args.n_gen): tg,
+            "peak_rss_bytes": rss,
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "llmrt {file} threads={} simd={} load_s={load_seconds:.3} pp{}={pp:.1} tok/s tg{}={tg:.1} tok/s peak_rss={}",
+            session.n_threads(),
+            session.simd().name(),
+            args.n_prompt,
+            args.n_gen,
+            rss.map_or("?".to_string(), |b| format!("{:.0}MiB", b as f64 / 1048576.0))
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! Options shared by the commands that run a model.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use llmrt::model::KvType;
+use llmrt::sample::SamplerParams;
+use llmrt::{Model, ModelParams, Session, SessionParams};
+
+/// Which model to load and how to run it.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// The GGUF model file.
+    #[arg(short, long)]
+    pub model: PathBuf,
+    /// Worker threads (default: the number of cores).
+    #[arg(short = 't', long, default_value_t = 0)]
+    pub threads: usize,
+    /// Context length in tokens (default: the model's, at most 4096).
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 0)]
+    pub ctx_size: usize,
+    /// Store the KV cache in f32 instead of f16.
+    #[arg(long)]
+    pub kv_f32: bool,
+}
+
+impl ModelArgs {
+    /// Loads the model and opens a session on it.
+    pub fn open(&self) -> llmrt::Result<Session> {
+        let model = Arc::new(Model::load(&self.model, &ModelParams::default())?);
+        self.session(model)
+    }
+
+    /// A new session on `model` with these options.
+    pub fn session(&self, model: Arc<Model>) -> llmrt::Result<Session> {
+        Session::new(
+            model,
+            &SessionParams {
+                n_ctx: self.ctx_size,
+                n_threads: self.threads,
+                kv_type: if self.kv_f32 {
+                    KvType::F32
+                } else {
+                    KvType::F16
+                },
+                n_batch: 0,
+            },
+        )
+    }
+}
+
+/// How to choose tokens.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// Temperature (0 = greedy).
+    #[arg(long = "temp", default_value_t = 0.8)]
+    pub temperature: f32,
+    /// Keep the K most likely tokens (0 = off).
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    /// Keep the most likely tokens up to cumulative probability P (1 = off).
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Drop tokens less likely than P × the most likely one (0 = off).
+    #[arg(long, default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Penalty for repeating recent tokens (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// How many recent tokens the penalties look at.
+    #[arg(long, default_value_t = 64)]
+    pub repeat_last_n: usize,
+    /// Random seed (default: from the clock).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+impl SamplingArgs {
+    pub fn params(&self) -> SamplerParams {
+        SamplerParams {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            penalty_last_n: self.repeat_last_n,
+            seed: self.seed.unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64)
+            }),
+            ..SamplerParams::default()
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! `llmrt run`: stream the continuation of a prompt.
+
+use std::io::Write;
+
+use llmrt::generate::{generate, GenerateParams};
+
+use crate::common::{ModelArgs, SamplingArgs};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The prompt to continue.
+    #[arg(short, long)]
+    pub prompt: String,
+    /// Most tokens to generate.
+    #[arg(short = 'n', long = "n-predict", default_value_t = 128)]
+    pub n_predict: usize,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Stop when the text contains this (repeatable); the stop string is not printed.
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Parse special-token text in the prompt (`<|im_start|>`) as tokens.
+    #[arg(long)]
+    pub parse_special: bool,
+    /// Do not print the prompt before the continuation.
+    #[arg(long)]
+    pub no_echo: bool,
+}
+
+pub fn run(args: Args) -> llmrt::Result<()> {
+    let mut session = args.model.open()?;
+    let params = GenerateParams {
+        max_tokens: args.n_predict,
+        sampler: args.sampling.params(),
+        stop: args.stop.clone(),
+        add_special: true,
+        parse_special: args.parse_special,
+    };
+    let mut out = std::io::stdout().lock();
+    if !args.no_echo {
+        let _ = write!(out, "{}", args.prompt);
+        let _ = out.flush();
+    }
+    let generation = generate(&mut session, &args.prompt, &params, &mut |piece| {
+        // Stop quietly when stdout is closed (e.g. piped into `head`).
+        write!(out, "{piece}").and_then(|_| out.flush()).is_ok()
+    })?;
+    let _ = writeln!(out);
+    let s = generation.stats;
+    eprintln!(
+        "\n[{} prompt tokens ({} reused) at {:.1} tok/s, {} generated at {:.1} tok/s, stop: {:?}]",
+        s.prompt_tokens,
+        s.reused_tokens,
+        s.prompt_tokens_per_second(),
+        s.generated_tokens,
+        s.generate_tokens_per_second(),
+        generation.stop_reason
+    );
+    Ok(())
+}
