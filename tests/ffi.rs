@@ -7,7 +7,14 @@
 //! The libraries are the ones cargo builds beside this test (`target/release/libllmrt.{so,a}`
 //! under `cargo test --release`); gcc and g++ must be installed, valgrind is optional.
 
+use std::collections::HashMap;
+use std::ffi::{CStr, CString};
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+use llmrt::ffi;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -41,4 +48,326 @@ fn header_is_fresh() {
         committed == generated,
         "include/llmrt.h differs from what cbindgen generates from src/ffi: run scripts/gen-header.sh"
     );
+}
+
+/// `target/release` (or wherever cargo put this test binary), holding libllmrt.{so,a}.
+fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // The test binary is <target>/<profile>/deps/ffi-<hash>.
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary lies in <profile>/deps")
+        .to_path_buf();
+    for lib in ["libllmrt.so", "libllmrt.a"] {
+        assert!(
+            dir.join(lib).exists(),
+            "{} is missing: build the libraries first with `cargo build --release`",
+            dir.join(lib).display()
+        );
+    }
+    dir
+}
+
+/// The test model `name` in models/, or None (with a message) when it is absent.
+fn model(name: &str) -> Option<PathBuf> {
+    let path = root().join("models").join(name);
+    if path.exists() {
+        Some(path)
+    } else {
+        eprintln!(
+            "skipping: {} is absent (scripts/fetch-models.sh)",
+            path.display()
+        );
+        None
+    }
+}
+
+const SMOLLM2: &str = "smollm2-135m-instruct-q4_1.gguf";
+
+/// llama.cpp's reference outputs for `model`.
+fn reference(model: &str) -> serde_json::Value {
+    let path = root()
+        .join("tests/reference")
+        .join(model.replace(".gguf", ".json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn str_at<'a>(value: &'a serde_json::Value, pointer: &str) -> &'a str {
+    value
+        .pointer(pointer)
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_else(|| panic!("reference has no string at {pointer}"))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Link {
+    Shared,
+    Static,
+}
+
+/// Compiles an example (path relative to the repository) against the library with one compiler
+/// line, warnings as errors; each (example, link) once per test run.
+fn build(source: &str, link: Link) -> PathBuf {
+    static BUILT: Mutex<Option<HashMap<(String, Link), PathBuf>>> = Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let built = built.get_or_insert_with(HashMap::new);
+    if let Some(exe) = built.get(&(source.to_string(), link)) {
+        return exe.clone();
+    }
+    let lib_dir = lib_dir();
+    let out_dir = lib_dir.join("ffi-examples");
+    std::fs::create_dir_all(&out_dir).expect("create the examples' output directory");
+    let stem = Path::new(source).file_stem().expect("a file name");
+    let exe = out_dir.join(format!("{}-{link:?}", stem.to_string_lossy()).to_lowercase());
+    let is_cpp = source.ends_with(".cpp");
+    let mut cmd = Command::new(if is_cpp { "g++" } else { "gcc" });
+    cmd.current_dir(root())
+        .args(["-O2", "-Wall", "-Wextra", "-Werror", "-pedantic"])
+        .arg(if is_cpp { "-std=c++17" } else { "-std=c11" })
+        .arg(source)
+        .arg("-Iinclude");
+    match link {
+        Link::Shared => {
+            cmd.arg(format!("-L{}", lib_dir.display()))
+                .arg("-lllmrt")
+                .arg(format!("-Wl,-rpath,{}", lib_dir.display()));
+        }
+        Link::Static => {
+            cmd.arg(lib_dir.join("libllmrt.a"));
+        }
+    }
+    cmd.args(["-lpthread", "-ldl", "-lm", "-o"]).arg(&exe);
+    let output = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the compiler ({cmd:?}): {e}"));
+    assert!(
+        output.status.success(),
+        "{cmd:?} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    built.insert((source.to_string(), link), exe.clone());
+    exe
+}
+
+/// Runs `cmd` with `stdin`, returning (exit success, stdout, stderr).
+fn run(cmd: &mut Command, stdin: &str) -> (bool, String, String) {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let mut input = child.stdin.take().expect("piped stdin");
+    input
+        .write_all(stdin.as_bytes())
+        .expect("write the program's stdin");
+    drop(input);
+    let output = child.wait_with_output().expect("wait for the program");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+const GREEDY_PROMPT: &str = "/greedy/0/prompt";
+const GREEDY_TEXT: &str = "/greedy/0/text";
+/// Tokens in the reference greedy continuation.
+const GREEDY_TOKENS: &str = "32";
+
+#[test]
+fn generate_example_prints_the_reference_greedy_text_shared_and_static() {
+    let Some(model) = model(SMOLLM2) else { return };
+    let reference = reference(SMOLLM2);
+    for link in [Link::Shared, Link::Static] {
+        let exe = build("examples/c/generate.c", link);
+        let (ok, stdout, stderr) = run(
+            Command::new(&exe)
+                .arg(&model)
+                .arg(str_at(&reference, GREEDY_PROMPT))
+                .args([GREEDY_TOKENS, "0"]),
+            "",
+        );
+        assert!(ok, "{link:?} generate failed:\n{stderr}");
+        assert_eq!(stdout, str_at(&reference, GREEDY_TEXT), "{link:?}");
+        assert!(stderr.contains("generated: 32 tokens"), "{stderr}");
+    }
+}
+
+#[test]
+fn cpp_chat_example_prints_the_reference_replies() {
+    let Some(model) = model(SMOLLM2) else { return };
+    let reference = reference(SMOLLM2);
+    let exe = build("examples/cpp/chat.cpp", Link::Shared);
+    // Case 0: one user message (the template adds its default system prompt); then a second turn,
+    // which must reuse the first turn's context.
+    let question = str_at(&reference, "/chat/0/messages/0/content");
+    let (ok, stdout, stderr) = run(
+        Command::new(&exe).arg(&model).args([GREEDY_TOKENS, "0"]),
+        &format!("{question}\nAnd of Germany?\n"),
+    );
+    assert!(ok, "chat failed:\n{stderr}");
+    let expected_first = format!("{}\n", str_at(&reference, "/chat/0/greedy_text"));
+    assert!(
+        stdout.starts_with(&expected_first) && stdout.len() > expected_first.len() + 1,
+        "expected the reference reply and a second one, got {stdout:?}"
+    );
+    let turns: Vec<&str> = stderr.lines().filter(|l| l.contains("reused")).collect();
+    assert_eq!(turns.len(), 2, "{stderr}");
+    assert!(!turns[1].contains("(0 reused)"), "{stderr}");
+
+    // Case 1: a system message.
+    let system = str_at(&reference, "/chat/1/messages/0/content");
+    let user = str_at(&reference, "/chat/1/messages/1/content");
+    let (ok, stdout, stderr) = run(
+        Command::new(&exe)
+            .arg(&model)
+            .args([GREEDY_TOKENS, "0", system]),
+        &format!("{user}\n"),
+    );
+    assert!(ok, "chat failed:\n{stderr}");
+    assert_eq!(
+        stdout,
+        format!("{}\n", str_at(&reference, "/chat/1/greedy_text"))
+    );
+}
+
+#[test]
+fn abi_test_gets_the_documented_status_for_null_and_bad_arguments() {
+    let exe = build("examples/c/abi_test.c", Link::Shared);
+    let mut cmd = Command::new(&exe);
+    if let Some(model) = model(SMOLLM2) {
+        cmd.arg(model);
+    }
+    let (ok, stdout, stderr) = run(&mut cmd, "");
+    assert!(ok, "abi_test failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains(" 0 failed"), "{stdout}");
+    // The library never prints, not even for the panics it catches.
+    assert_eq!(stderr, "", "the library wrote to stderr");
+}
+
+#[test]
+fn valgrind_finds_no_leaks_or_invalid_accesses() {
+    if Command::new("valgrind").arg("--version").output().is_err() {
+        eprintln!("skipping: valgrind is not installed");
+        return;
+    }
+    let valgrind = || {
+        let mut cmd = Command::new("valgrind");
+        cmd.args(["--leak-check=full", "--error-exitcode=1", "--quiet"]);
+        cmd
+    };
+    // Every error path, without a model (fast).
+    let abi_test = build("examples/c/abi_test.c", Link::Shared);
+    let (ok, stdout, stderr) = run(valgrind().arg(&abi_test), "");
+    assert!(ok, "valgrind abi_test:\n{stdout}\n{stderr}");
+
+    let Some(model) = model(SMOLLM2) else { return };
+    let reference = reference(SMOLLM2);
+    let generate = build("examples/c/generate.c", Link::Shared);
+    let (ok, stdout, stderr) = run(
+        valgrind()
+            .arg(&generate)
+            .arg(&model)
+            .arg(str_at(&reference, GREEDY_PROMPT))
+            .args(["4", "0"]),
+        "",
+    );
+    assert!(ok, "valgrind generate:\n{stderr}");
+    assert!(
+        !stdout.is_empty() && str_at(&reference, GREEDY_TEXT).starts_with(&stdout),
+        "{stdout:?}"
+    );
+}
+
+#[test]
+fn c_threads_sharing_a_model_generate_what_one_thread_does() {
+    let Some(model) = model(SMOLLM2) else { return };
+    let exe = build("examples/c/threads.c", Link::Shared);
+    let (ok, stdout, stderr) = run(Command::new(&exe).arg(&model).arg("24"), "");
+    assert!(ok, "threads failed:\n{stdout}\n{stderr}");
+    assert!(stderr.contains("same texts as one thread"), "{stderr}");
+}
+
+/// A model handle that several threads may use at once, as the C API documents.
+#[derive(Clone, Copy)]
+struct SharedModel(*const ffi::llm_model);
+// SAFETY: llm_model is immutable and documented as usable from any number of threads at once.
+unsafe impl Send for SharedModel {}
+
+/// Generates from `prompt` in a fresh session of `model` (sampled, seeded), through the C ABI.
+fn generate_via_c_abi(model: SharedModel, prompt: &str, seed: u64) -> String {
+    let prompt = CString::new(prompt).expect("no NUL in the prompt");
+    let mut session_params = ffi::llm_session_default_params();
+    session_params.n_ctx = 256;
+    session_params.n_threads = 1;
+    let mut params = ffi::llm_generate_default_params();
+    params.max_tokens = 24;
+    params.temperature = 0.7;
+    params.seed = seed;
+    let mut text = vec![0u8; 4096];
+    // SAFETY: the model is live for the whole test; every pointer is valid for its call.
+    unsafe {
+        let session = ffi::llm_session_new(model.0, &session_params);
+        assert!(!session.is_null(), "{}", last_error());
+        let status = ffi::llm_generate(
+            session,
+            prompt.as_ptr(),
+            &params,
+            None,
+            std::ptr::null_mut(),
+            text.as_mut_ptr().cast(),
+            text.len(),
+            std::ptr::null_mut(),
+        );
+        ffi::llm_session_free(session);
+        assert_eq!(status, ffi::llm_status::LLM_OK, "{}", last_error());
+    }
+    let len = text.iter().position(|&b| b == 0).expect("NUL-terminated");
+    String::from_utf8(text[..len].to_vec()).expect("UTF-8 text")
+}
+
+fn last_error() -> String {
+    // SAFETY: llm_last_error returns a NUL-terminated string valid until the next call.
+    unsafe { CStr::from_ptr(ffi::llm_last_error()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Seeds of the threaded generations (one per prompt, counting up), as in examples/c/threads.c.
+const FIRST_SEED: u64 = 1000;
+
+#[test]
+fn rust_threads_sharing_a_model_generate_what_one_thread_does() {
+    let Some(path) = model(SMOLLM2) else { return };
+    let path = CString::new(path.to_string_lossy().into_owned()).expect("no NUL in the path");
+    // SAFETY: a valid C string; NULL params are the defaults.
+    let model = SharedModel(unsafe { ffi::llm_load(path.as_ptr(), std::ptr::null()) });
+    assert!(!model.0.is_null(), "{}", last_error());
+    let prompts = [
+        "the first president of US is",
+        "Once upon a time,",
+        "def fibonacci(n):",
+        "The three primary colors are",
+    ];
+    let alone: Vec<String> = (FIRST_SEED..)
+        .zip(prompts)
+        .map(|(seed, p)| generate_via_c_abi(model, p, seed))
+        .collect();
+    let together: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (FIRST_SEED..)
+            .zip(prompts)
+            .map(|(seed, p)| scope.spawn(move || generate_via_c_abi(model, p, seed)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("generation thread"))
+            .collect()
+    });
+    // SAFETY: no thread uses the model any more.
+    unsafe { ffi::llm_model_free(model.0.cast_mut()) };
+    assert!(alone.iter().all(|t| !t.is_empty()), "{alone:?}");
+    assert_eq!(alone, together);
 }

@@ -165,8 +165,8 @@ impl FfiError {
             .unwrap_or("unknown panic payload");
         let location = PANIC_LOCATION.with(|l| l.take());
         let message = match location {
-            Some(at) => format!("internal error (panic at {at}): {what}"),
-            None => format!("internal error (panic): {what}"),
+            Some(at) => format!("panic at {at}: {what}"),
+            None => format!("panic: {what}"),
         };
         Self::new(llm_status::LLM_ERR_PANIC, message)
     }
@@ -222,12 +222,14 @@ fn install_quiet_panic_hook() {
     INSTALL.call_once(|| {
         let previous = panic::take_hook();
         panic::set_hook(Box::new(move |info| {
-            let in_call = IN_CALL.with(Cell::get);
-            let on_worker_during_call = CALLS_IN_PROGRESS.load(Ordering::Relaxed) > 0
-                && std::thread::current()
-                    .name()
-                    .is_some_and(|n| n.starts_with("llmrt-"));
-            if in_call || on_worker_during_call {
+            // Evaluated lazily: `thread::current()` on a thread that never asked before (a C
+            // thread) allocates a handle that lives until exit, which valgrind reports.
+            let quiet = IN_CALL.with(Cell::get)
+                || (CALLS_IN_PROGRESS.load(Ordering::Relaxed) > 0
+                    && std::thread::current()
+                        .name()
+                        .is_some_and(|n| n.starts_with("llmrt-")));
+            if quiet {
                 let at = info
                     .location()
                     .map(|l| format!("{}:{}", l.file(), l.line()));
