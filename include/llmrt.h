@@ -74,7 +74,7 @@ typedef enum llm_status {
     LLM_ERR_BUFFER_TOO_SMALL = 8,
     // The tokenizer could not be built from the file, or failed on the input.
     LLM_ERR_TOKENIZER = 9,
-    // The chat template is missing, does not parse, or failed to render.
+    // The chat template does not compile, or failed to render the messages.
     LLM_ERR_TEMPLATE = 10,
     // The operation was cancelled. (Returning false from an `llm_token_callback` is not an error:
     // `llm_generate` then returns `LLM_OK` with stop reason `LLM_STOP_CANCELLED`.)
@@ -201,7 +201,9 @@ typedef struct llm_generate_params {
     // How many of the most recent tokens the penalties look at. Default 64. 0 = none (penalties
     // off).
     size_t penalty_last_n;
-    // Random seed: the same seed, prompt and parameters give the same text. Default 0.
+    // Seed of the random draw: the same seed, prompt and parameters give the same text on every
+    // platform. Default 0xFFFFFFFF, a fixed seed like any other (not "random"; pass your own,
+    // e.g. from the clock, for varied texts).
     uint64_t seed;
     // Generation ends when the text contains one of these NUL-terminated UTF-8 strings; the stop
     // string and what follows are not returned. NULL when `n_stop` is 0. Default none.
@@ -473,7 +475,8 @@ const float *llm_get_logits(const struct llm_session *session,
                             int32_t i);
 
 // The default generation options, as llama.cpp's: temperature 0.8, top-k 40, top-p 0.95,
-// min-p 0.05, no penalties, 128 tokens, seed 0, no stop strings, add_special true.
+// min-p 0.05, no penalties (window 64), 128 tokens, seed 0xFFFFFFFF, no stop strings,
+// add_special true, parse_special false.
 struct llm_generate_params llm_generate_default_params(void);
 
 // Generates a continuation of `prompt` (NUL-terminated UTF-8) in `session`.
@@ -509,8 +512,11 @@ enum llm_status llm_generate(struct llm_session *session,
                              struct llm_generate_stats *stats);
 
 // Replies to a conversation: renders `messages` (`n_messages` of them) with the model's chat
-// template, adds the assistant's turn, and generates as `llm_generate` does (same outputs and
-// return codes, plus LLM_ERR_TEMPLATE when the model has no usable template). The reply is not
+// template (the file's `tokenizer.chat_template`; without one, a built-in format chosen by
+// architecture: Gemma's for gemma, ChatML otherwise), adds the assistant's turn, and generates
+// as `llm_generate` does (same outputs and return codes, plus LLM_ERR_TEMPLATE when the template
+// does not compile or fails to render these messages, and LLM_ERR_INVALID_ARGUMENT for 0
+// messages). The reply is not
 // added to anything: append it to your messages for the next turn; the session's context is
 // reused for the common beginning of the transcript.
 //
@@ -526,7 +532,8 @@ enum llm_status llm_chat(struct llm_session *session,
                          size_t out_len,
                          struct llm_generate_stats *stats);
 
-// Renders `messages` (`n` of them) with the model's chat template into `buf`, NUL-terminated;
+// Renders `messages` (`n` of them) with the model's chat template (as `llm_chat` chooses it)
+// into `buf`, NUL-terminated;
 // with `add_generation_prompt`, the assistant's turn prefix is appended.
 //
 // Returns the length written (without the NUL); -(bytes needed, with the NUL) if `len` is too

@@ -39,7 +39,7 @@ pub enum llm_status {
     LLM_ERR_BUFFER_TOO_SMALL = 8,
     /// The tokenizer could not be built from the file, or failed on the input.
     LLM_ERR_TOKENIZER = 9,
-    /// The chat template is missing, does not parse, or failed to render.
+    /// The chat template does not compile, or failed to render the messages.
     LLM_ERR_TEMPLATE = 10,
     /// The operation was cancelled. (Returning false from an `llm_token_callback` is not an error:
     /// `llm_generate` then returns `LLM_OK` with stop reason `LLM_STOP_CANCELLED`.)

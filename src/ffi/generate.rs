@@ -51,7 +51,9 @@ pub struct llm_generate_params {
     /// How many of the most recent tokens the penalties look at. Default 64. 0 = none (penalties
     /// off).
     pub penalty_last_n: usize,
-    /// Random seed: the same seed, prompt and parameters give the same text. Default 0.
+    /// Seed of the random draw: the same seed, prompt and parameters give the same text on every
+    /// platform. Default 0xFFFFFFFF, a fixed seed like any other (not "random"; pass your own,
+    /// e.g. from the clock, for varied texts).
     pub seed: u64,
     /// Generation ends when the text contains one of these NUL-terminated UTF-8 strings; the stop
     /// string and what follows are not returned. NULL when `n_stop` is 0. Default none.
@@ -155,24 +157,28 @@ pub struct llm_chat_message {
 }
 
 /// The default generation options, as llama.cpp's: temperature 0.8, top-k 40, top-p 0.95,
-/// min-p 0.05, no penalties, 128 tokens, seed 0, no stop strings, add_special true.
+/// min-p 0.05, no penalties (window 64), 128 tokens, seed 0xFFFFFFFF, no stop strings,
+/// add_special true, parse_special false.
 #[no_mangle]
 pub extern "C" fn llm_generate_default_params() -> llm_generate_params {
+    // One source of truth: the Rust API's defaults.
+    let generate = GenerateParams::default();
+    let sampler = SamplerParams::default();
     llm_generate_params {
-        max_tokens: 128,
-        temperature: 0.8,
-        top_k: 40,
-        top_p: 0.95,
-        min_p: 0.05,
-        repeat_penalty: 1.0,
-        frequency_penalty: 0.0,
-        presence_penalty: 0.0,
-        penalty_last_n: 64,
-        seed: 0,
+        max_tokens: generate.max_tokens,
+        temperature: sampler.temperature,
+        top_k: sampler.top_k,
+        top_p: sampler.top_p,
+        min_p: sampler.min_p,
+        repeat_penalty: sampler.repeat_penalty,
+        frequency_penalty: sampler.frequency_penalty,
+        presence_penalty: sampler.presence_penalty,
+        penalty_last_n: sampler.penalty_last_n,
+        seed: sampler.seed,
         stop: std::ptr::null(),
         n_stop: 0,
-        add_special: true,
-        parse_special: false,
+        add_special: generate.add_special,
+        parse_special: generate.parse_special,
     }
 }
 
@@ -406,8 +412,11 @@ unsafe fn chat_messages(
 }
 
 /// Replies to a conversation: renders `messages` (`n_messages` of them) with the model's chat
-/// template, adds the assistant's turn, and generates as `llm_generate` does (same outputs and
-/// return codes, plus LLM_ERR_TEMPLATE when the model has no usable template). The reply is not
+/// template (the file's `tokenizer.chat_template`; without one, a built-in format chosen by
+/// architecture: Gemma's for gemma, ChatML otherwise), adds the assistant's turn, and generates
+/// as `llm_generate` does (same outputs and return codes, plus LLM_ERR_TEMPLATE when the template
+/// does not compile or fails to render these messages, and LLM_ERR_INVALID_ARGUMENT for 0
+/// messages). The reply is not
 /// added to anything: append it to your messages for the next turn; the session's context is
 /// reused for the common beginning of the transcript.
 ///
@@ -454,7 +463,8 @@ pub unsafe extern "C" fn llm_chat(
     })
 }
 
-/// Renders `messages` (`n` of them) with the model's chat template into `buf`, NUL-terminated;
+/// Renders `messages` (`n` of them) with the model's chat template (as `llm_chat` chooses it)
+/// into `buf`, NUL-terminated;
 /// with `add_generation_prompt`, the assistant's turn prefix is appended.
 ///
 /// Returns the length written (without the NUL); -(bytes needed, with the NUL) if `len` is too
