@@ -4,8 +4,8 @@
 //! accesses; four threads with their own sessions on one model agree with one thread (from C and
 //! from Rust).
 //!
-//! The libraries are the ones cargo builds beside this test (`target/release/libllmrt.{so,a}`
-//! under `cargo test --release`); gcc and g++ must be installed, valgrind is optional.
+//! The examples link the libllmrt.{so,a} that cargo built together with this test; gcc and g++
+//! must be installed, valgrind is optional (skipped with a message when absent).
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
@@ -50,22 +50,32 @@ fn header_is_fresh() {
     );
 }
 
-/// `target/release` (or wherever cargo put this test binary), holding libllmrt.{so,a}.
+/// The directory holding the libllmrt.{so,a} that cargo built together with this test binary.
+///
+/// That is `<target>/<profile>/deps`, where the test binary itself lies: cargo compiles the
+/// library's rlib, cdylib and staticlib in one go there, but copies them up to
+/// `<target>/<profile>` only on `cargo build`, so after `cargo test` alone the copies up there may
+/// be stale. Falls back to `<target>/<profile>` if deps/ has none.
 fn lib_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
-    // The test binary is <target>/<profile>/deps/ffi-<hash>.
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test binary lies in <profile>/deps")
+    let deps = exe.parent().expect("the test binary lies in a directory");
+    let has_libs = |dir: &Path| {
+        ["libllmrt.so", "libllmrt.a"]
+            .iter()
+            .all(|l| dir.join(l).exists())
+    };
+    let dir = [Some(deps), deps.parent()]
+        .into_iter()
+        .flatten()
+        .find(|dir| has_libs(dir))
+        .unwrap_or_else(|| {
+            panic!(
+                "libllmrt.so and libllmrt.a are missing from {}: build them with \
+                 `cargo build --release`",
+                deps.display()
+            )
+        })
         .to_path_buf();
-    for lib in ["libllmrt.so", "libllmrt.a"] {
-        assert!(
-            dir.join(lib).exists(),
-            "{} is missing: build the libraries first with `cargo build --release`",
-            dir.join(lib).display()
-        );
-    }
     dir
 }
 
@@ -117,7 +127,7 @@ fn build(source: &str, link: Link) -> PathBuf {
         return exe.clone();
     }
     let lib_dir = lib_dir();
-    let out_dir = lib_dir.join("ffi-examples");
+    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ffi-examples");
     std::fs::create_dir_all(&out_dir).expect("create the examples' output directory");
     let stem = Path::new(source).file_stem().expect("a file name");
     let exe = out_dir.join(format!("{}-{link:?}", stem.to_string_lossy()).to_lowercase());
