@@ -8,6 +8,7 @@ mod common;
 mod inspect;
 mod run;
 mod score;
+mod tokenize;
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +31,8 @@ enum Command {
     Chat(chat::Args),
     /// Show a GGUF file's model summary and tensor table.
     Inspect(inspect::Args),
+    /// Print the token ids (and pieces) of a text.
+    Tokenize(tokenize::Args),
     /// Perplexity and per-position logits of a text under teacher forcing.
     Score(score::Args),
 }
@@ -42,6 +45,7 @@ fn main() {
         Command::Chat(args) => chat::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Score(args) => score::run(args),
+        Command::Tokenize(args) => tokenize::run(args),
     };
     if let Err(e) = result {
         eprintln!("llmrt: {e}");
