@@ -285,8 +285,6 @@ fn run(cmd: &mut Command, stdin: &str) -> (bool, String, String) {
 
 const GREEDY_PROMPT: &str = "/greedy/0/prompt";
 const GREEDY_TEXT: &str = "/greedy/0/text";
-/// Tokens in the reference greedy continuation.
-const GREEDY_TOKENS: &str = "32";
 
 #[test]
 fn generate_example_prints_the_reference_greedy_text_shared_and_static() {
