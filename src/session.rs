@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+pub use crate::model::forward::AttentionProbe;
 use crate::model::forward::{Logits, Pass};
 use crate::model::{KvCache, KvType, Model, RunState};
 use crate::quant::Simd;
@@ -38,6 +39,8 @@ pub struct Session {
     tokens: Vec<u32>,
     /// Logits of the last evaluated token.
     logits: Vec<f32>,
+    /// Attention recording for explain (off unless set).
+    probe: Option<AttentionProbe>,
 }
 
 impl std::fmt::Debug for Session {
@@ -84,6 +87,7 @@ impl Session {
             state,
             tokens: Vec::new(),
             logits,
+            probe: None,
         })
     }
 
@@ -127,6 +131,27 @@ impl Session {
     /// Logits of the last evaluated token (zeros before the first evaluation).
     pub fn logits(&self) -> &[f32] {
         &self.logits
+    }
+
+    /// Starts (or with `None` stops) recording attention weights of one layer for every token
+    /// evaluated from now on; [`Session::attention_probe`] holds the rows.
+    pub fn set_attention_probe(&mut self, probe: Option<AttentionProbe>) -> Result<()> {
+        let c = self.model.config();
+        if let Some(p) = &probe {
+            if p.layer >= c.n_layer || p.head.is_some_and(|h| h >= c.n_head) {
+                return Err(Error::InvalidArgument(format!(
+                    "attention probe layer {} head {:?} (the model has {} layers of {} heads)",
+                    p.layer, p.head, c.n_layer, c.n_head
+                )));
+            }
+        }
+        self.probe = probe;
+        Ok(())
+    }
+
+    /// The attention recording, if one was set.
+    pub fn attention_probe(&self) -> Option<&AttentionProbe> {
+        self.probe.as_ref()
     }
 
     /// Empties the cache.
@@ -178,6 +203,7 @@ impl Session {
                 kv: &mut self.kv,
                 pool: &self.pool,
                 simd: self.simd,
+                probe: self.probe.as_mut(),
             };
             match on_logits.as_mut() {
                 Some(f) => {

@@ -40,6 +40,10 @@ pub const MAX_TENSOR_NAME: usize = 63;
 pub const MAX_DIMS: usize = 4;
 /// Deepest nesting of arrays inside arrays the reader accepts.
 pub const MAX_ARRAY_DEPTH: usize = 4;
+/// Most array elements (nested ones included) the metadata of one file may hold. Each becomes a
+/// 32-byte [`Value`] in memory, so without a cap a file of one-byte elements would cost 32 times
+/// its size; the largest real vocabularies (tokens, scores, types, merges) use a few million.
+pub const MAX_ARRAY_ELEMENTS: u64 = 1 << 24;
 
 use crate::Error;
 

@@ -1,6 +1,7 @@
 //! Parsing and validating a GGUF file.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::fs::File;
 use std::ops::Deref;
 use std::path::Path;
@@ -8,7 +9,8 @@ use std::path::Path;
 use memmap2::Mmap;
 
 use super::{
-    invalid, Value, ValueType, DEFAULT_ALIGNMENT, MAGIC, MAX_ARRAY_DEPTH, MAX_DIMS, MAX_TENSOR_NAME,
+    invalid, Value, ValueType, DEFAULT_ALIGNMENT, MAGIC, MAX_ARRAY_DEPTH, MAX_ARRAY_ELEMENTS,
+    MAX_DIMS, MAX_TENSOR_NAME,
 };
 use crate::quant::GgmlType;
 use crate::{Error, Result};
@@ -313,14 +315,18 @@ const MIN_TENSOR_INFO_BYTES: u64 = 8 + 1 + 4 + 8 + 4 + 8;
 
 impl Header {
     fn parse(bytes: &[u8]) -> Result<Header> {
-        let mut cur = Cursor { bytes, pos: 0 };
-        let magic = cur.take(4, "magic")?;
+        let mut cur = Cursor {
+            bytes,
+            pos: 0,
+            array_elements_left: MAX_ARRAY_ELEMENTS,
+        };
+        let magic = cur.take(4, &"magic")?;
         if magic != MAGIC {
             return Err(invalid(format!(
                 "bad magic {magic:02x?}: not a GGUF file (expected \"GGUF\")"
             )));
         }
-        let version = cur.u32("version")?;
+        let version = cur.u32(&"version")?;
         match version {
             2 | 3 => {}
             1 => {
@@ -338,8 +344,8 @@ impl Header {
                 )))
             }
         }
-        let tensor_count = cur.u64("tensor count")?;
-        let kv_count = cur.u64("metadata count")?;
+        let tensor_count = cur.u64(&"tensor count")?;
+        let kv_count = cur.u64(&"metadata count")?;
         // Both counts must fit in the bytes that remain, before anything is reserved for them.
         let remaining = cur.remaining() as u64;
         let needed = kv_count.checked_mul(MIN_KV_BYTES).and_then(|kv| {
@@ -353,14 +359,14 @@ impl Header {
             )));
         }
 
-        let mut metadata = Vec::with_capacity(kv_count as usize);
-        let mut index = HashMap::with_capacity(kv_count as usize);
+        let mut metadata = Vec::with_capacity(initial_capacity(kv_count));
+        let mut index = HashMap::with_capacity(initial_capacity(kv_count));
         for i in 0..kv_count {
-            let key = cur.string(&format!("key of metadata entry {i}"))?;
+            let key = cur.string(&format_args!("key of metadata entry {i}"))?;
             if key.is_empty() {
                 return Err(invalid(format!("metadata entry {i} has an empty key")));
             }
-            let tag = cur.u32(&format!("value type of `{key}`"))?;
+            let tag = cur.u32(&format_args!("value type of `{key}`"))?;
             let ty = ValueType::from_u32(tag)
                 .ok_or_else(|| invalid(format!("metadata `{key}` has unknown value type {tag}")))?;
             let value = cur.value(ty, &key, 0)?;
@@ -386,8 +392,8 @@ impl Header {
             }
         };
 
-        let mut tensors = Vec::with_capacity(tensor_count as usize);
-        let mut names = HashMap::with_capacity(tensor_count as usize);
+        let mut tensors = Vec::with_capacity(initial_capacity(tensor_count));
+        let mut names = HashMap::with_capacity(initial_capacity(tensor_count));
         for i in 0..tensor_count {
             let info = cur.tensor_info(i, alignment)?;
             if names.insert(info.name.clone(), i).is_some() {
@@ -445,8 +451,28 @@ fn check_tensor_extents(tensors: &[TensorInfo], data_len: u64) -> Result<()> {
     Ok(())
 }
 
+/// How many entries to reserve up front for a count read from the file. The count has been
+/// checked against the bytes that remain, but an in-memory entry is larger than its smallest
+/// encoding (a 1-byte `u8` array element becomes a 32-byte [`Value`]), so reserving it all at
+/// once would let a file make us allocate many times its own size before a single entry is
+/// parsed. Beyond this, vectors grow with the entries actually read.
+fn initial_capacity(count: u64) -> usize {
+    const MAX_RESERVED: u64 = 4096;
+    count.min(MAX_RESERVED) as usize
+}
+
 fn align_up(x: u64, alignment: u64) -> Option<u64> {
     Some(x.checked_add(alignment - 1)? / alignment * alignment)
+}
+
+/// Names a metadata value in messages; formatted only when an error is reported, because
+/// the vocabulary arrays hold hundreds of thousands of values.
+struct ValueOf<'k>(&'k str);
+
+impl fmt::Display for ValueOf<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "value of `{}`", self.0)
+    }
 }
 
 /// A bounds-checked reader over the file's bytes. Every read names what it was reading so the
@@ -454,6 +480,8 @@ fn align_up(x: u64, alignment: u64) -> Option<u64> {
 struct Cursor<'a> {
     bytes: &'a [u8],
     pos: usize,
+    /// How many more array elements the metadata may hold (see [`MAX_ARRAY_ELEMENTS`]).
+    array_elements_left: u64,
 }
 
 impl<'a> Cursor<'a> {
@@ -461,7 +489,7 @@ impl<'a> Cursor<'a> {
         self.bytes.len() - self.pos
     }
 
-    fn take(&mut self, n: u64, what: &str) -> Result<&'a [u8]> {
+    fn take(&mut self, n: u64, what: &dyn fmt::Display) -> Result<&'a [u8]> {
         if n > self.remaining() as u64 {
             return Err(invalid(format!(
                 "{what}: {n} bytes needed at offset {}, only {} remain",
@@ -475,28 +503,28 @@ impl<'a> Cursor<'a> {
         Ok(slice)
     }
 
-    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N]> {
+    fn array<const N: usize>(&mut self, what: &dyn fmt::Display) -> Result<[u8; N]> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N as u64, what)?);
         Ok(out)
     }
 
-    fn u32(&mut self, what: &str) -> Result<u32> {
+    fn u32(&mut self, what: &dyn fmt::Display) -> Result<u32> {
         self.array(what).map(u32::from_le_bytes)
     }
 
-    fn u64(&mut self, what: &str) -> Result<u64> {
+    fn u64(&mut self, what: &dyn fmt::Display) -> Result<u64> {
         self.array(what).map(u64::from_le_bytes)
     }
 
-    fn string(&mut self, what: &str) -> Result<String> {
+    fn string(&mut self, what: &dyn fmt::Display) -> Result<String> {
         let len = self.u64(what)?;
         let bytes = self.take(len, what)?;
         String::from_utf8(bytes.to_vec()).map_err(|_| invalid(format!("{what} is not valid UTF-8")))
     }
 
     fn value(&mut self, ty: ValueType, key: &str, depth: usize) -> Result<Value> {
-        let what = format!("value of `{key}`");
+        let what = ValueOf(key);
         Ok(match ty {
             ValueType::U8 => Value::U8(self.array::<1>(&what)?[0]),
             ValueType::I8 => Value::I8(self.array::<1>(&what)?[0] as i8),
@@ -534,7 +562,14 @@ impl<'a> Cursor<'a> {
                         self.remaining()
                     )));
                 }
-                let mut items = Vec::with_capacity(len as usize);
+                // Each element becomes a 32-byte Value, whatever its size in the file.
+                if len > self.array_elements_left {
+                    return Err(invalid(format!(
+                        "{what}: metadata arrays hold more than {MAX_ARRAY_ELEMENTS} elements in total"
+                    )));
+                }
+                self.array_elements_left -= len;
+                let mut items = Vec::with_capacity(initial_capacity(len));
                 for _ in 0..len {
                     items.push(self.value(elem, key, depth + 1)?);
                 }
@@ -544,7 +579,7 @@ impl<'a> Cursor<'a> {
     }
 
     fn tensor_info(&mut self, i: u64, alignment: u64) -> Result<TensorInfo> {
-        let name = self.string(&format!("name of tensor {i}"))?;
+        let name = self.string(&format_args!("name of tensor {i}"))?;
         if name.is_empty() {
             return Err(invalid(format!("tensor {i} has an empty name")));
         }
@@ -554,7 +589,7 @@ impl<'a> Cursor<'a> {
                 name.len()
             )));
         }
-        let n_dims = self.u32(&format!("dimension count of `{name}`"))?;
+        let n_dims = self.u32(&format_args!("dimension count of `{name}`"))?;
         if n_dims == 0 || n_dims as usize > MAX_DIMS {
             return Err(invalid(format!(
                 "tensor `{name}` has {n_dims} dimensions (1 to {MAX_DIMS} allowed)"
@@ -562,7 +597,7 @@ impl<'a> Cursor<'a> {
         }
         let mut dims = Vec::with_capacity(n_dims as usize);
         for d in 0..n_dims {
-            let dim = self.u64(&format!("dimension {d} of `{name}`"))?;
+            let dim = self.u64(&format_args!("dimension {d} of `{name}`"))?;
             if dim == 0 {
                 return Err(invalid(format!(
                     "tensor `{name}` has dimension {d} of size 0"
@@ -570,10 +605,10 @@ impl<'a> Cursor<'a> {
             }
             dims.push(dim);
         }
-        let tag = self.u32(&format!("type of `{name}`"))?;
+        let tag = self.u32(&format_args!("type of `{name}`"))?;
         let ty = GgmlType::from_u32(tag)
             .ok_or_else(|| invalid(format!("tensor `{name}` has unknown type id {tag}")))?;
-        let offset = self.u64(&format!("offset of `{name}`"))?;
+        let offset = self.u64(&format_args!("offset of `{name}`"))?;
 
         // ggml keeps element counts in int64; the byte size must fit too.
         let n_elements = dims
@@ -585,15 +620,16 @@ impl<'a> Cursor<'a> {
                     "tensor `{name}` has {dims:?} elements: the count overflows"
                 ))
             })?;
-        let row_bytes = ty.row_bytes(dims[0]).ok_or_else(|| {
-            invalid(format!(
+        if dims[0] % ty.block_size() as u64 != 0 {
+            return Err(invalid(format!(
                 "tensor `{name}`: row length {} is not a multiple of {ty}'s block size {}",
                 dims[0],
                 ty.block_size()
-            ))
-        })?;
-        let size = row_bytes
-            .checked_mul(n_elements / dims[0])
+            )));
+        }
+        let size = ty
+            .row_bytes(dims[0])
+            .and_then(|row_bytes| row_bytes.checked_mul(n_elements / dims[0]))
             .filter(|&s| s <= i64::MAX as u64)
             .ok_or_else(|| {
                 invalid(format!(

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use super::{Value, DEFAULT_ALIGNMENT, MAGIC};
+use super::{Value, DEFAULT_ALIGNMENT, MAGIC, MAX_DIMS, MAX_TENSOR_NAME};
 use crate::quant::GgmlType;
 use crate::{Error, Result};
 
@@ -30,7 +30,9 @@ impl<'a> GgufWriter<'a> {
         Self::default()
     }
 
-    /// Adds (or replaces) a metadata entry.
+    /// Adds (or replaces) a metadata entry. Values are written as given: a `general.alignment`
+    /// that is not a non-zero power-of-two u32 is written too (tests use that), but tensor data
+    /// is then aligned to the default 32 and the reader refuses the file.
     pub fn set(&mut self, key: impl Into<String>, value: Value) -> &mut Self {
         let key = key.into();
         match self.metadata.iter_mut().find(|(k, _)| *k == key) {
@@ -40,7 +42,9 @@ impl<'a> GgufWriter<'a> {
         self
     }
 
-    /// Adds a tensor. The data must be exactly the size its dims and type imply.
+    /// Adds a tensor. The name must be new, 1 to 63 bytes long; there must be 1 to 4 dims, none
+    /// of them 0; and the data must be exactly the size the dims and type imply. (The writer only
+    /// makes tensor tables the reader accepts; tests that need malformed ones patch the bytes.)
     pub fn add_tensor(
         &mut self,
         name: impl Into<String>,
@@ -50,11 +54,23 @@ impl<'a> GgufWriter<'a> {
     ) -> Result<&mut Self> {
         let name = name.into();
         let data = data.into();
-        let rows: u64 = dims.iter().skip(1).product();
-        let expected = dims
-            .first()
-            .and_then(|&d0| ty.row_bytes(d0))
-            .and_then(|rb| rb.checked_mul(rows));
+        let refuse = |why: String| Err(Error::InvalidArgument(format!("tensor `{name}`: {why}")));
+        if name.is_empty() || name.len() > MAX_TENSOR_NAME {
+            return refuse(format!("name must be 1 to {MAX_TENSOR_NAME} bytes long"));
+        }
+        if self.tensors.iter().any(|t| t.name == name) {
+            return refuse("a tensor of that name was already added".into());
+        }
+        if dims.is_empty() || dims.len() > MAX_DIMS || dims.contains(&0) {
+            return refuse(format!(
+                "dims {dims:?} must be 1 to {MAX_DIMS} non-zero sizes"
+            ));
+        }
+        let rows = dims
+            .iter()
+            .skip(1)
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d));
+        let expected = rows.and_then(|rows| ty.row_bytes(dims[0])?.checked_mul(rows));
         if expected != Some(data.len() as u64) {
             return Err(Error::InvalidArgument(format!(
                 "tensor `{name}`: {} bytes of data do not match {dims:?} of {ty}",

@@ -6,9 +6,10 @@
 use rayon::prelude::*;
 
 use super::config::{Config, FfnActivation};
-use super::kv_cache::KvCache;
+use super::kv_cache::{KvCache, KvType};
 use super::ops::{
-    attend_head, gelu_tanh, rms_norm, rms_norm_in_place, rope_angles, rope_head, silu,
+    attend_head, attention_weights, gelu_tanh_f16_table, rms_norm, rms_norm_in_place, rope_angles,
+    rope_head, silu, AttentionPrecision,
 };
 use super::weights::Matrix;
 use super::Model;
@@ -90,6 +91,21 @@ pub struct Pass<'s> {
     pub kv: &'s mut KvCache,
     pub pool: &'s rayon::ThreadPool,
     pub simd: Simd,
+    /// When set, the attention weights of one layer are recorded (explain); `None` costs nothing.
+    pub probe: Option<&'s mut AttentionProbe>,
+}
+
+/// Records, for every evaluated token, the attention weights of one layer over all positions up
+/// to the token's own: one head's, or the mean over heads.
+#[derive(Debug, Clone, Default)]
+pub struct AttentionProbe {
+    /// The layer to record.
+    pub layer: usize,
+    /// The query head to record, or `None` for the mean over all heads.
+    pub head: Option<usize>,
+    /// One row per evaluated token, in order: `rows[i][j]` is the weight of position `j`
+    /// (length = the token's position + 1; zero outside a sliding window).
+    pub rows: Vec<Vec<f32>>,
 }
 
 impl Model {
@@ -110,6 +126,7 @@ impl Model {
             kv,
             pool,
             simd,
+            mut probe,
         } = pass;
         let n = tokens.len();
         if n == 0 || n > s.n_batch {
@@ -240,6 +257,10 @@ impl Model {
                 usize::MAX
             };
             let (q, kv_ref) = (&s.q, &*kv);
+            let precision = match kv.kv_type() {
+                KvType::F16 => AttentionPrecision::F16,
+                KvType::F32 => AttentionPrecision::F32,
+            };
             pool.install(|| {
                 s.attn[..n * attn_dim]
                     .par_chunks_mut(hdv)
@@ -249,9 +270,51 @@ impl Model {
                         let pos = pos0 + t;
                         let first = (pos + 1).saturating_sub(window);
                         let q_head = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
-                        attend_head(q_head, kv_ref, il, h / group, first, pos, c.attn_scale, out);
+                        attend_head(
+                            q_head,
+                            kv_ref,
+                            il,
+                            h / group,
+                            first,
+                            pos,
+                            c.attn_scale,
+                            precision,
+                            out,
+                        );
                     });
             });
+
+            // (explain) Record this layer's attention weights if asked to.
+            if let Some(probe) = probe.as_deref_mut().filter(|p| p.layer == il) {
+                let heads: Vec<usize> = match probe.head {
+                    Some(h) => vec![h.min(c.n_head - 1)],
+                    None => (0..c.n_head).collect(),
+                };
+                for t in 0..n {
+                    let pos = pos0 + t;
+                    let first = (pos + 1).saturating_sub(window);
+                    let mut row = vec![0.0f32; pos + 1];
+                    let mut weights = vec![0.0f32; pos + 1 - first];
+                    for &h in &heads {
+                        let q_head = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
+                        attention_weights(
+                            q_head,
+                            kv_ref,
+                            il,
+                            h / group,
+                            first,
+                            pos,
+                            c.attn_scale,
+                            precision,
+                            &mut weights,
+                        );
+                        for (r, w) in row[first..].iter_mut().zip(&weights) {
+                            *r += w / heads.len() as f32;
+                        }
+                    }
+                    probe.rows.push(row);
+                }
+            }
 
             // 3f. Project the heads back to the residual width (gemma3 normalizes the result),
             //     and add to the residual stream.
@@ -283,7 +346,7 @@ impl Model {
             matmul(&lw.w_up, xb, &mut s.up[..ff], &mut s.scratch)?;
             let act: fn(f32) -> f32 = match c.ffn_activation {
                 FfnActivation::Silu => silu,
-                FfnActivation::GeluTanh => gelu_tanh,
+                FfnActivation::GeluTanh => gelu_tanh_f16_table,
             };
             pool.install(|| {
                 s.gate[..ff]

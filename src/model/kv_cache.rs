@@ -93,6 +93,14 @@ impl KvCache {
         })
     }
 
+    /// Element type.
+    pub fn kv_type(&self) -> KvType {
+        match self.keys.first() {
+            Some(Store::F32(_)) => KvType::F32,
+            _ => KvType::F16,
+        }
+    }
+
     /// Positions the cache holds.
     pub fn n_ctx(&self) -> usize {
         self.n_ctx

@@ -3,13 +3,19 @@
 use super::config::{RopeStyle, MAX_HEAD_DIM};
 use super::kv_cache::KvCache;
 
-/// `out = x / rms(x) * weight`, with rms(x) = sqrt(mean(x²) + eps). The mean is accumulated in
-/// f64 as ggml does, so long rows lose no precision.
+/// `1 / rms(x)`, with rms(x) = sqrt(mean(x²) + eps), evaluated as ggml does: squares in f32,
+/// summed in f64, the mean rounded to f32.
+#[inline]
+fn inv_rms(x: &[f32], eps: f32) -> f32 {
+    let sum_sq: f64 = x.iter().map(|&v| f64::from(v * v)).sum();
+    let mean = (sum_sq / x.len() as f64) as f32;
+    1.0 / (mean + eps).sqrt()
+}
+
+/// `out = x / rms(x) * weight`.
 #[inline]
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
-    let sum_sq: f64 = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
-    let mean = (sum_sq / x.len() as f64) as f32;
-    let scale = 1.0 / (mean + eps).sqrt();
+    let scale = inv_rms(x, eps);
     for ((o, &v), &w) in out.iter_mut().zip(x).zip(weight) {
         *o = v * scale * w;
     }
@@ -18,9 +24,7 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
 /// [`rms_norm`] in place.
 #[inline]
 pub fn rms_norm_in_place(x: &mut [f32], weight: &[f32], eps: f32) {
-    let sum_sq: f64 = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
-    let mean = (sum_sq / x.len() as f64) as f32;
-    let scale = 1.0 / (mean + eps).sqrt();
+    let scale = inv_rms(x, eps);
     for (v, &w) in x.iter_mut().zip(weight) {
         *v = *v * scale * w;
     }
@@ -30,6 +34,26 @@ pub fn rms_norm_in_place(x: &mut [f32], weight: &[f32], eps: f32) {
 #[inline]
 pub fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
+}
+
+/// GELU with the tanh approximation as llama.cpp evaluates it: through a table indexed by the
+/// input rounded to f16, holding f16 results (0 below -10, identity above 10). Matching its
+/// rounding keeps our logits within the reference tolerances, and the table is faster than tanh.
+#[inline]
+pub fn gelu_tanh_f16_table(x: f32) -> f32 {
+    static TABLE: std::sync::OnceLock<Box<[half::f16]>> = std::sync::OnceLock::new();
+    if x <= -10.0 {
+        return 0.0;
+    }
+    if x >= 10.0 {
+        return x;
+    }
+    let table = TABLE.get_or_init(|| {
+        (0..=u16::MAX)
+            .map(|bits| half::f16::from_f32(gelu_tanh(half::f16::from_bits(bits).to_f32())))
+            .collect()
+    });
+    table[usize::from(half::f16::from_f32(x).to_bits())].to_f32()
 }
 
 /// GELU with the tanh approximation, as Gemma was trained with.
@@ -84,9 +108,24 @@ pub fn rope_head(head: &mut [f32], cos: &[f32], sin: &[f32], style: RopeStyle) {
     }
 }
 
+/// How attention rounds its intermediate values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionPrecision {
+    /// Everything in f32.
+    F32,
+    /// As a half-precision cache implies and llama.cpp computes it: the query is rounded to f16
+    /// before it is dotted with the f16 keys, and the softmax weights are rounded to f16 before
+    /// they weight the f16 values (products and sums in f32).
+    F16,
+}
+
+thread_local! {
+    /// Per-thread attention scores, grown to the longest context seen; no allocation per token.
+    static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// One query head attending over cached positions `first..=last` of `layer`:
-/// `out = Σ_j softmax_j(scale · q·k_j) · v_j`, computed in one streaming pass with a running
-/// maximum (online softmax), so no score buffer is needed and long contexts stay cache-friendly.
+/// `out = Σ_j softmax_j(scale · q·k_j) · v_j`.
 #[allow(clippy::too_many_arguments)]
 pub fn attend_head(
     q: &[f32],
@@ -96,42 +135,32 @@ pub fn attend_head(
     first: usize,
     last: usize,
     scale: f32,
+    precision: AttentionPrecision,
     out: &mut [f32],
 ) {
-    let mut key = [0.0f32; MAX_HEAD_DIM];
-    let mut value = [0.0f32; MAX_HEAD_DIM];
-    let key = &mut key[..q.len()];
-    let value = &mut value[..out.len()];
-    out.fill(0.0);
-    let mut max = f32::NEG_INFINITY;
-    let mut denom = 0.0f32;
-    for pos in first..=last {
-        kv.key(layer, pos, kv_head, key);
-        let score = scale * dot(q, key);
-        kv.value(layer, pos, kv_head, value);
-        if score > max {
-            // Rescale what was accumulated under the old maximum.
-            let correction = (max - score).exp();
-            denom *= correction;
-            for o in out.iter_mut() {
-                *o *= correction;
+    SCORES.with_borrow_mut(|weights| {
+        let n = last + 1 - first;
+        if weights.len() < n {
+            weights.resize(n, 0.0);
+        }
+        let weights = &mut weights[..n];
+        attention_weights(
+            q, kv, layer, kv_head, first, last, scale, precision, weights,
+        );
+        let mut value = [0.0f32; MAX_HEAD_DIM];
+        let value = &mut value[..out.len()];
+        out.fill(0.0);
+        for (&w, pos) in weights.iter().zip(first..=last) {
+            kv.value(layer, pos, kv_head, value);
+            for (o, &v) in out.iter_mut().zip(value.iter()) {
+                *o += w * v;
             }
-            max = score;
         }
-        let weight = (score - max).exp();
-        denom += weight;
-        for (o, &v) in out.iter_mut().zip(value.iter()) {
-            *o += weight * v;
-        }
-    }
-    let inv = 1.0 / denom;
-    for o in out.iter_mut() {
-        *o *= inv;
-    }
+    });
 }
 
 /// The attention weights (softmax of scaled scores) of one query head over `first..=last`,
-/// written to `weights` (one per position). Used by the explain observer, not the hot path.
+/// written to `weights` (one per position).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_weights(
     q: &[f32],
@@ -141,26 +170,43 @@ pub fn attention_weights(
     first: usize,
     last: usize,
     scale: f32,
+    precision: AttentionPrecision,
     weights: &mut [f32],
 ) {
+    let mut query = [0.0f32; MAX_HEAD_DIM];
+    let query = &mut query[..q.len()];
+    query.copy_from_slice(q);
+    if precision == AttentionPrecision::F16 {
+        round_to_f16(query);
+    }
     let mut key = [0.0f32; MAX_HEAD_DIM];
     let key = &mut key[..q.len()];
     for (w, pos) in weights.iter_mut().zip(first..=last) {
         kv.key(layer, pos, kv_head, key);
-        *w = scale * dot(q, key);
+        *w = scale * dot(query, key);
     }
     softmax_in_place(weights);
+    if precision == AttentionPrecision::F16 {
+        round_to_f16(weights);
+    }
 }
 
-/// Numerically stable softmax.
+/// Rounds every value to the nearest f16 (ties to even) and back.
+fn round_to_f16(x: &mut [f32]) {
+    for v in x.iter_mut() {
+        *v = half::f16::from_f32(*v).to_f32();
+    }
+}
+
+/// Numerically stable softmax (the sum accumulated in f64, as ggml does).
 pub fn softmax_in_place(x: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0f32;
+    let mut sum = 0.0f64;
     for v in x.iter_mut() {
         *v = (*v - max).exp();
-        sum += *v;
+        sum += f64::from(*v);
     }
-    let inv = 1.0 / sum;
+    let inv = (1.0 / sum) as f32;
     for v in x.iter_mut() {
         *v *= inv;
     }

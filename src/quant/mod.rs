@@ -9,6 +9,15 @@
 //! Each per-type module exposes the same plain functions over raw bytes:
 //! `dequantize_row(src, dst, simd)` and `vec_dot(w, act, simd) -> f32`, where `src`/`w` hold whole
 //! blocks of the weight type and `act` the same number of elements in the activation format.
+//!
+//! The 32-element formats (`q4_0`, `q4_1`, `q5_0`, `q5_1`, `q8_0`, and the activation formats in
+//! `q8`) each also define their block as a `#[repr(C)]` struct of byte arrays with ggml's layout
+//! (viewable in place with [`as_blocks`]), a plain-Rust twin of every kernel (`*_scalar`, the
+//! reference the SIMD versions are tested against), and `vec_dot_tile`, which dots several weight
+//! rows with several activation columns at once for the matmul. The SIMD versions live in `x86`
+//! (AVX2 and AVX-512 VNNI); the level is a [`Simd`] chosen once and passed down, and each public
+//! kernel dispatches on it once per row, after [`Simd::or_supported`] has made sure the CPU can
+//! run it. aarch64 uses the scalar twins for now.
 
 pub mod float;
 pub mod iq4;

@@ -6,6 +6,7 @@ mod bench;
 mod chat;
 mod common;
 mod inspect;
+mod quantize;
 mod run;
 mod score;
 mod tokenize;
@@ -33,6 +34,8 @@ enum Command {
     Inspect(inspect::Args),
     /// Print the token ids (and pieces) of a text.
     Tokenize(tokenize::Args),
+    /// Requantize a model: 2-D tensors to TYPE with ggml's reference quantizers, others to F32.
+    Quantize(quantize::Args),
     /// Perplexity and per-position logits of a text under teacher forcing.
     Score(score::Args),
 }
@@ -44,6 +47,7 @@ fn main() {
         Command::Bench(args) => bench::run(args),
         Command::Chat(args) => chat::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Quantize(args) => quantize::run(args),
         Command::Score(args) => score::run(args),
         Command::Tokenize(args) => tokenize::run(args),
     };
