@@ -146,9 +146,13 @@ def _read_bytes(lib: ctypes.CDLL, fill: Callable[[Any, int], int], size: int = 2
     raise LlmError("the library kept asking for a larger buffer")
 
 
-def _utf8(text: str, what: str) -> bytes:
+def _utf8(text: str, what: str, nul_ok: bool = False) -> bytes:
+    """``text`` as UTF-8 for C. Unless the call takes a length, a NUL would silently cut the C
+    string short, so it is refused."""
     if not isinstance(text, str):
         raise TypeError(f"{what} must be a str, not {type(text).__name__}")
+    if not nul_ok and "\0" in text:
+        raise InvalidArgumentError(f"{what} contains a NUL character")
     return text.encode("utf-8")
 
 
@@ -408,7 +412,7 @@ class Model:
     def tokenize(self, text: Union[str, bytes], add_special: bool = True, parse_special: bool = False) -> List[int]:
         """Token ids of ``text``. ``add_special`` adds BOS/EOS as the model's metadata asks;
         ``parse_special`` reads special-token text such as "<|im_start|>" as those tokens."""
-        data = text if isinstance(text, bytes) else _utf8(text, "text")
+        data = text if isinstance(text, bytes) else _utf8(text, "text", nul_ok=True)
         lib = self._lib
         capacity = len(data) + 8
         with self._use() as h:
