@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -33,8 +34,14 @@ GREEDY_TOKENS = json.loads((REFERENCE / "cases.json").read_text())["greedy_token
 #: A greedy step whose top-2 logits are closer than this is a near-tie: llama.cpp and llmrt may
 #: take different branches there (tests/reference/README.md).
 NEAR_TIE = 0.1
-#: Bound on |ours − reference| for the reference's top-1 logit at a scored position.
-MAX_LOGIT_ERROR = 0.5
+#: score() is checked for plumbing (rows in order, of the right vocabulary), not for kernel
+#: accuracy, which tests/model.rs holds to tighter bounds; so these bounds are looser than there.
+#: Bound on the median over positions of max |ours − reference| over the reference's top-10.
+MAX_MEDIAN_LOGIT_ERROR = 0.5
+#: Share of positions, among those where the reference's top-1 leads by CLEAR_LEAD, whose top-1
+#: must equal the reference's.
+MIN_TOP1_AGREEMENT = 0.95
+CLEAR_LEAD = 0.5
 #: Positions of the first teacher-forced text that score() is checked on.
 SCORED_POSITIONS = 24
 
@@ -94,19 +101,21 @@ def top2_gap(row):
 
 
 def assert_greedy_matches(model, prompt_ids, ref_ids, ours, expected):
-    """Our greedy text equals the reference, or differs only after a near-tie: at the first step
-    where our argmax leaves the reference's token path, our top-2 logits are within NEAR_TIE."""
+    """Our greedy text equals llama.cpp's, or differs only after a near-tie, by the rule of
+    tests/model.rs: along the reference's token path, our argmax must equal the reference token at
+    every step up to the first step where our top-2 logits are within NEAR_TIE."""
     if ours == expected:
         return
+    # One evaluation gives every step: row len(prompt) - 1 + k predicts ref_ids[k].
+    rows = model.score(prompt_ids + ref_ids[:-1])
     for k, ref_id in enumerate(ref_ids):
-        logits = list(model.score(prompt_ids + ref_ids[:k])[-1])
-        if argmax(logits) != ref_id:
-            gap = top2_gap(logits)
-            assert gap < NEAR_TIE, (
-                f"greedy text differs at step {k} without a near-tie (top-2 gap {gap:.3f}):\n"
-                f"ours: {ours!r}\nref:  {expected!r}"
-            )
-            return
+        logits = list(rows[len(prompt_ids) - 1 + k])
+        if top2_gap(logits) < NEAR_TIE:
+            return  # a near-tie: the paths may diverge from here on
+        assert argmax(logits) == ref_id, (
+            f"greedy step {k} chose {argmax(logits)}, llama.cpp {ref_id}, and no near-tie came "
+            f"before:\nours: {ours!r}\nref:  {expected!r}"
+        )
     pytest.fail(f"texts differ although every step agrees:\nours: {ours!r}\nref:  {expected!r}")
 
 
@@ -159,24 +168,33 @@ def test_a_missing_library_is_reported_with_the_places_looked_at(tmp_path):
     assert str(missing) in out.stdout and "not found" in out.stdout, out
 
 
-def test_the_library_is_found_in_target_release_above_the_current_directory(tmp_path, library):
-    release = tmp_path / "checkout" / "target" / "release"
-    release.mkdir(parents=True)
-    (release / _lib.LIBRARY_FILE).symlink_to(library)
-    cwd = tmp_path / "checkout" / "sub" / "dir"
-    cwd.mkdir(parents=True)
+def _library_found_by_a_copy_of_the_package(tmp_path, cwd, library_in_package=None):
+    """library_path() as seen by a copy of the package in tmp_path (so that no checkout lies above
+    the package), run from `cwd` without LLMRT_LIB."""
+    package = tmp_path / "site" / "llmrt"
+    shutil.copytree(Path(llmrt.__file__).resolve().parent, package,
+                    ignore=shutil.ignore_patterns(_lib.LIBRARY_FILE, "__pycache__"))
+    if library_in_package is not None:
+        (package / _lib.LIBRARY_FILE).symlink_to(library_in_package)
     env = {k: v for k, v in os.environ.items() if k != "LLMRT_LIB"}
+    env["PYTHONPATH"] = str(package.parent)
     code = "import llmrt; print(llmrt.library_path())"
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=cwd, capture_output=True, text=True)
-    found = Path(out.stdout.strip())
-    # A copy inside the installed package, or a checkout above the package, comes first.
-    package_dir = Path(llmrt.__file__).resolve().parent
-    if (package_dir / _lib.LIBRARY_FILE).exists() or any(
-        (d / "target" / "release" / _lib.LIBRARY_FILE).exists() for d in package_dir.parents
-    ):
-        assert out.returncode == 0, out.stderr
-    else:
-        assert found == release / _lib.LIBRARY_FILE, out
+    assert out.returncode == 0, out.stderr
+    return Path(out.stdout.strip())
+
+
+def test_the_library_is_found_in_target_release_above_the_current_directory(tmp_path, library):
+    checkout = tmp_path / "checkout"
+    release = checkout / "target" / "release"
+    release.mkdir(parents=True)
+    (release / _lib.LIBRARY_FILE).symlink_to(library)
+    cwd = checkout / "sub" / "dir"
+    cwd.mkdir(parents=True)
+    assert _library_found_by_a_copy_of_the_package(tmp_path, cwd) == release / _lib.LIBRARY_FILE
+    # A copy inside the package comes first.
+    found = _library_found_by_a_copy_of_the_package(tmp_path / "2", cwd, library_in_package=library)
+    assert found == tmp_path / "2" / "site" / "llmrt" / _lib.LIBRARY_FILE
 
 
 # -------------------------------------------------------------------------------------------------
@@ -404,17 +422,25 @@ def test_sessions_generate_concurrently_as_sequentially(case):
 
 
 def test_score_logits_agree_with_llama_cpp(case):
+    """Rows in order and of the right vocabulary: our top-1 agrees with llama.cpp's where the
+    reference is not close to a tie, and the reference's top-10 logits are close to ours."""
     model, ref = case
     tf = ref["teacher_forced"][0]
     ids = tf["ids"][:SCORED_POSITIONS]
     logits = model.score(ids)
     assert len(logits) == len(ids) and len(logits[0]) == model.info.n_vocab
+    agree = decided = 0
+    errors = []
     for i, top in enumerate(tf["top10"][: len(ids)]):
         row = logits[i]
+        errors.append(max(abs(float(row[t]) - v) for t, v in top))
         (best_id, best_logit), (_, second_logit) = top[0], top[1]
-        if best_logit - second_logit >= NEAR_TIE:
-            assert argmax(row) == best_id, f"position {i}"
-        assert abs(float(row[best_id]) - best_logit) < MAX_LOGIT_ERROR, f"position {i}"
+        if best_logit - second_logit >= CLEAR_LEAD:
+            decided += 1
+            agree += argmax(row) == best_id
+    assert decided and agree / decided >= MIN_TOP1_AGREEMENT, f"top-1 agreement {agree}/{decided}"
+    errors.sort()
+    assert errors[len(errors) // 2] < MAX_MEDIAN_LOGIT_ERROR, errors
 
 
 def test_seeded_sampling_is_reproducible(smol):
