@@ -138,10 +138,12 @@ class llm_chat_message(Structure):
     ]
 
 
-#: ``bool (*llm_token_callback)(const char *piece, size_t len, void *user_data)``. The piece is
-#: declared as a void pointer so that ctypes hands over the address (the bytes are read with
-#: ``len``), not a copy cut at the first NUL.
-llm_token_callback = CFUNCTYPE(c_bool, c_void_p, c_size_t, c_void_p)
+#: ``char *``: a caller's buffer, or a piece of text read with its length (``c_char_p`` would copy
+#: it up to the first NUL, which generated text may contain).
+char_p = POINTER(c_char)
+
+#: ``bool (*llm_token_callback)(const char *piece, size_t len, void *user_data)``.
+llm_token_callback = CFUNCTYPE(c_bool, char_p, c_size_t, c_void_p)
 
 # llm_status is a C enum: int-sized.
 _status = c_int
@@ -159,17 +161,17 @@ _SIGNATURES = [
     ("llm_load", llm_model_p, [c_char_p, POINTER(llm_model_params)]),
     ("llm_model_free", None, [llm_model_p]),
     ("llm_model_info", _status, [llm_model_p, POINTER(llm_model_info_t)]),
-    ("llm_model_meta", c_int32, [llm_model_p, c_char_p, c_void_p, c_size_t]),
+    ("llm_model_meta", c_int32, [llm_model_p, c_char_p, char_p, c_size_t]),
     ("llm_model_meta_count", c_int32, [llm_model_p]),
-    ("llm_model_meta_key", c_int32, [llm_model_p, c_int32, c_void_p, c_size_t]),
+    ("llm_model_meta_key", c_int32, [llm_model_p, c_int32, char_p, c_size_t]),
     ("llm_n_vocab", c_int32, [llm_model_p]),
     (
         "llm_tokenize",
         c_int32,
         [llm_model_p, c_char_p, c_size_t, c_bool, c_bool, POINTER(llm_token), c_size_t],
     ),
-    ("llm_detokenize", c_int32, [llm_model_p, POINTER(llm_token), c_size_t, c_void_p, c_size_t]),
-    ("llm_token_to_piece", c_int32, [llm_model_p, llm_token, c_void_p, c_size_t]),
+    ("llm_detokenize", c_int32, [llm_model_p, POINTER(llm_token), c_size_t, char_p, c_size_t]),
+    ("llm_token_to_piece", c_int32, [llm_model_p, llm_token, char_p, c_size_t]),
     # Sessions.
     ("llm_session_default_params", llm_session_params, []),
     ("llm_session_new", llm_session_p, [llm_model_p, POINTER(llm_session_params)]),
@@ -190,7 +192,7 @@ _SIGNATURES = [
             POINTER(llm_generate_params),
             llm_token_callback,
             c_void_p,
-            c_void_p,
+            char_p,
             c_size_t,
             POINTER(llm_generate_stats),
         ],
@@ -205,7 +207,7 @@ _SIGNATURES = [
             POINTER(llm_generate_params),
             llm_token_callback,
             c_void_p,
-            c_void_p,
+            char_p,
             c_size_t,
             POINTER(llm_generate_stats),
         ],
@@ -213,7 +215,7 @@ _SIGNATURES = [
     (
         "llm_chat_apply_template",
         c_int32,
-        [llm_model_p, POINTER(llm_chat_message), c_size_t, c_bool, c_void_p, c_size_t],
+        [llm_model_p, POINTER(llm_chat_message), c_size_t, c_bool, char_p, c_size_t],
     ),
 ]
 

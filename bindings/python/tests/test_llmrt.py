@@ -10,8 +10,10 @@ fetches them).
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -158,6 +160,83 @@ def test_struct_layouts_agree_with_the_documented_defaults(library):
     s = lib.llm_session_default_params()
     assert (s.n_ctx, s.n_threads, s.n_batch, s.kv_type, s.logits_all) == (0, 0, 0, _lib.LLM_KV_F16, False)
     assert lib.llm_model_default_params().n_threads == 0
+
+
+HEADER = REPO / "include" / "llmrt.h"
+
+
+def _header_text():
+    if not HEADER.exists():
+        pytest.skip(f"{HEADER} is missing")
+    text = HEADER.read_text()
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    return re.sub(r"//[^\n]*", "", text)
+
+
+def _ctype_of(c_type, name=""):
+    """The ctypes type for a C declaration's type as the header spells it."""
+    c_type = " ".join(c_type.replace("*", " * ").split())
+    scalars = {
+        "void": None, "char": ctypes.c_char, "bool": ctypes.c_bool, "int": ctypes.c_int, "int32_t": ctypes.c_int32,
+        "uint64_t": ctypes.c_uint64, "size_t": ctypes.c_size_t, "float": ctypes.c_float,
+        "double": ctypes.c_double, "llm_token": _lib.llm_token, "void *": ctypes.c_void_p,
+        "const char *": ctypes.c_char_p, "char *": _lib.char_p,
+        "const char * const *": ctypes.POINTER(ctypes.c_char_p),
+        "llm_token_callback": _lib.llm_token_callback,
+        # C enums are int-sized.
+        "enum llm_status": ctypes.c_int, "enum llm_stop_reason": ctypes.c_int,
+    }
+    if c_type in scalars:
+        return scalars[c_type]
+    m = re.fullmatch(r"(?:const )?(struct \w+|llm_token|float) \*", c_type)
+    if m:
+        return ctypes.POINTER(_ctype_of(m.group(1)))
+    m = re.fullmatch(r"struct (\w+)", c_type)
+    if m:
+        return getattr(_lib, m.group(1))
+    raise AssertionError(f"no ctypes mapping for {c_type!r} ({name})")
+
+
+def test_every_header_function_is_declared_with_its_exact_signature():
+    header = _header_text()
+    body = header[header.index('extern "C" {'):]
+    prototypes = re.findall(r"([\w ]+?\s*\**)\s*\b(llm_\w+)\(([^)]*)\);", body)
+    declared = {name: (restype, argtypes) for name, restype, argtypes in _lib._SIGNATURES}
+    assert sorted(declared) == sorted(name for _, name, _ in prototypes)
+    for ret, name, args in prototypes:
+        restype, argtypes = declared[name]
+        assert restype is _ctype_of(ret.strip(), name), name
+        params = [] if args.strip() == "void" else [a.strip() for a in args.split(",")]
+        expected = [_ctype_of(re.sub(r"\w+$", "", p).strip(), f"{name}: {p}") for p in params]
+        assert argtypes == expected, name
+
+
+def test_every_header_struct_and_enum_is_mirrored_field_by_field():
+    header = _header_text()
+    structs = re.findall(r"typedef struct (\w+) \{(.*?)\} \w+;", header, flags=re.S)
+    assert len(structs) >= 6
+    for name, body in structs:
+        fields = []
+        for decl in filter(None, (d.strip() for d in body.split(";"))):
+            m = re.fullmatch(r"(.+?)\s*\b(\w+)(?:\[(\d+)\])?", decl, flags=re.S)
+            c_type, field, length = m.group(1), m.group(2), m.group(3)
+            t = _ctype_of(c_type, f"{name}.{field}")
+            fields.append((field, t * int(length) if length else t))
+        mirror = getattr(_lib, name)._fields_
+        assert [f for f, _ in mirror] == [f for f, _ in fields], name
+        for (field, ours), (_, theirs) in zip(mirror, fields):
+            assert ctypes.sizeof(ours) == ctypes.sizeof(theirs), f"{name}.{field}"
+            if hasattr(theirs, "_length_"):
+                assert (ours._type_, ours._length_) == (theirs._type_, theirs._length_), field
+            else:
+                assert ours is theirs, f"{name}.{field}"
+    enums = dict(re.findall(r"typedef enum (\w+) \{(.*?)\} \w+;", header, flags=re.S))
+    values = {n: int(v) for n, v in re.findall(r"(LLM_\w+) = (\d+)", "".join(enums.values()))}
+    status = {n: v for n, v in values.items() if n == "LLM_OK" or n.startswith("LLM_ERR_")}
+    assert {f"LLM_{s.name}": int(s) for s in llmrt.Status} == status
+    others = {n: v for n, v in values.items() if n not in status}
+    assert others and all(getattr(_lib, n) == v for n, v in others.items())
+    assert _lib.LLM_FAILED == -2147483647 - 1 and "#define LLM_FAILED (-2147483647 - 1)" in header
 
 
 def test_a_missing_library_is_reported_with_the_places_looked_at(tmp_path):
