@@ -237,7 +237,9 @@ class _GenerateOptions:
             stops = list(stop)
         stop_bytes = [_utf8(s, "stop") for s in stops if s != ""]
         self._stop_array = (ctypes.c_char_p * max(len(stop_bytes), 1))(*stop_bytes)
-        p.stop = ctypes.cast(self._stop_array, ctypes.POINTER(ctypes.c_char_p)) if stop_bytes else None
+        p.stop = (
+            ctypes.cast(self._stop_array, ctypes.POINTER(ctypes.c_char_p)) if stop_bytes else None
+        )
         p.n_stop = len(stop_bytes)
         p.add_special = bool(add_special)
         p.parse_special = bool(parse_special)
@@ -387,7 +389,9 @@ class Model:
             n = lib.llm_model_meta(h, k, None, 0)
             if n == _lib.LLM_FAILED and lib.llm_last_status() == Status.ERR_NOT_FOUND:
                 return default
-            data = _read_bytes(lib, lambda buf, size: lib.llm_model_meta(h, k, buf, size), max(-n, 1))
+            data = _read_bytes(
+                lib, lambda buf, size: lib.llm_model_meta(h, k, buf, size), max(-n, 1)
+            )
         return data.decode("utf-8", "replace")
 
     @property
@@ -401,15 +405,21 @@ class Model:
                 if count < 0:
                     raise _last_error(lib)
                 for i in range(count):
-                    key = _read_bytes(lib, lambda buf, size: lib.llm_model_meta_key(h, i, buf, size), 64)
-                    value = _read_bytes(lib, lambda buf, size: lib.llm_model_meta(h, key, buf, size))
+                    key = _read_bytes(
+                        lib, lambda buf, size: lib.llm_model_meta_key(h, i, buf, size), 64
+                    )
+                    value = _read_bytes(
+                        lib, lambda buf, size: lib.llm_model_meta(h, key, buf, size)
+                    )
                     result[key.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
             self._metadata = result
         return dict(self._metadata)
 
     # -- tokens ---------------------------------------------------------------------------------
 
-    def tokenize(self, text: Union[str, bytes], add_special: bool = True, parse_special: bool = False) -> List[int]:
+    def tokenize(
+        self, text: Union[str, bytes], add_special: bool = True, parse_special: bool = False
+    ) -> List[int]:
         """Token ids of ``text``. ``add_special`` adds BOS/EOS as the model's metadata asks;
         ``parse_special`` reads special-token text such as "<|im_start|>" as those tokens."""
         data = text if isinstance(text, bytes) else _utf8(text, "text", nul_ok=True)
@@ -418,7 +428,9 @@ class Model:
         with self._use() as h:
             for _ in range(3):
                 tokens = (_lib.llm_token * capacity)()
-                n = lib.llm_tokenize(h, data, len(data), bool(add_special), bool(parse_special), tokens, capacity)
+                n = lib.llm_tokenize(
+                    h, data, len(data), bool(add_special), bool(parse_special), tokens, capacity
+                )
                 if n >= 0:
                     return tokens[:n]
                 if n == _lib.LLM_FAILED:
@@ -432,7 +444,9 @@ class Model:
         lib = self._lib
         with self._use() as h:
             data = _read_bytes(
-                lib, lambda buf, size: lib.llm_detokenize(h, array, len(array), buf, size), 4 * len(array) + 16
+                lib,
+                lambda buf, size: lib.llm_detokenize(h, array, len(array), buf, size),
+                4 * len(array) + 16,
             )
         return data.decode("utf-8", "replace")
 
@@ -440,16 +454,22 @@ class Model:
         """The bytes one token stands for (possibly part of a UTF-8 character)."""
         lib = self._lib
         with self._use() as h:
-            return _read_bytes(lib, lambda buf, size: lib.llm_token_to_piece(h, token, buf, size), 32)
+            return _read_bytes(
+                lib, lambda buf, size: lib.llm_token_to_piece(h, token, buf, size), 32
+            )
 
-    def apply_chat_template(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
+    def apply_chat_template(
+        self, messages: Sequence[Message], add_generation_prompt: bool = True
+    ) -> str:
         """``messages`` rendered with the model's chat template (the text the model reads)."""
         array, n = _chat_messages(messages)
         lib = self._lib
         with self._use() as h:
             data = _read_bytes(
                 lib,
-                lambda buf, size: lib.llm_chat_apply_template(h, array, n, bool(add_generation_prompt), buf, size),
+                lambda buf, size: lib.llm_chat_apply_template(
+                    h, array, n, bool(add_generation_prompt), buf, size
+                ),
                 1024,
             )
         return data.decode("utf-8", "replace")
@@ -457,7 +477,11 @@ class Model:
     # -- sessions -------------------------------------------------------------------------------
 
     def create_session(
-        self, *, n_ctx: Optional[int] = None, n_threads: Optional[int] = None, n_batch: Optional[int] = None,
+        self,
+        *,
+        n_ctx: Optional[int] = None,
+        n_threads: Optional[int] = None,
+        n_batch: Optional[int] = None,
         kv_type: Optional[str] = None,
     ) -> "Session":
         """A new session (its own context window and KV cache) on this model; options default to
@@ -543,7 +567,9 @@ def _session_options(n_ctx: int, n_threads: int, n_batch: int, kv_type: str) -> 
 class _StreamEnd:
     """Queue item: the generation finished (with ``stats``) or failed (with ``error``)."""
 
-    def __init__(self, stats: Optional[GenerationStats] = None, error: Optional[BaseException] = None):
+    def __init__(
+        self, stats: Optional[GenerationStats] = None, error: Optional[BaseException] = None
+    ):
         self.stats = stats
         self.error = error
 
@@ -555,7 +581,15 @@ class Session:
     sessions run concurrently. Consecutive prompts that share a beginning reuse its evaluation.
     """
 
-    def __init__(self, model: Model, *, n_ctx: int = 0, n_threads: int = 0, n_batch: int = 0, kv_type: str = "f16"):
+    def __init__(
+        self,
+        model: Model,
+        *,
+        n_ctx: int = 0,
+        n_threads: int = 0,
+        n_batch: int = 0,
+        kv_type: str = "f16",
+    ):
         self._handle: Optional[Any] = None
         self._lock = threading.Lock()
         self._closing = False
@@ -634,8 +668,9 @@ class Session:
 
     # -- generation -----------------------------------------------------------------------------
 
-    def _run(self, call: Callable[..., int], options: _GenerateOptions,
-             on_piece: Callable[[bytes], bool]) -> Tuple[bytes, GenerationStats]:
+    def _run(
+        self, call: Callable[..., int], options: _GenerateOptions, on_piece: Callable[[bytes], bool]
+    ) -> Tuple[bytes, GenerationStats]:
         """One ``llm_generate``/``llm_chat`` call: ``call(handle, params, callback, buf, len,
         stats)``; ``on_piece`` sees each piece and returns False to stop. Returns the text and the
         statistics."""
@@ -659,7 +694,11 @@ class Session:
         raw_stats = _lib.llm_generate_stats()
         with self._use() as h:
             status = call(h, byref(options.params), c_callback, out, capacity, byref(raw_stats))
-            error = _last_error(lib, status) if status not in (Status.OK, Status.ERR_BUFFER_TOO_SMALL) else None
+            error = (
+                _last_error(lib, status)
+                if status not in (Status.OK, Status.ERR_BUFFER_TOO_SMALL)
+                else None
+            )
         if failure:
             raise failure[0]
         if error is not None:
@@ -671,8 +710,11 @@ class Session:
             return b"".join(pieces), stats
         return out.raw[: raw_stats.text_len], stats
 
-    def _stream(self, run: Callable[[Callable[[bytes], bool]], Tuple[bytes, GenerationStats]],
-                end: Optional[List[GenerationStats]] = None) -> Iterator[str]:
+    def _stream(
+        self,
+        run: Callable[[Callable[[bytes], bool]], Tuple[bytes, GenerationStats]],
+        end: Optional[List[GenerationStats]] = None,
+    ) -> Iterator[str]:
         """Runs ``run(on_piece)`` on a worker thread and yields the pieces as text while it goes.
         Leaving the loop early (``break``, an exception, dropping the iterator) cancels the
         generation and waits for it to stop, so the session is free again afterwards. The
@@ -710,23 +752,61 @@ class Session:
             cancel.set()
             worker.join()
 
-    def _generate_bytes(self, prompt: str, options: _GenerateOptions,
-                        on_piece: Callable[[bytes], bool]) -> Tuple[bytes, GenerationStats]:
+    def _complete(
+        self, run: Callable[[Callable[[bytes], bool]], Tuple[bytes, GenerationStats]]
+    ) -> Tuple[bytes, GenerationStats]:
+        """Runs ``run(on_piece)`` to the end on a worker thread while this thread waits, so that
+        Ctrl-C (KeyboardInterrupt) is seen at once: it cancels the generation, waits for it to
+        stop, and propagates."""
+        cancel = threading.Event()
+        outcome: List[Any] = []
+
+        def work() -> None:
+            try:
+                outcome.append(run(lambda _piece: not cancel.is_set()))
+            except BaseException as e:  # noqa: BLE001 - re-raised on the calling thread
+                outcome.append(e)
+
+        worker = threading.Thread(target=work, name="llmrt-generate", daemon=True)
+        worker.start()
+        try:
+            worker.join()
+        except BaseException:
+            cancel.set()
+            worker.join()
+            raise
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+        return outcome[0]
+
+    def _generate_bytes(
+        self, prompt: str, options: _GenerateOptions, on_piece: Callable[[bytes], bool]
+    ) -> Tuple[bytes, GenerationStats]:
         data = _utf8(prompt, "prompt")
         lib = self._lib
         return self._run(
-            lambda h, p, cb, out, n, st: lib.llm_generate(h, data, p, cb, None, out, n, st), options, on_piece
+            lambda h, p, cb, out, n, st: lib.llm_generate(h, data, p, cb, None, out, n, st),
+            options,
+            on_piece,
         )
 
-    def _chat_bytes(self, messages: Sequence[Message], options: _GenerateOptions,
-                    on_piece: Callable[[bytes], bool]) -> Tuple[bytes, GenerationStats]:
+    def _chat_bytes(
+        self,
+        messages: Sequence[Message],
+        options: _GenerateOptions,
+        on_piece: Callable[[bytes], bool],
+    ) -> Tuple[bytes, GenerationStats]:
         array, n = _chat_messages(messages)
         lib = self._lib
         return self._run(
-            lambda h, p, cb, out, size, st: lib.llm_chat(h, array, n, p, cb, None, out, size, st), options, on_piece
+            lambda h, p, cb, out, size, st: lib.llm_chat(h, array, n, p, cb, None, out, size, st),
+            options,
+            on_piece,
         )
 
-    def generate(self, prompt: str, *, stream: bool = False, **kwargs: Any) -> Union[str, Iterator[str]]:
+    def generate(
+        self, prompt: str, *, stream: bool = False, **kwargs: Any
+    ) -> Union[str, Iterator[str]]:
         """Continues ``prompt``. Keyword arguments: ``max_tokens=128`` (0 = until the context is
         full), ``temperature=0.8`` (0 = greedy), ``top_k=40``, ``top_p=0.95``, ``min_p=0.05``,
         ``repeat_penalty=1.0``, ``frequency_penalty=0.0``, ``presence_penalty=0.0``,
@@ -739,10 +819,12 @@ class Session:
         _utf8(prompt, "prompt")  # fail now, not on the first next()
         if stream:
             return self._stream(lambda on_piece: self._generate_bytes(prompt, options, on_piece))
-        text, _ = self._generate_bytes(prompt, options, lambda _piece: True)
+        text, _ = self._complete(lambda on_piece: self._generate_bytes(prompt, options, on_piece))
         return text.decode("utf-8", "replace")
 
-    def chat(self, messages: Sequence[Message], *, stream: bool = False, **kwargs: Any) -> Union[str, Iterator[str]]:
+    def chat(
+        self, messages: Sequence[Message], *, stream: bool = False, **kwargs: Any
+    ) -> Union[str, Iterator[str]]:
         """The assistant's reply to ``messages`` (``[{"role": ..., "content": ...}, ...]``),
         rendered with the model's chat template. Same options as :meth:`generate`
         (``add_special`` and ``parse_special`` are ignored: the template decides)."""
@@ -750,7 +832,7 @@ class Session:
         _chat_messages(messages)  # fail now, not on the first next()
         if stream:
             return self._stream(lambda on_piece: self._chat_bytes(messages, options, on_piece))
-        text, _ = self._chat_bytes(messages, options, lambda _piece: True)
+        text, _ = self._complete(lambda on_piece: self._chat_bytes(messages, options, on_piece))
         return text.decode("utf-8", "replace")
 
     def create_completion(self, prompt: str, *, stream: bool = False, **kwargs: Any) -> Any:
@@ -760,30 +842,42 @@ class Session:
         _utf8(prompt, "prompt")
         ident, created, name = f"cmpl-{uuid.uuid4()}", int(time.time()), self.model.path
 
-        def completion(text: str, finish_reason: Optional[str], usage: Optional[Dict[str, int]]) -> Dict[str, Any]:
+        def completion(
+            text: str, finish_reason: Optional[str], usage: Optional[Dict[str, int]]
+        ) -> Dict[str, Any]:
             result: Dict[str, Any] = {
                 "id": ident,
                 "object": "text_completion",
                 "created": created,
                 "model": name,
-                "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason}],
+                "choices": [
+                    {"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason}
+                ],
             }
             if usage is not None:
                 result["usage"] = usage
             return result
 
         if stream:
+
             def chunks() -> Iterator[Dict[str, Any]]:
                 end: List[GenerationStats] = []
-                for piece in self._stream(lambda on_piece: self._generate_bytes(prompt, options, on_piece), end):
+                for piece in self._stream(
+                    lambda on_piece: self._generate_bytes(prompt, options, on_piece), end
+                ):
                     yield completion(piece, None, None)
                 if end:
                     yield completion("", end[0].finish_reason, None)
+
             return chunks()
-        text, stats = self._generate_bytes(prompt, options, lambda _piece: True)
+        text, stats = self._complete(
+            lambda on_piece: self._generate_bytes(prompt, options, on_piece)
+        )
         return completion(text.decode("utf-8", "replace"), stats.finish_reason, _usage(stats))
 
-    def create_chat_completion(self, messages: Sequence[Message], *, stream: bool = False, **kwargs: Any) -> Any:
+    def create_chat_completion(
+        self, messages: Sequence[Message], *, stream: bool = False, **kwargs: Any
+    ) -> Any:
         """An OpenAI-style ``chat.completion`` dict: ``choices[0].message.{role, content}``,
         ``choices[0].finish_reason`` ("stop" or "length") and ``usage``. With ``stream=True``, an
         iterator of ``chat.completion.chunk`` dicts with ``choices[0].delta``."""
@@ -793,6 +887,7 @@ class Session:
         ident = f"chatcmpl-{uuid.uuid4()}"
 
         if stream:
+
             def chunk(delta: Dict[str, str], finish_reason: Optional[str]) -> Dict[str, Any]:
                 return {
                     "id": ident,
@@ -805,13 +900,16 @@ class Session:
             def chunks() -> Iterator[Dict[str, Any]]:
                 end: List[GenerationStats] = []
                 yield chunk({"role": "assistant"}, None)
-                for piece in self._stream(lambda on_piece: self._chat_bytes(messages, options, on_piece), end):
+                for piece in self._stream(
+                    lambda on_piece: self._chat_bytes(messages, options, on_piece), end
+                ):
                     yield chunk({"content": piece}, None)
                 if end:
                     yield chunk({}, end[0].finish_reason)
+
             return chunks()
 
-        text, stats = self._chat_bytes(messages, options, lambda _piece: True)
+        text, stats = self._complete(lambda on_piece: self._chat_bytes(messages, options, on_piece))
         return {
             "id": ident,
             "object": "chat.completion",
@@ -844,8 +942,10 @@ class Session:
             _check(lib, lib.llm_session_reset(h))
             for start in range(0, len(ids), SCORE_CHUNK):
                 n = min(SCORE_CHUNK, len(ids) - start)
-                chunk = ctypes.cast(ctypes.byref(array, start * ctypes.sizeof(_lib.llm_token)),
-                                    ctypes.POINTER(_lib.llm_token))
+                chunk = ctypes.cast(
+                    ctypes.byref(array, start * ctypes.sizeof(_lib.llm_token)),
+                    ctypes.POINTER(_lib.llm_token),
+                )
                 _check(lib, lib.llm_eval(h, chunk, n))
                 for i in range(n):
                     logits = lib.llm_get_logits(h, i)

@@ -154,11 +154,21 @@ def test_struct_layouts_agree_with_the_documented_defaults(library):
     g = lib.llm_generate_default_params()
     assert (g.max_tokens, g.top_k, g.penalty_last_n, g.seed, g.n_stop) == (128, 40, 64, 0, 0)
     assert (g.temperature, g.repeat_penalty, g.frequency_penalty, g.presence_penalty) == (
-        pytest.approx(0.8), 1.0, 0.0, 0.0)
+        pytest.approx(0.8),
+        1.0,
+        0.0,
+        0.0,
+    )
     assert (g.top_p, g.min_p) == (pytest.approx(0.95), pytest.approx(0.05))
     assert not g.stop and g.add_special is True and g.parse_special is False
     s = lib.llm_session_default_params()
-    assert (s.n_ctx, s.n_threads, s.n_batch, s.kv_type, s.logits_all) == (0, 0, 0, _lib.LLM_KV_F16, False)
+    assert (s.n_ctx, s.n_threads, s.n_batch, s.kv_type, s.logits_all) == (
+        0,
+        0,
+        0,
+        _lib.LLM_KV_F16,
+        False,
+    )
     assert lib.llm_model_default_params().n_threads == 0
 
 
@@ -177,14 +187,24 @@ def _ctype_of(c_type, name=""):
     """The ctypes type for a C declaration's type as the header spells it."""
     c_type = " ".join(c_type.replace("*", " * ").split())
     scalars = {
-        "void": None, "char": ctypes.c_char, "bool": ctypes.c_bool, "int": ctypes.c_int, "int32_t": ctypes.c_int32,
-        "uint64_t": ctypes.c_uint64, "size_t": ctypes.c_size_t, "float": ctypes.c_float,
-        "double": ctypes.c_double, "llm_token": _lib.llm_token, "void *": ctypes.c_void_p,
-        "const char *": ctypes.c_char_p, "char *": _lib.char_p,
+        "void": None,
+        "char": ctypes.c_char,
+        "bool": ctypes.c_bool,
+        "int": ctypes.c_int,
+        "int32_t": ctypes.c_int32,
+        "uint64_t": ctypes.c_uint64,
+        "size_t": ctypes.c_size_t,
+        "float": ctypes.c_float,
+        "double": ctypes.c_double,
+        "llm_token": _lib.llm_token,
+        "void *": ctypes.c_void_p,
+        "const char *": ctypes.c_char_p,
+        "char *": _lib.char_p,
         "const char * const *": ctypes.POINTER(ctypes.c_char_p),
         "llm_token_callback": _lib.llm_token_callback,
         # C enums are int-sized.
-        "enum llm_status": ctypes.c_int, "enum llm_stop_reason": ctypes.c_int,
+        "enum llm_status": ctypes.c_int,
+        "enum llm_stop_reason": ctypes.c_int,
     }
     if c_type in scalars:
         return scalars[c_type]
@@ -199,7 +219,7 @@ def _ctype_of(c_type, name=""):
 
 def test_every_header_function_is_declared_with_its_exact_signature():
     header = _header_text()
-    body = header[header.index('extern "C" {'):]
+    body = header[header.index('extern "C" {') :]
     prototypes = re.findall(r"([\w ]+?\s*\**)\s*\b(llm_\w+)\(([^)]*)\);", body)
     declared = {name: (restype, argtypes) for name, restype, argtypes in _lib._SIGNATURES}
     assert sorted(declared) == sorted(name for _, name, _ in prototypes)
@@ -243,7 +263,9 @@ def test_a_missing_library_is_reported_with_the_places_looked_at(tmp_path):
     missing = tmp_path / "nowhere" / "libllmrt.so"
     env = dict(os.environ, LLMRT_LIB=str(missing))
     code = "import llmrt\ntry:\n    llmrt.Model('x')\nexcept llmrt.LibraryNotFoundError as e:\n    print(e)\n"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
     assert str(missing) in out.stdout and "not found" in out.stdout, out
 
 
@@ -251,14 +273,19 @@ def _library_found_by_a_copy_of_the_package(tmp_path, cwd, library_in_package=No
     """library_path() as seen by a copy of the package in tmp_path (so that no checkout lies above
     the package), run from `cwd` without LLMRT_LIB."""
     package = tmp_path / "site" / "llmrt"
-    shutil.copytree(Path(llmrt.__file__).resolve().parent, package,
-                    ignore=shutil.ignore_patterns(_lib.LIBRARY_FILE, "__pycache__"))
+    shutil.copytree(
+        Path(llmrt.__file__).resolve().parent,
+        package,
+        ignore=shutil.ignore_patterns(_lib.LIBRARY_FILE, "__pycache__"),
+    )
     if library_in_package is not None:
         (package / _lib.LIBRARY_FILE).symlink_to(library_in_package)
     env = {k: v for k, v in os.environ.items() if k != "LLMRT_LIB"}
     env["PYTHONPATH"] = str(package.parent)
     code = "import llmrt; print(llmrt.library_path())"
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=cwd, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=cwd, capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
     return Path(out.stdout.strip())
 
@@ -399,7 +426,9 @@ def test_create_chat_completion_is_openai_shaped(case):
     assert result["id"] and isinstance(result["created"], int) and result["model"]
     choice = result["choices"][0]
     assert choice["message"]["role"] == "assistant"
-    assert_greedy_matches(model, c["ids"], c["greedy_ids"], choice["message"]["content"], c["greedy_text"])
+    assert_greedy_matches(
+        model, c["ids"], c["greedy_ids"], choice["message"]["content"], c["greedy_text"]
+    )
     ended_early = len(c["greedy_ids"]) < GREEDY_TOKENS
     assert choice["finish_reason"] == ("stop" if ended_early else "length")
     usage = result["usage"]
@@ -407,9 +436,16 @@ def test_create_chat_completion_is_openai_shaped(case):
     if choice["message"]["content"] == c["greedy_text"]:
         assert usage["completion_tokens"] == len(c["greedy_ids"])
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
-    chunks = list(model.create_chat_completion(c["messages"], max_tokens=GREEDY_TOKENS, temperature=0, stream=True))
+    chunks = list(
+        model.create_chat_completion(
+            c["messages"], max_tokens=GREEDY_TOKENS, temperature=0, stream=True
+        )
+    )
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant"}
-    assert "".join(ch["choices"][0]["delta"].get("content", "") for ch in chunks) == choice["message"]["content"]
+    assert (
+        "".join(ch["choices"][0]["delta"].get("content", "") for ch in chunks)
+        == choice["message"]["content"]
+    )
     assert chunks[-1]["choices"][0]["finish_reason"] == choice["finish_reason"]
 
 
@@ -417,12 +453,17 @@ def test_streaming_gives_the_same_text(case):
     model, ref = case
     for g in ref["greedy"]:
         whole = model.generate(g["prompt"], max_tokens=GREEDY_TOKENS, temperature=0)
-        pieces = list(model.generate(g["prompt"], max_tokens=GREEDY_TOKENS, temperature=0, stream=True))
+        pieces = list(
+            model.generate(g["prompt"], max_tokens=GREEDY_TOKENS, temperature=0, stream=True)
+        )
         assert len(pieces) > 1
         assert "".join(pieces) == whole
     c = ref["chat"][0]
     whole = model.chat(c["messages"], max_tokens=GREEDY_TOKENS, temperature=0)
-    assert "".join(model.chat(c["messages"], max_tokens=GREEDY_TOKENS, temperature=0, stream=True)) == whole
+    assert (
+        "".join(model.chat(c["messages"], max_tokens=GREEDY_TOKENS, temperature=0, stream=True))
+        == whole
+    )
 
 
 def test_stop_strings_end_the_text_in_both_modes(case):
@@ -465,7 +506,9 @@ def test_sessions_generate_concurrently_as_sequentially(case):
     model, ref = case
     prompts = [g["prompt"] for g in ref["greedy"][:2]]
     sessions = [model.create_session(n_ctx=256) for _ in prompts]
-    sequential = [s.generate(p, max_tokens=GREEDY_TOKENS, temperature=0) for s, p in zip(sessions, prompts)]
+    sequential = [
+        s.generate(p, max_tokens=GREEDY_TOKENS, temperature=0) for s, p in zip(sessions, prompts)
+    ]
     for s in sessions:
         s.reset()
     concurrent = [None] * len(prompts)
@@ -473,7 +516,9 @@ def test_sessions_generate_concurrently_as_sequentially(case):
 
     def run(i):
         try:
-            concurrent[i] = sessions[i].generate(prompts[i], max_tokens=GREEDY_TOKENS, temperature=0)
+            concurrent[i] = sessions[i].generate(
+                prompts[i], max_tokens=GREEDY_TOKENS, temperature=0
+            )
         except BaseException as e:  # reported below
             errors.append(e)
 
