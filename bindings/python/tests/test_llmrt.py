@@ -400,6 +400,8 @@ def test_tokenize_and_detokenize_match_llama_cpp(case):
         assert model.tokenize(t["text"], add_special=True) == t["ids"], t["text"]
         assert model.tokenize(t["text"], add_special=False) == t["ids_without_special"], t["text"]
         assert model.detokenize(t["ids_without_special"]) == t["detokenized"], t["text"]
+        pieces = b"".join(model.token_to_piece(i) for i in t["ids_without_special"])
+        assert pieces.decode("utf-8") == t["detokenized"], t["text"]
 
 
 def test_greedy_generation_matches_llama_cpp(case):
@@ -565,6 +567,36 @@ def test_score_logits_agree_with_llama_cpp(case):
     assert decided and agree / decided >= MIN_TOP1_AGREEMENT, f"top-1 agreement {agree}/{decided}"
     errors.sort()
     assert errors[len(errors) // 2] < MAX_MEDIAN_LOGIT_ERROR, errors
+
+
+def test_score_gives_lists_without_numpy_and_the_same_values_with_it(smol, monkeypatch):
+    model, ref = smol
+    ids = ref["teacher_forced"][0]["ids"][:4]
+    monkeypatch.setattr(llmrt._model, "_np", None)
+    rows = model.score(ids)
+    assert type(rows) is list and all(
+        type(r) is list and len(r) == model.info.n_vocab for r in rows
+    )
+    monkeypatch.undo()
+    numpy = pytest.importorskip("numpy")
+    array = model.score(ids)
+    assert isinstance(array, numpy.ndarray) and array.dtype == numpy.float32
+    assert array.tolist() == rows
+
+
+def test_create_completion_is_openai_shaped(smol):
+    model, ref = smol
+    g = ref["greedy"][0]
+    result = model.create_completion(g["prompt"], max_tokens=4, temperature=0)
+    assert result["object"] == "text_completion"
+    choice = result["choices"][0]
+    assert choice["finish_reason"] == "length"
+    assert g["text"].startswith(choice["text"]) and choice["text"]
+    assert result["usage"]["completion_tokens"] == 4
+    assert result["usage"]["prompt_tokens"] == len(g["prompt_ids"])
+    chunks = list(model(g["prompt"], max_tokens=4, temperature=0, stream=True))
+    assert "".join(c["choices"][0]["text"] for c in chunks) == choice["text"]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
 
 
 def test_seeded_sampling_is_reproducible(smol):
