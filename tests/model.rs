@@ -18,13 +18,6 @@ const MAX_PERPLEXITY_REL_ERROR: f64 = 0.01;
 /// A greedy step whose top-2 logits are closer than this is a near-tie: the paths may diverge.
 const NEAR_TIE: f32 = 0.1;
 
-const MODELS: &[&str] = &[
-    "smollm2-135m-instruct-q4_1",
-    "smollm2-135m-instruct-q4_0",
-    "smollm2-135m-instruct-q8_0",
-    "gemma-3-270m-q4_k_m",
-    "qwen2.5-coder-0.5b-instruct-q4_k_m",
-];
 
 fn reference(name: &str) -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/reference/{name}.json"));
@@ -232,9 +225,9 @@ macro_rules! model_tests {
 }
 
 model_tests! {
-    smollm2_q4_1 => MODELS[0],
-    smollm2_q4_0 => MODELS[1],
-    smollm2_q8_0 => MODELS[2],
-    gemma3_q4_k_m => MODELS[3],
-    qwen25_q4_k_m => MODELS[4],
+    smollm2_q4_1 => "smollm2-135m-instruct-q4_1",
+    smollm2_q4_0 => "smollm2-135m-instruct-q4_0",
+    smollm2_q8_0 => "smollm2-135m-instruct-q8_0",
+    gemma3_q4_k_m => "gemma-3-270m-q4_k_m",
+    qwen25_q4_k_m => "qwen2.5-coder-0.5b-instruct-q4_k_m",
 }
