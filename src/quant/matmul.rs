@@ -1,7 +1,22 @@
-//! Matrix multiply: quantized weights × f32 activations. (Placeholder.)
+//! Matrix multiply: quantized weights × f32 activations.
+//!
+//! The activations are quantized once per call into the weight type's `vec_dot_type` (Q8_0, Q8_1,
+//! or Q8_K through `k_quants::quantize_row_q8_k`) in `scratch`, then the weight rows are split
+//! into chunks that run in parallel on the caller's pool. With one activation column (token generation) each task streams its rows once: the work
+//! is bound by memory bandwidth. With many columns (prompt batches) each task walks its rows in
+//! tiles of [`ROW_TILE`] rows and, for each group of [`COL_TILE`] columns, dots the tile's rows
+//! [`REG_ROWS`] at a time with the group: a weight block is unpacked once and reused for all
+//! columns of the group, an activation block is loaded once for both rows, and the tile's weights
+//! stay in L1 while all column groups pass over it, so the work becomes bound by arithmetic
+//! instead of memory.
 
-use super::{GgmlType, Simd};
-use crate::Result;
+use rayon::prelude::*;
+
+use super::{
+    float, q4_0, q4_1, q5_0, q5_1, q8_0, quantize_activations, vec_dot, vec_dot_type, GgmlType,
+    Simd,
+};
+use crate::{Error, Result};
 
 /// A weight matrix of `rows` rows of `cols` elements of `ty`, borrowed from the model file.
 #[derive(Debug, Clone, Copy)]
@@ -12,17 +27,285 @@ pub struct QMatrix<'a> {
     pub data: &'a [u8],
 }
 
+/// Activation columns dotted at once in the multi-column path.
+pub const COL_TILE: usize = 4;
+/// Weight rows dotted at once in the multi-column path: with [`COL_TILE`] columns, 2 × 4 f32
+/// accumulators plus the unpacked operands fill the 16 vector registers of AVX2.
+pub const REG_ROWS: usize = 2;
+/// Rows per cache tile in the multi-column path: 16 rows of 896 Q8_0 weights are 15 KiB.
+pub const ROW_TILE: usize = 16;
+/// Fewest rows a parallel task gets with one column: below this the task overhead (~1 µs)
+/// outweighs the row dots.
+const MIN_TASK_ROWS_GEN: usize = 32;
+/// Parallel tasks per pool thread: a few more tasks than threads lets work stealing even out
+/// threads that get descheduled (the machine is shared).
+const TASKS_PER_THREAD: usize = 4;
+
+/// Dots [`REG_ROWS`] weight rows with [`COL_TILE`] activation columns (a per-type
+/// `vec_dot_tile`).
+type TileDot = fn([&[u8]; REG_ROWS], [&[u8]; COL_TILE], Simd) -> [[f32; COL_TILE]; REG_ROWS];
+/// Dots one weight row with [`COL_TILE`] activation columns (the odd row of a tile).
+type RowDot = fn([&[u8]; 1], [&[u8]; COL_TILE], Simd) -> [[f32; COL_TILE]; 1];
+
+/// How one weight row is dotted with activation columns.
+#[derive(Clone, Copy)]
+enum RowKernel {
+    /// A 32-element block type with a multi-column kernel.
+    Block32 {
+        one: fn(&[u8], &[u8], Simd) -> f32,
+        row: RowDot,
+        tile: TileDot,
+    },
+    /// Any other quantized type, through the per-type dispatch of [`vec_dot`].
+    Other(GgmlType),
+    /// Float weights dotted with the f32 activations directly.
+    Float(GgmlType),
+}
+
+impl RowKernel {
+    fn for_type(ty: GgmlType) -> RowKernel {
+        use GgmlType::*;
+        macro_rules! block32 {
+            ($m:ident) => {
+                RowKernel::Block32 {
+                    one: $m::vec_dot,
+                    row: $m::vec_dot_tile::<1, COL_TILE>,
+                    tile: $m::vec_dot_tile::<REG_ROWS, COL_TILE>,
+                }
+            };
+        }
+        match ty {
+            Q4_0 => block32!(q4_0),
+            Q4_1 => block32!(q4_1),
+            Q5_0 => block32!(q5_0),
+            Q5_1 => block32!(q5_1),
+            Q8_0 => block32!(q8_0),
+            F32 | F16 | BF16 => RowKernel::Float(ty),
+            _ => RowKernel::Other(ty),
+        }
+    }
+}
+
+/// The activations as the kernels read them: quantized bytes with `stride` bytes per column,
+/// or the f32 input with `stride` floats per column.
+#[derive(Clone, Copy)]
+enum Acts<'a> {
+    Quantized { bytes: &'a [u8], stride: usize },
+    F32 { x: &'a [f32], stride: usize },
+}
+
+/// Where the tasks write: `out` as a raw pointer, since tasks own disjoint row ranges of every
+/// column, which are not contiguous slices when there are several columns.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: the pointer is only written through at indices `c * rows + r` for rows `r` owned by
+// exactly one task (see `matmul`), so sending it to other threads creates no data race.
+unsafe impl Send for OutPtr {}
+// SAFETY: as above; shared references to `OutPtr` only hand out disjoint indices.
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// Writes `v` at index `i`.
+    ///
+    /// # Safety
+    /// `i` must be inside the output slice and written by no other task.
+    unsafe fn write(&self, i: usize, v: f32) {
+        // SAFETY: guaranteed by the caller.
+        unsafe { *self.0.add(i) = v };
+    }
+}
+
 /// `out[c * w.rows + r] = W[r] · x[c * w.cols ..][..w.cols]` for every row `r` and each of the
 /// `n_cols` activation columns `c` (each column contiguous). `scratch` holds the quantized
 /// activations and is grown as needed, so repeated calls do not allocate.
 pub fn matmul(
-    _pool: &rayon::ThreadPool,
-    _w: &QMatrix<'_>,
-    _x: &[f32],
-    _n_cols: usize,
-    _out: &mut [f32],
-    _scratch: &mut Vec<u8>,
-    _simd: Simd,
+    pool: &rayon::ThreadPool,
+    w: &QMatrix<'_>,
+    x: &[f32],
+    n_cols: usize,
+    out: &mut [f32],
+    scratch: &mut Vec<u8>,
+    simd: Simd,
 ) -> Result<()> {
-    todo!("matmul")
+    let simd = simd.or_supported();
+    let (rows, cols) = (w.rows, w.cols);
+    let row_bytes =
+        w.ty.row_bytes(cols as u64)
+            .and_then(|b| usize::try_from(b).ok())
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "a row of {cols} elements is not whole {} blocks",
+                    w.ty
+                ))
+            })?;
+    if !w.ty.is_supported() {
+        return Err(Error::UnsupportedTensorType {
+            tensor: String::new(),
+            ty: w.ty.name().to_string(),
+        });
+    }
+    if rows.checked_mul(row_bytes) != Some(w.data.len())
+        || cols.checked_mul(n_cols) != Some(x.len())
+        || rows.checked_mul(n_cols) != Some(out.len())
+    {
+        return Err(Error::InvalidArgument(format!(
+            "matmul shapes: {rows}x{cols} {} weights in {} bytes, {} activations for {n_cols} \
+             columns, {} outputs",
+            w.ty,
+            w.data.len(),
+            x.len(),
+            out.len()
+        )));
+    }
+    if rows == 0 || n_cols == 0 {
+        return Ok(());
+    }
+
+    let kernel = RowKernel::for_type(w.ty);
+    let act_ty = vec_dot_type(w.ty);
+    let acts = if matches!(kernel, RowKernel::Float(_)) {
+        Acts::F32 { x, stride: cols }
+    } else {
+        let act_bytes = act_ty
+            .row_bytes(cols as u64)
+            .and_then(|b| usize::try_from(b).ok())
+            .ok_or_else(|| Error::InvalidArgument(format!("{cols} columns of {act_ty}")))?;
+        let need = act_bytes * n_cols;
+        if scratch.len() < need {
+            scratch
+                .try_reserve(need - scratch.len())
+                .map_err(|e| Error::InvalidArgument(format!("matmul scratch: {e}")))?;
+            scratch.resize(need, 0);
+        }
+        let dst = &mut scratch[..need];
+        if n_cols == 1 {
+            quantize_activations(act_ty, x, dst, simd)?;
+        } else {
+            pool.install(|| {
+                dst.par_chunks_mut(act_bytes)
+                    .zip(x.par_chunks(cols))
+                    .try_for_each(|(d, col)| quantize_activations(act_ty, col, d, simd))
+            })?;
+        }
+        Acts::Quantized {
+            bytes: &scratch[..need],
+            stride: act_bytes,
+        }
+    };
+
+    let n_threads = pool.current_num_threads().max(1);
+    let min_rows = if n_cols == 1 {
+        MIN_TASK_ROWS_GEN
+    } else {
+        ROW_TILE
+    };
+    let chunk = rows
+        .div_ceil(n_threads * TASKS_PER_THREAD)
+        .max(min_rows)
+        .next_multiple_of(COL_TILE);
+    let n_chunks = rows.div_ceil(chunk);
+    let weights = w.data;
+    let out_ptr = &OutPtr(out.as_mut_ptr());
+    let task = |ci: usize| {
+        let r0 = ci * chunk;
+        let r1 = (r0 + chunk).min(rows);
+        let store = |c: usize, r: usize, v: f32| {
+            // SAFETY: `r` lies in this task's rows `r0..r1`, which no other task touches, and
+            // `c < n_cols`, `r < rows`, so the index is inside `out` (length checked above).
+            unsafe { out_ptr.write(c * rows + r, v) };
+        };
+        run_rows(
+            kernel,
+            weights,
+            row_bytes,
+            acts,
+            n_cols,
+            r0..r1,
+            simd,
+            store,
+        );
+    };
+    if n_chunks == 1 {
+        task(0);
+    } else {
+        pool.install(|| (0..n_chunks).into_par_iter().for_each(task));
+    }
+    Ok(())
+}
+
+/// Computes rows `rows` of the product for every column, handing each value to `store`.
+#[allow(clippy::too_many_arguments)]
+fn run_rows(
+    kernel: RowKernel,
+    weights: &[u8],
+    row_bytes: usize,
+    acts: Acts<'_>,
+    n_cols: usize,
+    rows: std::ops::Range<usize>,
+    simd: Simd,
+    mut store: impl FnMut(usize, usize, f32),
+) {
+    let w_row = |r: usize| &weights[r * row_bytes..][..row_bytes];
+    let dot_one = |r: usize, c: usize| -> f32 {
+        match (kernel, acts) {
+            (RowKernel::Block32 { one, .. }, Acts::Quantized { bytes, stride }) => {
+                one(w_row(r), &bytes[c * stride..][..stride], simd)
+            }
+            (RowKernel::Other(ty), Acts::Quantized { bytes, stride }) => {
+                vec_dot(ty, w_row(r), &bytes[c * stride..][..stride], simd)
+            }
+            (RowKernel::Float(ty), Acts::F32 { x, stride }) => {
+                float::vec_dot_f32(ty, w_row(r), &x[c * stride..][..stride], simd)
+            }
+            // `matmul` pairs float kernels with f32 activations and the others with bytes.
+            _ => 0.0,
+        }
+    };
+    if n_cols == 1 {
+        for r in rows {
+            store(0, r, dot_one(r, 0));
+        }
+        return;
+    }
+    let mut tile_start = rows.start;
+    while tile_start < rows.end {
+        let tile = tile_start..(tile_start + ROW_TILE).min(rows.end);
+        let mut c = 0;
+        if let (
+            RowKernel::Block32 {
+                row,
+                tile: dot_tile,
+                ..
+            },
+            Acts::Quantized { bytes, stride },
+        ) = (kernel, acts)
+        {
+            while c + COL_TILE <= n_cols {
+                let cols: [&[u8]; COL_TILE] =
+                    std::array::from_fn(|k| &bytes[(c + k) * stride..][..stride]);
+                let mut r = tile.start;
+                while r + REG_ROWS <= tile.end {
+                    let v = dot_tile(std::array::from_fn(|k| w_row(r + k)), cols, simd);
+                    for (dr, vr) in v.iter().enumerate() {
+                        for (k, &v) in vr.iter().enumerate() {
+                            store(c + k, r + dr, v);
+                        }
+                    }
+                    r += REG_ROWS;
+                }
+                for r in r..tile.end {
+                    for (k, &v) in row([w_row(r)], cols, simd)[0].iter().enumerate() {
+                        store(c + k, r, v);
+                    }
+                }
+                c += COL_TILE;
+            }
+        }
+        for c in c..n_cols {
+            for r in tile.clone() {
+                store(c, r, dot_one(r, c));
+            }
+        }
+        tile_start = tile.end;
+    }
 }

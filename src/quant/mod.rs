@@ -23,12 +23,55 @@ pub mod q8_0;
 pub mod quantize;
 pub mod simd;
 pub mod types;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 pub use matmul::{matmul, QMatrix};
 pub use simd::Simd;
 pub use types::{GgmlType, QK_K};
 
 use crate::{Error, Result};
+
+/// Elements per block of the 32-element formats (ggml's `QK4_0`, `QK4_1`, `QK5_0`, `QK5_1`,
+/// `QK8_0`, `QK8_1`: all 32).
+pub const QK: usize = 32;
+
+/// A `#[repr(C)]` block struct made only of byte arrays, so a byte slice of whole blocks can be
+/// viewed as a block slice in place, at any address (model tensors are borrowed from the file map,
+/// and a row of 18-byte Q4_0 blocks need not start at an even address).
+///
+/// # Safety
+/// Implementors must have alignment 1, no padding, a non-zero size, and accept every bit pattern.
+pub unsafe trait ByteBlock: Copy + 'static {}
+
+/// Views the whole blocks at the start of `bytes` as blocks (trailing partial bytes are ignored).
+pub fn as_blocks<B: ByteBlock>(bytes: &[u8]) -> &[B] {
+    let n = bytes.len() / std::mem::size_of::<B>();
+    // SAFETY: `ByteBlock` guarantees alignment 1, no padding and that any bytes form a valid `B`;
+    // `n * size_of::<B>() <= bytes.len()`, so the view stays inside `bytes` and shares its lifetime.
+    unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<B>(), n) }
+}
+
+/// Mutable twin of [`as_blocks`].
+pub fn as_blocks_mut<B: ByteBlock>(bytes: &mut [u8]) -> &mut [B] {
+    let n = bytes.len() / std::mem::size_of::<B>();
+    // SAFETY: as in `as_blocks`; the exclusive borrow of `bytes` moves to the returned view.
+    unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast::<B>(), n) }
+}
+
+/// Panics unless `bytes` is exactly `n_elements` elements in whole blocks of `B` (32 elements
+/// each). Kernels read through raw pointers, so this check is what keeps them in bounds.
+#[track_caller]
+#[inline]
+pub(crate) fn check_blocks<B: ByteBlock>(bytes: usize, n_elements: usize) -> usize {
+    let n_blocks = n_elements / QK;
+    assert!(
+        n_elements.is_multiple_of(QK) && bytes == n_blocks * std::mem::size_of::<B>(),
+        "{bytes} bytes are not {n_elements} elements of whole {}-byte blocks",
+        std::mem::size_of::<B>()
+    );
+    n_blocks
+}
 
 /// The format activations are quantized to before being dotted with weights of type `ty`
 /// (ggml's `vec_dot_type`). `F32` means the activations are used as they are.
@@ -108,4 +151,17 @@ fn check_row(ty: GgmlType, bytes: usize, n: usize) -> Result<()> {
             "{n} elements of {ty} do not fill {bytes} bytes in whole blocks"
         ))),
     }
+}
+
+/// Panics unless `w` is whole blocks of `W` and `act` the same number of blocks of `A`; returns
+/// the block count. Kernels read through raw pointers, so this check keeps them in bounds.
+#[track_caller]
+#[inline]
+pub(crate) fn check_dot<W: ByteBlock, A: ByteBlock>(w: usize, act: usize) -> usize {
+    let n_blocks = w / std::mem::size_of::<W>();
+    assert!(
+        w.is_multiple_of(std::mem::size_of::<W>()) && act == n_blocks * std::mem::size_of::<A>(),
+        "vec_dot: {w} weight bytes and {act} activation bytes are not matching whole blocks"
+    );
+    n_blocks
 }

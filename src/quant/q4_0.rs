@@ -1,13 +1,126 @@
-//! Q4_0 blocks. (Placeholder: the kernels land with the kernels issue.)
+//! Q4_0: 32 weights as 4-bit integers with one f16 scale, `w = (q - 8) * d`. Dotted with Q8_0
+//! activations.
 
-use super::Simd;
+use half::f16;
 
-/// Dequantizes whole blocks in `src` into `dst`.
-pub fn dequantize_row(_src: &[u8], _dst: &mut [f32], _simd: Simd) {
-    todo!("q4_0 dequantize")
+use super::q8_0::BlockQ8_0;
+use super::{as_blocks, check_blocks, check_dot, ByteBlock, Simd, QK};
+
+/// ggml `block_q4_0`: `d` (f16, little-endian), then 16 bytes; byte `j` holds element `j` in its
+/// low nibble and element `j + 16` in its high nibble.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockQ4_0 {
+    /// Scale, f16 bits (little-endian).
+    pub d: [u8; 2],
+    /// Packed nibbles.
+    pub qs: [u8; QK / 2],
+}
+const _: () = assert!(size_of::<BlockQ4_0>() == 18 && align_of::<BlockQ4_0>() == 1);
+// SAFETY: `#[repr(C)]` over byte arrays: alignment 1, no padding, every bit pattern is a block.
+unsafe impl ByteBlock for BlockQ4_0 {}
+
+impl BlockQ4_0 {
+    /// The scale.
+    pub fn d(&self) -> f16 {
+        f16::from_le_bytes(self.d)
+    }
+
+    /// The signed quants `q - 8` (in -8..=7) in element order.
+    pub fn quants(&self) -> [i8; QK] {
+        let mut q = [0i8; QK];
+        for (j, &b) in self.qs.iter().enumerate() {
+            q[j] = (b & 0x0F) as i8 - 8;
+            q[j + QK / 2] = (b >> 4) as i8 - 8;
+        }
+        q
+    }
 }
 
-/// Dot product of whole weight blocks with activations in this type's vec_dot_type.
-pub fn vec_dot(_w: &[u8], _act: &[u8], _simd: Simd) -> f32 {
-    todo!("q4_0 vec_dot")
+/// Dequantizes whole blocks in `src` into `dst` (ggml `dequantize_row_q4_0`: `(q - 8) * d`).
+///
+/// # Panics
+/// If `src` is not exactly `dst.len()` elements in whole blocks.
+pub fn dequantize_row(src: &[u8], dst: &mut [f32], simd: Simd) {
+    check_blocks::<BlockQ4_0>(src.len(), dst.len());
+    match simd.or_supported() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `or_supported` returned a level whose features (AVX2, FMA, F16C) this CPU has;
+        // the lengths were checked above.
+        Simd::Avx2 | Simd::Avx512 => unsafe { super::x86::dequantize_q4_0(src, dst) },
+        _ => dequantize_row_scalar(src, dst),
+    }
+}
+
+/// Plain-Rust reference for [`dequantize_row`].
+pub fn dequantize_row_scalar(src: &[u8], dst: &mut [f32]) {
+    for (b, out) in as_blocks::<BlockQ4_0>(src)
+        .iter()
+        .zip(dst.chunks_exact_mut(QK))
+    {
+        let d = b.d().to_f32();
+        for (o, &q) in out.iter_mut().zip(b.quants().iter()) {
+            *o = q as f32 * d;
+        }
+    }
+}
+
+/// Dot product of whole weight blocks `w` with Q8_0 activations `act` (same element count).
+///
+/// # Panics
+/// If the lengths are not matching whole blocks.
+pub fn vec_dot(w: &[u8], act: &[u8], simd: Simd) -> f32 {
+    vec_dot_tile([w], [act], simd)[0][0]
+}
+
+/// [`vec_dot`] of `R` weight rows (same length) with `N` activation columns at once,
+/// `out[r][c] = ws[r] · acts[c]`: each weight block is unpacked once and reused for every column,
+/// and each activation block is loaded once and reused for every row (the matmul's prompt path).
+///
+/// # Panics
+/// If the lengths are not matching whole blocks.
+pub fn vec_dot_tile<const R: usize, const N: usize>(
+    ws: [&[u8]; R],
+    acts: [&[u8]; N],
+    simd: Simd,
+) -> [[f32; N]; R] {
+    let w_len = ws.first().map_or(0, |w| w.len());
+    for w in ws {
+        assert_eq!(
+            w.len(),
+            w_len,
+            "vec_dot_tile: weight rows of different lengths"
+        );
+    }
+    for act in acts {
+        check_dot::<BlockQ4_0, BlockQ8_0>(w_len, act.len());
+    }
+    match simd.or_supported() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `or_supported` returned a level this CPU supports; lengths checked above.
+        Simd::Avx2 if R > 0 => unsafe { super::x86::avx2::vec_dot_q4_0(ws, acts) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above, for the AVX-512 VNNI features.
+        Simd::Avx512 if R > 0 => unsafe { super::x86::avx512::vec_dot_q4_0(ws, acts) },
+        _ => ws.map(|w| acts.map(|act| vec_dot_scalar(w, act))),
+    }
+}
+
+/// Plain-Rust reference for [`vec_dot`] (ggml `ggml_vec_dot_q4_0_q8_0` generic path): the
+/// integer dot of each block times `d_w * d_a`, summed over blocks.
+pub fn vec_dot_scalar(w: &[u8], act: &[u8]) -> f32 {
+    let mut sum = 0.0f32;
+    for (bw, ba) in as_blocks::<BlockQ4_0>(w)
+        .iter()
+        .zip(as_blocks::<BlockQ8_0>(act))
+    {
+        let sumi: i32 = bw
+            .quants()
+            .iter()
+            .zip(ba.qs.iter())
+            .map(|(&x, &y)| x as i32 * y as i32)
+            .sum();
+        sum += sumi as f32 * (bw.d().to_f32() * ba.d().to_f32());
+    }
+    sum
 }

@@ -44,6 +44,20 @@ impl Simd {
             .unwrap_or(Simd::Scalar)
     }
 
+    /// `self` if this CPU supports it, otherwise the best supported level below it. Public kernels
+    /// pass their `simd` argument through this before running target-feature code, so a level
+    /// constructed by hand can never execute an instruction the CPU lacks.
+    #[inline]
+    pub fn or_supported(self) -> Simd {
+        if self.is_supported() {
+            return self;
+        }
+        match self {
+            Simd::Avx512 if Simd::Avx2.is_supported() => Simd::Avx2,
+            _ => Simd::Scalar,
+        }
+    }
+
     /// Every level this CPU can run, scalar first (tests check each against scalar).
     pub fn all_supported() -> Vec<Simd> {
         [Simd::Scalar, Simd::Avx2, Simd::Avx512, Simd::Neon]

@@ -1,0 +1,183 @@
+//! Q5_K: as Q4_K (8 sub-blocks of 32, 6-bit scales and mins packed identically) with a fifth
+//! quant bit; weight = `d * sc * q - dmin * m`, q in 0..31.
+
+use super::q4_k::{scale_min, unpack_scales_mins};
+use super::{f16_le, BlockQ8K, RawBlock, Simd, QK_K};
+
+/// ggml `block_q5_K`, 176 bytes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct BlockQ5K {
+    /// Super-block scale for the sub-block scales (f16).
+    pub d: [u8; 2],
+    /// Super-block scale for the sub-block mins (f16).
+    pub dmin: [u8; 2],
+    /// 8 scales and 8 mins of 6 bits, packed as in Q4_K.
+    pub scales: [u8; 12],
+    /// Fifth bits: bit `2c` of byte `l` belongs to element `64c + l`, bit `2c+1` to `64c+32+l`.
+    pub qh: [u8; QK_K / 8],
+    /// Low 4 bits, laid out as Q4_K's `qs`.
+    pub qs: [u8; QK_K / 2],
+}
+
+const _: () = assert!(std::mem::size_of::<BlockQ5K>() == 176);
+const _: () = assert!(std::mem::align_of::<BlockQ5K>() == 1);
+// SAFETY: repr(C) of byte arrays only: alignment 1, no padding, every bit pattern valid.
+unsafe impl RawBlock for BlockQ5K {}
+
+impl BlockQ5K {
+    #[inline(always)]
+    fn d(&self) -> f32 {
+        f16_le(self.d)
+    }
+    #[inline(always)]
+    fn dmin(&self) -> f32 {
+        f16_le(self.dmin)
+    }
+
+    /// Quant of element `64c + l` (`high` false) or `64c + 32 + l` (`high` true), 0..31.
+    #[inline(always)]
+    fn quant(&self, c: usize, l: usize, high: bool) -> u8 {
+        let q = self.qs[32 * c + l];
+        let (nib, bit) = if high {
+            (q >> 4, 2 * c + 1)
+        } else {
+            (q & 0xF, 2 * c)
+        };
+        nib | (((self.qh[l] >> bit) & 1) << 4)
+    }
+}
+
+pub(crate) fn dequantize(src: &[BlockQ5K], dst: &mut [f32], _simd: Simd) {
+    // Scalar at every level: dequantization is off the hot path for this type.
+    dequantize_scalar(src, dst);
+}
+
+pub(crate) fn vec_dot(w: &[BlockQ5K], act: &[BlockQ8K], simd: Simd) -> f32 {
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 | Simd::Avx512 => {
+            // SAFETY: `simd` passed `Simd::is_supported`: both levels include AVX2/FMA/F16C.
+            unsafe { x86::vec_dot_avx2(w, act) }
+        }
+        _ => vec_dot_scalar(w, act),
+    }
+}
+
+/// ggml `dequantize_row_q5_K`: `d1 = d * sc`, `m1 = dmin * m`, then `d1 * q - m1`.
+pub fn dequantize_scalar(src: &[BlockQ5K], dst: &mut [f32]) {
+    for (b, y) in src.iter().zip(dst.chunks_exact_mut(QK_K)) {
+        let d = b.d();
+        let min = b.dmin();
+        for c in 0..4 {
+            let (sc1, m1) = scale_min(2 * c, &b.scales);
+            let (sc2, m2) = scale_min(2 * c + 1, &b.scales);
+            let (d1, m1) = (d * sc1 as f32, min * m1 as f32);
+            let (d2, m2) = (d * sc2 as f32, min * m2 as f32);
+            for l in 0..32 {
+                y[64 * c + l] = d1 * b.quant(c, l, false) as f32 - m1;
+                y[64 * c + 32 + l] = d2 * b.quant(c, l, true) as f32 - m2;
+            }
+        }
+    }
+}
+
+/// As Q4_K: exact integer sums per sub-block, mins through the Q8_K `bsums`.
+pub fn vec_dot_scalar(w: &[BlockQ5K], act: &[BlockQ8K]) -> f32 {
+    let mut sum = 0.0f32;
+    for (x, y) in w.iter().zip(act) {
+        let sm = unpack_scales_mins(&x.scales);
+        let mut sumi = 0i32;
+        for c in 0..4 {
+            let a = &y.qs[64 * c..64 * c + 64];
+            let (mut lo, mut hi) = (0i32, 0i32);
+            for l in 0..32 {
+                lo += x.quant(c, l, false) as i32 * a[l] as i32;
+                hi += x.quant(c, l, true) as i32 * a[32 + l] as i32;
+            }
+            sumi += sm[2 * c] as i32 * lo + sm[2 * c + 1] as i32 * hi;
+        }
+        let summ: i32 = (0..8)
+            .map(|j| sm[8 + j] as i32 * (y.bsum(2 * j) + y.bsum(2 * j + 1)))
+            .sum();
+        sum += y.d() * x.d() * sumi as f32 - y.d() * x.dmin() * summ as f32;
+    }
+    sum
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::super::x86::{broadcast_i16_ctrl, f16c_pair, hsum_ps_128, hsum_ps_256};
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// As Q4_K's AVX2 kernel, with the fifth bit OR-ed in as 16 (quants 0..31: `maddubs` pair
+    /// sums at most 2·31·128, no saturation).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn vec_dot_avx2(w: &[BlockQ5K], act: &[BlockQ8K]) -> f32 {
+        let mask = _mm256_set1_epi8(0x0F);
+        let sixteen = _mm256_set1_epi8(16);
+        let ctrl: [__m256i; 8] = [
+            broadcast_i16_ctrl(0, 0),
+            broadcast_i16_ctrl(1, 1),
+            broadcast_i16_ctrl(2, 2),
+            broadcast_i16_ctrl(3, 3),
+            broadcast_i16_ctrl(4, 4),
+            broadcast_i16_ctrl(5, 5),
+            broadcast_i16_ctrl(6, 6),
+            broadcast_i16_ctrl(7, 7),
+        ];
+        let mut acc = _mm256_setzero_ps();
+        let mut acc_m = _mm_setzero_ps();
+        for (x, y) in w.iter().zip(act) {
+            let (dw, dminw) = f16c_pair(x.d, x.dmin);
+            let d = y.d() * dw;
+            let dmin = -y.d() * dminw;
+            let sm = unpack_scales_mins(&x.scales);
+            // SAFETY: every load below reads within `x.qs` (128 bytes), `x.qh` (32 bytes),
+            // `y.qs` (256 bytes), `sm` (16 bytes) or `y.bsums` (32 bytes), at the offsets written.
+            unsafe {
+                let m16 = _mm_cvtepu8_epi16(_mm_loadl_epi64(sm.as_ptr().add(8).cast()));
+                let bs = _mm256_loadu_si256(y.bsums.as_ptr().cast());
+                let pairs =
+                    _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+                let prod_m = _mm_madd_epi16(m16, pairs);
+                acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod_m), acc_m);
+                let sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64(
+                    sm.as_ptr().cast(),
+                )));
+                let qh = _mm256_loadu_si256(x.qh.as_ptr().cast());
+                let mut bit = _mm256_set1_epi8(1);
+                let mut sumi = _mm256_setzero_si256();
+                for c in 0..4 {
+                    let q = _mm256_loadu_si256(x.qs.as_ptr().add(32 * c).cast());
+                    let hlo = _mm256_and_si256(
+                        _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit),
+                        sixteen,
+                    );
+                    bit = _mm256_add_epi8(bit, bit);
+                    let hhi = _mm256_and_si256(
+                        _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit),
+                        sixteen,
+                    );
+                    bit = _mm256_add_epi8(bit, bit);
+                    let qlo = _mm256_or_si256(_mm256_and_si256(q, mask), hlo);
+                    let qhi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), mask), hhi);
+                    let a0 = _mm256_loadu_si256(y.qs.as_ptr().add(64 * c).cast());
+                    let a1 = _mm256_loadu_si256(y.qs.as_ptr().add(64 * c + 32).cast());
+                    let p0 = _mm256_madd_epi16(
+                        _mm256_shuffle_epi8(sc, ctrl[2 * c]),
+                        _mm256_maddubs_epi16(qlo, a0),
+                    );
+                    let p1 = _mm256_madd_epi16(
+                        _mm256_shuffle_epi8(sc, ctrl[2 * c + 1]),
+                        _mm256_maddubs_epi16(qhi, a1),
+                    );
+                    sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
+                }
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+            }
+        }
+        hsum_ps_256(acc) + hsum_ps_128(acc_m)
+    }
+}

@@ -1,0 +1,608 @@
+//! x86-64 kernels for the 32-element block formats and the float types.
+//!
+//! Two levels share one body (the `block_dot_kernels!` macro), differing only in the 8-bit dot
+//! primitive and in how the fifth bits of Q5 blocks become byte masks:
+//! - [`avx2`]: `vpmaddubsw` (u8 × i8 → pairs of i16) then `vpmaddwd` with ones (→ i32);
+//! - [`avx512`]: one `vpdpbusd` (AVX-512 VNNI on 256-bit registers: u8 × i8 summed in fours into
+//!   i32), and `vpmovm2b` to expand the fifth bits.
+//!
+//! Signed weights (Q4_0, Q5_0, Q8_0) use the sign trick both instructions need, as ggml does:
+//! `x·y = |x| · (y with the sign of x)`, so the unsigned operand is `|x|` and the signed one
+//! `sign(y, x)`. This is exact because activations lie in -127..=127 (see [`super::q8`]), so
+//! negating them never overflows, and `|x| <= 128` keeps every `vpmaddubsw` pair sum within i16
+//! (`2 · 128 · 127 < 32767`). Unsigned weights (Q4_1, Q5_1) feed the instruction directly.
+//!
+//! Each block's integer dot (eight i32 lanes) is converted to f32 and fused-multiply-added with
+//! `d_w · d_a` into one f32 accumulator per (weight row, activation column); the lanes are summed
+//! at the end.
+//! Dequantization, activation quantization and the float kernels are exact or order-independent,
+//! so one AVX2 version serves both levels.
+//!
+//! Every function here is `unsafe`: the caller guarantees the CPU has the target features (it
+//! obtained the level from `Simd::or_supported`) and that the slices hold whole blocks with
+//! matching counts (checked by the safe wrappers in the per-type modules).
+
+use std::arch::x86_64::*;
+use std::mem::size_of;
+
+use super::q4_0::BlockQ4_0;
+use super::q4_1::BlockQ4_1;
+use super::q5_0::BlockQ5_0;
+use super::q5_1::BlockQ5_1;
+use super::q8::BlockQ8_1;
+use super::q8_0::BlockQ8_0;
+use super::{GgmlType, QK};
+
+const Q4_0_BYTES: usize = size_of::<BlockQ4_0>();
+const Q4_1_BYTES: usize = size_of::<BlockQ4_1>();
+const Q5_0_BYTES: usize = size_of::<BlockQ5_0>();
+const Q5_1_BYTES: usize = size_of::<BlockQ5_1>();
+const Q8_0_BYTES: usize = size_of::<BlockQ8_0>();
+const Q8_1_BYTES: usize = size_of::<BlockQ8_1>();
+
+// ---------------------------------------------------------------------------------------------
+// Shared helpers (AVX2 + FMA + F16C).
+
+/// The little-endian f16 at `p`, as f32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16_at(p: *const u8) -> f32 {
+    let bits = p.cast::<u16>().read_unaligned();
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+}
+
+/// The f32 `v` as f16 bits, rounded to nearest even (as `half::f16::from_f32`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16_bits(v: f32) -> [u8; 2] {
+    let h = _mm_cvtps_ph(_mm_set_ss(v), _MM_FROUND_TO_NEAREST_INT);
+    (_mm_cvtsi128_si32(h) as u16).to_le_bytes()
+}
+
+/// Sum of the eight lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn hsum_ps(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+/// Maximum of the eight lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn hmax_ps(v: __m256) -> f32 {
+    let m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    let m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    _mm_cvtss_f32(m)
+}
+
+/// Sum of the eight i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn hsum_epi32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+    _mm_cvtsi128_si32(s)
+}
+
+/// The 16 bytes of packed nibbles at `p` as 32 bytes in element order: low nibbles (elements
+/// 0..16) in the low half, high nibbles (16..32) in the high half.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn nibbles(p: *const u8) -> __m256i {
+    let q = _mm_loadu_si128(p.cast());
+    let both = _mm256_set_m128i(_mm_srli_epi16(q, 4), q);
+    _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
+}
+
+/// Byte `j` = 0xFF where bit `j` of `bits` is set, else 0 (AVX2: broadcast, pick byte `j / 8`
+/// into each byte with a shuffle, test bit `j % 8`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn bits_to_bytes_avx2(bits: u32) -> __m256i {
+    let v = _mm256_set1_epi32(bits as i32);
+    let pick = _mm256_setr_epi8(
+        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3,
+        3, 3,
+    );
+    let bytes = _mm256_shuffle_epi8(v, pick);
+    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201_u64 as i64);
+    _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit)
+}
+
+/// Q5_0 quants `q - 16` from the nibbles and the fifth-bit mask: a clear fifth bit means
+/// `nibble - 16`, which as i8 is `nibble | 0xF0`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_0_values(nib: __m256i, fifth: __m256i) -> __m256i {
+    _mm256_or_si256(
+        nib,
+        _mm256_andnot_si256(fifth, _mm256_set1_epi8(0xF0_u8 as i8)),
+    )
+}
+
+/// Q5_1 quants `nibble + 16 · fifth bit`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_1_values(nib: __m256i, fifth: __m256i) -> __m256i {
+    _mm256_or_si256(nib, _mm256_and_si256(fifth, _mm256_set1_epi8(0x10)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dequantization: exact (`q * d`, or `q * d` then `+ m`, each rounded as ggml rounds them).
+
+/// Stores the 32 i8 quants of `q` times `d` (plus `m` when given) at `dst`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn store_block(q: __m256i, d: f32, m: Option<f32>, dst: *mut f32) {
+    let lo = _mm256_castsi256_si128(q);
+    let hi = _mm256_extracti128_si256(q, 1);
+    let parts = [lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)];
+    let vd = _mm256_set1_ps(d);
+    for (k, part) in parts.into_iter().enumerate() {
+        let mut v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(part)), vd);
+        if let Some(m) = m {
+            // A separate add (no FMA): ggml rounds the product before adding the minimum.
+            v = _mm256_add_ps(v, _mm256_set1_ps(m));
+        }
+        _mm256_storeu_ps(dst.add(8 * k), v);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn dequantize_q4_0(src: &[u8], dst: &mut [f32]) {
+    for i in 0..dst.len() / QK {
+        let p = src.as_ptr().add(i * Q4_0_BYTES);
+        let q = _mm256_sub_epi8(nibbles(p.add(2)), _mm256_set1_epi8(8));
+        store_block(q, f16_at(p), None, dst.as_mut_ptr().add(i * QK));
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn dequantize_q4_1(src: &[u8], dst: &mut [f32]) {
+    for i in 0..dst.len() / QK {
+        let p = src.as_ptr().add(i * Q4_1_BYTES);
+        let q = nibbles(p.add(4));
+        store_block(
+            q,
+            f16_at(p),
+            Some(f16_at(p.add(2))),
+            dst.as_mut_ptr().add(i * QK),
+        );
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn dequantize_q5_0(src: &[u8], dst: &mut [f32]) {
+    for i in 0..dst.len() / QK {
+        let p = src.as_ptr().add(i * Q5_0_BYTES);
+        let qh = p.add(2).cast::<u32>().read_unaligned();
+        let q = q5_0_values(nibbles(p.add(6)), bits_to_bytes_avx2(u32::from_le(qh)));
+        store_block(q, f16_at(p), None, dst.as_mut_ptr().add(i * QK));
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn dequantize_q5_1(src: &[u8], dst: &mut [f32]) {
+    for i in 0..dst.len() / QK {
+        let p = src.as_ptr().add(i * Q5_1_BYTES);
+        let qh = p.add(4).cast::<u32>().read_unaligned();
+        let q = q5_1_values(nibbles(p.add(8)), bits_to_bytes_avx2(u32::from_le(qh)));
+        store_block(
+            q,
+            f16_at(p),
+            Some(f16_at(p.add(2))),
+            dst.as_mut_ptr().add(i * QK),
+        );
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn dequantize_q8_0(src: &[u8], dst: &mut [f32]) {
+    for i in 0..dst.len() / QK {
+        let p = src.as_ptr().add(i * Q8_0_BYTES);
+        let q = _mm256_loadu_si256(p.add(2).cast());
+        store_block(q, f16_at(p), None, dst.as_mut_ptr().add(i * QK));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Activation quantization (ggml `quantize_row_q8_0_ref` / `_q8_1_ref`), bit-identical to the
+// scalar twin: same `amax`, same `d = amax / 127` and `id = 1 / d` in scalar f32, same product
+// `x * id`, and C `roundf` (half away from zero) done as truncation of `v + copysign(0.49999997,
+// v)`: adding the largest float below one half moves exact halves up to the next integer
+// (the sum rounds to it) but leaves anything below a half under it, for all |v| < 2^23.
+
+/// Quantizes the 32 floats at `x` into the 32 bytes at `qs`; returns `d` and the quants' sum.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_block(x: *const f32, qs: *mut u8) -> (f32, i32) {
+    let v = [
+        _mm256_loadu_ps(x),
+        _mm256_loadu_ps(x.add(8)),
+        _mm256_loadu_ps(x.add(16)),
+        _mm256_loadu_ps(x.add(24)),
+    ];
+    let sign = _mm256_set1_ps(-0.0);
+    let abs = |a: __m256| _mm256_andnot_ps(sign, a);
+    let m = _mm256_max_ps(
+        _mm256_max_ps(abs(v[0]), abs(v[1])),
+        _mm256_max_ps(abs(v[2]), abs(v[3])),
+    );
+    let d = hmax_ps(m) / 127.0;
+    let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
+    let below_half = _mm256_set1_ps(0.499_999_97);
+    let mut q = [_mm256_setzero_si256(); 4];
+    for k in 0..4 {
+        let s = _mm256_mul_ps(v[k], id);
+        let r = _mm256_add_ps(s, _mm256_or_ps(_mm256_and_ps(s, sign), below_half));
+        q[k] = _mm256_cvttps_epi32(r);
+    }
+    let sum = hsum_epi32(_mm256_add_epi32(
+        _mm256_add_epi32(q[0], q[1]),
+        _mm256_add_epi32(q[2], q[3]),
+    ));
+    // Saturating packs interleave the 128-bit halves; the permute restores element order.
+    let p01 = _mm256_packs_epi32(q[0], q[1]);
+    let p23 = _mm256_packs_epi32(q[2], q[3]);
+    let bytes = _mm256_packs_epi16(p01, p23);
+    let bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(qs.cast(), bytes);
+    (d, sum)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn quantize_q8_0(x: &[f32], dst: &mut [u8]) {
+    for i in 0..x.len() / QK {
+        let b = dst.as_mut_ptr().add(i * Q8_0_BYTES);
+        let (d, _) = quantize_block(x.as_ptr().add(i * QK), b.add(2));
+        let d = f16_bits(d);
+        *b = d[0];
+        *b.add(1) = d[1];
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn quantize_q8_1(x: &[f32], dst: &mut [u8]) {
+    for i in 0..x.len() / QK {
+        let b = dst.as_mut_ptr().add(i * Q8_1_BYTES);
+        let (d, sum) = quantize_block(x.as_ptr().add(i * QK), b.add(4));
+        let s = f16_bits(sum as f32 * d);
+        let d = f16_bits(d);
+        for (k, byte) in [d[0], d[1], s[0], s[1]].into_iter().enumerate() {
+            *b.add(k) = byte;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Float weights.
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn dequantize_f16(src: &[u8], dst: &mut [f32]) {
+    let n = dst.len();
+    let mut i = 0;
+    while i + 8 <= n {
+        let h = _mm_loadu_si128(src.as_ptr().add(2 * i).cast());
+        _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
+        i += 8;
+    }
+    super::float::dequantize_row_scalar(GgmlType::F16, &src[2 * i..], &mut dst[i..]);
+}
+
+/// bf16 is the high half of an f32: widen to 32 bits and shift left 16.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn bf16x8(p: *const u8) -> __m256 {
+    let h = _mm_loadu_si128(p.cast());
+    _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn dequantize_bf16(src: &[u8], dst: &mut [f32]) {
+    let n = dst.len();
+    let mut i = 0;
+    while i + 8 <= n {
+        _mm256_storeu_ps(dst.as_mut_ptr().add(i), bf16x8(src.as_ptr().add(2 * i)));
+        i += 8;
+    }
+    super::float::dequantize_row_scalar(GgmlType::BF16, &src[2 * i..], &mut dst[i..]);
+}
+
+/// Dot of a float row with f32 activations: four independent 8-lane accumulators (to hide FMA
+/// latency), a scalar tail.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn vec_dot_float(ty: GgmlType, w: &[u8], x: &[f32]) -> f32 {
+    macro_rules! dot_loop {
+        ($elem:expr, $load:expr) => {{
+            let n = x.len();
+            let (wp, xp) = (w.as_ptr(), x.as_ptr());
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut i = 0;
+            while i + 32 <= n {
+                for (k, a) in acc.iter_mut().enumerate() {
+                    let j = i + 8 * k;
+                    *a = _mm256_fmadd_ps($load(wp.add($elem * j)), _mm256_loadu_ps(xp.add(j)), *a);
+                }
+                i += 32;
+            }
+            while i + 8 <= n {
+                acc[0] =
+                    _mm256_fmadd_ps($load(wp.add($elem * i)), _mm256_loadu_ps(xp.add(i)), acc[0]);
+                i += 8;
+            }
+            let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+            hsum_ps(sum) + super::float::vec_dot_f32_scalar(ty, &w[$elem * i..], &x[i..])
+        }};
+    }
+    match ty {
+        GgmlType::F32 => dot_loop!(4, |p: *const u8| _mm256_loadu_ps(p.cast())),
+        GgmlType::F16 => dot_loop!(2, |p: *const u8| _mm256_cvtph_ps(_mm_loadu_si128(p.cast()))),
+        GgmlType::BF16 => dot_loop!(2, |p: *const u8| bf16x8(p)),
+        _ => 0.0,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Block dot products, one body for both levels.
+//
+// A kernel dots `R` weight rows with `N` activation columns at once (matmul uses 2 × 4): each
+// weight block is unpacked once per row and reused for all columns, and each activation block is
+// loaded and its scale converted once per column and reused for all rows.
+
+/// Per (row, column): eight f32 lanes of scaled integer dots, and the scalar sum of the
+/// `m_w * s_a` terms (Q4_1, Q5_1).
+#[derive(Clone, Copy)]
+struct Acc<const R: usize, const N: usize> {
+    lanes: [[__m256; N]; R],
+    mins: [[f32; N]; R],
+}
+
+/// Runs `$body` for every block index `$i` with `$acc: &mut Acc<R, N>` and returns the sums.
+/// A single row and column alternates two accumulator sets, so that consecutive blocks'
+/// multiply-adds do not wait on each other (one chain would bound the loop at the FMA latency per
+/// block); bigger tiles already have `R * N` independent chains.
+macro_rules! tile_loop {
+    ($n_blocks:expr, |$i:ident, $acc:ident| $body:block) => {{
+        let n_blocks = $n_blocks;
+        let zero = Acc {
+            lanes: [[_mm256_setzero_ps(); N]; R],
+            mins: [[0.0f32; N]; R],
+        };
+        let mut chains = [zero, zero];
+        let mut $i = 0;
+        if R * N == 1 {
+            while $i + 2 <= n_blocks {
+                {
+                    let $acc = &mut chains[0];
+                    $body
+                }
+                $i += 1;
+                {
+                    let $acc = &mut chains[1];
+                    $body
+                }
+                $i += 1;
+            }
+        }
+        while $i < n_blocks {
+            let $acc = &mut chains[0];
+            $body
+            $i += 1;
+        }
+        let mut out = [[0.0f32; N]; R];
+        for r in 0..R {
+            for c in 0..N {
+                let lanes = _mm256_add_ps(chains[0].lanes[r][c], chains[1].lanes[r][c]);
+                out[r][c] = hsum_ps(lanes) + (chains[0].mins[r][c] + chains[1].mins[r][c]);
+            }
+        }
+        out
+    }};
+}
+
+macro_rules! block_dot_kernels {
+    ($features:literal) => {
+        /// Adds one signed-weight block per row (quants `x[r]`, scale `dw[r]`) dotted with the
+        /// Q8_0 block at byte `off` of each column.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn signed_tile<const R: usize, const N: usize>(
+            acc: &mut Acc<R, N>,
+            x: [__m256i; R],
+            dw: [f32; R],
+            acts: &[&[u8]; N],
+            off: usize,
+        ) {
+            let mut ax = [_mm256_setzero_si256(); R];
+            let mut vdw = [_mm256_setzero_ps(); R];
+            for r in 0..R {
+                ax[r] = _mm256_sign_epi8(x[r], x[r]);
+                vdw[r] = _mm256_set1_ps(dw[r]);
+            }
+            for c in 0..N {
+                let ap = acts[c].as_ptr().add(off);
+                let y = _mm256_loadu_si256(ap.add(2).cast());
+                let da = _mm256_set1_ps(f16_at(ap));
+                for r in 0..R {
+                    let p = dot_u8_i8(ax[r], _mm256_sign_epi8(y, x[r]));
+                    let scale = _mm256_mul_ps(vdw[r], da);
+                    acc.lanes[r][c] =
+                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc.lanes[r][c]);
+                }
+            }
+        }
+
+        /// Adds one unsigned-weight block per row (quants `x[r]`, scale `dw[r]`, minimum
+        /// `mw[r]`) dotted with the Q8_1 block at byte `off` of each column.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn unsigned_tile<const R: usize, const N: usize>(
+            acc: &mut Acc<R, N>,
+            x: [__m256i; R],
+            dw: [f32; R],
+            mw: [f32; R],
+            acts: &[&[u8]; N],
+            off: usize,
+        ) {
+            let mut vdw = [_mm256_setzero_ps(); R];
+            for r in 0..R {
+                vdw[r] = _mm256_set1_ps(dw[r]);
+            }
+            for c in 0..N {
+                let ap = acts[c].as_ptr().add(off);
+                let y = _mm256_loadu_si256(ap.add(4).cast());
+                let da = _mm256_set1_ps(f16_at(ap));
+                let sa = f16_at(ap.add(2));
+                for r in 0..R {
+                    let p = dot_u8_i8(x[r], y);
+                    let scale = _mm256_mul_ps(vdw[r], da);
+                    acc.lanes[r][c] =
+                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc.lanes[r][c]);
+                    acc.mins[r][c] += mw[r] * sa;
+                }
+            }
+        }
+
+        /// Q4_0 weights · Q8_0 activations, `R` rows × `N` columns.
+        #[target_feature(enable = $features)]
+        pub(in crate::quant) unsafe fn vec_dot_q4_0<const R: usize, const N: usize>(
+            ws: [&[u8]; R],
+            acts: [&[u8]; N],
+        ) -> [[f32; N]; R] {
+            tile_loop!(ws[0].len() / Q4_0_BYTES, |i, acc| {
+                let mut x = [_mm256_setzero_si256(); R];
+                let mut dw = [0.0f32; R];
+                for r in 0..R {
+                    let wp = ws[r].as_ptr().add(i * Q4_0_BYTES);
+                    x[r] = _mm256_sub_epi8(nibbles(wp.add(2)), _mm256_set1_epi8(8));
+                    dw[r] = f16_at(wp);
+                }
+                signed_tile(acc, x, dw, &acts, i * Q8_0_BYTES);
+            })
+        }
+
+        /// Q5_0 weights · Q8_0 activations, `R` rows × `N` columns.
+        #[target_feature(enable = $features)]
+        pub(in crate::quant) unsafe fn vec_dot_q5_0<const R: usize, const N: usize>(
+            ws: [&[u8]; R],
+            acts: [&[u8]; N],
+        ) -> [[f32; N]; R] {
+            tile_loop!(ws[0].len() / Q5_0_BYTES, |i, acc| {
+                let mut x = [_mm256_setzero_si256(); R];
+                let mut dw = [0.0f32; R];
+                for r in 0..R {
+                    let wp = ws[r].as_ptr().add(i * Q5_0_BYTES);
+                    let qh = u32::from_le(wp.add(2).cast::<u32>().read_unaligned());
+                    x[r] = q5_0_values(nibbles(wp.add(6)), bits_to_bytes(qh));
+                    dw[r] = f16_at(wp);
+                }
+                signed_tile(acc, x, dw, &acts, i * Q8_0_BYTES);
+            })
+        }
+
+        /// Q8_0 weights · Q8_0 activations, `R` rows × `N` columns.
+        #[target_feature(enable = $features)]
+        pub(in crate::quant) unsafe fn vec_dot_q8_0<const R: usize, const N: usize>(
+            ws: [&[u8]; R],
+            acts: [&[u8]; N],
+        ) -> [[f32; N]; R] {
+            tile_loop!(ws[0].len() / Q8_0_BYTES, |i, acc| {
+                let mut x = [_mm256_setzero_si256(); R];
+                let mut dw = [0.0f32; R];
+                for r in 0..R {
+                    let wp = ws[r].as_ptr().add(i * Q8_0_BYTES);
+                    x[r] = _mm256_loadu_si256(wp.add(2).cast());
+                    dw[r] = f16_at(wp);
+                }
+                signed_tile(acc, x, dw, &acts, i * Q8_0_BYTES);
+            })
+        }
+
+        /// Q4_1 weights · Q8_1 activations, `R` rows × `N` columns.
+        #[target_feature(enable = $features)]
+        pub(in crate::quant) unsafe fn vec_dot_q4_1<const R: usize, const N: usize>(
+            ws: [&[u8]; R],
+            acts: [&[u8]; N],
+        ) -> [[f32; N]; R] {
+            tile_loop!(ws[0].len() / Q4_1_BYTES, |i, acc| {
+                let mut x = [_mm256_setzero_si256(); R];
+                let (mut dw, mut mw) = ([0.0f32; R], [0.0f32; R]);
+                for r in 0..R {
+                    let wp = ws[r].as_ptr().add(i * Q4_1_BYTES);
+                    x[r] = nibbles(wp.add(4));
+                    dw[r] = f16_at(wp);
+                    mw[r] = f16_at(wp.add(2));
+                }
+                unsigned_tile(acc, x, dw, mw, &acts, i * Q8_1_BYTES);
+            })
+        }
+
+        /// Q5_1 weights · Q8_1 activations, `R` rows × `N` columns.
+        #[target_feature(enable = $features)]
+        pub(in crate::quant) unsafe fn vec_dot_q5_1<const R: usize, const N: usize>(
+            ws: [&[u8]; R],
+            acts: [&[u8]; N],
+        ) -> [[f32; N]; R] {
+            tile_loop!(ws[0].len() / Q5_1_BYTES, |i, acc| {
+                let mut x = [_mm256_setzero_si256(); R];
+                let (mut dw, mut mw) = ([0.0f32; R], [0.0f32; R]);
+                for r in 0..R {
+                    let wp = ws[r].as_ptr().add(i * Q5_1_BYTES);
+                    let qh = u32::from_le(wp.add(4).cast::<u32>().read_unaligned());
+                    x[r] = q5_1_values(nibbles(wp.add(8)), bits_to_bytes(qh));
+                    dw[r] = f16_at(wp);
+                    mw[r] = f16_at(wp.add(2));
+                }
+                unsigned_tile(acc, x, dw, mw, &acts, i * Q8_1_BYTES);
+            })
+        }
+    };
+}
+
+/// AVX2 + FMA + F16C kernels.
+pub(super) mod avx2 {
+    use super::*;
+
+    /// Σ of four adjacent u8·i8 products into each i32 lane: `vpmaddubsw` (pairs into i16, no
+    /// saturation for our operand ranges, see the module doc) then `vpmaddwd` with ones.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dot_u8_i8(a: __m256i, b: __m256i) -> __m256i {
+        _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn bits_to_bytes(bits: u32) -> __m256i {
+        bits_to_bytes_avx2(bits)
+    }
+
+    block_dot_kernels!("avx2,fma,f16c");
+}
+
+/// AVX-512 VNNI kernels (on 256-bit registers, which avoid the frequency drop 512-bit code
+/// causes on older Xeons and need no cross-block shuffles for 32-element blocks).
+pub(super) mod avx512 {
+    use super::*;
+
+    /// Σ of four adjacent u8·i8 products into each i32 lane, in one `vpdpbusd`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn dot_u8_i8(a: __m256i, b: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(_mm256_setzero_si256(), a, b)
+    }
+
+    /// Byte `j` = 0xFF where bit `j` is set, in one `vpmovm2b`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn bits_to_bytes(bits: u32) -> __m256i {
+        _mm256_movm_epi8(bits)
+    }
+
+    block_dot_kernels!("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni");
+}

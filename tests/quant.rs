@@ -1,0 +1,573 @@
+//! Kernels of the 32-element block formats and the float types: dequantization against
+//! llama.cpp's reference values from real model files, every SIMD level against its scalar twin,
+//! activation quantization, and the parallel matmul against a naive loop.
+
+use std::path::Path;
+
+use half::{bf16, f16};
+use proptest::collection::vec;
+use proptest::prelude::*;
+use serde_json::Value as Json;
+
+use llmrt::gguf::GgufFile;
+use llmrt::quant::q4_0::BlockQ4_0;
+use llmrt::quant::q4_1::BlockQ4_1;
+use llmrt::quant::q5_0::BlockQ5_0;
+use llmrt::quant::q5_1::BlockQ5_1;
+use llmrt::quant::q8::{self, BlockQ8_1};
+use llmrt::quant::q8_0::BlockQ8_0;
+use llmrt::quant::{self, as_blocks, matmul, vec_dot_type, GgmlType, QMatrix, Simd, QK};
+
+/// Relative tolerance of a dequantized tensor's sums against the reference (float64 sums of the
+/// same float32 values, in another order).
+const SUM_REL_TOL: f64 = 1e-6;
+/// A SIMD dot product may differ from its scalar twin by this much relative to the sum of the
+/// absolute values of its terms: both sum the same exact per-block integer dots, scaled in f32,
+/// in different orders (8 lanes × blocks, fused multiply-adds).
+const DOT_REL_TOL: f64 = 1e-5;
+
+const BLOCK_TYPES: [GgmlType; 5] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+];
+const FLOAT_TYPES: [GgmlType; 3] = [GgmlType::F32, GgmlType::F16, GgmlType::BF16];
+
+fn has_kernels(ty: GgmlType) -> bool {
+    BLOCK_TYPES.contains(&ty) || FLOAT_TYPES.contains(&ty)
+}
+
+fn dequantize(ty: GgmlType, src: &[u8], n: usize, simd: Simd) -> Vec<f32> {
+    let mut out = vec![0.0f32; n];
+    quant::dequantize_row(ty, src, &mut out, simd).unwrap();
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Real tensors against llama.cpp's dequantizer.
+
+#[test]
+fn dequantize_matches_reference_samples() {
+    let text = std::fs::read_to_string("tests/reference/dequant-samples.json").unwrap();
+    let reference: Json = serde_json::from_str(&text).unwrap();
+    let mut checked = 0;
+    for model in reference["models"].as_array().unwrap() {
+        let file = model["file"].as_str().unwrap();
+        let path = Path::new("models").join(file);
+        if !path.exists() {
+            println!("skipping {file}: not in models/");
+            continue;
+        }
+        let gguf = GgufFile::open(&path).unwrap();
+        for sample in model["samples"].as_array().unwrap() {
+            let name = sample["tensor"].as_str().unwrap();
+            let ty = GgmlType::from_name(sample["type"].as_str().unwrap()).unwrap();
+            if !has_kernels(ty) {
+                continue;
+            }
+            let info = gguf.tensor(name).unwrap();
+            assert_eq!(info.ty, ty, "{file} {name}");
+            let data = gguf.tensor_data(info);
+            let n = info.dims[0] as usize;
+            let rows = info.n_rows() as usize;
+            let row_bytes = ty.row_bytes(n as u64).unwrap() as usize;
+
+            for simd in Simd::all_supported() {
+                for (r, key) in [(0, "row0_first64"), (1, "row1_first64")] {
+                    let got = dequantize(ty, &data[r * row_bytes..][..row_bytes], n, simd);
+                    let want: Vec<f32> = sample[key]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|v| v.as_f64().unwrap() as f32)
+                        .collect();
+                    assert_eq!(
+                        &got[..want.len()],
+                        &want[..],
+                        "{file} {name} row {r} {simd:?}"
+                    );
+                }
+                let row0 = dequantize(ty, &data[..row_bytes], n, simd);
+                let row0_sum: f64 = row0.iter().map(|&v| v as f64).sum();
+                let want = sample["row0_sum"].as_f64().unwrap();
+                assert!(
+                    (row0_sum - want).abs() <= SUM_REL_TOL * want.abs(),
+                    "{file} {name} row 0 sum {row0_sum} vs {want} ({simd:?})"
+                );
+            }
+
+            // Whole tensor with the detected level (the per-row comparison above covers the rest).
+            let simd = Simd::detect();
+            let mut row = vec![0.0f32; n];
+            let (mut sum, mut abs_sum) = (0.0f64, 0.0f64);
+            for r in 0..rows {
+                quant::dequantize_row(ty, &data[r * row_bytes..][..row_bytes], &mut row, simd)
+                    .unwrap();
+                for &v in &row {
+                    sum += v as f64;
+                    abs_sum += (v as f64).abs();
+                }
+            }
+            for (got, key) in [(sum, "sum"), (abs_sum, "abs_sum")] {
+                let want = sample[key].as_f64().unwrap();
+                assert!(
+                    (got - want).abs() <= SUM_REL_TOL * want.abs(),
+                    "{file} {name} {key} {got} vs {want}"
+                );
+            }
+            println!("{file} {name} ({ty}): {rows} rows match");
+            checked += 1;
+        }
+    }
+    println!("{checked} reference tensors checked");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Random blocks.
+
+/// f16 scale bits: the extremes (largest finite, smallest normal, subnormals, zero, negative) and
+/// random finite values.
+fn weight_scale() -> impl Strategy<Value = u16> {
+    prop_oneof![
+        Just(f16::MAX.to_bits()),
+        Just(f16::MIN.to_bits()),
+        Just(f16::MIN_POSITIVE.to_bits()),
+        Just(0x0001u16),
+        Just(0x83FFu16),
+        Just(0u16),
+        0u16..0x7C00,
+        0x8000u16..0xFC00,
+    ]
+}
+
+/// f16 activation scales as the quantizer produces them (`amax / 127`, non-negative): zero,
+/// subnormal, smallest normal, or random up to 16.
+fn act_scale() -> impl Strategy<Value = u16> {
+    prop_oneof![
+        Just(0u16),
+        Just(0x0001u16),
+        Just(f16::MIN_POSITIVE.to_bits()),
+        (0u16..=f16::from_f32(16.0).to_bits()),
+    ]
+}
+
+/// `len` quant bytes: all zero, maximal patterns, or random.
+fn quant_bytes(len: usize) -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        Just(vec![0u8; len]),
+        Just(vec![0xFFu8; len]),
+        Just(vec![0x80u8; len]),
+        Just(vec![0x7Fu8; len]),
+        vec(any::<u8>(), len),
+    ]
+}
+
+/// One weight block of `ty` as bytes.
+fn weight_block(ty: GgmlType) -> BoxedStrategy<Vec<u8>> {
+    let (n_scales, body) = match ty {
+        GgmlType::Q4_0 => (1, 16),
+        GgmlType::Q4_1 => (2, 16),
+        GgmlType::Q5_0 => (1, 20),
+        GgmlType::Q5_1 => (2, 20),
+        GgmlType::Q8_0 => (1, 32),
+        _ => unreachable!("not a 32-element weight type: {ty}"),
+    };
+    (vec(weight_scale(), n_scales), quant_bytes(body))
+        .prop_map(|(scales, body)| {
+            let mut b: Vec<u8> = scales.iter().flat_map(|s| s.to_le_bytes()).collect();
+            b.extend(body);
+            b
+        })
+        .boxed()
+}
+
+/// One activation block of `act_ty` (Q8_0 or Q8_1) as bytes, quants in -127..=127 as the
+/// quantizer guarantees, and for Q8_1 `s = d * Σ q` as f16.
+fn act_block(act_ty: GgmlType) -> BoxedStrategy<Vec<u8>> {
+    let qs = prop_oneof![
+        Just(vec![127i8; QK]),
+        Just(vec![-127i8; QK]),
+        Just(vec![0i8; QK]),
+        vec(-127i8..=127, QK),
+    ];
+    (act_scale(), qs)
+        .prop_map(move |(d, qs)| {
+            let mut b = d.to_le_bytes().to_vec();
+            if act_ty == GgmlType::Q8_1 {
+                let sum: i32 = qs.iter().map(|&q| q as i32).sum();
+                let s = f16::from_f32(sum as f32 * f16::from_bits(d).to_f32());
+                b.extend(s.to_le_bytes());
+            }
+            b.extend(qs.iter().map(|&q| q as u8));
+            b
+        })
+        .boxed()
+}
+
+/// `(weights, activations)` of `1..=8` blocks.
+fn dot_operands(ty: GgmlType) -> impl Strategy<Value = (Vec<u8>, Vec<u8>)> {
+    (1usize..=8).prop_flat_map(move |n| {
+        (
+            vec(weight_block(ty), n).prop_map(|b| b.concat()),
+            vec(act_block(vec_dot_type(ty)), n).prop_map(|b| b.concat()),
+        )
+    })
+}
+
+/// Per block: scale, minimum (0 for symmetric types) and integer quants.
+fn weight_terms(ty: GgmlType, w: &[u8]) -> Vec<(f64, f64, [i8; QK])> {
+    let f = |h: f16| h.to_f64();
+    match ty {
+        GgmlType::Q4_0 => as_blocks::<BlockQ4_0>(w)
+            .iter()
+            .map(|b| (f(b.d()), 0.0, b.quants()))
+            .collect(),
+        GgmlType::Q4_1 => as_blocks::<BlockQ4_1>(w)
+            .iter()
+            .map(|b| (f(b.d()), f(b.m()), b.quants()))
+            .collect(),
+        GgmlType::Q5_0 => as_blocks::<BlockQ5_0>(w)
+            .iter()
+            .map(|b| (f(b.d()), 0.0, b.quants()))
+            .collect(),
+        GgmlType::Q5_1 => as_blocks::<BlockQ5_1>(w)
+            .iter()
+            .map(|b| (f(b.d()), f(b.m()), b.quants()))
+            .collect(),
+        GgmlType::Q8_0 => as_blocks::<BlockQ8_0>(w)
+            .iter()
+            .map(|b| (f(b.d()), 0.0, b.quants()))
+            .collect(),
+        _ => unreachable!(),
+    }
+}
+
+/// Per block of activations: scale, stored scaled sum (0 for Q8_0) and quants.
+fn act_terms(act_ty: GgmlType, a: &[u8]) -> Vec<(f64, f64, [i8; QK])> {
+    match act_ty {
+        GgmlType::Q8_0 => as_blocks::<BlockQ8_0>(a)
+            .iter()
+            .map(|b| (b.d().to_f64(), 0.0, b.qs))
+            .collect(),
+        GgmlType::Q8_1 => as_blocks::<BlockQ8_1>(a)
+            .iter()
+            .map(|b| (b.d().to_f64(), b.s().to_f64(), b.qs))
+            .collect(),
+        _ => unreachable!(),
+    }
+}
+
+/// Σ over blocks of `|d_w d_a| Σ |q y| + |m_w s_a|`: the size of the terms a dot product sums,
+/// which bounds its rounding error.
+fn dot_magnitude(ty: GgmlType, w: &[u8], a: &[u8]) -> f64 {
+    let acts = act_terms(vec_dot_type(ty), a);
+    weight_terms(ty, w)
+        .iter()
+        .zip(&acts)
+        .map(|((dw, mw, qw), (da, sa, qa))| {
+            let sumi: i64 = qw
+                .iter()
+                .zip(qa)
+                .map(|(&x, &y)| (x as i64 * y as i64).abs())
+                .sum();
+            (dw * da).abs() * sumi as f64 + (mw * sa).abs()
+        })
+        .sum()
+}
+
+fn check_block_type(ty: GgmlType, w: &[u8], a: &[u8]) -> Result<(), TestCaseError> {
+    let n = w.len() / ty.block_bytes() * QK;
+    let want_deq = dequantize(ty, w, n, Simd::Scalar);
+    let want_dot = quant::vec_dot(ty, w, a, Simd::Scalar);
+    let magnitude = dot_magnitude(ty, w, a);
+    for simd in Simd::all_supported() {
+        let got = dequantize(ty, w, n, simd);
+        let same = got
+            .iter()
+            .zip(&want_deq)
+            .all(|(x, y)| x.to_bits() == y.to_bits());
+        prop_assert!(same, "{ty} dequantize {simd:?}: {got:?} vs {want_deq:?}");
+        let got = quant::vec_dot(ty, w, a, simd);
+        let err = (got as f64 - want_dot as f64).abs();
+        prop_assert!(
+            err <= DOT_REL_TOL * magnitude,
+            "{ty} vec_dot {simd:?}: {got} vs scalar {want_dot} (magnitude {magnitude})"
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn q4_0_simd_matches_scalar((w, a) in dot_operands(GgmlType::Q4_0)) {
+        check_block_type(GgmlType::Q4_0, &w, &a)?;
+    }
+
+    #[test]
+    fn q4_1_simd_matches_scalar((w, a) in dot_operands(GgmlType::Q4_1)) {
+        check_block_type(GgmlType::Q4_1, &w, &a)?;
+    }
+
+    #[test]
+    fn q5_0_simd_matches_scalar((w, a) in dot_operands(GgmlType::Q5_0)) {
+        check_block_type(GgmlType::Q5_0, &w, &a)?;
+    }
+
+    #[test]
+    fn q5_1_simd_matches_scalar((w, a) in dot_operands(GgmlType::Q5_1)) {
+        check_block_type(GgmlType::Q5_1, &w, &a)?;
+    }
+
+    #[test]
+    fn q8_0_simd_matches_scalar((w, a) in dot_operands(GgmlType::Q8_0)) {
+        check_block_type(GgmlType::Q8_0, &w, &a)?;
+    }
+
+    /// Activation quantization is bit-identical at every level, for values from zero to large.
+    #[test]
+    fn activation_quantizers_match_scalar(
+        x in (1usize..=8).prop_flat_map(|n| vec(prop_oneof![
+            Just(0.0f32),
+            -1.0f32..1.0,
+            -1e4f32..1e4,
+            (-1000i32..1000).prop_map(|k| k as f32 * 0.5),
+        ], n * QK))
+    ) {
+        for act_ty in [GgmlType::Q8_0, GgmlType::Q8_1] {
+            let bytes = act_ty.row_bytes(x.len() as u64).unwrap() as usize;
+            let mut want = vec![0u8; bytes];
+            quant::quantize_activations(act_ty, &x, &mut want, Simd::Scalar).unwrap();
+            for simd in Simd::all_supported() {
+                let mut got = vec![0u8; bytes];
+                quant::quantize_activations(act_ty, &x, &mut got, simd).unwrap();
+                prop_assert_eq!(&got, &want, "{} {:?}", act_ty, simd);
+            }
+        }
+    }
+
+    /// Float rows: exact conversion, dot within tolerance of the f64 scalar twin.
+    #[test]
+    fn float_simd_matches_scalar(values in (1usize..80).prop_flat_map(|n| vec(-1e3f32..1e3, n)),
+                                 x_seed in any::<u64>()) {
+        let x: Vec<f32> = (0..values.len()).map(|i| lcg_f32(x_seed, i)).collect();
+        for ty in FLOAT_TYPES {
+            let w = encode_float(ty, &values);
+            let want_deq = dequantize(ty, &w, values.len(), Simd::Scalar);
+            let want_dot = quant::float::vec_dot_f32(ty, &w, &x, Simd::Scalar);
+            let magnitude: f64 = want_deq.iter().zip(&x).map(|(a, b)| (a * b).abs() as f64).sum();
+            for simd in Simd::all_supported() {
+                let got = dequantize(ty, &w, values.len(), simd);
+                prop_assert!(got.iter().zip(&want_deq).all(|(a, b)| a.to_bits() == b.to_bits()));
+                let got = quant::float::vec_dot_f32(ty, &w, &x, simd);
+                prop_assert!((got as f64 - want_dot as f64).abs() <= DOT_REL_TOL * magnitude,
+                    "{} {:?}: {} vs {}", ty, simd, got, want_dot);
+            }
+        }
+    }
+}
+
+/// ggml rounds `x / d` half away from zero (C `roundf`): with `amax = 127` the scale is exactly 1
+/// and the quants are the inputs rounded that way, at every level.
+#[test]
+fn activation_rounding_is_half_away_from_zero() {
+    let mut x = vec![0.0f32; QK];
+    let cases = [
+        (127.0, 127),
+        (0.5, 1),
+        (-0.5, -1),
+        (1.5, 2),
+        (2.5, 3),
+        (-2.5, -3),
+        (0.499_999_97, 0),
+        (-0.499_999_97, 0),
+        (126.5, 127),
+        (-127.0, -127),
+    ];
+    for (i, &(v, _)) in cases.iter().enumerate() {
+        x[i] = v;
+    }
+    for simd in Simd::all_supported() {
+        let mut q = vec![0u8; GgmlType::Q8_1.block_bytes()];
+        q8::quantize_row_q8_1(&x, &mut q, simd);
+        let b = &as_blocks::<BlockQ8_1>(&q)[0];
+        assert_eq!(b.d().to_f32(), 1.0, "{simd:?}");
+        for (i, &(v, want)) in cases.iter().enumerate() {
+            assert_eq!(b.qs[i], want, "{v} at {simd:?}");
+        }
+        let sum: i32 = b.qs.iter().map(|&q| q as i32).sum();
+        assert_eq!(b.s().to_f32(), sum as f32, "{simd:?}");
+    }
+}
+
+/// A deterministic pseudo-random value in [-1, 1) for element `i`.
+fn lcg_f32(seed: u64, i: usize) -> f32 {
+    let mut s = seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    s = s
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+}
+
+fn encode_float(ty: GgmlType, values: &[f32]) -> Vec<u8> {
+    match ty {
+        GgmlType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        GgmlType::F16 => values
+            .iter()
+            .flat_map(|&v| f16::from_f32(v).to_le_bytes())
+            .collect(),
+        GgmlType::BF16 => values
+            .iter()
+            .flat_map(|&v| bf16::from_f32(v).to_le_bytes())
+            .collect(),
+        _ => unreachable!(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Matmul.
+
+/// Random weights of `ty` with realistic scales (so that columns share a magnitude).
+fn random_weights(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
+    let values: Vec<f32> = (0..rows * cols).map(|i| lcg_f32(seed, i)).collect();
+    if FLOAT_TYPES.contains(&ty) {
+        return encode_float(ty, &values);
+    }
+    let n_blocks = rows * cols / QK;
+    let mut out = Vec::with_capacity(n_blocks * ty.block_bytes());
+    for b in 0..n_blocks {
+        let r = |k: usize| (lcg_f32(seed ^ 0xABCD, b * 64 + k) * 0.5 + 0.5) as f64;
+        let d = f16::from_f64(0.001 + 0.05 * r(0));
+        out.extend(d.to_le_bytes());
+        if matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1) {
+            out.extend(f16::from_f64(-0.5 * r(1)).to_le_bytes());
+        }
+        let body = ty.block_bytes() - out.len() % ty.block_bytes();
+        for k in 0..body {
+            out.push((r(k + 2) * 255.0) as u8);
+        }
+    }
+    out
+}
+
+/// Naive product: each column quantized with the scalar quantizer, each row dotted with the
+/// scalar kernel; also returns the magnitude of each dot's terms.
+fn naive_matmul(w: &QMatrix<'_>, x: &[f32], n_cols: usize) -> (Vec<f32>, Vec<f64>) {
+    let row_bytes = w.ty.row_bytes(w.cols as u64).unwrap() as usize;
+    let mut out = vec![0.0; w.rows * n_cols];
+    let mut mag = vec![0.0; w.rows * n_cols];
+    for c in 0..n_cols {
+        let xc = &x[c * w.cols..][..w.cols];
+        for r in 0..w.rows {
+            let row = &w.data[r * row_bytes..][..row_bytes];
+            let (v, m) = if FLOAT_TYPES.contains(&w.ty) {
+                let deq = dequantize(w.ty, row, w.cols, Simd::Scalar);
+                let m = deq.iter().zip(xc).map(|(a, b)| (a * b).abs() as f64).sum();
+                (quant::float::vec_dot_f32(w.ty, row, xc, Simd::Scalar), m)
+            } else {
+                let act_ty = vec_dot_type(w.ty);
+                let mut act = vec![0u8; act_ty.row_bytes(w.cols as u64).unwrap() as usize];
+                quant::quantize_activations(act_ty, xc, &mut act, Simd::Scalar).unwrap();
+                let v = quant::vec_dot(w.ty, row, &act, Simd::Scalar);
+                (v, dot_magnitude(w.ty, row, &act))
+            };
+            out[c * w.rows + r] = v;
+            mag[c * w.rows + r] = m;
+        }
+    }
+    (out, mag)
+}
+
+#[test]
+fn matmul_matches_naive_loop() {
+    let (rows, cols) = (37, 160);
+    let pools: Vec<rayon::ThreadPool> = [1, 2]
+        .iter()
+        .map(|&t| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    for (ti, ty) in BLOCK_TYPES.iter().chain(&FLOAT_TYPES).copied().enumerate() {
+        let data = random_weights(ty, rows, cols, 17 + ti as u64);
+        let w = QMatrix {
+            ty,
+            rows,
+            cols,
+            data: &data,
+        };
+        for n_cols in [1, 3, 4, 9] {
+            let x: Vec<f32> = (0..cols * n_cols).map(|i| lcg_f32(99, i) * 3.0).collect();
+            let (want, mag) = naive_matmul(&w, &x, n_cols);
+            for pool in &pools {
+                for simd in Simd::all_supported() {
+                    let mut out = vec![f32::NAN; rows * n_cols];
+                    let mut scratch = Vec::new();
+                    matmul(pool, &w, &x, n_cols, &mut out, &mut scratch, simd).unwrap();
+                    for i in 0..out.len() {
+                        assert!(
+                            (out[i] as f64 - want[i] as f64).abs() <= DOT_REL_TOL * mag[i],
+                            "{ty} n_cols {n_cols} threads {} {simd:?} at {i}: {} vs {}",
+                            pool.current_num_threads(),
+                            out[i],
+                            want[i]
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_reuses_scratch_and_rejects_bad_shapes() {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    let (rows, cols, n_cols) = (64, 256, 8);
+    let data = random_weights(GgmlType::Q4_1, rows, cols, 5);
+    let w = QMatrix {
+        ty: GgmlType::Q4_1,
+        rows,
+        cols,
+        data: &data,
+    };
+    let x: Vec<f32> = (0..cols * n_cols).map(|i| lcg_f32(3, i)).collect();
+    let mut out = vec![0.0; rows * n_cols];
+    let mut scratch = Vec::new();
+    let simd = Simd::detect();
+    matmul(&pool, &w, &x, n_cols, &mut out, &mut scratch, simd).unwrap();
+    let (ptr, cap) = (scratch.as_ptr(), scratch.capacity());
+    let first = out.clone();
+    matmul(&pool, &w, &x, n_cols, &mut out, &mut scratch, simd).unwrap();
+    assert_eq!((scratch.as_ptr(), scratch.capacity()), (ptr, cap));
+    assert_eq!(out, first, "repeated calls give identical results");
+    // Fewer columns reuse the larger scratch too.
+    matmul(
+        &pool,
+        &w,
+        &x[..cols],
+        1,
+        &mut out[..rows],
+        &mut scratch,
+        simd,
+    )
+    .unwrap();
+    assert_eq!(scratch.as_ptr(), ptr);
+
+    assert!(matmul(&pool, &w, &x[1..], n_cols, &mut out, &mut scratch, simd).is_err());
+    assert!(matmul(&pool, &w, &x, n_cols, &mut out[1..], &mut scratch, simd).is_err());
+    let short = QMatrix {
+        data: &data[1..],
+        ..w
+    };
+    assert!(matmul(&pool, &short, &x, n_cols, &mut out, &mut scratch, simd).is_err());
+    let ragged = QMatrix { cols: 250, ..w };
+    assert!(matmul(&pool, &ragged, &x, n_cols, &mut out, &mut scratch, simd).is_err());
+}
