@@ -928,6 +928,24 @@ class Session:
 
     # -- scoring --------------------------------------------------------------------------------
 
+    def eval(self, ids: Sequence[int]) -> Any:
+        """Appends ``ids`` to the context, runs the model over them, and returns the logits after
+        the last one (a float32 NumPy vector, or a list): one step of a hand-written decoding
+        loop. Raises :class:`ContextFullError` when they do not fit."""
+        array = _token_array(list(ids))
+        lib = self._lib
+        n_vocab = self.model.info.n_vocab
+        with self._use() as h:
+            _check(lib, lib.llm_eval(h, array, len(array)))
+            logits = lib.llm_get_logits(h, -1)
+            if not logits:
+                raise _last_error(lib)
+            if _np is not None:
+                row = _np.empty(n_vocab, dtype=_np.float32)
+                ctypes.memmove(row.ctypes.data, logits, 4 * n_vocab)
+                return row
+            return logits[:n_vocab]
+
     def score(self, ids: Sequence[int]) -> Any:
         """The raw logits after each token of ``ids``, evaluated from an empty context: row i
         predicts token i + 1. A float32 NumPy array of shape (len(ids), n_vocab) when NumPy is
