@@ -44,7 +44,7 @@ fn generate_header() -> Vec<u8> {
 fn header_is_fresh() {
     let path = root().join("include/llmrt.h");
     let generated = generate_header();
-    if std::env::var_os("LLMRT_BLESS").is_some() {
+    if std::env::var("LLMRT_BLESS").is_ok_and(|v| v == "1") {
         std::fs::write(&path, &generated).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         return;
     }
