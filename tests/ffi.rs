@@ -44,7 +44,7 @@ fn generate_header() -> Vec<u8> {
 fn header_is_fresh() {
     let path = root().join("include/llmrt.h");
     let generated = generate_header();
-    if std::env::var_os("LLMRT_BLESS").is_some() {
+    if std::env::var("LLMRT_BLESS").is_ok_and(|v| v == "1") {
         std::fs::write(&path, &generated).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         return;
     }
@@ -139,22 +139,10 @@ fn ids(value: &serde_json::Value, pointer: &str) -> Vec<u32> {
         .collect()
 }
 
-fn top2_gap(logits: &[f32]) -> f32 {
-    let (mut first, mut second) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
-    for &l in logits {
-        if l > first {
-            second = first;
-            first = l;
-        } else if l > second {
-            second = l;
-        }
-    }
-    first - second
-}
-
 /// Checks our greedy tokens `ours` against llama.cpp's continuation `expected` of `context`: the
-/// same, except after a step where they part at a near-tie in our logits. Returns the number of
-/// tokens that agree.
+/// same, except that they may part where llama.cpp's token is our runner-up (a close call that
+/// rounding differences can flip; how close is the forward-pass tests' business, tests/model.rs).
+/// Returns the number of tokens that agree.
 fn check_against_llama_cpp(
     model: &Arc<Model>,
     context: &[u32],
