@@ -177,9 +177,8 @@ fn check_against_llama_cpp(
     assert!(
         gap <= GREEDY_BAND,
         "greedy paths part at step {agree} of {} where llama.cpp's token is {gap} below our top-1 \
-         (band {GREEDY_BAND}; top-2 gap {})",
-        expected.len(),
-        top2_gap(logits)
+         (band {GREEDY_BAND})",
+        expected.len()
     );
     println!(
         "agrees with llama.cpp for {agree} of {} tokens, then parts where its token is {gap} below our top-1",
