@@ -190,8 +190,9 @@ fn bar(p: f32) -> String {
     const PARTIAL: [char; 8] = [' ', '▏', '▎', '▍', '▌', '▋', '▊', '▉'];
     let eighths = (p.clamp(0.0, 1.0) * (BAR_WIDTH * 8) as f32).round() as usize;
     let mut s = "█".repeat(eighths / 8);
-    if eighths % 8 > 0 {
-        s.push(PARTIAL[eighths % 8]);
+    let rest = eighths % 8;
+    if rest > 0 {
+        s.push(PARTIAL[rest]);
     }
     s
 }
