@@ -18,6 +18,7 @@ const MAX_PERPLEXITY_REL_ERROR: f64 = 0.01;
 /// A greedy step whose top-2 logits are closer than this is a near-tie: the paths may diverge.
 const NEAR_TIE: f32 = 0.1;
 
+
 fn reference(name: &str) -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/reference/{name}.json"));
     serde_json::from_str(&std::fs::read_to_string(path).expect("reference file"))
