@@ -8,6 +8,7 @@
 pub mod chat;
 pub mod error;
 pub mod explain;
+pub mod ffi;
 pub mod generate;
 pub mod gguf;
 pub mod model;

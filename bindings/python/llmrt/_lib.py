@@ -1,0 +1,311 @@
+"""Finding and loading ``libllmrt``, and the ctypes mirror of ``include/llmrt.h``.
+
+Every C function gets its ``argtypes`` and ``restype`` here, and every struct a
+``ctypes.Structure`` with the header's field order and types; nothing else in the package touches
+the raw library. Keep this file in step with the header: a mismatch is memory corruption, not an
+exception (``tests/test_llmrt.py`` checks what it can, e.g. struct sizes against the defaults).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+import threading
+from ctypes import (
+    CFUNCTYPE,
+    POINTER,
+    Structure,
+    c_bool,
+    c_char,
+    c_char_p,
+    c_double,
+    c_float,
+    c_int,
+    c_int32,
+    c_size_t,
+    c_uint64,
+    c_void_p,
+)
+from pathlib import Path
+from typing import List, Optional
+
+from ._errors import LibraryNotFoundError
+
+# ---------------------------------------------------------------------------------------------
+# Types from include/llmrt.h
+# ---------------------------------------------------------------------------------------------
+
+#: ``llm_token``: a vocabulary index.
+llm_token = c_int32
+
+#: ``LLM_FAILED``: what count-returning functions return on a failure other than a small buffer.
+LLM_FAILED = -2147483648
+
+#: ``llm_kv_type`` values.
+LLM_KV_F16 = 0
+LLM_KV_F32 = 1
+
+#: ``llm_stop_reason`` values.
+LLM_STOP_NONE = 0
+LLM_STOP_MAX_TOKENS = 1
+LLM_STOP_END_OF_GENERATION = 2
+LLM_STOP_STRING = 3
+LLM_STOP_CANCELLED = 4
+LLM_STOP_CONTEXT_FULL = 5
+
+
+class llm_model(Structure):
+    """Opaque model handle (only ever used through a pointer)."""
+
+
+class llm_session(Structure):
+    """Opaque session handle (only ever used through a pointer)."""
+
+
+llm_model_p = POINTER(llm_model)
+llm_session_p = POINTER(llm_session)
+
+
+class llm_model_params(Structure):
+    _fields_ = [
+        ("n_threads", c_size_t),
+    ]
+
+
+class llm_model_info_t(Structure):
+    _fields_ = [
+        ("architecture", c_char * 32),
+        ("n_params", c_uint64),
+        ("file_size", c_uint64),
+        ("n_vocab", c_size_t),
+        ("n_ctx_train", c_size_t),
+        ("n_embd", c_size_t),
+        ("n_layer", c_size_t),
+        ("n_head", c_size_t),
+        ("n_head_kv", c_size_t),
+    ]
+
+
+class llm_session_params(Structure):
+    _fields_ = [
+        ("n_ctx", c_size_t),
+        ("n_threads", c_size_t),
+        ("n_batch", c_size_t),
+        ("kv_type", c_int32),
+        ("logits_all", c_bool),
+    ]
+
+
+class llm_generate_params(Structure):
+    _fields_ = [
+        ("max_tokens", c_size_t),
+        ("temperature", c_float),
+        ("top_k", c_size_t),
+        ("top_p", c_float),
+        ("min_p", c_float),
+        ("repeat_penalty", c_float),
+        ("frequency_penalty", c_float),
+        ("presence_penalty", c_float),
+        ("penalty_last_n", c_size_t),
+        ("seed", c_uint64),
+        ("stop", POINTER(c_char_p)),
+        ("n_stop", c_size_t),
+        ("add_special", c_bool),
+        ("parse_special", c_bool),
+    ]
+
+
+class llm_generate_stats(Structure):
+    _fields_ = [
+        # llm_stop_reason: a C enum, int-sized.
+        ("stop_reason", c_int),
+        ("prompt_tokens", c_size_t),
+        ("reused_tokens", c_size_t),
+        ("generated_tokens", c_size_t),
+        ("text_len", c_size_t),
+        ("prompt_seconds", c_double),
+        ("generate_seconds", c_double),
+        ("prompt_tokens_per_second", c_double),
+        ("generate_tokens_per_second", c_double),
+    ]
+
+
+class llm_chat_message(Structure):
+    _fields_ = [
+        ("role", c_char_p),
+        ("content", c_char_p),
+    ]
+
+
+#: ``char *``: a caller's buffer, or a piece of text read with its length (``c_char_p`` would copy
+#: it up to the first NUL, which generated text may contain).
+char_p = POINTER(c_char)
+
+#: ``bool (*llm_token_callback)(const char *piece, size_t len, void *user_data)``.
+llm_token_callback = CFUNCTYPE(c_bool, char_p, c_size_t, c_void_p)
+
+# llm_status is a C enum: int-sized.
+_status = c_int
+
+#: (name, restype, argtypes) of every exported function, in the header's order.
+_SIGNATURES = [
+    # Status, errors, library facts.
+    ("llm_last_error", c_char_p, []),
+    ("llm_last_status", _status, []),
+    ("llm_status_str", c_char_p, [c_int]),
+    ("llm_version", c_char_p, []),
+    ("llm_system_info", c_char_p, []),
+    # Models.
+    ("llm_model_default_params", llm_model_params, []),
+    ("llm_load", llm_model_p, [c_char_p, POINTER(llm_model_params)]),
+    ("llm_model_free", None, [llm_model_p]),
+    ("llm_model_info", _status, [llm_model_p, POINTER(llm_model_info_t)]),
+    ("llm_model_meta", c_int32, [llm_model_p, c_char_p, char_p, c_size_t]),
+    ("llm_model_meta_count", c_int32, [llm_model_p]),
+    ("llm_model_meta_key", c_int32, [llm_model_p, c_int32, char_p, c_size_t]),
+    ("llm_n_vocab", c_int32, [llm_model_p]),
+    (
+        "llm_tokenize",
+        c_int32,
+        [llm_model_p, c_char_p, c_size_t, c_bool, c_bool, POINTER(llm_token), c_size_t],
+    ),
+    ("llm_detokenize", c_int32, [llm_model_p, POINTER(llm_token), c_size_t, char_p, c_size_t]),
+    ("llm_token_to_piece", c_int32, [llm_model_p, llm_token, char_p, c_size_t]),
+    # Sessions.
+    ("llm_session_default_params", llm_session_params, []),
+    ("llm_session_new", llm_session_p, [llm_model_p, POINTER(llm_session_params)]),
+    ("llm_session_free", None, [llm_session_p]),
+    ("llm_session_reset", _status, [llm_session_p]),
+    ("llm_session_n_ctx", c_int32, [llm_session_p]),
+    ("llm_session_n_past", c_int32, [llm_session_p]),
+    ("llm_eval", _status, [llm_session_p, POINTER(llm_token), c_size_t]),
+    ("llm_get_logits", POINTER(c_float), [llm_session_p, c_int32]),
+    # Generation and chat.
+    ("llm_generate_default_params", llm_generate_params, []),
+    (
+        "llm_generate",
+        _status,
+        [
+            llm_session_p,
+            c_char_p,
+            POINTER(llm_generate_params),
+            llm_token_callback,
+            c_void_p,
+            char_p,
+            c_size_t,
+            POINTER(llm_generate_stats),
+        ],
+    ),
+    (
+        "llm_chat",
+        _status,
+        [
+            llm_session_p,
+            POINTER(llm_chat_message),
+            c_size_t,
+            POINTER(llm_generate_params),
+            llm_token_callback,
+            c_void_p,
+            char_p,
+            c_size_t,
+            POINTER(llm_generate_stats),
+        ],
+    ),
+    (
+        "llm_chat_apply_template",
+        c_int32,
+        [llm_model_p, POINTER(llm_chat_message), c_size_t, c_bool, char_p, c_size_t],
+    ),
+]
+
+# ---------------------------------------------------------------------------------------------
+# Finding the library
+# ---------------------------------------------------------------------------------------------
+
+if sys.platform == "darwin":
+    LIBRARY_FILE = "libllmrt.dylib"
+elif sys.platform == "win32":
+    LIBRARY_FILE = "llmrt.dll"
+else:
+    LIBRARY_FILE = "libllmrt.so"
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _target_release_candidates(start: Path) -> List[Path]:
+    """``target/release/<library>`` in ``start`` and each of its parents (a repository checkout)."""
+    return [d / "target" / "release" / LIBRARY_FILE for d in [start, *start.parents]]
+
+
+def candidate_paths() -> List[Path]:
+    """Where the library is looked for, in order: ``$LLMRT_LIB``, a copy inside the package, then
+    ``target/release`` of the enclosing repository, walking up from the package and from the
+    current directory. When ``LLMRT_LIB`` is set it is the only candidate (a wrong setting must not
+    silently fall back to another build)."""
+    env = os.environ.get("LLMRT_LIB")
+    if env:
+        return [Path(env)]
+    seen = set()
+    paths = []
+    for p in [
+        _PACKAGE_DIR / LIBRARY_FILE,
+        *_target_release_candidates(_PACKAGE_DIR),
+        *_target_release_candidates(Path.cwd().resolve()),
+    ]:
+        if p not in seen:
+            seen.add(p)
+            paths.append(p)
+    return paths
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    for name, restype, argtypes in _SIGNATURES:
+        fn = getattr(lib, name)
+        fn.restype = restype
+        fn.argtypes = argtypes
+
+
+_loaded: Optional[ctypes.CDLL] = None
+_loaded_path: Optional[Path] = None
+_load_lock = threading.Lock()
+
+
+def load_library() -> ctypes.CDLL:
+    """The library, loaded and declared on first use.
+
+    Raises :class:`LibraryNotFoundError` listing every place looked at (and why a found file did
+    not load) when there is none."""
+    global _loaded, _loaded_path
+    if _loaded is not None:
+        return _loaded
+    with _load_lock:
+        if _loaded is not None:
+            return _loaded
+        tried = []
+        for path in candidate_paths():
+            if not path.is_file():
+                tried.append(f"  {path}: not found")
+                continue
+            try:
+                lib = ctypes.CDLL(str(path))
+                _declare(lib)
+            except (OSError, AttributeError) as e:
+                tried.append(f"  {path}: cannot load ({e})")
+                continue
+            _loaded, _loaded_path = lib, path
+            return lib
+        raise LibraryNotFoundError(
+            f"cannot find the llmrt shared library {LIBRARY_FILE}; looked at:\n"
+            + "\n".join(tried)
+            + "\nBuild it with `cargo build --release` in the llmrt repository, or set LLMRT_LIB "
+            "to its path, or copy it into the installed package directory "
+            f"({_PACKAGE_DIR})."
+        )
+
+
+def library_path() -> Path:
+    """The file the library was loaded from (loading it if needed)."""
+    load_library()
+    assert _loaded_path is not None  # set together with _loaded
+    return _loaded_path

@@ -1,0 +1,44 @@
+//! The C ABI: a thin skin over [`Model`](crate::Model), [`Session`](crate::Session) and
+//! [`generate`](crate::generate). It converts pointers and strings, catches panics, maps
+//! [`Error`](crate::Error) to an [`llm_status`] plus a thread-local message, and holds no logic of
+//! its own. `include/llmrt.h` is generated from this module by cbindgen (`scripts/gen-header.sh`);
+//! the doc comments here are the header's documentation, written for C readers.
+//!
+//! Conventions every function follows:
+//! - Every exported function catches panics (`LLM_ERR_PANIC`), checks its pointers (`LLM_ERR_NULL`)
+//!   and rejects text that is not UTF-8 (`LLM_ERR_INVALID_UTF8`); the message of the last failure
+//!   on the calling thread is in `llm_last_error()`.
+//! - Functions that fill a caller's buffer return an `int32_t`: the number of elements written
+//!   (for strings: bytes without the terminating NUL); when the buffer is too small, the negative of
+//!   the size needed (for strings: including the NUL) and nothing is written; `LLM_FAILED` on any
+//!   other failure. Passing a NULL buffer with length 0 asks for the size.
+//! - `*_free(NULL)` is a no-op.
+
+// The C names (`llm_status`, `LLM_OK`, …) are the ABI; Rust naming rules do not apply to them.
+#![allow(non_camel_case_types)]
+
+mod boundary;
+mod convert;
+mod model;
+mod session;
+// After model and session: the header lists items in this order.
+mod generate;
+
+pub use boundary::{
+    llm_last_error, llm_last_status, llm_status, llm_status_str, llm_system_info, llm_version,
+    LLM_FAILED,
+};
+pub use generate::{
+    llm_chat, llm_chat_apply_template, llm_chat_message, llm_generate, llm_generate_default_params,
+    llm_generate_params, llm_generate_stats, llm_stop_reason, llm_token_callback,
+};
+pub use model::{
+    llm_detokenize, llm_load, llm_model, llm_model_default_params, llm_model_free, llm_model_info,
+    llm_model_info_t, llm_model_meta, llm_model_meta_count, llm_model_meta_key, llm_model_params,
+    llm_n_vocab, llm_token, llm_token_to_piece, llm_tokenize,
+};
+pub use session::{
+    llm_eval, llm_get_logits, llm_kv_type, llm_session, llm_session_default_params,
+    llm_session_free, llm_session_n_ctx, llm_session_n_past, llm_session_new, llm_session_params,
+    llm_session_reset,
+};
