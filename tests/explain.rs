@@ -421,3 +421,120 @@ fn cli_prints_steps_and_writes_png_and_html() {
     let html = std::fs::read_to_string(&html_path).expect("HTML written");
     assert_eq!(html.matches("<table class=\"step\">").count(), n_steps);
 }
+
+/// The C ABI returns what the Rust API returns, in its three forms (JSON, square attention
+/// matrix, PNG and HTML bytes), with the size-query convention and NULL checks.
+#[test]
+fn c_abi_explain_matches_the_rust_api() {
+    use llmrt::ffi;
+    use std::ffi::CString;
+    use std::ptr::{null, null_mut};
+
+    let Some(model) = load() else { return };
+    let n_steps = 5;
+    let params = ExplainParams {
+        n_steps,
+        top_k: 3,
+        layer: Some(2),
+        head: None,
+        ..ExplainParams::default()
+    };
+    let expected = explain(&mut session(&model), REF_PROMPT, &params).expect("explain");
+
+    let path = CString::new(model_path().to_str().expect("UTF-8 path")).unwrap();
+    let prompt = CString::new(REF_PROMPT).unwrap();
+    // SAFETY (whole block): every pointer passed is NULL or comes from the calls above it and
+    // is freed exactly once at the end; buffers are sized as passed.
+    unsafe {
+        let c_model = ffi::llm_load(path.as_ptr(), null());
+        assert!(!c_model.is_null(), "llm_load");
+        let mut sp = ffi::llm_session_default_params();
+        sp.n_ctx = 256;
+        let c_session = ffi::llm_session_new(c_model, &sp);
+        assert!(!c_session.is_null(), "llm_session_new");
+
+        let mut p = ffi::llm_explain_default_params();
+        assert_eq!((p.n_steps, p.top_k, p.layer, p.head), (8, 5, -1, -1));
+        assert_eq!(p.temperature, 0.0);
+        p.n_steps = n_steps;
+        p.top_k = 3;
+        p.layer = 2;
+        let bad = ffi::llm_explain(c_session, null(), &p);
+        assert!(bad.is_null());
+        assert_eq!(ffi::llm_last_status(), ffi::llm_status::LLM_ERR_NULL);
+        let mut bad_params = p;
+        bad_params.head = -2;
+        assert!(ffi::llm_explain(c_session, prompt.as_ptr(), &bad_params).is_null());
+        assert_eq!(
+            ffi::llm_last_status(),
+            ffi::llm_status::LLM_ERR_INVALID_ARGUMENT
+        );
+        let ex = ffi::llm_explain(c_session, prompt.as_ptr(), &p);
+        assert!(!ex.is_null(), "llm_explain");
+
+        // JSON: a size query, then the text, equal to the Rust result serialized.
+        let needed = ffi::llm_explanation_json(ex, null_mut(), 0);
+        assert!(needed < 0, "size query returns -(bytes needed)");
+        let mut buf = vec![0u8; (-needed) as usize];
+        let written = ffi::llm_explanation_json(ex, buf.as_mut_ptr().cast(), buf.len());
+        assert_eq!(written + 1, -needed);
+        let json: Value = serde_json::from_slice(&buf[..written as usize]).expect("JSON");
+        // Through text on both sides: f32 values print as their shortest decimal form.
+        let expected_json: Value =
+            serde_json::from_str(&serde_json::to_string(&expected).unwrap()).unwrap();
+        assert!(
+            json == expected_json,
+            "the C ABI's JSON differs from the Rust API's"
+        );
+
+        // The attention as a square matrix with zeros above the diagonal.
+        let n = ffi::llm_explanation_n_tokens(ex);
+        assert_eq!(n as usize, expected.attention.len());
+        let n = n as usize;
+        let mut square = vec![f32::NAN; n * n];
+        assert_eq!(
+            ffi::llm_explanation_attention(ex, square.as_mut_ptr(), n * n - 1),
+            -((n * n) as i32),
+            "too small: nothing written, size needed"
+        );
+        assert!(square[0].is_nan());
+        assert_eq!(
+            ffi::llm_explanation_attention(ex, square.as_mut_ptr(), square.len()),
+            (n * n) as i32
+        );
+        for (i, row) in expected.attention.iter().enumerate() {
+            for j in 0..n {
+                let w = row.get(j).copied().unwrap_or(0.0);
+                assert_eq!(square[i * n + j], w, "[{i}][{j}]");
+            }
+        }
+
+        // PNG and HTML bytes as the Rust API makes them.
+        let png = expected.heatmap_png(4).unwrap();
+        let mut buf = vec![0u8; png.len()];
+        assert_eq!(
+            ffi::llm_explanation_png(ex, 4, buf.as_mut_ptr().cast(), buf.len()),
+            png.len() as i32
+        );
+        assert_eq!(buf, png);
+        assert_eq!(
+            ffi::llm_explanation_png(ex, 0, buf.as_mut_ptr().cast(), buf.len()),
+            ffi::LLM_FAILED
+        );
+        let title = CString::new("smol").unwrap();
+        let html = expected.to_html("smol").unwrap();
+        let mut buf = vec![0u8; html.len() + 1];
+        assert_eq!(
+            ffi::llm_explanation_html(ex, title.as_ptr(), buf.as_mut_ptr().cast(), buf.len()),
+            html.len() as i32
+        );
+        assert_eq!(&buf[..html.len()], html.as_bytes());
+        assert_eq!(buf[html.len()], 0, "NUL-terminated");
+
+        assert_eq!(ffi::llm_explanation_n_tokens(null()), ffi::LLM_FAILED);
+        ffi::llm_explanation_free(ex);
+        ffi::llm_explanation_free(null_mut());
+        ffi::llm_session_free(c_session);
+        ffi::llm_model_free(c_model);
+    }
+}
