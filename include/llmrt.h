@@ -105,6 +105,12 @@ typedef enum llm_stop_reason {
     LLM_STOP_CONTEXT_FULL = 5,
 } llm_stop_reason;
 
+// The result of `llm_explain`: plain data read with the `llm_explanation_*` functions.
+//
+// Thread safety: immutable; may be read from any number of threads at once.
+// Lifetime: from `llm_explain` until `llm_explanation_free`; independent of the session.
+typedef struct llm_explanation llm_explanation;
+
 // A loaded model: weights (memory-mapped from the file), hyper-parameters, tokenizer and chat
 // template.
 //
@@ -260,6 +266,23 @@ typedef struct llm_chat_message {
     // The message text.
     const char *content;
 } llm_chat_message;
+
+// What `llm_explain` records. Get the defaults from `llm_explain_default_params()`.
+typedef struct llm_explain_params {
+    // Most tokens to generate (fewer if the model ends the text). Default 8.
+    size_t n_steps;
+    // Most likely alternatives recorded per step. Default 5.
+    size_t top_k;
+    // The layer whose attention is recorded, from 0. Default -1 = the last layer.
+    int32_t layer;
+    // The query head whose attention is recorded, from 0. Default -1 = the mean over heads.
+    int32_t head;
+    // Sampling temperature. Default 0 = greedy (always the most likely token). Above 0, the
+    // draw uses llama.cpp's default chain (top-k 40, top-p 0.95, min-p 0.05) at this temperature.
+    float temperature;
+    // Seed of the random draw when `temperature` > 0. Default 0xFFFFFFFF.
+    uint64_t seed;
+} llm_explain_params;
 
 #ifdef __cplusplus
 extern "C" {
@@ -549,6 +572,99 @@ int32_t llm_chat_apply_template(const struct llm_model *model,
                                 bool add_generation_prompt,
                                 char *buf,
                                 size_t len);
+
+// The default explain options: 8 steps, top 5, the last layer, the mean over heads, greedy.
+struct llm_explain_params llm_explain_default_params(void);
+
+// Explains how the model continues `prompt` (NUL-terminated UTF-8; BOS/EOS added as the model's
+// metadata asks): generates up to `params->n_steps` tokens and records, per step, the chosen
+// token and the `top_k` most likely ones with their probabilities (softmax of the raw logits),
+// and the attention weights of one layer over the whole text. The session's context is emptied
+// first; afterwards it holds the prompt and every generated token but the last. `params` may be
+// NULL for the defaults.
+//
+// Returns the explanation (free it with `llm_explanation_free`), or NULL on failure
+// (`llm_last_status()`: LLM_ERR_NULL, LLM_ERR_INVALID_UTF8, LLM_ERR_INVALID_ARGUMENT for an empty
+// prompt, a layer or head out of range or a bad temperature, LLM_ERR_CONTEXT_FULL,
+// LLM_ERR_TOKENIZER).
+//
+// # Safety
+// `session` is NULL or a live session not in use by another thread; `prompt` is NULL or
+// NUL-terminated; `params` is NULL or points to an `llm_explain_params`.
+struct llm_explanation *llm_explain(struct llm_session *session,
+                                    const char *prompt,
+                                    const struct llm_explain_params *params);
+
+// Frees an explanation. NULL is a no-op.
+//
+// # Safety
+// `explanation` is NULL or a pointer from `llm_explain` not yet freed and not in use.
+void llm_explanation_free(struct llm_explanation *explanation);
+
+// Everything recorded, as one JSON object (UTF-8, NUL-terminated) in `buf`:
+// `{"prompt": [{"id", "piece"}…], "steps": [{"chosen": {"id", "piece"}, "prob", "logit",
+// "candidates": [{"id", "piece", "prob", "logit"}…], "end_of_generation"}…], "text", "layer",
+// "head" (null = mean over heads), "n_layer", "n_head", "attention": [[…]…]}` where
+// `attention[i][j]` (j ≤ i) is the weight token i gives token j; the tokens are the prompt then
+// the generated ones except the last (never evaluated). Pieces with bytes that are not UTF-8 on
+// their own show U+FFFD.
+//
+// Returns the length written (without the NUL); -(bytes needed, with the NUL) if `len` is too
+// small (nothing written); LLM_FAILED otherwise (LLM_ERR_NULL).
+//
+// # Safety
+// `explanation` is NULL or live; `buf` is NULL or has `len` writable bytes.
+int32_t llm_explanation_json(const struct llm_explanation *explanation,
+                             char *buf,
+                             size_t len);
+
+// The number of tokens the attention matrix covers (the prompt plus every generated token but
+// the last), or LLM_FAILED (LLM_ERR_NULL).
+//
+// # Safety
+// `explanation` is NULL or live.
+int32_t llm_explanation_n_tokens(const struct llm_explanation *explanation);
+
+// The attention matrix, n × n floats row-major into `buf` (n = `llm_explanation_n_tokens`):
+// `buf[i * n + j]` is the weight token i gives token j; each row sums to 1, and entries above
+// the diagonal (j > i, the future) are 0.
+//
+// Returns n × n; -(n × n) if `len` is too small (nothing written); LLM_FAILED otherwise.
+//
+// # Safety
+// `explanation` is NULL or live; `buf` is NULL or has `len` writable floats.
+int32_t llm_explanation_attention(const struct llm_explanation *explanation,
+                                  float *buf,
+                                  size_t len);
+
+// The attention heatmap as PNG file bytes (no NUL added) in `buf`: `cell_px` × `cell_px` pixels
+// per (token, token) cell, viridis colours of √weight, light grey above the diagonal.
+//
+// Returns the bytes written; -(bytes needed) if `len` is too small (nothing written);
+// LLM_FAILED otherwise (LLM_ERR_NULL, LLM_ERR_INVALID_ARGUMENT for a side of 0 or more than 16384
+// pixels).
+//
+// # Safety
+// `explanation` is NULL or live; `buf` is NULL or has `len` writable bytes.
+int32_t llm_explanation_png(const struct llm_explanation *explanation,
+                            size_t cell_px,
+                            char *buf,
+                            size_t len);
+
+// A self-contained HTML page (UTF-8, NUL-terminated) showing the explanation: the token strip,
+// one candidate table per step and the attention heatmap, headed by `title` (NUL-terminated
+// UTF-8, e.g. the model's file name; NULL = none).
+//
+// Returns the length written (without the NUL); -(bytes needed, with the NUL) if `len` is too
+// small (nothing written); LLM_FAILED otherwise (LLM_ERR_NULL, LLM_ERR_INVALID_UTF8).
+//
+// # Safety
+// `explanation` is NULL or live; `title` is NULL or NUL-terminated; `buf` is NULL or has `len`
+// writable bytes.
+int32_t llm_explanation_html(const struct llm_explanation *explanation,
+                             const char *title,
+                             char *buf,
+                             size_t len);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -7,6 +7,7 @@
 
 pub mod chat;
 pub mod error;
+pub mod explain;
 pub mod ffi;
 pub mod generate;
 pub mod gguf;

@@ -23,10 +23,17 @@ mod model;
 mod session;
 // After model and session: the header lists items in this order.
 mod generate;
+// Last in the header.
+mod explain;
 
 pub use boundary::{
     llm_last_error, llm_last_status, llm_status, llm_status_str, llm_system_info, llm_version,
     LLM_FAILED,
+};
+pub use explain::{
+    llm_explain, llm_explain_default_params, llm_explain_params, llm_explanation,
+    llm_explanation_attention, llm_explanation_free, llm_explanation_html, llm_explanation_json,
+    llm_explanation_n_tokens, llm_explanation_png,
 };
 pub use generate::{
     llm_chat, llm_chat_apply_template, llm_chat_message, llm_generate, llm_generate_default_params,

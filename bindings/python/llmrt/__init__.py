@@ -30,6 +30,13 @@ from ._errors import (
 )
 from ._lib import candidate_paths, library_path
 from ._model import GenerationStats, Model, ModelInfo, Session
+from ._explain import model_explain as _model_explain
+from ._explain import session_explain as _session_explain
+
+# explain (issue 9) lives in its own module; these make it `model.explain(prompt, ...)` and
+# `session.explain(prompt, ...)`, returning plain data (see llmrt._explain.session_explain).
+Model.explain = _model_explain  # type: ignore[attr-defined]
+Session.explain = _session_explain  # type: ignore[attr-defined]
 
 __version__ = "0.1.0"
 

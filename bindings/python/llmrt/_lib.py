@@ -63,8 +63,13 @@ class llm_session(Structure):
     """Opaque session handle (only ever used through a pointer)."""
 
 
+class llm_explanation(Structure):
+    """Opaque explain result handle (only ever used through a pointer)."""
+
+
 llm_model_p = POINTER(llm_model)
 llm_session_p = POINTER(llm_session)
+llm_explanation_p = POINTER(llm_explanation)
 
 
 class llm_model_params(Structure):
@@ -128,6 +133,17 @@ class llm_generate_stats(Structure):
         ("generate_seconds", c_double),
         ("prompt_tokens_per_second", c_double),
         ("generate_tokens_per_second", c_double),
+    ]
+
+
+class llm_explain_params(Structure):
+    _fields_ = [
+        ("n_steps", c_size_t),
+        ("top_k", c_size_t),
+        ("layer", c_int32),
+        ("head", c_int32),
+        ("temperature", c_float),
+        ("seed", c_uint64),
     ]
 
 
@@ -217,6 +233,15 @@ _SIGNATURES = [
         c_int32,
         [llm_model_p, POINTER(llm_chat_message), c_size_t, c_bool, char_p, c_size_t],
     ),
+    # Explain.
+    ("llm_explain_default_params", llm_explain_params, []),
+    ("llm_explain", llm_explanation_p, [llm_session_p, c_char_p, POINTER(llm_explain_params)]),
+    ("llm_explanation_free", None, [llm_explanation_p]),
+    ("llm_explanation_json", c_int32, [llm_explanation_p, char_p, c_size_t]),
+    ("llm_explanation_n_tokens", c_int32, [llm_explanation_p]),
+    ("llm_explanation_attention", c_int32, [llm_explanation_p, POINTER(c_float), c_size_t]),
+    ("llm_explanation_png", c_int32, [llm_explanation_p, c_size_t, char_p, c_size_t]),
+    ("llm_explanation_html", c_int32, [llm_explanation_p, c_char_p, char_p, c_size_t]),
 ]
 
 # ---------------------------------------------------------------------------------------------

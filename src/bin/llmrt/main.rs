@@ -1,10 +1,11 @@
-//! The `llmrt` command line: run, chat, tokenize, inspect, quantize, score, bench.
+//! The `llmrt` command line: run, chat, tokenize, inspect, quantize, score, bench, explain.
 
 use clap::{Parser, Subcommand};
 
 mod bench;
 mod chat;
 mod common;
+mod explain;
 mod inspect;
 mod quantize;
 mod run;
@@ -36,6 +37,8 @@ enum Command {
     Tokenize(tokenize::Args),
     /// Requantize a model: 2-D tensors to TYPE with ggml's reference quantizers, others to F32.
     Quantize(quantize::Args),
+    /// Show how the model continues a prompt: tokens, candidates per step, attention heatmap.
+    Explain(explain::Args),
     /// Perplexity and per-position logits of a text under teacher forcing.
     Score(score::Args),
 }
@@ -49,6 +52,7 @@ fn main() {
         Command::Inspect(args) => inspect::run(args),
         Command::Quantize(args) => quantize::run(args),
         Command::Score(args) => score::run(args),
+        Command::Explain(args) => explain::run(args),
         Command::Tokenize(args) => tokenize::run(args),
     };
     if let Err(e) = result {
