@@ -32,6 +32,8 @@ pub const COL_TILE: usize = 4;
 /// Weight rows dotted at once in the multi-column path: with [`COL_TILE`] columns, 2 × 4 f32
 /// accumulators plus the unpacked operands fill the 16 vector registers of AVX2.
 pub const REG_ROWS: usize = 2;
+/// Weight rows dotted at once in the multi-column path with AVX-512 (two 512-bit row pairs).
+pub const QUAD_ROWS: usize = 4;
 /// Rows per cache tile in the multi-column path: 16 rows of 896 Q8_0 weights are 15 KiB.
 pub const ROW_TILE: usize = 16;
 /// Fewest rows a parallel task gets with one column: below this the task overhead (~1 µs)
@@ -44,6 +46,9 @@ const TASKS_PER_THREAD: usize = 4;
 /// Dots [`REG_ROWS`] weight rows with [`COL_TILE`] activation columns (a per-type
 /// `vec_dot_tile`).
 type TileDot = fn([&[u8]; REG_ROWS], [&[u8]; COL_TILE], Simd) -> [[f32; COL_TILE]; REG_ROWS];
+/// Dots [`QUAD_ROWS`] weight rows with [`COL_TILE`] activation columns: the AVX-512 tile, which
+/// has the 32 vector registers the bigger tile needs.
+type QuadDot = fn([&[u8]; QUAD_ROWS], [&[u8]; COL_TILE], Simd) -> [[f32; COL_TILE]; QUAD_ROWS];
 /// Dots one weight row with [`COL_TILE`] activation columns (the odd row of a tile).
 type RowDot = fn([&[u8]; 1], [&[u8]; COL_TILE], Simd) -> [[f32; COL_TILE]; 1];
 
@@ -55,6 +60,7 @@ enum RowKernel {
         one: fn(&[u8], &[u8], Simd) -> f32,
         row: RowDot,
         tile: TileDot,
+        quad: QuadDot,
     },
     /// Any other quantized type, through the per-type dispatch of [`vec_dot`].
     Other(GgmlType),
@@ -71,6 +77,7 @@ impl RowKernel {
                     one: $m::vec_dot,
                     row: $m::vec_dot_tile::<1, COL_TILE>,
                     tile: $m::vec_dot_tile::<REG_ROWS, COL_TILE>,
+                    quad: $m::vec_dot_tile::<QUAD_ROWS, COL_TILE>,
                 }
             };
         }
@@ -275,6 +282,7 @@ fn run_rows(
             RowKernel::Block32 {
                 row,
                 tile: dot_tile,
+                quad,
                 ..
             },
             Acts::Quantized { bytes, stride },
@@ -284,6 +292,17 @@ fn run_rows(
                 let cols: [&[u8]; COL_TILE] =
                     std::array::from_fn(|k| &bytes[(c + k) * stride..][..stride]);
                 let mut r = tile.start;
+                if simd == Simd::Avx512 {
+                    while r + QUAD_ROWS <= tile.end {
+                        let v = quad(std::array::from_fn(|k| w_row(r + k)), cols, simd);
+                        for (dr, vr) in v.iter().enumerate() {
+                            for (k, &v) in vr.iter().enumerate() {
+                                store(c + k, r + dr, v);
+                            }
+                        }
+                        r += QUAD_ROWS;
+                    }
+                }
                 while r + REG_ROWS <= tile.end {
                     let v = dot_tile(std::array::from_fn(|k| w_row(r + k)), cols, simd);
                     for (dr, vr) in v.iter().enumerate() {

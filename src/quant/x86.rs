@@ -475,9 +475,17 @@ macro_rules! block_dot_kernels {
             acts: [&[u8]; N],
         ) -> [[f32; N]; R] {
             if let &[w0, w1] = ws.as_slice() {
-                if let Some(pair) = pair_q4_0::<N>(w0, w1, &acts) {
+                if let Some([pair]) = pair_q4_0::<1, N>([[w0, w1]], &acts) {
                     let mut out = [[0.0f32; N]; R];
                     out.copy_from_slice(&pair);
+                    return out;
+                }
+            }
+            if let &[w0, w1, w2, w3] = ws.as_slice() {
+                if let Some([a, b]) = pair_q4_0::<2, N>([[w0, w1], [w2, w3]], &acts) {
+                    let mut out = [[0.0f32; N]; R];
+                    out[..2].copy_from_slice(&a);
+                    out[2..].copy_from_slice(&b);
                     return out;
                 }
             }
@@ -500,9 +508,17 @@ macro_rules! block_dot_kernels {
             acts: [&[u8]; N],
         ) -> [[f32; N]; R] {
             if let &[w0, w1] = ws.as_slice() {
-                if let Some(pair) = pair_q5_0::<N>(w0, w1, &acts) {
+                if let Some([pair]) = pair_q5_0::<1, N>([[w0, w1]], &acts) {
                     let mut out = [[0.0f32; N]; R];
                     out.copy_from_slice(&pair);
+                    return out;
+                }
+            }
+            if let &[w0, w1, w2, w3] = ws.as_slice() {
+                if let Some([a, b]) = pair_q5_0::<2, N>([[w0, w1], [w2, w3]], &acts) {
+                    let mut out = [[0.0f32; N]; R];
+                    out[..2].copy_from_slice(&a);
+                    out[2..].copy_from_slice(&b);
                     return out;
                 }
             }
@@ -526,9 +542,17 @@ macro_rules! block_dot_kernels {
             acts: [&[u8]; N],
         ) -> [[f32; N]; R] {
             if let &[w0, w1] = ws.as_slice() {
-                if let Some(pair) = pair_q8_0::<N>(w0, w1, &acts) {
+                if let Some([pair]) = pair_q8_0::<1, N>([[w0, w1]], &acts) {
                     let mut out = [[0.0f32; N]; R];
                     out.copy_from_slice(&pair);
+                    return out;
+                }
+            }
+            if let &[w0, w1, w2, w3] = ws.as_slice() {
+                if let Some([a, b]) = pair_q8_0::<2, N>([[w0, w1], [w2, w3]], &acts) {
+                    let mut out = [[0.0f32; N]; R];
+                    out[..2].copy_from_slice(&a);
+                    out[2..].copy_from_slice(&b);
                     return out;
                 }
             }
@@ -551,9 +575,17 @@ macro_rules! block_dot_kernels {
             acts: [&[u8]; N],
         ) -> [[f32; N]; R] {
             if let &[w0, w1] = ws.as_slice() {
-                if let Some(pair) = pair_q4_1::<N>(w0, w1, &acts) {
+                if let Some([pair]) = pair_q4_1::<1, N>([[w0, w1]], &acts) {
                     let mut out = [[0.0f32; N]; R];
                     out.copy_from_slice(&pair);
+                    return out;
+                }
+            }
+            if let &[w0, w1, w2, w3] = ws.as_slice() {
+                if let Some([a, b]) = pair_q4_1::<2, N>([[w0, w1], [w2, w3]], &acts) {
+                    let mut out = [[0.0f32; N]; R];
+                    out[..2].copy_from_slice(&a);
+                    out[2..].copy_from_slice(&b);
                     return out;
                 }
             }
@@ -577,9 +609,17 @@ macro_rules! block_dot_kernels {
             acts: [&[u8]; N],
         ) -> [[f32; N]; R] {
             if let &[w0, w1] = ws.as_slice() {
-                if let Some(pair) = pair_q5_1::<N>(w0, w1, &acts) {
+                if let Some([pair]) = pair_q5_1::<1, N>([[w0, w1]], &acts) {
                     let mut out = [[0.0f32; N]; R];
                     out.copy_from_slice(&pair);
+                    return out;
+                }
+            }
+            if let &[w0, w1, w2, w3] = ws.as_slice() {
+                if let Some([a, b]) = pair_q5_1::<2, N>([[w0, w1], [w2, w3]], &acts) {
+                    let mut out = [[0.0f32; N]; R];
+                    out[..2].copy_from_slice(&a);
+                    out[2..].copy_from_slice(&b);
                     return out;
                 }
             }
@@ -621,11 +661,10 @@ pub(super) mod avx2 {
     macro_rules! no_pair {
         ($($name:ident),*) => {$(
             #[inline(always)]
-            fn $name<const N: usize>(
-                _w0: &[u8],
-                _w1: &[u8],
+            fn $name<const P: usize, const N: usize>(
+                _ws: [[&[u8]; 2]; P],
                 _acts: &[&[u8]; N],
-            ) -> Option<[[f32; N]; 2]> {
+            ) -> Option<[[[f32; N]; 2]; P]> {
                 None
             }
         )*};
@@ -697,36 +736,48 @@ pub(super) mod avx512 {
     macro_rules! signed_pair {
         ($name:ident, $bytes:expr, |$wp:ident| $unpack:block) => {
             #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-            unsafe fn $name<const N: usize>(
-                w0: &[u8],
-                w1: &[u8],
+            unsafe fn $name<const P: usize, const N: usize>(
+                ws: [[&[u8]; 2]; P],
                 acts: &[&[u8]; N],
-            ) -> Option<[[f32; N]; 2]> {
-                let mut acc = [_mm512_setzero_ps(); N];
-                for i in 0..w0.len() / $bytes {
-                    let (x0, d0) = {
-                        let $wp = w0.as_ptr().add(i * $bytes);
-                        $unpack
-                    };
-                    let (x1, d1) = {
-                        let $wp = w1.as_ptr().add(i * $bytes);
-                        $unpack
-                    };
-                    let x = join(x0, x1);
-                    let negative = _mm512_movepi8_mask(x);
-                    let ax = _mm512_abs_epi8(x);
-                    let dw = join_ps(d0, d1);
+            ) -> Option<[[[f32; N]; 2]; P]> {
+                let mut acc = [[_mm512_setzero_ps(); N]; P];
+                for i in 0..ws[0][0].len() / $bytes {
+                    let mut negative = [0u64; P];
+                    let mut ax = [_mm512_setzero_si512(); P];
+                    let mut dw = [_mm512_setzero_ps(); P];
+                    for p in 0..P {
+                        let (x0, d0) = {
+                            let $wp = ws[p][0].as_ptr().add(i * $bytes);
+                            $unpack
+                        };
+                        let (x1, d1) = {
+                            let $wp = ws[p][1].as_ptr().add(i * $bytes);
+                            $unpack
+                        };
+                        let x = join(x0, x1);
+                        negative[p] = _mm512_movepi8_mask(x);
+                        ax[p] = _mm512_abs_epi8(x);
+                        dw[p] = join_ps(d0, d1);
+                    }
                     for c in 0..N {
                         let ap = acts[c].as_ptr().add(i * Q8_0_BYTES);
                         let y = _mm512_broadcast_i64x4(_mm256_loadu_si256(ap.add(2).cast()));
-                        // y with the sign of x; where x is 0, |x| is 0 and so is the product.
-                        let ys = _mm512_mask_sub_epi8(y, negative, _mm512_setzero_si512(), y);
-                        let p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ax, ys);
-                        let scale = _mm512_mul_ps(dw, _mm512_set1_ps(f16_at(ap)));
-                        acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), scale, acc[c]);
+                        let da = _mm512_set1_ps(f16_at(ap));
+                        for p in 0..P {
+                            // y with the sign of x; where x is 0, |x| is 0 and so is the product.
+                            let ys =
+                                _mm512_mask_sub_epi8(y, negative[p], _mm512_setzero_si512(), y);
+                            let prod = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ax[p], ys);
+                            let scale = _mm512_mul_ps(dw[p], da);
+                            acc[p][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(prod), scale, acc[p][c]);
+                        }
                     }
                 }
-                Some(pair_sums(&acc, &[[0.0; N]; 2]))
+                let mut out = [[[0.0f32; N]; 2]; P];
+                for p in 0..P {
+                    out[p] = pair_sums(&acc[p], &[[0.0; N]; 2]);
+                }
+                Some(out)
             }
         };
     }
@@ -736,36 +787,48 @@ pub(super) mod avx512 {
     macro_rules! unsigned_pair {
         ($name:ident, $bytes:expr, |$wp:ident| $unpack:block) => {
             #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-            unsafe fn $name<const N: usize>(
-                w0: &[u8],
-                w1: &[u8],
+            unsafe fn $name<const P: usize, const N: usize>(
+                ws: [[&[u8]; 2]; P],
                 acts: &[&[u8]; N],
-            ) -> Option<[[f32; N]; 2]> {
-                let mut acc = [_mm512_setzero_ps(); N];
-                let mut mins = [[0.0f32; N]; 2];
-                for i in 0..w0.len() / $bytes {
-                    let (x0, d0, m0) = {
-                        let $wp = w0.as_ptr().add(i * $bytes);
-                        $unpack
-                    };
-                    let (x1, d1, m1) = {
-                        let $wp = w1.as_ptr().add(i * $bytes);
-                        $unpack
-                    };
-                    let x = join(x0, x1);
-                    let dw = join_ps(d0, d1);
+            ) -> Option<[[[f32; N]; 2]; P]> {
+                let mut acc = [[_mm512_setzero_ps(); N]; P];
+                let mut mins = [[[0.0f32; N]; 2]; P];
+                for i in 0..ws[0][0].len() / $bytes {
+                    let mut x = [_mm512_setzero_si512(); P];
+                    let mut dw = [_mm512_setzero_ps(); P];
+                    let mut mw = [[0.0f32; 2]; P];
+                    for p in 0..P {
+                        let (x0, d0, m0) = {
+                            let $wp = ws[p][0].as_ptr().add(i * $bytes);
+                            $unpack
+                        };
+                        let (x1, d1, m1) = {
+                            let $wp = ws[p][1].as_ptr().add(i * $bytes);
+                            $unpack
+                        };
+                        x[p] = join(x0, x1);
+                        dw[p] = join_ps(d0, d1);
+                        mw[p] = [m0, m1];
+                    }
                     for c in 0..N {
                         let ap = acts[c].as_ptr().add(i * Q8_1_BYTES);
                         let y = _mm512_broadcast_i64x4(_mm256_loadu_si256(ap.add(4).cast()));
-                        let p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), x, y);
-                        let scale = _mm512_mul_ps(dw, _mm512_set1_ps(f16_at(ap)));
-                        acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), scale, acc[c]);
+                        let da = _mm512_set1_ps(f16_at(ap));
                         let sa = f16_at(ap.add(2));
-                        mins[0][c] += m0 * sa;
-                        mins[1][c] += m1 * sa;
+                        for p in 0..P {
+                            let prod = _mm512_dpbusd_epi32(_mm512_setzero_si512(), x[p], y);
+                            let scale = _mm512_mul_ps(dw[p], da);
+                            acc[p][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(prod), scale, acc[p][c]);
+                            mins[p][0][c] += mw[p][0] * sa;
+                            mins[p][1][c] += mw[p][1] * sa;
+                        }
                     }
                 }
-                Some(pair_sums(&acc, &mins))
+                let mut out = [[[0.0f32; N]; 2]; P];
+                for p in 0..P {
+                    out[p] = pair_sums(&acc[p], &mins[p]);
+                }
+                Some(out)
             }
         };
     }
