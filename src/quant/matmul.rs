@@ -49,6 +49,9 @@ type TileDot = fn([&[u8]; REG_ROWS], [&[u8]; COL_TILE], Simd) -> [[f32; COL_TILE
 /// Dots [`QUAD_ROWS`] weight rows with [`COL_TILE`] activation columns: the AVX-512 tile, which
 /// has the 32 vector registers the bigger tile needs.
 type QuadDot = fn([&[u8]; QUAD_ROWS], [&[u8]; COL_TILE], Simd) -> [[f32; COL_TILE]; QUAD_ROWS];
+/// Dots [`QUAD_ROWS`] weight rows with one activation column (token generation with AVX-512:
+/// the activation block and its scale are loaded once for four rows).
+type QuadOneDot = fn([&[u8]; QUAD_ROWS], [&[u8]; 1], Simd) -> [[f32; 1]; QUAD_ROWS];
 /// Dots one weight row with [`COL_TILE`] activation columns (the odd row of a tile).
 type RowDot = fn([&[u8]; 1], [&[u8]; COL_TILE], Simd) -> [[f32; COL_TILE]; 1];
 
@@ -61,6 +64,7 @@ enum RowKernel {
         row: RowDot,
         tile: TileDot,
         quad: QuadDot,
+        quad_one: QuadOneDot,
     },
     /// Any other quantized type, through the per-type dispatch of [`vec_dot`].
     Other(GgmlType),
@@ -78,6 +82,7 @@ impl RowKernel {
                     row: $m::vec_dot_tile::<1, COL_TILE>,
                     tile: $m::vec_dot_tile::<REG_ROWS, COL_TILE>,
                     quad: $m::vec_dot_tile::<QUAD_ROWS, COL_TILE>,
+                    quad_one: $m::vec_dot_tile::<QUAD_ROWS, 1>,
                 }
             };
         }
@@ -269,7 +274,20 @@ fn run_rows(
         }
     };
     if n_cols == 1 {
-        for r in rows {
+        let mut r = rows.start;
+        if let (RowKernel::Block32 { quad_one, .. }, Acts::Quantized { bytes, stride }, true) =
+            (kernel, acts, simd == Simd::Avx512)
+        {
+            let col = [&bytes[..stride]];
+            while r + QUAD_ROWS <= rows.end {
+                let v = quad_one(std::array::from_fn(|k| w_row(r + k)), col, simd);
+                for (dr, vr) in v.iter().enumerate() {
+                    store(0, r + dr, vr[0]);
+                }
+                r += QUAD_ROWS;
+            }
+        }
+        for r in r..rows.end {
             store(0, r, dot_one(r, 0));
         }
         return;

@@ -48,7 +48,21 @@ const Q8_1_BYTES: usize = size_of::<BlockQ8_1>();
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn f16_at(p: *const u8) -> f32 {
     let bits = p.cast::<u16>().read_unaligned();
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+    let v = _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32));
+    // Lane 1 (0.0) is subtracted so that it stays demanded: with only lane 0 used, LLVM turns
+    // the conversion's input into a `vpinsrw` into whatever register is live, often a kernel's
+    // accumulator, which chains every block's scale load onto the accumulation (a measured 2x
+    // on token generation). `x - 0.0 == x` for every x, -0.0 included.
+    _mm_cvtss_f32(v) - _mm_cvtss_f32(_mm_movehdup_ps(v))
+}
+
+/// The little-endian f16 at `p`, as f32 in all eight lanes (every lane demanded, so no partial
+/// register write; see [`f16_at`]).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16_splat(p: *const u8) -> __m256 {
+    let bits = p.cast::<u16>().read_unaligned();
+    _mm256_cvtph_ps(_mm_set1_epi16(bits as i16))
 }
 
 /// The f32 `v` as f16 bits, rounded to nearest even (as `half::f16::from_f32`).
@@ -427,7 +441,7 @@ macro_rules! block_dot_kernels {
             for c in 0..N {
                 let ap = acts[c].as_ptr().add(off);
                 let y = _mm256_loadu_si256(ap.add(2).cast());
-                let da = _mm256_set1_ps(f16_at(ap));
+                let da = f16_splat(ap);
                 for r in 0..R {
                     let p = dot_u8_i8(ax[r], _mm256_sign_epi8(y, x[r]));
                     let scale = _mm256_mul_ps(vdw[r], da);
@@ -456,7 +470,7 @@ macro_rules! block_dot_kernels {
             for c in 0..N {
                 let ap = acts[c].as_ptr().add(off);
                 let y = _mm256_loadu_si256(ap.add(4).cast());
-                let da = _mm256_set1_ps(f16_at(ap));
+                let da = f16_splat(ap);
                 let sa = f16_at(ap.add(2));
                 for r in 0..R {
                     let p = dot_u8_i8(x[r], y);
@@ -707,6 +721,14 @@ pub(super) mod avx512 {
         _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1)
     }
 
+    /// The little-endian f16 at `p`, as f32 in all sixteen lanes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn f16_splat512(p: *const u8) -> __m512 {
+        let bits = p.cast::<u16>().read_unaligned();
+        _mm512_cvtph_ps(_mm256_set1_epi16(bits as i16))
+    }
+
     /// `lo` in the low eight lanes, `hi` in the high eight.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -762,7 +784,7 @@ pub(super) mod avx512 {
                     for c in 0..N {
                         let ap = acts[c].as_ptr().add(i * Q8_0_BYTES);
                         let y = _mm512_broadcast_i64x4(_mm256_loadu_si256(ap.add(2).cast()));
-                        let da = _mm512_set1_ps(f16_at(ap));
+                        let da = f16_splat512(ap);
                         for p in 0..P {
                             // y with the sign of x; where x is 0, |x| is 0 and so is the product.
                             let ys =
@@ -813,7 +835,7 @@ pub(super) mod avx512 {
                     for c in 0..N {
                         let ap = acts[c].as_ptr().add(i * Q8_1_BYTES);
                         let y = _mm512_broadcast_i64x4(_mm256_loadu_si256(ap.add(4).cast()));
-                        let da = _mm512_set1_ps(f16_at(ap));
+                        let da = f16_splat512(ap);
                         let sa = f16_at(ap.add(2));
                         for p in 0..P {
                             let prod = _mm512_dpbusd_epi32(_mm512_setzero_si512(), x[p], y);
