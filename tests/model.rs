@@ -199,9 +199,31 @@ fn matches_llama_cpp(name: &str) {
     let reference_top1: Vec<u32> = top10.iter().map(|row| row[0].0 as u32).collect();
     let ref_ppl = tf["perplexity"].as_f64().expect("perplexity");
     let n = tokens.len();
-    for simd in levels() {
-        let batched = score(&model, &tokens, &top10, simd, 512);
-        let stepwise = score(&model, &tokens, &top10, simd, 1);
+    // Our own floor is taken over every level: a level whose batched and token-by-token paths
+    // round identically (AVX-512, whose one-column and multi-column kernels share their lanes)
+    // measures no floor at all, yet its distance to llama.cpp is that of the others.
+    let runs: Vec<_> = levels()
+        .into_iter()
+        .map(|simd| {
+            (
+                simd,
+                score(&model, &tokens, &top10, simd, 512),
+                score(&model, &tokens, &top10, simd, 1),
+            )
+        })
+        .collect();
+    let level_floors: Vec<(f64, f32)> = runs
+        .iter()
+        .map(|(_, batched, stepwise)| {
+            (
+                agreement(&batched.argmax, &stepwise.argmax),
+                median_top10_diff(&batched.at_reference_top10, &stepwise.at_reference_top10),
+            )
+        })
+        .collect();
+    let floor_agreement = level_floors.iter().map(|f| f.0).fold(1.0, f64::min);
+    let floor_median = level_floors.iter().map(|f| f.1).fold(0.0, f32::max);
+    for (simd, batched, stepwise) in runs {
         let ref_agreement = agreement(&batched.argmax, &reference_top1);
         let ref_median = median_top10_diff(&batched.at_reference_top10, &reference_logits);
         let self_agreement = agreement(&batched.argmax, &stepwise.argmax);
@@ -228,12 +250,12 @@ fn matches_llama_cpp(name: &str) {
             ppl_err.abs() <= max_ppl_err,
             "{name} [{simd:?}]: perplexity {ppl} vs {ref_ppl} (allowed {max_ppl_err})"
         );
-        let min_agreement = MIN_TOP1_AGREEMENT.min(self_agreement - AGREEMENT_MARGIN);
+        let min_agreement = MIN_TOP1_AGREEMENT.min(floor_agreement - AGREEMENT_MARGIN);
         assert!(
             ref_agreement >= min_agreement,
             "{name} [{simd:?}]: top-1 agreement {ref_agreement} < {min_agreement}"
         );
-        let max_median = MAX_MEDIAN_LOGIT_ERROR.max(NOISE_FACTOR * self_median);
+        let max_median = MAX_MEDIAN_LOGIT_ERROR.max(NOISE_FACTOR * floor_median);
         assert!(
             ref_median <= max_median,
             "{name} [{simd:?}]: median logit error {ref_median} > {max_median}"
@@ -244,7 +266,7 @@ fn matches_llama_cpp(name: &str) {
             &model,
             &r,
             simd,
-            NEAR_TIE.max(GREEDY_NOISE_FACTOR * self_median),
+            NEAR_TIE.max(GREEDY_NOISE_FACTOR * floor_median),
         );
     }
 }

@@ -141,12 +141,7 @@ impl Model {
                 n_ctx: kv.n_ctx(),
             });
         }
-        let (d, q_dim, k_dim, v_dim) = (c.n_embd, c.q_dim(), c.k_dim(), c.v_dim());
-        let (hd, hdv) = (c.head_dim, c.head_dim_v);
-        let attn_dim = c.n_head * hdv;
-        let matmul = |m: &Matrix, x: &[f32], out: &mut [f32], scratch: &mut Vec<u8>| {
-            quant::matmul(pool, &m.view(file), x, n, out, scratch, simd)
-        };
+        let d = c.n_embd;
 
         // 1. Token embeddings: one dequantized row of the embedding table per token
         //    (gemma scales them by √d_model).
@@ -187,6 +182,73 @@ impl Model {
             }
         }
 
+        // The layers run inside the pool: the nested `install`s of the matmuls and attention
+        // then run on the current worker at once, instead of each handing its job to a pool
+        // thread and waiting for it to be scheduled (which, ~9 times per layer, dominated
+        // single-token steps on a loaded machine).
+        pool.install(|| self.layers(s, kv, pool, simd, probe.as_deref_mut(), n, pos0))?;
+
+        // 5. Final norm and output projection, for the rows whose logits are wanted.
+        let rows: Box<dyn Iterator<Item = std::ops::Range<usize>>> = match want {
+            Logits::Last => Box::new(std::iter::once(n - 1..n)),
+            Logits::All(_) => Box::new(
+                (0..n)
+                    .step_by(LOGIT_ROWS)
+                    .map(|r| r..(r + LOGIT_ROWS).min(n)),
+            ),
+        };
+        let mut want = want;
+        for range in rows {
+            let m = range.len();
+            for (i, t) in range.clone().enumerate() {
+                rms_norm(
+                    &s.x[t * d..(t + 1) * d],
+                    &w.output_norm,
+                    c.rms_eps,
+                    &mut s.out_norm[i * d..(i + 1) * d],
+                );
+            }
+            quant::matmul(
+                pool,
+                &w.output.view(file),
+                &s.out_norm[..m * d],
+                m,
+                &mut s.logits[..m * c.n_vocab],
+                &mut s.scratch,
+                simd,
+            )?;
+            if let Logits::All(f) = &mut want {
+                for (i, t) in range.enumerate() {
+                    f(t, &s.logits[i * c.n_vocab..(i + 1) * c.n_vocab]);
+                }
+            }
+        }
+        Ok(())
+    }
+    /// Step 3-4 for every layer: attention and feed-forward sub-layers over the batch of `n`
+    /// tokens at positions `pos0..`, whose embeddings are in `s.x` and rotations in
+    /// `s.rope_cos`/`s.rope_sin`.
+    #[allow(clippy::too_many_arguments)]
+    fn layers(
+        &self,
+        s: &mut RunState,
+        kv: &mut KvCache,
+        pool: &rayon::ThreadPool,
+        simd: Simd,
+        mut probe: Option<&mut AttentionProbe>,
+        n: usize,
+        pos0: usize,
+    ) -> Result<()> {
+        let c = self.config();
+        let w = self.weights();
+        let file = self.gguf();
+        let (d, q_dim, k_dim, v_dim) = (c.n_embd, c.q_dim(), c.k_dim(), c.v_dim());
+        let (hd, hdv) = (c.head_dim, c.head_dim_v);
+        let attn_dim = c.n_head * hdv;
+        let half = c.rope_dims / 2;
+        let matmul = |m: &Matrix, x: &[f32], out: &mut [f32], scratch: &mut Vec<u8>| {
+            quant::matmul(pool, &m.view(file), x, n, out, scratch, simd)
+        };
         for (il, lw) in w.layers.iter().enumerate() {
             // 3. Attention sub-layer. Normalize the residual stream.
             for t in 0..n {
@@ -370,41 +432,6 @@ impl Model {
             );
         }
 
-        // 5. Final norm and output projection, for the rows whose logits are wanted.
-        let rows: Box<dyn Iterator<Item = std::ops::Range<usize>>> = match want {
-            Logits::Last => Box::new(std::iter::once(n - 1..n)),
-            Logits::All(_) => Box::new(
-                (0..n)
-                    .step_by(LOGIT_ROWS)
-                    .map(|r| r..(r + LOGIT_ROWS).min(n)),
-            ),
-        };
-        let mut want = want;
-        for range in rows {
-            let m = range.len();
-            for (i, t) in range.clone().enumerate() {
-                rms_norm(
-                    &s.x[t * d..(t + 1) * d],
-                    &w.output_norm,
-                    c.rms_eps,
-                    &mut s.out_norm[i * d..(i + 1) * d],
-                );
-            }
-            quant::matmul(
-                pool,
-                &w.output.view(file),
-                &s.out_norm[..m * d],
-                m,
-                &mut s.logits[..m * c.n_vocab],
-                &mut s.scratch,
-                simd,
-            )?;
-            if let Logits::All(f) = &mut want {
-                for (i, t) in range.enumerate() {
-                    f(t, &s.logits[i * c.n_vocab..(i + 1) * c.n_vocab]);
-                }
-            }
-        }
         Ok(())
     }
 }

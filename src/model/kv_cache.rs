@@ -58,6 +58,14 @@ impl Store {
     }
 }
 
+/// The cached rows of one layer seen from one KV head: position `p`'s vector for that head is
+/// `data[p * stride..][..dim]`, read in place by the attention kernels.
+#[derive(Debug, Clone, Copy)]
+pub enum HeadRows<'a> {
+    F32 { data: &'a [f32], stride: usize },
+    F16 { data: &'a [f16], stride: usize },
+}
+
 /// Keys and values for `n_ctx` positions of every layer.
 #[derive(Debug)]
 pub struct KvCache {
@@ -116,6 +124,31 @@ impl KvCache {
     #[inline]
     pub fn key(&self, layer: usize, pos: usize, head: usize, dst: &mut [f32]) {
         self.keys[layer].read(pos * self.k_dim + head * self.head_dim, dst);
+    }
+
+    /// The keys of KV head `head` in `layer`, in place.
+    #[inline]
+    pub fn key_rows(&self, layer: usize, head: usize) -> HeadRows<'_> {
+        Self::rows(&self.keys[layer], head * self.head_dim, self.k_dim)
+    }
+
+    /// The values of KV head `head` in `layer`, in place.
+    #[inline]
+    pub fn value_rows(&self, layer: usize, head: usize) -> HeadRows<'_> {
+        Self::rows(&self.values[layer], head * self.head_dim_v, self.v_dim)
+    }
+
+    fn rows(store: &Store, offset: usize, stride: usize) -> HeadRows<'_> {
+        match store {
+            Store::F32(v) => HeadRows::F32 {
+                data: &v[offset..],
+                stride,
+            },
+            Store::F16(v) => HeadRows::F16 {
+                data: &v[offset..],
+                stride,
+            },
+        }
     }
 
     /// Reads the value of KV head `head` at `pos` in `layer` into `dst` (head_dim_v long).

@@ -1,7 +1,7 @@
 //! The element-wise and per-head operations of the forward pass.
 
 use super::config::{RopeStyle, MAX_HEAD_DIM};
-use super::kv_cache::KvCache;
+use super::kv_cache::{HeadRows, KvCache};
 
 /// `1 / rms(x)`, with rms(x) = sqrt(mean(x²) + eps), evaluated as ggml does: squares in f32,
 /// summed in f64, the mean rounded to f32.
@@ -147,13 +147,19 @@ pub fn attend_head(
         attention_weights(
             q, kv, layer, kv_head, first, last, scale, precision, weights,
         );
-        let mut value = [0.0f32; MAX_HEAD_DIM];
-        let value = &mut value[..out.len()];
         out.fill(0.0);
-        for (&w, pos) in weights.iter().zip(first..=last) {
-            kv.value(layer, pos, kv_head, value);
-            for (o, &v) in out.iter_mut().zip(value.iter()) {
-                *o += w * v;
+        let dim = out.len();
+        match kv.value_rows(layer, kv_head) {
+            HeadRows::F32 { data, stride } => {
+                for (&w, pos) in weights.iter().zip(first..=last) {
+                    axpy(w, &data[pos * stride..][..dim], out);
+                }
+            }
+            HeadRows::F16 { data, stride } => {
+                let f16c = has_f16c();
+                for (&w, pos) in weights.iter().zip(first..=last) {
+                    axpy_f16(w, &data[pos * stride..][..dim], out, f16c);
+                }
             }
         }
     });
@@ -179,11 +185,19 @@ pub fn attention_weights(
     if precision == AttentionPrecision::F16 {
         round_to_f16(query);
     }
-    let mut key = [0.0f32; MAX_HEAD_DIM];
-    let key = &mut key[..q.len()];
-    for (w, pos) in weights.iter_mut().zip(first..=last) {
-        kv.key(layer, pos, kv_head, key);
-        *w = scale * dot(query, key);
+    let dim = q.len();
+    match kv.key_rows(layer, kv_head) {
+        HeadRows::F32 { data, stride } => {
+            for (w, pos) in weights.iter_mut().zip(first..=last) {
+                *w = scale * dot(query, &data[pos * stride..][..dim]);
+            }
+        }
+        HeadRows::F16 { data, stride } => {
+            let f16c = has_f16c();
+            for (w, pos) in weights.iter_mut().zip(first..=last) {
+                *w = scale * dot_f16(query, &data[pos * stride..][..dim], f16c);
+            }
+        }
     }
     softmax_in_place(weights);
     if precision == AttentionPrecision::F16 {
@@ -227,6 +241,112 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
         sum += a[i] * b[i];
     }
     sum
+}
+
+/// Whether the CPU converts f16 in hardware (F16C); std caches the answer, so this is one load.
+#[inline]
+fn has_f16c() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx") && std::arch::is_x86_feature_detected!("f16c")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// [`dot`] of `a` with f16 values `b`, each widened to f32: the same products summed in the
+/// same order (eight lanes, then the lanes in turn, then the tail), so the same result.
+/// `f16c` must be [`has_f16c`].
+#[inline]
+fn dot_f16(a: &[f32], b: &[half::f16], f16c: bool) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if f16c {
+        // SAFETY: `f16c` says the CPU has AVX and F16C.
+        return unsafe { x86::dot_f16(a, b) };
+    }
+    let mut wide = [0.0f32; MAX_HEAD_DIM];
+    let wide = &mut wide[..b.len()];
+    for (w, &h) in wide.iter_mut().zip(b) {
+        *w = h.to_f32();
+    }
+    dot(a, wide)
+}
+
+/// `out += w · v`, element by element (a product then a sum, not fused).
+#[inline]
+fn axpy(w: f32, v: &[f32], out: &mut [f32]) {
+    for (o, &v) in out.iter_mut().zip(v) {
+        *o += w * v;
+    }
+}
+
+/// [`axpy`] with f16 values widened to f32; `f16c` must be [`has_f16c`].
+#[inline]
+fn axpy_f16(w: f32, v: &[half::f16], out: &mut [f32], f16c: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if f16c {
+        // SAFETY: `f16c` says the CPU has AVX and F16C.
+        return unsafe { x86::axpy_f16(w, v, out) };
+    }
+    for (o, &v) in out.iter_mut().zip(v) {
+        *o += w * v.to_f32();
+    }
+}
+
+/// F16C twins of [`dot_f16`] and [`axpy_f16`] (same operations, same order, same results).
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// The CPU must have AVX and F16C.
+    #[target_feature(enable = "avx,f16c")]
+    pub(super) unsafe fn dot_f16(a: &[f32], b: &[half::f16]) -> f32 {
+        let n = a.len().min(b.len());
+        let chunks = n / 8;
+        let mut acc = _mm256_setzero_ps();
+        for c in 0..chunks {
+            // SAFETY: `c * 8 + 8 <= n`, inside both slices; unaligned loads.
+            let (x, y) = unsafe {
+                (
+                    _mm256_loadu_ps(a.as_ptr().add(c * 8)),
+                    _mm256_cvtph_ps(_mm_loadu_si128(b.as_ptr().add(c * 8).cast())),
+                )
+            };
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(x, y));
+        }
+        let mut lanes = [0.0f32; 8];
+        // SAFETY: `lanes` holds 8 floats.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
+        let mut sum: f32 = lanes.iter().sum();
+        for i in chunks * 8..n {
+            sum += a[i] * b[i].to_f32();
+        }
+        sum
+    }
+
+    /// # Safety
+    /// The CPU must have AVX and F16C.
+    #[target_feature(enable = "avx,f16c")]
+    pub(super) unsafe fn axpy_f16(w: f32, v: &[half::f16], out: &mut [f32]) {
+        let n = out.len().min(v.len());
+        let wv = _mm256_set1_ps(w);
+        let mut i = 0;
+        while i + 8 <= n {
+            // SAFETY: `i + 8 <= n`, inside both slices; unaligned loads and store.
+            unsafe {
+                let y = _mm256_cvtph_ps(_mm_loadu_si128(v.as_ptr().add(i).cast()));
+                let o = out.as_mut_ptr().add(i);
+                _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o), _mm256_mul_ps(wv, y)));
+            }
+            i += 8;
+        }
+        for j in i..n {
+            out[j] += w * v[j].to_f32();
+        }
+    }
 }
 
 #[cfg(test)]

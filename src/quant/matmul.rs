@@ -32,6 +32,8 @@ pub const COL_TILE: usize = 4;
 /// Weight rows dotted at once in the multi-column path: with [`COL_TILE`] columns, 2 × 4 f32
 /// accumulators plus the unpacked operands fill the 16 vector registers of AVX2.
 pub const REG_ROWS: usize = 2;
+/// Weight rows dotted at once in the multi-column path with AVX-512 (two 512-bit row pairs).
+pub const QUAD_ROWS: usize = 4;
 /// Rows per cache tile in the multi-column path: 16 rows of 896 Q8_0 weights are 15 KiB.
 pub const ROW_TILE: usize = 16;
 /// Fewest rows a parallel task gets with one column: below this the task overhead (~1 µs)
@@ -44,6 +46,12 @@ const TASKS_PER_THREAD: usize = 4;
 /// Dots [`REG_ROWS`] weight rows with [`COL_TILE`] activation columns (a per-type
 /// `vec_dot_tile`).
 type TileDot = fn([&[u8]; REG_ROWS], [&[u8]; COL_TILE], Simd) -> [[f32; COL_TILE]; REG_ROWS];
+/// Dots [`QUAD_ROWS`] weight rows with [`COL_TILE`] activation columns: the AVX-512 tile, which
+/// has the 32 vector registers the bigger tile needs.
+type QuadDot = fn([&[u8]; QUAD_ROWS], [&[u8]; COL_TILE], Simd) -> [[f32; COL_TILE]; QUAD_ROWS];
+/// Dots [`QUAD_ROWS`] weight rows with one activation column (token generation with AVX-512:
+/// the activation block and its scale are loaded once for four rows).
+type QuadOneDot = fn([&[u8]; QUAD_ROWS], [&[u8]; 1], Simd) -> [[f32; 1]; QUAD_ROWS];
 /// Dots one weight row with [`COL_TILE`] activation columns (the odd row of a tile).
 type RowDot = fn([&[u8]; 1], [&[u8]; COL_TILE], Simd) -> [[f32; COL_TILE]; 1];
 
@@ -55,6 +63,8 @@ enum RowKernel {
         one: fn(&[u8], &[u8], Simd) -> f32,
         row: RowDot,
         tile: TileDot,
+        quad: QuadDot,
+        quad_one: QuadOneDot,
     },
     /// Any other quantized type, through the per-type dispatch of [`vec_dot`].
     Other(GgmlType),
@@ -71,6 +81,8 @@ impl RowKernel {
                     one: $m::vec_dot,
                     row: $m::vec_dot_tile::<1, COL_TILE>,
                     tile: $m::vec_dot_tile::<REG_ROWS, COL_TILE>,
+                    quad: $m::vec_dot_tile::<QUAD_ROWS, COL_TILE>,
+                    quad_one: $m::vec_dot_tile::<QUAD_ROWS, 1>,
                 }
             };
         }
@@ -262,7 +274,20 @@ fn run_rows(
         }
     };
     if n_cols == 1 {
-        for r in rows {
+        let mut r = rows.start;
+        if let (RowKernel::Block32 { quad_one, .. }, Acts::Quantized { bytes, stride }, true) =
+            (kernel, acts, simd == Simd::Avx512)
+        {
+            let col = [&bytes[..stride]];
+            while r + QUAD_ROWS <= rows.end {
+                let v = quad_one(std::array::from_fn(|k| w_row(r + k)), col, simd);
+                for (dr, vr) in v.iter().enumerate() {
+                    store(0, r + dr, vr[0]);
+                }
+                r += QUAD_ROWS;
+            }
+        }
+        for r in r..rows.end {
             store(0, r, dot_one(r, 0));
         }
         return;
@@ -275,6 +300,7 @@ fn run_rows(
             RowKernel::Block32 {
                 row,
                 tile: dot_tile,
+                quad,
                 ..
             },
             Acts::Quantized { bytes, stride },
@@ -284,6 +310,17 @@ fn run_rows(
                 let cols: [&[u8]; COL_TILE] =
                     std::array::from_fn(|k| &bytes[(c + k) * stride..][..stride]);
                 let mut r = tile.start;
+                if simd == Simd::Avx512 {
+                    while r + QUAD_ROWS <= tile.end {
+                        let v = quad(std::array::from_fn(|k| w_row(r + k)), cols, simd);
+                        for (dr, vr) in v.iter().enumerate() {
+                            for (k, &v) in vr.iter().enumerate() {
+                                store(c + k, r + dr, v);
+                            }
+                        }
+                        r += QUAD_ROWS;
+                    }
+                }
                 while r + REG_ROWS <= tile.end {
                     let v = dot_tile(std::array::from_fn(|k| w_row(r + k)), cols, simd);
                     for (dr, vr) in v.iter().enumerate() {

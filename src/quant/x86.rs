@@ -48,7 +48,21 @@ const Q8_1_BYTES: usize = size_of::<BlockQ8_1>();
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn f16_at(p: *const u8) -> f32 {
     let bits = p.cast::<u16>().read_unaligned();
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+    let v = _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32));
+    // Lane 1 (0.0) is subtracted so that it stays demanded: with only lane 0 used, LLVM turns
+    // the conversion's input into a `vpinsrw` into whatever register is live, often a kernel's
+    // accumulator, which chains every block's scale load onto the accumulation (a measured 2x
+    // on token generation). `x - 0.0 == x` for every x, -0.0 included.
+    _mm_cvtss_f32(v) - _mm_cvtss_f32(_mm_movehdup_ps(v))
+}
+
+/// The little-endian f16 at `p`, as f32 in all eight lanes (every lane demanded, so no partial
+/// register write; see [`f16_at`]).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16_splat(p: *const u8) -> __m256 {
+    let bits = p.cast::<u16>().read_unaligned();
+    _mm256_cvtph_ps(_mm_set1_epi16(bits as i16))
 }
 
 /// The f32 `v` as f16 bits, rounded to nearest even (as `half::f16::from_f32`).
@@ -427,7 +441,7 @@ macro_rules! block_dot_kernels {
             for c in 0..N {
                 let ap = acts[c].as_ptr().add(off);
                 let y = _mm256_loadu_si256(ap.add(2).cast());
-                let da = _mm256_set1_ps(f16_at(ap));
+                let da = f16_splat(ap);
                 for r in 0..R {
                     let p = dot_u8_i8(ax[r], _mm256_sign_epi8(y, x[r]));
                     let scale = _mm256_mul_ps(vdw[r], da);
@@ -456,7 +470,7 @@ macro_rules! block_dot_kernels {
             for c in 0..N {
                 let ap = acts[c].as_ptr().add(off);
                 let y = _mm256_loadu_si256(ap.add(4).cast());
-                let da = _mm256_set1_ps(f16_at(ap));
+                let da = f16_splat(ap);
                 let sa = f16_at(ap.add(2));
                 for r in 0..R {
                     let p = dot_u8_i8(x[r], y);
@@ -474,6 +488,21 @@ macro_rules! block_dot_kernels {
             ws: [&[u8]; R],
             acts: [&[u8]; N],
         ) -> [[f32; N]; R] {
+            if let &[w0, w1] = ws.as_slice() {
+                if let Some([pair]) = pair_q4_0::<1, N>([[w0, w1]], &acts) {
+                    let mut out = [[0.0f32; N]; R];
+                    out.copy_from_slice(&pair);
+                    return out;
+                }
+            }
+            if let &[w0, w1, w2, w3] = ws.as_slice() {
+                if let Some([a, b]) = pair_q4_0::<2, N>([[w0, w1], [w2, w3]], &acts) {
+                    let mut out = [[0.0f32; N]; R];
+                    out[..2].copy_from_slice(&a);
+                    out[2..].copy_from_slice(&b);
+                    return out;
+                }
+            }
             tile_loop!(ws[0].len() / Q4_0_BYTES, |i, acc| {
                 let mut x = [_mm256_setzero_si256(); R];
                 let mut dw = [0.0f32; R];
@@ -492,6 +521,21 @@ macro_rules! block_dot_kernels {
             ws: [&[u8]; R],
             acts: [&[u8]; N],
         ) -> [[f32; N]; R] {
+            if let &[w0, w1] = ws.as_slice() {
+                if let Some([pair]) = pair_q5_0::<1, N>([[w0, w1]], &acts) {
+                    let mut out = [[0.0f32; N]; R];
+                    out.copy_from_slice(&pair);
+                    return out;
+                }
+            }
+            if let &[w0, w1, w2, w3] = ws.as_slice() {
+                if let Some([a, b]) = pair_q5_0::<2, N>([[w0, w1], [w2, w3]], &acts) {
+                    let mut out = [[0.0f32; N]; R];
+                    out[..2].copy_from_slice(&a);
+                    out[2..].copy_from_slice(&b);
+                    return out;
+                }
+            }
             tile_loop!(ws[0].len() / Q5_0_BYTES, |i, acc| {
                 let mut x = [_mm256_setzero_si256(); R];
                 let mut dw = [0.0f32; R];
@@ -511,6 +555,21 @@ macro_rules! block_dot_kernels {
             ws: [&[u8]; R],
             acts: [&[u8]; N],
         ) -> [[f32; N]; R] {
+            if let &[w0, w1] = ws.as_slice() {
+                if let Some([pair]) = pair_q8_0::<1, N>([[w0, w1]], &acts) {
+                    let mut out = [[0.0f32; N]; R];
+                    out.copy_from_slice(&pair);
+                    return out;
+                }
+            }
+            if let &[w0, w1, w2, w3] = ws.as_slice() {
+                if let Some([a, b]) = pair_q8_0::<2, N>([[w0, w1], [w2, w3]], &acts) {
+                    let mut out = [[0.0f32; N]; R];
+                    out[..2].copy_from_slice(&a);
+                    out[2..].copy_from_slice(&b);
+                    return out;
+                }
+            }
             tile_loop!(ws[0].len() / Q8_0_BYTES, |i, acc| {
                 let mut x = [_mm256_setzero_si256(); R];
                 let mut dw = [0.0f32; R];
@@ -529,6 +588,21 @@ macro_rules! block_dot_kernels {
             ws: [&[u8]; R],
             acts: [&[u8]; N],
         ) -> [[f32; N]; R] {
+            if let &[w0, w1] = ws.as_slice() {
+                if let Some([pair]) = pair_q4_1::<1, N>([[w0, w1]], &acts) {
+                    let mut out = [[0.0f32; N]; R];
+                    out.copy_from_slice(&pair);
+                    return out;
+                }
+            }
+            if let &[w0, w1, w2, w3] = ws.as_slice() {
+                if let Some([a, b]) = pair_q4_1::<2, N>([[w0, w1], [w2, w3]], &acts) {
+                    let mut out = [[0.0f32; N]; R];
+                    out[..2].copy_from_slice(&a);
+                    out[2..].copy_from_slice(&b);
+                    return out;
+                }
+            }
             tile_loop!(ws[0].len() / Q4_1_BYTES, |i, acc| {
                 let mut x = [_mm256_setzero_si256(); R];
                 let (mut dw, mut mw) = ([0.0f32; R], [0.0f32; R]);
@@ -548,6 +622,21 @@ macro_rules! block_dot_kernels {
             ws: [&[u8]; R],
             acts: [&[u8]; N],
         ) -> [[f32; N]; R] {
+            if let &[w0, w1] = ws.as_slice() {
+                if let Some([pair]) = pair_q5_1::<1, N>([[w0, w1]], &acts) {
+                    let mut out = [[0.0f32; N]; R];
+                    out.copy_from_slice(&pair);
+                    return out;
+                }
+            }
+            if let &[w0, w1, w2, w3] = ws.as_slice() {
+                if let Some([a, b]) = pair_q5_1::<2, N>([[w0, w1], [w2, w3]], &acts) {
+                    let mut out = [[0.0f32; N]; R];
+                    out[..2].copy_from_slice(&a);
+                    out[2..].copy_from_slice(&b);
+                    return out;
+                }
+            }
             tile_loop!(ws[0].len() / Q5_1_BYTES, |i, acc| {
                 let mut x = [_mm256_setzero_si256(); R];
                 let (mut dw, mut mw) = ([0.0f32; R], [0.0f32; R]);
@@ -582,6 +671,20 @@ pub(super) mod avx2 {
         bits_to_bytes_avx2(bits)
     }
 
+    /// AVX2 has no paired-row kernels: every tile goes through `tile_loop!`.
+    macro_rules! no_pair {
+        ($($name:ident),*) => {$(
+            #[inline(always)]
+            fn $name<const P: usize, const N: usize>(
+                _ws: [[&[u8]; 2]; P],
+                _acts: &[&[u8]; N],
+            ) -> Option<[[[f32; N]; 2]; P]> {
+                None
+            }
+        )*};
+    }
+    no_pair!(pair_q4_0, pair_q5_0, pair_q8_0, pair_q4_1, pair_q5_1);
+
     block_dot_kernels!("avx2,fma,f16c");
 }
 
@@ -605,4 +708,178 @@ pub(super) mod avx512 {
     }
 
     block_dot_kernels!("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni");
+
+    // Two weight rows at once in 512-bit registers: row 0's block in the low half, row 1's in
+    // the high half, each activation block broadcast to both halves. Every lane computes exactly
+    // what the 256-bit tile computes for its row (same integer dot, same `d_w · d_a`, same fused
+    // multiply-add), so the results are bit-identical to it, with half the instructions.
+
+    /// `lo` in the low 256 bits and `hi` in the high 256 bits.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn join(lo: __m256i, hi: __m256i) -> __m512i {
+        _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1)
+    }
+
+    /// The little-endian f16 at `p`, as f32 in all sixteen lanes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn f16_splat512(p: *const u8) -> __m512 {
+        let bits = p.cast::<u16>().read_unaligned();
+        _mm512_cvtph_ps(_mm256_set1_epi16(bits as i16))
+    }
+
+    /// `lo` in the low eight lanes, `hi` in the high eight.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn join_ps(lo: f32, hi: f32) -> __m512 {
+        _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(lo), _mm512_set1_ps(hi))
+    }
+
+    /// The two rows' sums from the paired accumulators (as `tile_loop!` sums each row's lanes).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn pair_sums<const N: usize>(acc: &[__m512; N], mins: &[[f32; N]; 2]) -> [[f32; N]; 2] {
+        let mut out = [[0.0f32; N]; 2];
+        for c in 0..N {
+            let lo = _mm512_castps512_ps256(acc[c]);
+            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[c]), 1));
+            // `tile_loop!` adds a second, zero, accumulator set and a zero min sum; adding the
+            // zeros here too keeps the rounding identical (x + 0.0 only differs for -0.0).
+            let zero = _mm256_setzero_ps();
+            out[0][c] = hsum_ps(_mm256_add_ps(lo, zero)) + (mins[0][c] + 0.0);
+            out[1][c] = hsum_ps(_mm256_add_ps(hi, zero)) + (mins[1][c] + 0.0);
+        }
+        out
+    }
+
+    /// A signed-weight paired kernel: `$unpack` turns the block at `$wp` into its 32 signed
+    /// quants and scale.
+    macro_rules! signed_pair {
+        ($name:ident, $bytes:expr, |$wp:ident| $unpack:block) => {
+            #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+            unsafe fn $name<const P: usize, const N: usize>(
+                ws: [[&[u8]; 2]; P],
+                acts: &[&[u8]; N],
+            ) -> Option<[[[f32; N]; 2]; P]> {
+                let mut acc = [[_mm512_setzero_ps(); N]; P];
+                for i in 0..ws[0][0].len() / $bytes {
+                    let mut negative = [0u64; P];
+                    let mut ax = [_mm512_setzero_si512(); P];
+                    let mut dw = [_mm512_setzero_ps(); P];
+                    for p in 0..P {
+                        let (x0, d0) = {
+                            let $wp = ws[p][0].as_ptr().add(i * $bytes);
+                            $unpack
+                        };
+                        let (x1, d1) = {
+                            let $wp = ws[p][1].as_ptr().add(i * $bytes);
+                            $unpack
+                        };
+                        let x = join(x0, x1);
+                        negative[p] = _mm512_movepi8_mask(x);
+                        ax[p] = _mm512_abs_epi8(x);
+                        dw[p] = join_ps(d0, d1);
+                    }
+                    for c in 0..N {
+                        let ap = acts[c].as_ptr().add(i * Q8_0_BYTES);
+                        let y = _mm512_broadcast_i64x4(_mm256_loadu_si256(ap.add(2).cast()));
+                        let da = f16_splat512(ap);
+                        for p in 0..P {
+                            // y with the sign of x; where x is 0, |x| is 0 and so is the product.
+                            let ys =
+                                _mm512_mask_sub_epi8(y, negative[p], _mm512_setzero_si512(), y);
+                            let prod = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ax[p], ys);
+                            let scale = _mm512_mul_ps(dw[p], da);
+                            acc[p][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(prod), scale, acc[p][c]);
+                        }
+                    }
+                }
+                let mut out = [[[0.0f32; N]; 2]; P];
+                for p in 0..P {
+                    out[p] = pair_sums(&acc[p], &[[0.0; N]; 2]);
+                }
+                Some(out)
+            }
+        };
+    }
+
+    /// An unsigned-weight paired kernel: `$unpack` gives the block's 32 unsigned quants, scale
+    /// and minimum.
+    macro_rules! unsigned_pair {
+        ($name:ident, $bytes:expr, |$wp:ident| $unpack:block) => {
+            #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+            unsafe fn $name<const P: usize, const N: usize>(
+                ws: [[&[u8]; 2]; P],
+                acts: &[&[u8]; N],
+            ) -> Option<[[[f32; N]; 2]; P]> {
+                let mut acc = [[_mm512_setzero_ps(); N]; P];
+                let mut mins = [[[0.0f32; N]; 2]; P];
+                for i in 0..ws[0][0].len() / $bytes {
+                    let mut x = [_mm512_setzero_si512(); P];
+                    let mut dw = [_mm512_setzero_ps(); P];
+                    let mut mw = [[0.0f32; 2]; P];
+                    for p in 0..P {
+                        let (x0, d0, m0) = {
+                            let $wp = ws[p][0].as_ptr().add(i * $bytes);
+                            $unpack
+                        };
+                        let (x1, d1, m1) = {
+                            let $wp = ws[p][1].as_ptr().add(i * $bytes);
+                            $unpack
+                        };
+                        x[p] = join(x0, x1);
+                        dw[p] = join_ps(d0, d1);
+                        mw[p] = [m0, m1];
+                    }
+                    for c in 0..N {
+                        let ap = acts[c].as_ptr().add(i * Q8_1_BYTES);
+                        let y = _mm512_broadcast_i64x4(_mm256_loadu_si256(ap.add(4).cast()));
+                        let da = f16_splat512(ap);
+                        let sa = f16_at(ap.add(2));
+                        for p in 0..P {
+                            let prod = _mm512_dpbusd_epi32(_mm512_setzero_si512(), x[p], y);
+                            let scale = _mm512_mul_ps(dw[p], da);
+                            acc[p][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(prod), scale, acc[p][c]);
+                            mins[p][0][c] += mw[p][0] * sa;
+                            mins[p][1][c] += mw[p][1] * sa;
+                        }
+                    }
+                }
+                let mut out = [[[0.0f32; N]; 2]; P];
+                for p in 0..P {
+                    out[p] = pair_sums(&acc[p], &mins[p]);
+                }
+                Some(out)
+            }
+        };
+    }
+
+    signed_pair!(pair_q4_0, Q4_0_BYTES, |wp| {
+        (
+            _mm256_sub_epi8(nibbles(wp.add(2)), _mm256_set1_epi8(8)),
+            f16_at(wp),
+        )
+    });
+    signed_pair!(pair_q5_0, Q5_0_BYTES, |wp| {
+        let qh = u32::from_le(wp.add(2).cast::<u32>().read_unaligned());
+        (
+            q5_0_values(nibbles(wp.add(6)), bits_to_bytes(qh)),
+            f16_at(wp),
+        )
+    });
+    signed_pair!(pair_q8_0, Q8_0_BYTES, |wp| {
+        (_mm256_loadu_si256(wp.add(2).cast()), f16_at(wp))
+    });
+    unsigned_pair!(pair_q4_1, Q4_1_BYTES, |wp| {
+        (nibbles(wp.add(4)), f16_at(wp), f16_at(wp.add(2)))
+    });
+    unsigned_pair!(pair_q5_1, Q5_1_BYTES, |wp| {
+        let qh = u32::from_le(wp.add(4).cast::<u32>().read_unaligned());
+        (
+            q5_1_values(nibbles(wp.add(8)), bits_to_bytes(qh)),
+            f16_at(wp),
+            f16_at(wp.add(2)),
+        )
+    });
 }

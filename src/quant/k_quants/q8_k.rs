@@ -66,7 +66,10 @@ fn quantize_block(x: &[f32], y: &mut BlockQ8K) {
     for (q, &v) in y.qs.iter_mut().zip(x) {
         // ggml's nearest_int adds 1.5 * 2^23 in float: round half to even for |v| < 2^22,
         // which holds here (|iscale * v| <= 127 up to rounding).
-        *q = ((iscale * v).round_ties_even() as i32).min(127) as i8;
+        // Done the same way here: `round_ties_even` is a libm call without SSE4.1.
+        let shifted = iscale * v + 12_582_912.0;
+        let rounded = (shifted.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000;
+        *q = rounded.min(127) as i8;
     }
     for j in 0..QK_K / 16 {
         let s: i32 = y.qs[16 * j..16 * j + 16].iter().map(|&q| q as i32).sum();
