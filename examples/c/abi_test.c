@@ -261,8 +261,17 @@ static void with_a_model(const char *path) {
         EXPECT(llm_eval(scorer, tokens, 3), LLM_OK);
         const float *l0 = llm_get_logits(scorer, 0), *l2 = llm_get_logits(scorer, 2);
         CHECK(l0 != NULL && l2 != NULL && l0 != l2);
-        /* The last position's logits agree with the session that kept only the last. */
-        if (l2 && last) CHECK(memcmp(l2, last, (size_t)n_vocab * sizeof(float)) == 0);
+        /* The last position's logits agree with the session that kept only the last (the
+         * output projection runs over 3 rows instead of 1 there, so float sums may be ordered
+         * differently: equal to float rounding, not bit for bit). */
+        if (l2 && last) {
+            float worst = 0.0f;
+            for (int32_t i = 0; i < n_vocab; i++) {
+                float d = fabsf(l2[i] - last[i]) / (1.0f + fabsf(last[i]));
+                if (d > worst) worst = d;
+            }
+            CHECK(worst < 1e-4f);
+        }
         if (l0 && l2) CHECK(memcmp(l0, l2, (size_t)n_vocab * sizeof(float)) != 0);
         EXPECT_NULL(llm_get_logits(scorer, 3), LLM_ERR_INVALID_ARGUMENT);
         llm_session_free(scorer);
