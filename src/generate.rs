@@ -207,7 +207,14 @@ pub fn generate_tokens(
     session.truncate(keep);
     stats.reused_tokens = keep;
     let started = Instant::now();
-    session.eval(&prompt[keep..])?;
+    // The last prompt token is always evaluated on its own, so the logits the first token is
+    // sampled from come from the same arithmetic whether or not the rest of the prompt was cached:
+    // a seed then reproduces a generation exactly even when the prefix is reused.
+    let last = prompt.len() - 1;
+    if keep < last {
+        session.eval(&prompt[keep..last])?;
+    }
+    session.eval(&prompt[last..])?;
     stats.prompt_seconds = started.elapsed().as_secs_f64();
 
     let started = Instant::now();
