@@ -162,6 +162,27 @@ fn check_row(ty: GgmlType, bytes: usize, n: usize) -> Result<()> {
     }
 }
 
+/// [`check_dot`] for a tile: panics unless every weight row has the same length and every
+/// activation column matches it in whole blocks.
+#[track_caller]
+#[inline]
+pub(crate) fn check_tile<W: ByteBlock, A: ByteBlock, const R: usize, const N: usize>(
+    ws: &[&[u8]; R],
+    acts: &[&[u8]; N],
+) {
+    let w_len = ws.first().map_or(0, |w| w.len());
+    for w in ws {
+        assert_eq!(
+            w.len(),
+            w_len,
+            "vec_dot_tile: weight rows of different lengths"
+        );
+    }
+    for act in acts {
+        check_dot::<W, A>(w_len, act.len());
+    }
+}
+
 /// Panics unless `w` is whole blocks of `W` and `act` the same number of blocks of `A`; returns
 /// the block count. Kernels read through raw pointers, so this check keeps them in bounds.
 #[track_caller]

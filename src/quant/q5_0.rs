@@ -4,7 +4,7 @@
 use half::f16;
 
 use super::q8_0::BlockQ8_0;
-use super::{as_blocks, check_blocks, check_dot, ByteBlock, Simd, QK};
+use super::{as_blocks, check_blocks, check_tile, ByteBlock, Simd, QK};
 
 /// ggml `block_q5_0`: `d` (f16, little-endian), `qh` (u32, little-endian: bit `j` is the fifth
 /// bit of element `j`), then 16 bytes of low nibbles laid out as in Q4_0 (byte `j`: element `j`
@@ -90,17 +90,7 @@ pub fn vec_dot_tile<const R: usize, const N: usize>(
     acts: [&[u8]; N],
     simd: Simd,
 ) -> [[f32; N]; R] {
-    let w_len = ws.first().map_or(0, |w| w.len());
-    for w in ws {
-        assert_eq!(
-            w.len(),
-            w_len,
-            "vec_dot_tile: weight rows of different lengths"
-        );
-    }
-    for act in acts {
-        check_dot::<BlockQ5_0, BlockQ8_0>(w_len, act.len());
-    }
+    check_tile::<BlockQ5_0, BlockQ8_0, R, N>(&ws, &acts);
     match simd.or_supported() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `or_supported` returned a level this CPU supports; lengths checked above.
