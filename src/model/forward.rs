@@ -5,16 +5,22 @@
 
 use rayon::prelude::*;
 
+use super::attention::{AttentionKernel, AttentionPrecision, HeadAttention};
 use super::config::{Config, FfnActivation};
 use super::kv_cache::{KvCache, KvType};
-use super::ops::{
-    attend_head, attention_weights, gelu_tanh_f16_table, rms_norm, rms_norm_in_place, rope_angles,
-    rope_head, silu, AttentionPrecision,
-};
+use super::ops::{gelu_tanh_f16_table, rms_norm, rms_norm_in_place, rope_head, swiglu};
 use super::weights::Matrix;
 use super::Model;
 use crate::quant::{self, Simd};
 use crate::{Error, Result};
+
+/// Hands a tensor to the trace hook (feature `trace`); nothing otherwise.
+macro_rules! trace {
+    ($name:expr, $layer:expr, $values:expr) => {
+        #[cfg(feature = "trace")]
+        super::trace::emit($name, $layer, $values);
+    };
+}
 
 /// Rows of logits computed at once when every position's logits are wanted (scoring). Bounds the
 /// logits buffer to `LOGIT_ROWS × n_vocab` floats however long the batch.
@@ -170,12 +176,11 @@ impl Model {
             (1, c.layer_is_swa.iter().position(|&swa| swa)),
         ] {
             let Some(layer) = layer else { continue };
-            let inv_freq = self.rope_inv_freq(layer);
+            let frequencies = self.rope_frequencies(layer);
             for t in 0..n {
                 let r = t * half..(t + 1) * half;
-                rope_angles(
+                frequencies.angles(
                     pos0 + t,
-                    inv_freq,
                     &mut s.rope_cos[kind][r.clone()],
                     &mut s.rope_sin[kind][r],
                 );
@@ -260,6 +265,7 @@ impl Model {
                 );
             }
             let xb = &s.xb[..n * d];
+            trace!("attn_norm", il, xb);
 
             // 3a. Project to queries, keys and values (qwen2 adds biases).
             matmul(&lw.wq, xb, &mut s.q[..n * q_dim], &mut s.scratch)?;
@@ -276,6 +282,10 @@ impl Model {
                     }
                 }
             }
+
+            trace!("Qcur", il, &s.q[..n * q_dim]);
+            trace!("Kcur", il, &s.k[..n * k_dim]);
+            trace!("Vcur", il, &s.v[..n * v_dim]);
 
             // 3b. gemma3: RMS-normalize each query and key head.
             if let (Some(q_norm), Some(k_norm)) = (&lw.q_norm, &lw.k_norm) {
@@ -300,6 +310,9 @@ impl Model {
                 }
             }
 
+            trace!("Qcur_rope", il, &s.q[..n * q_dim]);
+            trace!("Kcur_rope", il, &s.k[..n * k_dim]);
+
             // 3d. Append the new keys and values to the cache.
             for t in 0..n {
                 kv.store(
@@ -323,28 +336,36 @@ impl Model {
                 KvType::F16 => AttentionPrecision::F16,
                 KvType::F32 => AttentionPrecision::F32,
             };
+            let kernel = if n == 1 {
+                AttentionKernel::Single
+            } else {
+                AttentionKernel::Batched
+            };
+            let head_attention = |t: usize, h: usize| {
+                let pos = pos0 + t;
+                HeadAttention {
+                    kv: kv_ref,
+                    layer: il,
+                    kv_head: h / group,
+                    first: (pos + 1).saturating_sub(window),
+                    last: pos,
+                    scale: c.attn_scale,
+                    precision,
+                    kernel,
+                }
+            };
             pool.install(|| {
                 s.attn[..n * attn_dim]
                     .par_chunks_mut(hdv)
                     .enumerate()
                     .for_each(|(i, out)| {
                         let (t, h) = (i / c.n_head, i % c.n_head);
-                        let pos = pos0 + t;
-                        let first = (pos + 1).saturating_sub(window);
                         let q_head = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
-                        attend_head(
-                            q_head,
-                            kv_ref,
-                            il,
-                            h / group,
-                            first,
-                            pos,
-                            c.attn_scale,
-                            precision,
-                            out,
-                        );
+                        head_attention(t, h).attend(q_head, out);
                     });
             });
+
+            trace!("kqv_out", il, &s.attn[..n * attn_dim]);
 
             // (explain) Record this layer's attention weights if asked to.
             if let Some(probe) = probe.as_deref_mut().filter(|p| p.layer == il) {
@@ -359,17 +380,7 @@ impl Model {
                     let mut weights = vec![0.0f32; pos + 1 - first];
                     for &h in &heads {
                         let q_head = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
-                        attention_weights(
-                            q_head,
-                            kv_ref,
-                            il,
-                            h / group,
-                            first,
-                            pos,
-                            c.attn_scale,
-                            precision,
-                            &mut weights,
-                        );
+                        head_attention(t, h).weights(q_head, &mut weights);
                         for (r, w) in row[first..].iter_mut().zip(&weights) {
                             *r += w / heads.len() as f32;
                         }
@@ -386,6 +397,7 @@ impl Model {
                 &mut s.proj[..n * d],
                 &mut s.scratch,
             )?;
+            trace!("attn_out", il, &s.proj[..n * d]);
             add_residual(
                 &mut s.x[..n * d],
                 &mut s.proj[..n * d],
@@ -403,33 +415,40 @@ impl Model {
                 );
             }
             let xb = &s.xb[..n * d];
+            trace!("ffn_inp", il, &s.x[..n * d]);
+            trace!("ffn_norm", il, xb);
             let ff = n * c.n_ff;
             matmul(&lw.w_gate, xb, &mut s.gate[..ff], &mut s.scratch)?;
             matmul(&lw.w_up, xb, &mut s.up[..ff], &mut s.scratch)?;
-            let act: fn(f32) -> f32 = match c.ffn_activation {
-                FfnActivation::Silu => silu,
-                FfnActivation::GeluTanh => gelu_tanh_f16_table,
-            };
+            let n_ff = c.n_ff;
+            let activation = c.ffn_activation;
             pool.install(|| {
                 s.gate[..ff]
-                    .par_chunks_mut(4096)
-                    .zip(s.up[..ff].par_chunks(4096))
-                    .for_each(|(g, u)| {
-                        g.iter_mut().zip(u).for_each(|(g, &u)| *g = act(*g) * u);
+                    .par_chunks_mut(n_ff)
+                    .zip(s.up[..ff].par_chunks(n_ff))
+                    .for_each(|(g, u)| match activation {
+                        FfnActivation::Silu => swiglu(g, u),
+                        FfnActivation::GeluTanh => g
+                            .iter_mut()
+                            .zip(u)
+                            .for_each(|(g, &u)| *g = gelu_tanh_f16_table(*g) * u),
                     });
             });
+            trace!("ffn_swiglu", il, &s.gate[..ff]);
             matmul(
                 &lw.w_down,
                 &s.gate[..ff],
                 &mut s.proj[..n * d],
                 &mut s.scratch,
             )?;
+            trace!("ffn_out", il, &s.proj[..n * d]);
             add_residual(
                 &mut s.x[..n * d],
                 &mut s.proj[..n * d],
                 lw.post_ffn_norm.as_deref(),
                 c,
             );
+            trace!("l_out", il, &s.x[..n * d]);
         }
 
         Ok(())

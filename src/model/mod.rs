@@ -1,10 +1,13 @@
 //! A loaded model: its file, config, weights and tokenizer. Immutable after load and
 //! `Send + Sync`, so many sessions (and threads) share one.
 
+pub mod attention;
 pub mod config;
 pub(crate) mod forward;
 pub mod kv_cache;
 pub mod ops;
+#[cfg(feature = "trace")]
+pub mod trace;
 pub mod weights;
 
 use std::path::Path;
@@ -32,9 +35,9 @@ pub struct Model {
     weights: Weights,
     tokenizer: Tokenizer,
     /// RoPE inverse frequencies for global-attention layers.
-    rope_inv_freq_global: Vec<f32>,
+    rope_global: ops::RopeFrequencies,
     /// RoPE inverse frequencies for sliding-window layers.
-    rope_inv_freq_local: Vec<f32>,
+    rope_local: ops::RopeFrequencies,
     params: ModelParams,
 }
 
@@ -57,19 +60,19 @@ impl Model {
         let config = Config::from_gguf(&file)?;
         let weights = Weights::bind(&file, &config)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
-        let freqs = weights.rope_freqs.as_deref();
-        let inv_freq = |r: config::Rope| {
-            ops::rope_inv_freq(r.freq_base, r.freq_scale, config.rope_dims, freqs)
+        let factors = weights.rope_freqs.as_deref();
+        let frequencies = |r: config::Rope| {
+            ops::RopeFrequencies::new(r.freq_base, r.freq_scale, config.rope_dims, factors)
         };
-        let rope_inv_freq_global = inv_freq(config.rope_global);
-        let rope_inv_freq_local = inv_freq(config.rope_local);
+        let rope_global = frequencies(config.rope_global);
+        let rope_local = frequencies(config.rope_local);
         Ok(Model {
             file,
             config,
             weights,
             tokenizer,
-            rope_inv_freq_global,
-            rope_inv_freq_local,
+            rope_global,
+            rope_local,
             params: params.clone(),
         })
     }
@@ -103,11 +106,11 @@ impl Model {
         &self.weights
     }
 
-    pub(crate) fn rope_inv_freq(&self, layer: usize) -> &[f32] {
+    pub(crate) fn rope_frequencies(&self, layer: usize) -> &ops::RopeFrequencies {
         if self.config.layer_is_swa[layer] {
-            &self.rope_inv_freq_local
+            &self.rope_local
         } else {
-            &self.rope_inv_freq_global
+            &self.rope_global
         }
     }
 }

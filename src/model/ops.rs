@@ -1,7 +1,6 @@
 //! The element-wise and per-head operations of the forward pass.
 
-use super::config::{RopeStyle, MAX_HEAD_DIM};
-use super::kv_cache::{HeadRows, KvCache};
+use super::config::RopeStyle;
 
 /// `1 / rms(x)`, with rms(x) = sqrt(mean(x²) + eps), evaluated as ggml does: squares in f32,
 /// summed in f64, the mean rounded to f32.
@@ -30,10 +29,48 @@ pub fn rms_norm_in_place(x: &mut [f32], weight: &[f32], eps: f32) {
     }
 }
 
-/// SiLU, `x · σ(x)`.
-#[inline]
+/// SiLU, `x · σ(x) = x / (1 + e^−x)`, with e^−x from [`vexp`] (llama.cpp's vector SiLU).
+#[inline(always)]
 pub fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
+    x / (1.0 + vexp(0.0 - x))
+}
+
+/// SiLU of the gate times the up projection, element by element, as llama.cpp's SwiGLU kernel
+/// computes it: [`silu`] on whole 16-element groups, then for the remainder the C library's
+/// `expf` in place of [`vexp`].
+#[inline(always)]
+pub fn swiglu(gate: &mut [f32], up: &[f32]) {
+    let vector = gate.len() / 16 * 16;
+    for (g, &u) in gate[..vector].iter_mut().zip(&up[..vector]) {
+        *g = silu(*g) * u;
+    }
+    for (g, &u) in gate[vector..].iter_mut().zip(&up[vector..]) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+}
+
+/// `e^x` as llama.cpp's AVX-512 vector code computes it (`ggml_v_expf`, after ARM's optimized
+/// routines): `x = n·ln2 + b` with `n = round(x·log2 e)` and `ln2` split in two parts, a degree-5
+/// polynomial in `b`, scaled by `2^n` with one rounding; 0 below `n = -192`, ∞ above 192.
+/// Softmax and SiLU use it, so their results are llama.cpp's to the bit. Maximum error about
+/// 1.5 ulp.
+#[inline(always)]
+pub fn vexp(x: f32) -> f32 {
+    let c = |bits: u32| f32::from_bits(bits);
+    let shift = c(0x4b40_0000); // 0x1.8p23: adding it rounds to an integer
+    let z = x.mul_add(c(0x3fb8_aa3b), shift); // x · log2(e) + shift
+    let n = z - shift;
+    let b = (-n).mul_add(c(0x35bf_be8e), (-n).mul_add(c(0x3f31_7200), x));
+    if n.abs() > 192.0 {
+        return if n > 0.0 { f32::INFINITY } else { 0.0 };
+    }
+    let u = b * b;
+    let j = c(0x3c07_2010)
+        .mul_add(b, c(0x3d2b_9f17))
+        .mul_add(u, c(0x3e2a_af33).mul_add(b, c(0x3eff_fedb)))
+        .mul_add(u, c(0x3f7f_fff6).mul_add(b, 1.0));
+    // j · 2^n with a single rounding (the f64 product is exact; n is an integer in ±192).
+    (f64::from(j) * 2f64.powi(n as i32)) as f32
 }
 
 /// GELU with the tanh approximation as llama.cpp evaluates it: through a table indexed by the
@@ -64,287 +101,68 @@ pub fn gelu_tanh(x: f32) -> f32 {
     0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + COEF * x * x)).tanh())
 }
 
-/// The inverse frequencies of RoPE: θ_i = pos · inv_freq[i] for the i-th rotated pair.
-/// `inv_freq[i] = scale · base^(-2i/dims) / factor[i]`.
-pub fn rope_inv_freq(base: f32, scale: f32, dims: usize, factors: Option<&[f32]>) -> Vec<f32> {
-    (0..dims / 2)
-        .map(|i| {
-            let f = f64::from(scale) * f64::from(base).powf(-2.0 * i as f64 / dims as f64);
-            let factor = factors.and_then(|ff| ff.get(i)).copied().unwrap_or(1.0);
-            (f / f64::from(factor)) as f32
-        })
-        .collect()
+/// The rotation angles of RoPE, computed as llama.cpp computes them so that the rotated keys
+/// and queries are its values to the bit: pair `i` of position `p` turns by
+/// `θ_i = freq_scale · p · s^i / factor_i` with `s = base^(-2/dims)` in f32, the powers taken by
+/// repeated multiplication (`θ_{i+1} = θ_i · s`), and its cos and sin from the C library.
+#[derive(Debug, Clone)]
+pub struct RopeFrequencies {
+    theta_scale: f32,
+    freq_scale: f32,
+    /// Per-pair divisors (`rope_freqs.weight`), when the model has them.
+    factors: Option<Vec<f32>>,
 }
 
-/// Fills `cos`/`sin` (each `dims/2` long) with the rotation of position `pos`.
-#[inline]
-pub fn rope_angles(pos: usize, inv_freq: &[f32], cos: &mut [f32], sin: &mut [f32]) {
-    for ((c, s), &f) in cos.iter_mut().zip(sin.iter_mut()).zip(inv_freq) {
-        let theta = pos as f32 * f;
-        *c = theta.cos();
-        *s = theta.sin();
+impl RopeFrequencies {
+    /// The rotation of a model with RoPE base `base`, linear position scale `freq_scale`,
+    /// `dims` rotated dimensions and optional per-pair `factors`.
+    pub fn new(base: f32, freq_scale: f32, dims: usize, factors: Option<&[f32]>) -> Self {
+        RopeFrequencies {
+            theta_scale: base.powf(-2.0 / dims as f32),
+            freq_scale,
+            factors: factors.map(<[f32]>::to_vec),
+        }
+    }
+
+    /// Fills `cos`/`sin` (each `dims/2` long) with the rotation of position `pos`.
+    pub fn angles(&self, pos: usize, cos: &mut [f32], sin: &mut [f32]) {
+        let mut theta = pos as f32;
+        for (i, (c, s)) in cos.iter_mut().zip(sin.iter_mut()).enumerate() {
+            let factor = self
+                .factors
+                .as_ref()
+                .and_then(|f| f.get(i))
+                .copied()
+                .unwrap_or(1.0);
+            let angle = self.freq_scale * (theta / factor);
+            *c = angle.cos();
+            *s = angle.sin();
+            theta *= self.theta_scale;
+        }
     }
 }
 
-/// Rotates the first `2 · cos.len()` dimensions of one head in place.
+/// Rotates the first `2 · cos.len()` dimensions of one head in place. Each output is one fused
+/// multiply-add over a rounded product (`x0·cos − x1·sin` as `fma(x0, cos, −(x1·sin))`), which is
+/// what llama.cpp's compiled rotation computes.
 #[inline]
 pub fn rope_head(head: &mut [f32], cos: &[f32], sin: &[f32], style: RopeStyle) {
     let half = cos.len();
+    let rotate = |a: f32, b: f32, c: f32, s: f32| (a.mul_add(c, -(b * s)), a.mul_add(s, b * c));
     match style {
         RopeStyle::Normal => {
             for i in 0..half {
-                let (a, b) = (head[2 * i], head[2 * i + 1]);
-                head[2 * i] = a * cos[i] - b * sin[i];
-                head[2 * i + 1] = a * sin[i] + b * cos[i];
+                let (a, b) = rotate(head[2 * i], head[2 * i + 1], cos[i], sin[i]);
+                head[2 * i] = a;
+                head[2 * i + 1] = b;
             }
         }
         RopeStyle::Neox => {
             for i in 0..half {
-                let (a, b) = (head[i], head[i + half]);
-                head[i] = a * cos[i] - b * sin[i];
-                head[i + half] = a * sin[i] + b * cos[i];
+                let (a, b) = rotate(head[i], head[i + half], cos[i], sin[i]);
+                head[i] = a;
+                head[i + half] = b;
             }
-        }
-    }
-}
-
-/// How attention rounds its intermediate values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttentionPrecision {
-    /// Everything in f32.
-    F32,
-    /// As a half-precision cache implies and llama.cpp computes it: the query is rounded to f16
-    /// before it is dotted with the f16 keys, and the softmax weights are rounded to f16 before
-    /// they weight the f16 values (products and sums in f32).
-    F16,
-}
-
-thread_local! {
-    /// Per-thread attention scores, grown to the longest context seen; no allocation per token.
-    static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// One query head attending over cached positions `first..=last` of `layer`:
-/// `out = Σ_j softmax_j(scale · q·k_j) · v_j`.
-#[allow(clippy::too_many_arguments)]
-pub fn attend_head(
-    q: &[f32],
-    kv: &KvCache,
-    layer: usize,
-    kv_head: usize,
-    first: usize,
-    last: usize,
-    scale: f32,
-    precision: AttentionPrecision,
-    out: &mut [f32],
-) {
-    SCORES.with_borrow_mut(|weights| {
-        let n = last + 1 - first;
-        if weights.len() < n {
-            weights.resize(n, 0.0);
-        }
-        let weights = &mut weights[..n];
-        attention_weights(
-            q, kv, layer, kv_head, first, last, scale, precision, weights,
-        );
-        out.fill(0.0);
-        let dim = out.len();
-        match kv.value_rows(layer, kv_head) {
-            HeadRows::F32 { data, stride } => {
-                for (&w, pos) in weights.iter().zip(first..=last) {
-                    axpy(w, &data[pos * stride..][..dim], out);
-                }
-            }
-            HeadRows::F16 { data, stride } => {
-                let f16c = has_f16c();
-                for (&w, pos) in weights.iter().zip(first..=last) {
-                    axpy_f16(w, &data[pos * stride..][..dim], out, f16c);
-                }
-            }
-        }
-    });
-}
-
-/// The attention weights (softmax of scaled scores) of one query head over `first..=last`,
-/// written to `weights` (one per position).
-#[allow(clippy::too_many_arguments)]
-pub fn attention_weights(
-    q: &[f32],
-    kv: &KvCache,
-    layer: usize,
-    kv_head: usize,
-    first: usize,
-    last: usize,
-    scale: f32,
-    precision: AttentionPrecision,
-    weights: &mut [f32],
-) {
-    let mut query = [0.0f32; MAX_HEAD_DIM];
-    let query = &mut query[..q.len()];
-    query.copy_from_slice(q);
-    if precision == AttentionPrecision::F16 {
-        round_to_f16(query);
-    }
-    let dim = q.len();
-    match kv.key_rows(layer, kv_head) {
-        HeadRows::F32 { data, stride } => {
-            for (w, pos) in weights.iter_mut().zip(first..=last) {
-                *w = scale * dot(query, &data[pos * stride..][..dim]);
-            }
-        }
-        HeadRows::F16 { data, stride } => {
-            let f16c = has_f16c();
-            for (w, pos) in weights.iter_mut().zip(first..=last) {
-                *w = scale * dot_f16(query, &data[pos * stride..][..dim], f16c);
-            }
-        }
-    }
-    softmax_in_place(weights);
-    if precision == AttentionPrecision::F16 {
-        round_to_f16(weights);
-    }
-}
-
-/// Rounds every value to the nearest f16 (ties to even) and back.
-fn round_to_f16(x: &mut [f32]) {
-    for v in x.iter_mut() {
-        *v = half::f16::from_f32(*v).to_f32();
-    }
-}
-
-/// Numerically stable softmax (the sum accumulated in f64, as ggml does).
-pub fn softmax_in_place(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0f64;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += f64::from(*v);
-    }
-    let inv = (1.0 / sum) as f32;
-    for v in x.iter_mut() {
-        *v *= inv;
-    }
-}
-
-/// Dot product with four independent accumulators (lets the compiler vectorize).
-#[inline]
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let chunks = a.len() / 8;
-    for c in 0..chunks {
-        for l in 0..8 {
-            acc[l] += a[c * 8 + l] * b[c * 8 + l];
-        }
-    }
-    let mut sum: f32 = acc.iter().sum();
-    for i in chunks * 8..a.len() {
-        sum += a[i] * b[i];
-    }
-    sum
-}
-
-/// Whether the CPU converts f16 in hardware (F16C); std caches the answer, so this is one load.
-#[inline]
-fn has_f16c() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx") && std::arch::is_x86_feature_detected!("f16c")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-/// [`dot`] of `a` with f16 values `b`, each widened to f32: the same products summed in the
-/// same order (eight lanes, then the lanes in turn, then the tail), so the same result.
-/// `f16c` must be [`has_f16c`].
-#[inline]
-fn dot_f16(a: &[f32], b: &[half::f16], f16c: bool) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if f16c {
-        // SAFETY: `f16c` says the CPU has AVX and F16C.
-        return unsafe { x86::dot_f16(a, b) };
-    }
-    let mut wide = [0.0f32; MAX_HEAD_DIM];
-    let wide = &mut wide[..b.len()];
-    for (w, &h) in wide.iter_mut().zip(b) {
-        *w = h.to_f32();
-    }
-    dot(a, wide)
-}
-
-/// `out += w · v`, element by element (a product then a sum, not fused).
-#[inline]
-fn axpy(w: f32, v: &[f32], out: &mut [f32]) {
-    for (o, &v) in out.iter_mut().zip(v) {
-        *o += w * v;
-    }
-}
-
-/// [`axpy`] with f16 values widened to f32; `f16c` must be [`has_f16c`].
-#[inline]
-fn axpy_f16(w: f32, v: &[half::f16], out: &mut [f32], f16c: bool) {
-    #[cfg(target_arch = "x86_64")]
-    if f16c {
-        // SAFETY: `f16c` says the CPU has AVX and F16C.
-        return unsafe { x86::axpy_f16(w, v, out) };
-    }
-    for (o, &v) in out.iter_mut().zip(v) {
-        *o += w * v.to_f32();
-    }
-}
-
-/// F16C twins of [`dot_f16`] and [`axpy_f16`] (same operations, same order, same results).
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use std::arch::x86_64::*;
-
-    /// # Safety
-    /// The CPU must have AVX and F16C.
-    #[target_feature(enable = "avx,f16c")]
-    pub(super) unsafe fn dot_f16(a: &[f32], b: &[half::f16]) -> f32 {
-        let n = a.len().min(b.len());
-        let chunks = n / 8;
-        let mut acc = _mm256_setzero_ps();
-        for c in 0..chunks {
-            // SAFETY: `c * 8 + 8 <= n`, inside both slices; unaligned loads.
-            let (x, y) = unsafe {
-                (
-                    _mm256_loadu_ps(a.as_ptr().add(c * 8)),
-                    _mm256_cvtph_ps(_mm_loadu_si128(b.as_ptr().add(c * 8).cast())),
-                )
-            };
-            acc = _mm256_add_ps(acc, _mm256_mul_ps(x, y));
-        }
-        let mut lanes = [0.0f32; 8];
-        // SAFETY: `lanes` holds 8 floats.
-        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
-        let mut sum: f32 = lanes.iter().sum();
-        for i in chunks * 8..n {
-            sum += a[i] * b[i].to_f32();
-        }
-        sum
-    }
-
-    /// # Safety
-    /// The CPU must have AVX and F16C.
-    #[target_feature(enable = "avx,f16c")]
-    pub(super) unsafe fn axpy_f16(w: f32, v: &[half::f16], out: &mut [f32]) {
-        let n = out.len().min(v.len());
-        let wv = _mm256_set1_ps(w);
-        let mut i = 0;
-        while i + 8 <= n {
-            // SAFETY: `i + 8 <= n`, inside both slices; unaligned loads and store.
-            unsafe {
-                let y = _mm256_cvtph_ps(_mm_loadu_si128(v.as_ptr().add(i).cast()));
-                let o = out.as_mut_ptr().add(i);
-                _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o), _mm256_mul_ps(wv, y)));
-            }
-            i += 8;
-        }
-        for j in i..n {
-            out[j] += w * v[j].to_f32();
         }
     }
 }
@@ -355,21 +173,37 @@ mod tests {
 
     #[test]
     fn rope_rotation_preserves_norm_and_position_zero_is_identity() {
-        let inv = rope_inv_freq(10_000.0, 1.0, 8, None);
+        let rope = RopeFrequencies::new(10_000.0, 1.0, 8, None);
         let mut cos = [0.0; 4];
         let mut sin = [0.0; 4];
         for style in [RopeStyle::Normal, RopeStyle::Neox] {
             let orig: Vec<f32> = (0..8).map(|i| i as f32 - 3.5).collect();
             let mut h = orig.clone();
-            rope_angles(0, &inv, &mut cos, &mut sin);
+            rope.angles(0, &mut cos, &mut sin);
             rope_head(&mut h, &cos, &sin, style);
             assert_eq!(h, orig);
-            rope_angles(17, &inv, &mut cos, &mut sin);
+            rope.angles(17, &mut cos, &mut sin);
             rope_head(&mut h, &cos, &sin, style);
             let n0: f32 = orig.iter().map(|v| v * v).sum();
             let n1: f32 = h.iter().map(|v| v * v).sum();
             assert!((n0 - n1).abs() < 1e-4 * n0);
         }
+    }
+
+    #[test]
+    fn vexp_is_within_two_ulp_of_exp() {
+        for i in -2000..=2000 {
+            let x = i as f32 * 0.0437;
+            let (ours, exact) = (vexp(x), f64::from(x).exp());
+            let ulp = f64::from(f32::EPSILON) * exact;
+            assert!(
+                (f64::from(ours) - exact).abs() <= 2.0 * ulp,
+                "{x}: {ours} vs {exact}"
+            );
+        }
+        assert_eq!(vexp(f32::NEG_INFINITY), 0.0);
+        assert_eq!(vexp(-200.0), 0.0);
+        assert_eq!(vexp(200.0), f32::INFINITY);
     }
 
     #[test]

@@ -195,3 +195,22 @@ pub(crate) fn check_dot<W: ByteBlock, A: ByteBlock>(w: usize, act: usize) -> usi
     );
     n_blocks
 }
+
+/// The sum of eight f32 lanes in the order x86 kernels reduce a 256-bit register (upper half
+/// onto lower, then pairs, then the last two): `((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7))`. Scalar
+/// twins use it so that their result is the SIMD kernels' to the bit.
+#[inline]
+pub fn hsum8(a: [f32; 8]) -> f32 {
+    ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
+}
+
+/// The integer dot product of 32 quants, as eight lane sums of four consecutive products (the
+/// lanes a `vpdpbusd` or `vpmaddubsw` + `vpmaddwd` pair produces).
+#[inline]
+pub fn lane_sums(x: &[i8; QK], y: &[i8; QK]) -> [i32; 8] {
+    std::array::from_fn(|l| {
+        (0..4)
+            .map(|k| i32::from(x[4 * l + k]) * i32::from(y[4 * l + k]))
+            .sum()
+    })
+}

@@ -4,7 +4,7 @@
 use half::f16;
 
 use super::q8::BlockQ8_1;
-use super::{as_blocks, check_blocks, check_tile, ByteBlock, Simd, QK};
+use super::{as_blocks, check_blocks, check_tile, hsum8, lane_sums, ByteBlock, Simd, QK};
 
 /// ggml `block_q4_1`: `d`, `m` (f16, little-endian), then 16 bytes of nibbles laid out as in Q4_0
 /// (byte `j`: element `j` low, element `j + 16` high).
@@ -104,22 +104,22 @@ pub fn vec_dot_tile<const R: usize, const N: usize>(
     }
 }
 
-/// Plain-Rust reference for [`vec_dot`] (ggml `ggml_vec_dot_q4_1_q8_1` generic path): per block
-/// `d_w * d_a * Σ q·y + m_w * s_a`, where `s_a = d_a * Σ y` comes stored in the Q8_1 block.
+/// Plain-Rust reference for [`vec_dot`], in the order of llama.cpp's x86 kernel
+/// (`ggml_vec_dot_q4_1_q8_1`): eight lanes, lane `l` accumulating `d_w·d_a · Σ(4 products)` of
+/// every block with a fused multiply-add, the minimum terms `m_w · s_a` fused into one running
+/// sum, then the lanes reduced as [`hsum8`] and the minimum sum added.
 pub fn vec_dot_scalar(w: &[u8], act: &[u8]) -> f32 {
-    let mut sum = 0.0f32;
+    let mut lanes = [0.0f32; 8];
+    let mut mins = 0.0f32;
     for (bw, ba) in as_blocks::<BlockQ4_1>(w)
         .iter()
         .zip(as_blocks::<BlockQ8_1>(act))
     {
-        let sumi: i32 = bw
-            .quants()
-            .iter()
-            .zip(ba.qs.iter())
-            .map(|(&x, &y)| x as i32 * y as i32)
-            .sum();
-        sum +=
-            (bw.d().to_f32() * ba.d().to_f32()) * sumi as f32 + bw.m().to_f32() * ba.s().to_f32();
+        let scale = bw.d().to_f32() * ba.d().to_f32();
+        mins = bw.m().to_f32().mul_add(ba.s().to_f32(), mins);
+        for (lane, isum) in lanes.iter_mut().zip(lane_sums(&bw.quants(), &ba.qs)) {
+            *lane = scale.mul_add(isum as f32, *lane);
+        }
     }
-    sum
+    hsum8(lanes) + mins
 }

@@ -1,10 +1,12 @@
 //! Activation formats for the 32-element blocks: Q8_0 (scale) and Q8_1 (scale and scaled sum),
 //! and their quantizers.
 //!
-//! Both quantizers reproduce ggml's reference (`quantize_row_q8_0_ref`, `quantize_row_q8_1_ref`):
-//! per block `d = amax / 127`, `q = round(x / d)` computed as `x * (1 / d)` and rounded half away
-//! from zero (C `roundf`), so every `q` lies in -127..=127. The kernels rely on that range (the
-//! sign trick negates activations, which would overflow for -128).
+//! The quantizers compute what llama.cpp's x86 build computes at run time (not its `_ref`
+//! reference, which the weight quantizer in `quantize.rs` follows): per block `d = amax / 127`,
+//! `q = x * (127 / amax)` rounded half to even, so every `q` lies in -127..=127. Matching its
+//! rounding bit for bit matters: a single quant that rounds the other way moves the matmul output
+//! by a whole quantization step, and the difference then grows through the layers. The kernels
+//! rely on the range (the sign trick negates activations, which would overflow for -128).
 
 use half::f16;
 
@@ -38,7 +40,7 @@ impl BlockQ8_1 {
     }
 }
 
-/// Quantizes f32 activations to Q8_0 blocks (ggml `quantize_row_q8_0_ref`).
+/// Quantizes f32 activations to Q8_0 blocks (ggml `quantize_row_q8_0`).
 ///
 /// # Panics
 /// If `dst` is not exactly `x.len()` elements of whole Q8_0 blocks.
@@ -53,7 +55,7 @@ pub fn quantize_row_q8_0(x: &[f32], dst: &mut [u8], simd: Simd) {
     }
 }
 
-/// Quantizes f32 activations to Q8_1 blocks (ggml `quantize_row_q8_1_ref`).
+/// Quantizes f32 activations to Q8_1 blocks (ggml `quantize_row_q8_1`).
 ///
 /// # Panics
 /// If `dst` is not exactly `x.len()` elements of whole Q8_1 blocks.
@@ -68,12 +70,12 @@ pub fn quantize_row_q8_1(x: &[f32], dst: &mut [u8], simd: Simd) {
     }
 }
 
-/// The block scale and its reciprocal as ggml's reference computes them: `d = amax / 127` and
-/// `1 / d` (0 for an all-zero block).
+/// The block scale and the multiplier that quantizes: `d = amax / 127` and `127 / amax` (0 for
+/// an all-zero block).
 fn scale_of(x: &[f32]) -> (f32, f32) {
     let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     let d = amax / 127.0;
-    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
     (d, id)
 }
 
@@ -86,8 +88,8 @@ pub fn quantize_row_q8_0_scalar(x: &[f32], dst: &mut [u8]) {
         let (d, id) = scale_of(xs);
         b.d = f16::from_f32(d).to_le_bytes();
         for (q, &v) in b.qs.iter_mut().zip(xs) {
-            // `f32::round` rounds half away from zero, like C `roundf`; |v * id| <= 127.
-            *q = (v * id).round() as i8;
+            // |v * id| <= 127.
+            *q = (v * id).round_ties_even() as i8;
         }
     }
 }
@@ -101,7 +103,7 @@ pub fn quantize_row_q8_1_scalar(x: &[f32], dst: &mut [u8]) {
         let (d, id) = scale_of(xs);
         let mut sum = 0i32;
         for (q, &v) in b.qs.iter_mut().zip(xs) {
-            *q = (v * id).round() as i8;
+            *q = (v * id).round_ties_even() as i8;
             sum += *q as i32;
         }
         b.d = f16::from_f32(d).to_le_bytes();

@@ -225,11 +225,9 @@ pub(super) unsafe fn dequantize_q8_0(src: &[u8], dst: &mut [f32]) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Activation quantization (ggml `quantize_row_q8_0_ref` / `_q8_1_ref`), bit-identical to the
-// scalar twin: same `amax`, same `d = amax / 127` and `id = 1 / d` in scalar f32, same product
-// `x * id`, and C `roundf` (half away from zero) done as truncation of `v + copysign(0.49999997,
-// v)`: adding the largest float below one half moves exact halves up to the next integer
-// (the sum rounds to it) but leaves anything below a half under it, for all |v| < 2^23.
+// Activation quantization (ggml's x86 `quantize_row_q8_0` / `_q8_1`), bit-identical to the
+// scalar twin: same `amax`, same `d = amax / 127` and multiplier `127 / amax` in scalar f32, same
+// product `x * id`, rounded half to even.
 
 /// Quantizes the 32 floats at `x` into the 32 bytes at `qs`; returns `d` and the quants' sum.
 #[inline]
@@ -247,14 +245,15 @@ unsafe fn quantize_block(x: *const f32, qs: *mut u8) -> (f32, i32) {
         _mm256_max_ps(abs(v[0]), abs(v[1])),
         _mm256_max_ps(abs(v[2]), abs(v[3])),
     );
-    let d = hmax_ps(m) / 127.0;
-    let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
-    let below_half = _mm256_set1_ps(0.499_999_97);
+    let amax = hmax_ps(m);
+    let d = amax / 127.0;
+    let id = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
     let mut q = [_mm256_setzero_si256(); 4];
     for k in 0..4 {
         let s = _mm256_mul_ps(v[k], id);
-        let r = _mm256_add_ps(s, _mm256_or_ps(_mm256_and_ps(s, sign), below_half));
-        q[k] = _mm256_cvttps_epi32(r);
+        q[k] = _mm256_cvtps_epi32(_mm256_round_ps::<
+            { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
+        >(s));
     }
     let sum = hsum_epi32(_mm256_add_epi32(
         _mm256_add_epi32(q[0], q[1]),
@@ -377,42 +376,23 @@ struct Acc<const R: usize, const N: usize> {
 }
 
 /// Runs `$body` for every block index `$i` with `$acc: &mut Acc<R, N>` and returns the sums.
-/// A single row and column alternates two accumulator sets, so that consecutive blocks'
-/// multiply-adds do not wait on each other (one chain would bound the loop at the FMA latency per
-/// block); bigger tiles already have `R * N` independent chains.
+/// Runs `$body` for every block with one accumulator set, then reduces each output's lanes and
+/// adds its minimum sum: one fused multiply-add chain per output, as llama.cpp's kernels do, so
+/// that the result is theirs to the bit.
 macro_rules! tile_loop {
     ($n_blocks:expr, |$i:ident, $acc:ident| $body:block) => {{
-        let n_blocks = $n_blocks;
-        let zero = Acc {
+        let mut acc = Acc {
             lanes: [[_mm256_setzero_ps(); N]; R],
             mins: [[0.0f32; N]; R],
         };
-        let mut chains = [zero, zero];
-        let mut $i = 0;
-        if R * N == 1 {
-            while $i + 2 <= n_blocks {
-                {
-                    let $acc = &mut chains[0];
-                    $body
-                }
-                $i += 1;
-                {
-                    let $acc = &mut chains[1];
-                    $body
-                }
-                $i += 1;
-            }
-        }
-        while $i < n_blocks {
-            let $acc = &mut chains[0];
+        for $i in 0..$n_blocks {
+            let $acc = &mut acc;
             $body
-            $i += 1;
         }
         let mut out = [[0.0f32; N]; R];
         for r in 0..R {
             for c in 0..N {
-                let lanes = _mm256_add_ps(chains[0].lanes[r][c], chains[1].lanes[r][c]);
-                out[r][c] = hsum_ps(lanes) + (chains[0].mins[r][c] + chains[1].mins[r][c]);
+                out[r][c] = hsum_ps(acc.lanes[r][c]) + acc.mins[r][c];
             }
         }
         out
@@ -477,7 +457,7 @@ macro_rules! block_dot_kernels {
                     let scale = _mm256_mul_ps(vdw[r], da);
                     acc.lanes[r][c] =
                         _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc.lanes[r][c]);
-                    acc.mins[r][c] += mw[r] * sa;
+                    acc.mins[r][c] = mw[r].mul_add(sa, acc.mins[r][c]);
                 }
             }
         }
@@ -744,11 +724,8 @@ pub(super) mod avx512 {
         for c in 0..N {
             let lo = _mm512_castps512_ps256(acc[c]);
             let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[c]), 1));
-            // `tile_loop!` adds a second, zero, accumulator set and a zero min sum; adding the
-            // zeros here too keeps the rounding identical (x + 0.0 only differs for -0.0).
-            let zero = _mm256_setzero_ps();
-            out[0][c] = hsum_ps(_mm256_add_ps(lo, zero)) + (mins[0][c] + 0.0);
-            out[1][c] = hsum_ps(_mm256_add_ps(hi, zero)) + (mins[1][c] + 0.0);
+            out[0][c] = hsum_ps(lo) + mins[0][c];
+            out[1][c] = hsum_ps(hi) + mins[1][c];
         }
         out
     }
@@ -841,8 +818,8 @@ pub(super) mod avx512 {
                             let prod = _mm512_dpbusd_epi32(_mm512_setzero_si512(), x[p], y);
                             let scale = _mm512_mul_ps(dw[p], da);
                             acc[p][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(prod), scale, acc[p][c]);
-                            mins[p][0][c] += mw[p][0] * sa;
-                            mins[p][1][c] += mw[p][1] * sa;
+                            mins[p][0][c] = mw[p][0].mul_add(sa, mins[p][0][c]);
+                            mins[p][1][c] = mw[p][1].mul_add(sa, mins[p][1][c]);
                         }
                     }
                 }
