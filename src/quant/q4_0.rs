@@ -96,21 +96,23 @@ pub fn vec_dot_tile<const R: usize, const N: usize>(
     }
 }
 
-/// Plain-Rust reference for [`vec_dot`] (ggml `ggml_vec_dot_q4_0_q8_0` generic path): the
-/// integer dot of each block times `d_w * d_a`, summed over blocks.
+/// Plain-Rust reference for [`vec_dot`], in the arithmetic of llama.cpp's repacked Q4_0 kernels
+/// (`ggml_gemv/gemm_q4_0_8x8_q8_0`, which it uses on x86 for every matrix with a multiple of 8
+/// rows): each block's 32 products summed exactly as integers, then one fused multiply-add per
+/// block, `sum = isum · (d_w · d_a) + sum`.
 pub fn vec_dot_scalar(w: &[u8], act: &[u8]) -> f32 {
     let mut sum = 0.0f32;
     for (bw, ba) in as_blocks::<BlockQ4_0>(w)
         .iter()
         .zip(as_blocks::<BlockQ8_0>(act))
     {
-        let sumi: i32 = bw
+        let isum: i32 = bw
             .quants()
             .iter()
             .zip(ba.qs.iter())
             .map(|(&x, &y)| x as i32 * y as i32)
             .sum();
-        sum += sumi as f32 * (bw.d().to_f32() * ba.d().to_f32());
+        sum = (isum as f32).mul_add(bw.d().to_f32() * ba.d().to_f32(), sum);
     }
     sum
 }

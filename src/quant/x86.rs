@@ -431,6 +431,33 @@ macro_rules! block_dot_kernels {
             }
         }
 
+        /// Like `signed_tile`, but each block's 32 products are summed exactly as integers
+        /// before one fused multiply-add by `d_w · d_a` per output, kept in `acc.mins` (the
+        /// arithmetic of llama.cpp's repacked Q4_0 kernels).
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn signed_tile_whole_block<const R: usize, const N: usize>(
+            acc: &mut Acc<R, N>,
+            x: [__m256i; R],
+            dw: [f32; R],
+            acts: &[&[u8]; N],
+            off: usize,
+        ) {
+            let mut ax = [_mm256_setzero_si256(); R];
+            for r in 0..R {
+                ax[r] = _mm256_sign_epi8(x[r], x[r]);
+            }
+            for c in 0..N {
+                let ap = acts[c].as_ptr().add(off);
+                let y = _mm256_loadu_si256(ap.add(2).cast());
+                let da = f16_at(ap);
+                for r in 0..R {
+                    let isum = hsum_epi32(dot_u8_i8(ax[r], _mm256_sign_epi8(y, x[r])));
+                    acc.mins[r][c] = (isum as f32).mul_add(dw[r] * da, acc.mins[r][c]);
+                }
+            }
+        }
+
         /// Adds one unsigned-weight block per row (quants `x[r]`, scale `dw[r]`, minimum
         /// `mw[r]`) dotted with the Q8_1 block at byte `off` of each column.
         #[inline]
@@ -468,21 +495,6 @@ macro_rules! block_dot_kernels {
             ws: [&[u8]; R],
             acts: [&[u8]; N],
         ) -> [[f32; N]; R] {
-            if let &[w0, w1] = ws.as_slice() {
-                if let Some([pair]) = pair_q4_0::<1, N>([[w0, w1]], &acts) {
-                    let mut out = [[0.0f32; N]; R];
-                    out.copy_from_slice(&pair);
-                    return out;
-                }
-            }
-            if let &[w0, w1, w2, w3] = ws.as_slice() {
-                if let Some([a, b]) = pair_q4_0::<2, N>([[w0, w1], [w2, w3]], &acts) {
-                    let mut out = [[0.0f32; N]; R];
-                    out[..2].copy_from_slice(&a);
-                    out[2..].copy_from_slice(&b);
-                    return out;
-                }
-            }
             tile_loop!(ws[0].len() / Q4_0_BYTES, |i, acc| {
                 let mut x = [_mm256_setzero_si256(); R];
                 let mut dw = [0.0f32; R];
@@ -491,7 +503,7 @@ macro_rules! block_dot_kernels {
                     x[r] = _mm256_sub_epi8(nibbles(wp.add(2)), _mm256_set1_epi8(8));
                     dw[r] = f16_at(wp);
                 }
-                signed_tile(acc, x, dw, &acts, i * Q8_0_BYTES);
+                signed_tile_whole_block(acc, x, dw, &acts, i * Q8_0_BYTES);
             })
         }
 
@@ -663,7 +675,7 @@ pub(super) mod avx2 {
             }
         )*};
     }
-    no_pair!(pair_q4_0, pair_q5_0, pair_q8_0, pair_q4_1, pair_q5_1);
+    no_pair!(pair_q5_0, pair_q8_0, pair_q4_1, pair_q5_1);
 
     block_dot_kernels!("avx2,fma,f16c");
 }
@@ -832,12 +844,6 @@ pub(super) mod avx512 {
         };
     }
 
-    signed_pair!(pair_q4_0, Q4_0_BYTES, |wp| {
-        (
-            _mm256_sub_epi8(nibbles(wp.add(2)), _mm256_set1_epi8(8)),
-            f16_at(wp),
-        )
-    });
     signed_pair!(pair_q5_0, Q5_0_BYTES, |wp| {
         let qh = u32::from_le(wp.add(2).cast::<u32>().read_unaligned());
         (
