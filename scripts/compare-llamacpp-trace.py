@@ -22,9 +22,19 @@ import sys, os, numpy as np
 ref, ours = sys.argv[1], sys.argv[2]
 names = {"attn_norm": "attn_norm", "Qcur": "Qcur#0", "Kcur": "Kcur#0", "Vcur": "Vcur#0",
          "Qcur_rope": "Qcur#2", "Kcur_rope": "Kcur#2", "kqv_out": "kqv_out", "attn_out": "attn_out",
-         "ffn_inp": "ffn_inp", "ffn_norm": "ffn_norm", "ffn_swiglu": "ffn_swiglu", "ffn_out": "ffn_out",
+         "ffn_inp": "ffn_inp", "ffn_norm": "ffn_norm", "ffn_gate": "ffn_gate", "ffn_up": "ffn_up", "ffn_swiglu": "ffn_swiglu", "ffn_out": "ffn_out",
          "l_out": "l_out"}
-order = [l.split()[0] for l in open(os.path.join(ref, "order.txt"))]
+order = [l.rsplit(" [", 1)[0] for l in open(os.path.join(ref, "order.txt"))]
+def last(base):
+    return max(int(n.split("#")[1]) for n in order if n.split("#")[0] == base)
+# The projections are named again after their bias (qwen2), reshape, norm and rope: ours are
+# the first name after the bias and the last one.
+if last("Qcur-0") == 3:
+    names.update({"Qcur": "Qcur#1", "Kcur": "Kcur#1", "Vcur": "Vcur#1", "Qcur_rope": "Qcur#3", "Kcur_rope": "Kcur#3"})
+if "sa_out-0#0" in order:
+    names["ffn_inp"] = "sa_out"
+if "ffn_geglu-0#0" in order:
+    names["ffn_swiglu"] = "ffn_geglu"
 n_layer = 1 + max(int(n.split("#")[0].rsplit("-", 1)[1]) for n in order if n.startswith("l_out-"))
 for il in range(n_layer):
     for ours_name, ref_name in names.items():

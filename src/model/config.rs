@@ -107,6 +107,10 @@ pub struct Config {
     pub layer_is_swa: Vec<bool>,
     /// Multiplier of q·k before the softmax.
     pub attn_scale: f32,
+    /// Whether the queries are multiplied by `attn_scale` before they meet the keys (gemma3, as
+    /// llama.cpp builds it) instead of the scores after. The two differ in rounding where the
+    /// f16-rounded query would be subnormal.
+    pub scale_queries: bool,
     /// Multiplier applied to token embeddings (√d_model for gemma, 1 otherwise).
     pub embed_scale: f32,
     pub ffn_activation: FfnActivation,
@@ -174,6 +178,7 @@ impl Config {
             sliding_window: 0,
             layer_is_swa: vec![false; n_layer],
             attn_scale: 1.0 / (head_dim as f32).sqrt(),
+            scale_queries: false,
             embed_scale: 1.0,
             ffn_activation: FfnActivation::Silu,
         };
@@ -184,6 +189,7 @@ impl Config {
                 config.rope_style = RopeStyle::Neox;
                 config.ffn_activation = FfnActivation::GeluTanh;
                 config.embed_scale = (n_embd as f32).sqrt();
+                config.scale_queries = true;
                 // Five sliding-window layers, then one global layer, repeating (llama.cpp's
                 // swa pattern 6); the local layers use RoPE base 10 000 without scaling.
                 const SWA_PERIOD: usize = 6;

@@ -311,6 +311,13 @@ impl Model {
             }
 
             trace!("Qcur_rope", il, &s.q[..n * q_dim]);
+            // gemma3: the queries carry the attention scale.
+            let score_scale = if c.scale_queries {
+                s.q[..n * q_dim].iter_mut().for_each(|v| *v *= c.attn_scale);
+                1.0
+            } else {
+                c.attn_scale
+            };
             trace!("Kcur_rope", il, &s.k[..n * k_dim]);
 
             // 3d. Append the new keys and values to the cache.
@@ -349,7 +356,7 @@ impl Model {
                     kv_head: h / group,
                     first: (pos + 1).saturating_sub(window),
                     last: pos,
-                    scale: c.attn_scale,
+                    scale: score_scale,
                     precision,
                     kernel,
                 }
@@ -420,6 +427,8 @@ impl Model {
             let ff = n * c.n_ff;
             matmul(&lw.w_gate, xb, &mut s.gate[..ff], &mut s.scratch)?;
             matmul(&lw.w_up, xb, &mut s.up[..ff], &mut s.scratch)?;
+            trace!("ffn_gate", il, &s.gate[..ff]);
+            trace!("ffn_up", il, &s.up[..ff]);
             let n_ff = c.n_ff;
             let activation = c.ffn_activation;
             pool.install(|| {

@@ -93,12 +93,14 @@ pub fn gelu_tanh_f16_table(x: f32) -> f32 {
     table[usize::from(half::f16::from_f32(x).to_bits())].to_f32()
 }
 
-/// GELU with the tanh approximation, as Gemma was trained with.
+/// GELU with the tanh approximation, as Gemma was trained with, evaluated as llama.cpp's
+/// compiled `ggml_gelu_f32` does (the `1 + a·x²` term fused), so that [`gelu_tanh_f16_table`]
+/// holds llama.cpp's table entry for entry.
 #[inline]
 pub fn gelu_tanh(x: f32) -> f32 {
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
     const COEF: f32 = 0.044_715;
-    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + COEF * x * x)).tanh())
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (COEF * x).mul_add(x, 1.0)).tanh())
 }
 
 /// The rotation angles of RoPE, computed as llama.cpp computes them so that the rotated keys

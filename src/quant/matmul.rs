@@ -13,8 +13,8 @@
 use rayon::prelude::*;
 
 use super::{
-    float, q4_0, q4_1, q5_0, q5_1, q8_0, quantize_activations, vec_dot, vec_dot_type, GgmlType,
-    Simd,
+    float, k_quants, q4_0, q4_1, q5_0, q5_1, q8_0, quantize_activations, vec_dot, vec_dot_type,
+    GgmlType, Simd,
 };
 use crate::{Error, Result};
 
@@ -36,6 +36,9 @@ pub const REG_ROWS: usize = 2;
 pub const QUAD_ROWS: usize = 4;
 /// Rows per cache tile in the multi-column path: 16 rows of 896 Q8_0 weights are 15 KiB.
 pub const ROW_TILE: usize = 16;
+/// Fewest activation columns for which llama.cpp multiplies K-quants with its tiled kernel (whose
+/// arithmetic differs from its single-column dot product; we follow whichever it uses).
+const TILED_MIN_COLS: usize = 8;
 /// Fewest rows a parallel task gets with one column: below this the task overhead (~1 µs)
 /// outweighs the row dots.
 const MIN_TASK_ROWS_GEN: usize = 32;
@@ -68,12 +71,19 @@ enum RowKernel {
     },
     /// Any other quantized type, through the per-type dispatch of [`vec_dot`].
     Other(GgmlType),
+    /// A K-quant type with 8 or more activation columns, in the arithmetic of llama.cpp's tiled
+    /// K-quant matrix multiply ([`k_quants::vec_dot_tiled`]).
+    KTiled(GgmlType),
+    /// Q4_K, which llama.cpp repacks: columns in whole groups of four take its four-column
+    /// kernel's arithmetic ([`k_quants::vec_dot_four_columns`]), the rest its one-column kernel's.
+    /// Holds the number of columns in whole groups.
+    KRepacked(GgmlType, usize),
     /// Float weights dotted with the f32 activations directly.
     Float(GgmlType),
 }
 
 impl RowKernel {
-    fn for_type(ty: GgmlType) -> RowKernel {
+    fn for_type(ty: GgmlType, n_cols: usize) -> RowKernel {
         use GgmlType::*;
         macro_rules! block32 {
             ($m:ident) => {
@@ -93,6 +103,8 @@ impl RowKernel {
             Q5_1 => block32!(q5_1),
             Q8_0 => block32!(q8_0),
             F32 | F16 | BF16 => RowKernel::Float(ty),
+            Q6_K if n_cols >= TILED_MIN_COLS => RowKernel::KTiled(ty),
+            Q4_K => RowKernel::KRepacked(ty, n_cols - n_cols % 4),
             _ => RowKernel::Other(ty),
         }
     }
@@ -173,7 +185,7 @@ pub fn matmul(
         return Ok(());
     }
 
-    let kernel = RowKernel::for_type(w.ty);
+    let kernel = RowKernel::for_type(w.ty, n_cols);
     let act_ty = vec_dot_type(w.ty);
     let acts = if matches!(kernel, RowKernel::Float(_)) {
         Acts::F32 { x, stride: cols }
@@ -265,6 +277,17 @@ fn run_rows(
             }
             (RowKernel::Other(ty), Acts::Quantized { bytes, stride }) => {
                 vec_dot(ty, w_row(r), &bytes[c * stride..][..stride], simd)
+            }
+            (RowKernel::KTiled(ty), Acts::Quantized { bytes, stride }) => {
+                k_quants::vec_dot_tiled(ty, w_row(r), &bytes[c * stride..][..stride], simd)
+            }
+            (RowKernel::KRepacked(ty, grouped), Acts::Quantized { bytes, stride }) => {
+                let act = &bytes[c * stride..][..stride];
+                if c < grouped {
+                    k_quants::vec_dot_four_columns(ty, w_row(r), act, simd)
+                } else {
+                    vec_dot(ty, w_row(r), act, simd)
+                }
             }
             (RowKernel::Float(ty), Acts::F32 { x, stride }) => {
                 float::vec_dot_f32(ty, w_row(r), &x[c * stride..][..stride], simd)

@@ -114,6 +114,27 @@ pub fn vec_dot(ty: GgmlType, w: &[u8], act: &[u8], simd: Simd) -> f32 {
     }
 }
 
+/// [`vec_dot`] in the arithmetic llama.cpp uses when 8 or more activation columns are multiplied
+/// at once (its tiled K-quant matrix multiply): for Q6_K, per super-block the exact integer dot,
+/// then `(isum · d_w) · d_a + acc` (the last multiply and add fused). Other types keep the
+/// single-column arithmetic.
+pub fn vec_dot_tiled(ty: GgmlType, w: &[u8], act: &[u8], simd: Simd) -> f32 {
+    match ty {
+        GgmlType::Q6_K => q6_k::vec_dot_tiled(as_blocks(w), as_blocks(act), runnable(simd)),
+        _ => vec_dot(ty, w, act, simd),
+    }
+}
+
+/// [`vec_dot`] in the arithmetic llama.cpp uses for activation columns that fall in a whole
+/// group of four (its repacked four-column kernels): for Q4_K the fused running sums step per 64
+/// elements instead of per super-block. Other types keep the single-column arithmetic.
+pub fn vec_dot_four_columns(ty: GgmlType, w: &[u8], act: &[u8], simd: Simd) -> f32 {
+    match ty {
+        GgmlType::Q4_K => q4_k::vec_dot_chunked(as_blocks(w), as_blocks(act), runnable(simd)),
+        _ => vec_dot(ty, w, act, simd),
+    }
+}
+
 /// Quantizes f32 activations to Q8_K (ggml `quantize_row_q8_K_ref`); `x.len()` must be a
 /// multiple of 256 and `dst` exactly `x.len() / 256` blocks (checked by the caller).
 pub fn quantize_row_q8_k(x: &[f32], dst: &mut [u8], simd: Simd) {
@@ -148,7 +169,16 @@ pub(crate) mod x86 {
         x - zero
     }
 
-    /// Sum of the 8 lanes of `v`.
+    /// Sum of the eight i32 lanes (exact, wrapping).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) fn hsum_epi32(v: __m256i) -> i32 {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+        _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01)))
+    }
+
+    /// Sum of the eight lanes (upper half onto lower, then pairs).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(crate) fn hsum_ps_256(v: __m256) -> f32 {

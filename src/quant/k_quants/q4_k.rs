@@ -82,18 +82,32 @@ pub(crate) fn dequantize(src: &[BlockQ4K], dst: &mut [f32], simd: Simd) {
     }
 }
 
+/// The dot product in the arithmetic of llama.cpp's repacked single-column kernel
+/// (`ggml_gemv_q4_K_8x8_q8_K`): see [`vec_dot_scalar`].
 pub(crate) fn vec_dot(w: &[BlockQ4K], act: &[BlockQ8K], simd: Simd) -> f32 {
+    vec_dot_by::<false>(w, act, simd)
+}
+
+/// The dot product in the arithmetic of llama.cpp's repacked four-column kernel
+/// (`ggml_gemm_q4_K_8x8_q8_K`), which it uses for the activation columns in whole groups of four:
+/// see [`vec_dot_chunked_scalar`].
+pub(crate) fn vec_dot_chunked(w: &[BlockQ4K], act: &[BlockQ8K], simd: Simd) -> f32 {
+    vec_dot_by::<true>(w, act, simd)
+}
+
+fn vec_dot_by<const CHUNKED: bool>(w: &[BlockQ4K], act: &[BlockQ8K], simd: Simd) -> f32 {
     match simd {
         #[cfg(target_arch = "x86_64")]
         Simd::Avx512 => {
             // SAFETY: `simd` passed `Simd::is_supported`: AVX-512 F/BW/VL/VNNI and AVX2 present.
-            unsafe { x86::vec_dot_avx512(w, act) }
+            unsafe { x86::vec_dot_avx512::<CHUNKED>(w, act) }
         }
         #[cfg(target_arch = "x86_64")]
         Simd::Avx2 => {
             // SAFETY: `simd` passed `Simd::is_supported`: AVX2, FMA and F16C present.
-            unsafe { x86::vec_dot_avx2(w, act) }
+            unsafe { x86::vec_dot_avx2::<CHUNKED>(w, act) }
         }
+        _ if CHUNKED => vec_dot_chunked_scalar(w, act),
         _ => vec_dot_scalar(w, act),
     }
 }
@@ -118,13 +132,17 @@ pub fn dequantize_scalar(src: &[BlockQ4K], dst: &mut [f32]) {
     }
 }
 
-/// Σ over super-blocks of `d_w * d_a * Σ_j sc_j (q_j · a_j) - dmin_w * d_a * Σ_j m_j Σ a_j`,
-/// where the inner sums are exact integers and `Σ a_j` comes from the Q8_K `bsums`.
+/// Plain-Rust reference for [`vec_dot`], in the arithmetic of llama.cpp's repacked Q4_K kernels
+/// (`ggml_gemv/gemm_q4_K_8x8_q8_K`, which it uses on x86 for every matrix with a multiple of 8
+/// rows, whatever the column count): per super-block the exact integers
+/// `isum = Σ_j sc_j (q_j · a_j)` and `imin = Σ_j m_j Σ a_j` (`Σ a_j` from the Q8_K `bsums`), two
+/// fused running sums `acc = isum · (d_w·d_a) + acc`, `mins = imin · (dmin_w·d_a) + mins`, and
+/// `acc − mins` at the end.
 pub fn vec_dot_scalar(w: &[BlockQ4K], act: &[BlockQ8K]) -> f32 {
-    let mut sum = 0.0f32;
+    let (mut acc, mut mins) = (0.0f32, 0.0f32);
     for (x, y) in w.iter().zip(act) {
         let sm = unpack_scales_mins(&x.scales);
-        let mut sumi = 0i32;
+        let mut isum = 0i32;
         for c in 0..4 {
             let q = &x.qs[32 * c..32 * c + 32];
             let a = &y.qs[64 * c..64 * c + 64];
@@ -133,19 +151,44 @@ pub fn vec_dot_scalar(w: &[BlockQ4K], act: &[BlockQ8K]) -> f32 {
                 lo += (q[l] & 0xF) as i32 * a[l] as i32;
                 hi += (q[l] >> 4) as i32 * a[32 + l] as i32;
             }
-            sumi += sm[2 * c] as i32 * lo + sm[2 * c + 1] as i32 * hi;
+            isum += sm[2 * c] as i32 * lo + sm[2 * c + 1] as i32 * hi;
         }
-        let summ: i32 = (0..8)
+        let imin: i32 = (0..8)
             .map(|j| sm[8 + j] as i32 * (y.bsum(2 * j) + y.bsum(2 * j + 1)))
             .sum();
-        sum += y.d() * x.d() * sumi as f32 - y.d() * x.dmin() * summ as f32;
+        acc = (isum as f32).mul_add(x.d() * y.d(), acc);
+        mins = (imin as f32).mul_add(x.dmin() * y.d(), mins);
     }
-    sum
+    acc - mins
+}
+
+/// Plain-Rust reference for [`vec_dot_chunked`]: as [`vec_dot_scalar`], but the two fused
+/// running sums take one step per 64 elements (a pair of sub-blocks) instead of per super-block.
+pub fn vec_dot_chunked_scalar(w: &[BlockQ4K], act: &[BlockQ8K]) -> f32 {
+    let (mut acc, mut mins) = (0.0f32, 0.0f32);
+    for (x, y) in w.iter().zip(act) {
+        let sm = unpack_scales_mins(&x.scales);
+        for c in 0..4 {
+            let q = &x.qs[32 * c..32 * c + 32];
+            let a = &y.qs[64 * c..64 * c + 64];
+            let (mut lo, mut hi) = (0i32, 0i32);
+            for l in 0..32 {
+                lo += (q[l] & 0xF) as i32 * a[l] as i32;
+                hi += (q[l] >> 4) as i32 * a[32 + l] as i32;
+            }
+            let isum = sm[2 * c] as i32 * lo + sm[2 * c + 1] as i32 * hi;
+            let imin = sm[8 + 2 * c] as i32 * (y.bsum(4 * c) + y.bsum(4 * c + 1))
+                + sm[8 + 2 * c + 1] as i32 * (y.bsum(4 * c + 2) + y.bsum(4 * c + 3));
+            acc = (isum as f32).mul_add(x.d() * y.d(), acc);
+            mins = (imin as f32).mul_add(x.dmin() * y.d(), mins);
+        }
+    }
+    acc - mins
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::super::x86::{broadcast_i16_ctrl, f16c_pair, hsum_ps_128, hsum_ps_256};
+    use super::super::x86::{broadcast_i16_ctrl, f16c_pair, hsum_epi32};
     use super::*;
     use std::arch::x86_64::*;
 
@@ -185,6 +228,24 @@ mod x86 {
         }
     }
 
+    /// Lane `i` (< 4) of four i32 lanes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn lane(v: __m128i, i: usize) -> i32 {
+        let mut lanes = [0i32; 4];
+        // SAFETY: `lanes` holds four i32.
+        unsafe { _mm_storeu_si128(lanes.as_mut_ptr().cast(), v) };
+        lanes[i]
+    }
+
+    /// Sum of four i32 lanes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn hsum_epi32_128(v: __m128i) -> i32 {
+        let s = _mm_add_epi32(v, _mm_unpackhi_epi64(v, v));
+        _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01)))
+    }
+
     /// The min term of one super-block: Σ_j m_j · (bsum_2j + bsum_2j+1) as 4 i32 lanes.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -203,7 +264,10 @@ mod x86 {
     /// 2·15·128, no saturation), then `madd` with the sub-block scale (i16 → i32), summed in i32
     /// per super-block and converted to float once.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn vec_dot_avx2(w: &[BlockQ4K], act: &[BlockQ8K]) -> f32 {
+    pub(super) unsafe fn vec_dot_avx2<const CHUNKED: bool>(
+        w: &[BlockQ4K],
+        act: &[BlockQ8K],
+    ) -> f32 {
         let mask = _mm256_set1_epi8(0x0F);
         let ctrl = [
             broadcast_i16_ctrl(0, 0),
@@ -215,18 +279,17 @@ mod x86 {
             broadcast_i16_ctrl(6, 6),
             broadcast_i16_ctrl(7, 7),
         ];
-        let mut acc = _mm256_setzero_ps();
-        let mut acc_m = _mm_setzero_ps();
+        let (mut acc, mut mins) = (0.0f32, 0.0f32);
         for (x, y) in w.iter().zip(act) {
             let (dw, dminw) = f16c_pair(x.d, x.dmin);
-            let d = y.d() * dw;
-            let dmin = -y.d() * dminw;
             let sm = unpack_scales_mins(&x.scales);
             // SAFETY: every load below reads within `x.qs` (128 bytes), `y.qs` (256 bytes),
             // `sm` (16 bytes) or `y.bsums` (32 bytes), at the offsets written.
             unsafe {
-                let prod_m = mins_dot_bsums(&sm[8..], y);
-                acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod_m), acc_m);
+                let imins = mins_dot_bsums(&sm[8..], y);
+                if !CHUNKED {
+                    mins = (hsum_epi32_128(imins) as f32).mul_add(dminw * y.d(), mins);
+                }
                 let sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64(
                     sm.as_ptr().cast(),
                 )));
@@ -245,12 +308,21 @@ mod x86 {
                         _mm256_shuffle_epi8(sc, ctrl[2 * c + 1]),
                         _mm256_maddubs_epi16(qhi, a1),
                     );
-                    sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
+                    if CHUNKED {
+                        let isum = hsum_epi32(_mm256_add_epi32(p0, p1));
+                        acc = (isum as f32).mul_add(dw * y.d(), acc);
+                        let imin = lane(imins, c);
+                        mins = (imin as f32).mul_add(dminw * y.d(), mins);
+                    } else {
+                        sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
+                    }
                 }
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+                if !CHUNKED {
+                    acc = (hsum_epi32(sumi) as f32).mul_add(dw * y.d(), acc);
+                }
             }
         }
-        hsum_ps_256(acc) + hsum_ps_128(acc_m)
+        acc - mins
     }
 
     /// AVX-512: 64 elements (two sub-blocks) per step. The 32 quant bytes are widened to 64
@@ -258,7 +330,10 @@ mod x86 {
     /// `maddubs` forms i16 pair sums and one VNNI `vpdpwssd` multiplies them by the sub-block
     /// scale and accumulates in i32.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub(super) unsafe fn vec_dot_avx512(w: &[BlockQ4K], act: &[BlockQ8K]) -> f32 {
+    pub(super) unsafe fn vec_dot_avx512<const CHUNKED: bool>(
+        w: &[BlockQ4K],
+        act: &[BlockQ8K],
+    ) -> f32 {
         let mask = _mm512_set1_epi8(0x0F);
         // For chunk c: 128-bit lanes 0-1 (low nibbles) take scale 2c, lanes 2-3 take 2c+1.
         let mut ctrl = [_mm512_setzero_si512(); 4];
@@ -267,18 +342,17 @@ mod x86 {
             let hi = broadcast_i16_ctrl(2 * c as i16 + 1, 2 * c as i16 + 1);
             *ctrl = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
         }
-        let mut acc = _mm512_setzero_ps();
-        let mut acc_m = _mm_setzero_ps();
+        let (mut acc, mut mins) = (0.0f32, 0.0f32);
         for (x, y) in w.iter().zip(act) {
             let (dw, dminw) = f16c_pair(x.d, x.dmin);
-            let d = y.d() * dw;
-            let dmin = -y.d() * dminw;
             let sm = unpack_scales_mins(&x.scales);
             // SAFETY: every load below reads within `x.qs` (128 bytes), `y.qs` (256 bytes),
             // `sm` (16 bytes) or `y.bsums` (32 bytes), at the offsets written.
             unsafe {
-                let prod_m = mins_dot_bsums(&sm[8..], y);
-                acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod_m), acc_m);
+                let imins = mins_dot_bsums(&sm[8..], y);
+                if !CHUNKED {
+                    mins = (hsum_epi32_128(imins) as f32).mul_add(dminw * y.d(), mins);
+                }
                 let sc =
                     _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(_mm_loadl_epi64(sm.as_ptr().cast())));
                 let mut sumi = _mm512_setzero_si512();
@@ -289,11 +363,24 @@ mod x86 {
                     let q = _mm512_and_si512(q, mask);
                     let a = _mm512_loadu_si512(y.qs.as_ptr().add(64 * c).cast());
                     let p = _mm512_maddubs_epi16(q, a);
-                    sumi = _mm512_dpwssd_epi32(sumi, p, _mm512_shuffle_epi8(sc, *ctrl));
+                    if CHUNKED {
+                        let chunk = _mm512_dpwssd_epi32(
+                            _mm512_setzero_si512(),
+                            p,
+                            _mm512_shuffle_epi8(sc, *ctrl),
+                        );
+                        acc = (_mm512_reduce_add_epi32(chunk) as f32).mul_add(dw * y.d(), acc);
+                        let imin = lane(imins, c);
+                        mins = (imin as f32).mul_add(dminw * y.d(), mins);
+                    } else {
+                        sumi = _mm512_dpwssd_epi32(sumi, p, _mm512_shuffle_epi8(sc, *ctrl));
+                    }
                 }
-                acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
+                if !CHUNKED {
+                    acc = (_mm512_reduce_add_epi32(sumi) as f32).mul_add(dw * y.d(), acc);
+                }
             }
         }
-        _mm512_reduce_add_ps(acc) + hsum_ps_128(acc_m)
+        acc - mins
     }
 }

@@ -2,6 +2,7 @@
 //! each with a signed 8-bit scale; weight = `d * sc * (q - 32)`.
 
 use super::{f16_le, BlockQ8K, RawBlock, Simd, QK_K};
+use crate::quant::hsum8;
 
 /// ggml `block_q6_K`, 210 bytes.
 #[repr(C)]
@@ -60,19 +61,39 @@ pub(crate) fn dequantize(src: &[BlockQ6K], dst: &mut [f32], simd: Simd) {
     }
 }
 
+/// The dot product in the arithmetic of llama.cpp's `ggml_vec_dot_q6_K_q8_K` (x86), which it uses
+/// for fewer than 8 activation columns: see [`vec_dot_scalar`].
 pub(crate) fn vec_dot(w: &[BlockQ6K], act: &[BlockQ8K], simd: Simd) -> f32 {
     match simd {
         #[cfg(target_arch = "x86_64")]
         Simd::Avx512 => {
             // SAFETY: `simd` passed `Simd::is_supported`: AVX-512 F/BW/VL/VNNI and AVX2 present.
-            unsafe { x86::vec_dot_avx512(w, act) }
+            unsafe { x86::vec_dot_avx512::<false>(w, act) }
         }
         #[cfg(target_arch = "x86_64")]
         Simd::Avx2 => {
             // SAFETY: `simd` passed `Simd::is_supported`: AVX2, FMA and F16C present.
-            unsafe { x86::vec_dot_avx2(w, act) }
+            unsafe { x86::vec_dot_avx2::<false>(w, act) }
         }
         _ => vec_dot_scalar(w, act),
+    }
+}
+
+/// The dot product in the arithmetic of llama.cpp's tiled K-quant matrix multiply, which it uses
+/// for 8 or more activation columns: see [`vec_dot_tiled_scalar`].
+pub(crate) fn vec_dot_tiled(w: &[BlockQ6K], act: &[BlockQ8K], simd: Simd) -> f32 {
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512 => {
+            // SAFETY: `simd` passed `Simd::is_supported`: AVX-512 F/BW/VL/VNNI and AVX2 present.
+            unsafe { x86::vec_dot_avx512::<true>(w, act) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 => {
+            // SAFETY: `simd` passed `Simd::is_supported`: AVX2, FMA and F16C present.
+            unsafe { x86::vec_dot_avx2::<true>(w, act) }
+        }
+        _ => vec_dot_tiled_scalar(w, act),
     }
 }
 
@@ -90,26 +111,56 @@ pub fn dequantize_scalar(src: &[BlockQ6K], dst: &mut [f32]) {
     }
 }
 
-/// Σ over super-blocks of `d_w * d_a * Σ_s sc_s (q_s · a_s)` with exact integer inner sums.
+/// Plain-Rust reference for [`vec_dot`]: eight integer lanes per super-block, lane `l` holding
+/// `Σ sc·q·a` over the elements whose index mod 32 is in `4l..4l+4` (quants unsigned, 0..63)
+/// minus `32·(sc_2l·bsum_2l + sc_2l+1·bsum_2l+1)`; each lane accumulates
+/// `fma(d_w·d_a, lane, acc)` and the lanes are reduced as [`hsum8`].
 pub fn vec_dot_scalar(w: &[BlockQ6K], act: &[BlockQ8K]) -> f32 {
-    let mut sum = 0.0f32;
+    let mut acc = [0.0f32; 8];
     for (x, y) in w.iter().zip(act) {
         let q = x.quants();
-        let mut sumi = 0i32;
-        for s in 0..QK_K / 16 {
-            let dot: i32 = (16 * s..16 * s + 16)
-                .map(|e| q[e] as i32 * y.qs[e] as i32)
-                .sum();
-            sumi += x.scales[s] as i32 * dot;
+        let mut lanes = [0i32; 8];
+        for (e, (&q, &a)) in q.iter().zip(&y.qs).enumerate() {
+            let unsigned = i32::from(q) + 32;
+            lanes[(e % 32) / 4] += i32::from(x.scales[e / 16]) * unsigned * i32::from(a);
         }
-        sum += x.d() * y.d() * sumi as f32;
+        let d = y.d() * x.d();
+        for (l, (acc, lane)) in acc.iter_mut().zip(lanes).enumerate() {
+            let corr = i32::from(x.scales[2 * l]) * y.bsum(2 * l)
+                + i32::from(x.scales[2 * l + 1]) * y.bsum(2 * l + 1);
+            *acc = d.mul_add((lane - 32 * corr) as f32, *acc);
+        }
     }
-    sum
+    hsum8(acc)
+}
+
+/// Plain-Rust reference for [`vec_dot_tiled`]: per super-block the exact integer
+/// `Σ_s sc_s Σ (q − 32)·a`, then `acc = (isum · d_w) · d_a + acc` with the last multiply and the
+/// add fused (as GCC compiles llama.cpp's separate multiply and add intrinsics).
+pub fn vec_dot_tiled_scalar(w: &[BlockQ6K], act: &[BlockQ8K]) -> f32 {
+    let mut acc = 0.0f32;
+    for (x, y) in w.iter().zip(act) {
+        acc = (superblock_dot(x, y) as f32 * x.d()).mul_add(y.d(), acc);
+    }
+    acc
+}
+
+/// The exact integer `Σ_s sc_s · Σ_{e in s} (q_e − 32) · a_e` of one super-block.
+fn superblock_dot(x: &BlockQ6K, y: &BlockQ8K) -> i32 {
+    let q = x.quants();
+    (0..QK_K / 16)
+        .map(|s| {
+            let dot: i32 = (16 * s..16 * s + 16)
+                .map(|e| i32::from(q[e]) * i32::from(y.qs[e]))
+                .sum();
+            i32::from(x.scales[s]) * dot
+        })
+        .sum()
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::super::x86::{broadcast_i16_ctrl, f16c, hsum_ps_256};
+    use super::super::x86::{broadcast_i16_ctrl, f16c, hsum_epi32, hsum_ps_256};
     use super::*;
     use std::arch::x86_64::*;
 
@@ -189,7 +240,7 @@ mod x86 {
     /// saturation), then `madd` with the sub-block scale per 128-bit lane (one 16-element
     /// sub-block per lane).
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn vec_dot_avx2(w: &[BlockQ6K], act: &[BlockQ8K]) -> f32 {
+    pub(super) unsafe fn vec_dot_avx2<const TILED: bool>(w: &[BlockQ6K], act: &[BlockQ8K]) -> f32 {
         // Vector k of a half covers sub-blocks 2k (low lane) and 2k+1 (high lane) of that half.
         let ctrl = [
             broadcast_i16_ctrl(0, 1),
@@ -198,6 +249,7 @@ mod x86 {
             broadcast_i16_ctrl(6, 7),
         ];
         let mut acc = _mm256_setzero_ps();
+        let mut tiled = 0.0f32;
         for (x, y) in w.iter().zip(act) {
             let d = f16c(x.d) * y.d();
             // SAFETY: `scales` has 16 bytes; every `y.qs` load is at 128n + 32k < 256 - 31.
@@ -219,17 +271,28 @@ mod x86 {
                     }
                 }
                 let sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, 5));
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+                if TILED {
+                    tiled = (hsum_epi32(sumi) as f32 * f16c(x.d)).mul_add(y.d(), tiled);
+                } else {
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+                }
             }
         }
-        hsum_ps_256(acc)
+        if TILED {
+            tiled
+        } else {
+            hsum_ps_256(acc)
+        }
     }
 
     /// AVX-512: 64 elements per step. The 64 `ql` bytes of a half give elements 0..63 (low
     /// nibbles) and 64..127 (high nibbles) directly; the high bits are spread from 32 `qh`
     /// bytes. `maddubs` + VNNI `vpdpwssd` with a per-128-bit-lane sub-block scale.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub(super) unsafe fn vec_dot_avx512(w: &[BlockQ6K], act: &[BlockQ8K]) -> f32 {
+    pub(super) unsafe fn vec_dot_avx512<const TILED: bool>(
+        w: &[BlockQ6K],
+        act: &[BlockQ8K],
+    ) -> f32 {
         let m4 = _mm512_set1_epi8(0x0F);
         let m2 = _mm256_set1_epi8(0x30);
         // Index vectors for vpermw: lane L of step (n, h) takes scale 8n + 4h + L.
@@ -243,6 +306,7 @@ mod x86 {
             );
         }
         let mut acc = _mm256_setzero_ps();
+        let mut tiled = 0.0f32;
         for (x, y) in w.iter().zip(act) {
             let d = f16c(x.d) * y.d();
             // SAFETY: loads read `scales` (16 bytes), `ql` at 64n (64 bytes, n < 2), `qh` at
@@ -276,9 +340,17 @@ mod x86 {
                     _mm512_extracti64x4_epi64(sumi, 1),
                 );
                 let sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, 5));
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+                if TILED {
+                    tiled = (hsum_epi32(sumi) as f32 * f16c(x.d)).mul_add(y.d(), tiled);
+                } else {
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+                }
             }
         }
-        hsum_ps_256(acc)
+        if TILED {
+            tiled
+        } else {
+            hsum_ps_256(acc)
+        }
     }
 }
