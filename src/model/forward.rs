@@ -8,7 +8,7 @@ use rayon::prelude::*;
 use super::attention::{AttentionKernel, AttentionPrecision, HeadAttention};
 use super::config::{Config, FfnActivation};
 use super::kv_cache::{KvCache, KvType};
-use super::ops::{gelu_tanh_f16_table, rms_norm, rms_norm_in_place, rope_head, swiglu};
+use super::ops::{gelu_tanh_f16_table, rms_norm, rms_norm_in_place, rope_heads, swiglu};
 use super::weights::Matrix;
 use super::Model;
 use crate::quant::{self, Simd};
@@ -302,12 +302,20 @@ impl Model {
             for t in 0..n {
                 let cos = &s.rope_cos[kind][t * half..(t + 1) * half];
                 let sin = &s.rope_sin[kind][t * half..(t + 1) * half];
-                for head in s.q[t * q_dim..(t + 1) * q_dim].chunks_exact_mut(hd) {
-                    rope_head(head, cos, sin, c.rope_style);
-                }
-                for head in s.k[t * k_dim..(t + 1) * k_dim].chunks_exact_mut(hd) {
-                    rope_head(head, cos, sin, c.rope_style);
-                }
+                rope_heads(
+                    &mut s.q[t * q_dim..(t + 1) * q_dim],
+                    hd,
+                    cos,
+                    sin,
+                    c.rope_style,
+                );
+                rope_heads(
+                    &mut s.k[t * k_dim..(t + 1) * k_dim],
+                    hd,
+                    cos,
+                    sin,
+                    c.rope_style,
+                );
             }
 
             trace!("Qcur_rope", il, &s.q[..n * q_dim]);

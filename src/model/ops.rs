@@ -35,11 +35,36 @@ pub fn silu(x: f32) -> f32 {
     x / (1.0 + vexp(0.0 - x))
 }
 
+/// Whether the CPU has AVX2, FMA and F16C (std caches the answer): the hot element-wise loops
+/// then run in copies compiled with hardware fused multiply-add, instead of calling `fmaf`.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn has_fma() -> bool {
+    std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+        && std::arch::is_x86_feature_detected!("f16c")
+}
+
 /// SiLU of the gate times the up projection, element by element, as llama.cpp's SwiGLU kernel
 /// computes it: [`silu`] on whole 16-element groups, then for the remainder the C library's
 /// `expf` in place of [`vexp`].
-#[inline(always)]
 pub fn swiglu(gate: &mut [f32], up: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_fma() {
+        // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
+        return unsafe { swiglu_fma(gate, up) };
+    }
+    swiglu_any(gate, up)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn swiglu_fma(gate: &mut [f32], up: &[f32]) {
+    swiglu_any(gate, up)
+}
+
+#[inline(always)]
+fn swiglu_any(gate: &mut [f32], up: &[f32]) {
     let vector = gate.len() / 16 * 16;
     for (g, &u) in gate[..vector].iter_mut().zip(&up[..vector]) {
         *g = silu(*g) * u;
@@ -69,8 +94,10 @@ pub fn vexp(x: f32) -> f32 {
         .mul_add(b, c(0x3d2b_9f17))
         .mul_add(u, c(0x3e2a_af33).mul_add(b, c(0x3eff_fedb)))
         .mul_add(u, c(0x3f7f_fff6).mul_add(b, 1.0));
-    // j · 2^n with a single rounding (the f64 product is exact; n is an integer in ±192).
-    (f64::from(j) * 2f64.powi(n as i32)) as f32
+    // j · 2^n with a single rounding: the f64 product is exact, and 2^n (n an integer in ±192)
+    // is built from its exponent bits.
+    let pow2 = f64::from_bits(((n as i64 + 1023) as u64) << 52);
+    (f64::from(j) * pow2) as f32
 }
 
 /// GELU with the tanh approximation as llama.cpp evaluates it: through a table indexed by the
@@ -144,10 +171,39 @@ impl RopeFrequencies {
     }
 }
 
+/// Rotates every `head_dim`-wide head of `heads` in place by [`rope_head`].
+pub fn rope_heads(heads: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32], style: RopeStyle) {
+    #[cfg(target_arch = "x86_64")]
+    if has_fma() {
+        // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
+        return unsafe { rope_heads_fma(heads, head_dim, cos, sin, style) };
+    }
+    rope_heads_any(heads, head_dim, cos, sin, style)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rope_heads_fma(
+    heads: &mut [f32],
+    head_dim: usize,
+    cos: &[f32],
+    sin: &[f32],
+    style: RopeStyle,
+) {
+    rope_heads_any(heads, head_dim, cos, sin, style)
+}
+
+#[inline(always)]
+fn rope_heads_any(heads: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32], style: RopeStyle) {
+    for head in heads.chunks_exact_mut(head_dim) {
+        rope_head(head, cos, sin, style);
+    }
+}
+
 /// Rotates the first `2 · cos.len()` dimensions of one head in place. Each output is one fused
 /// multiply-add over a rounded product (`x0·cos − x1·sin` as `fma(x0, cos, −(x1·sin))`), which is
 /// what llama.cpp's compiled rotation computes.
-#[inline]
+#[inline(always)]
 pub fn rope_head(head: &mut [f32], cos: &[f32], sin: &[f32], style: RopeStyle) {
     let half = cos.len();
     let rotate = |a: f32, b: f32, c: f32, s: f32| (a.mul_add(c, -(b * s)), a.mul_add(s, b * c));
