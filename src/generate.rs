@@ -196,25 +196,27 @@ pub fn generate_tokens(
         ..GenerateStats::default()
     };
 
-    // Reuse the cached prefix, but evaluate at least one token so there are fresh logits.
+    // Reuse the cached prefix and evaluate the rest of the prompt as one batch (in batches of
+    // `n_batch`), as llama.cpp does: a fresh session's logits are then llama.cpp's to the bit.
+    // A prompt evaluated before in this session gets its saved logits back instead of a second
+    // evaluation of its last token (alone, that token would take the one-token arithmetic and
+    // its logits would differ in the last bits), so a seed reproduces a generation exactly.
     let common = session
         .tokens()
         .iter()
         .zip(prompt)
         .take_while(|(a, b)| a == b)
         .count();
-    let keep = common.min(prompt.len() - 1);
-    session.truncate(keep);
-    stats.reused_tokens = keep;
     let started = Instant::now();
-    // The last prompt token is always evaluated on its own, so the logits the first token is
-    // sampled from come from the same arithmetic whether or not the rest of the prompt was cached:
-    // a seed then reproduces a generation exactly even when the prefix is reused.
-    let last = prompt.len() - 1;
-    if keep < last {
-        session.eval(&prompt[keep..last])?;
+    if common == prompt.len() && session.rewind_to_saved(prompt.len()) {
+        stats.reused_tokens = prompt.len();
+    } else {
+        let keep = common.min(prompt.len() - 1);
+        session.truncate(keep);
+        stats.reused_tokens = keep;
+        session.eval(&prompt[keep..])?;
+        session.save_logits();
     }
-    session.eval(&prompt[last..])?;
     stats.prompt_seconds = started.elapsed().as_secs_f64();
 
     let started = Instant::now();

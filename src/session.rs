@@ -39,6 +39,9 @@ pub struct Session {
     tokens: Vec<u32>,
     /// Logits of the last evaluated token.
     logits: Vec<f32>,
+    /// Logits saved by [`Session::save_logits`] and the token count they belong to (`None` when
+    /// nothing valid is saved).
+    saved: (Option<usize>, Vec<f32>),
     /// Attention recording for explain (off unless set).
     probe: Option<AttentionProbe>,
 }
@@ -79,6 +82,7 @@ impl Session {
         let kv = KvCache::new(c, n_ctx, params.kv_type)?;
         let state = RunState::new(c, n_batch);
         let logits = vec![0.0; c.n_vocab];
+        let saved = (None, vec![0.0; c.n_vocab]);
         Ok(Session {
             model,
             pool,
@@ -87,6 +91,7 @@ impl Session {
             state,
             tokens: Vec::new(),
             logits,
+            saved,
             probe: None,
         })
     }
@@ -157,12 +162,34 @@ impl Session {
     /// Empties the cache.
     pub fn reset(&mut self) {
         self.tokens.clear();
+        self.saved.0 = None;
     }
 
     /// Keeps only the first `n` cached tokens (later positions are overwritten by the next
     /// evaluation). The logits are stale until the next [`Session::eval`].
     pub fn truncate(&mut self, n: usize) {
         self.tokens.truncate(n);
+        if self.saved.0.is_some_and(|saved| saved > n) {
+            self.saved.0 = None;
+        }
+    }
+
+    /// Saves the current logits (those of the last cached token), so that
+    /// [`Session::rewind_to_saved`] can return to this point without evaluating again.
+    pub fn save_logits(&mut self) {
+        self.saved.1.copy_from_slice(&self.logits);
+        self.saved.0 = Some(self.tokens.len());
+    }
+
+    /// If logits were saved at exactly `n` cached tokens and the first `n` tokens are unchanged
+    /// since, keeps only those `n` tokens, restores their logits and returns true.
+    pub fn rewind_to_saved(&mut self, n: usize) -> bool {
+        if self.saved.0 != Some(n) || self.tokens.len() < n {
+            return false;
+        }
+        self.tokens.truncate(n);
+        self.logits.copy_from_slice(&self.saved.1);
+        true
     }
 
     /// Appends `tokens` to the context, evaluating them in batches; afterwards [`Session::logits`]

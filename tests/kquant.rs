@@ -17,8 +17,13 @@ use serde_json::Value;
 /// Tensor sums are f64 sums of f32 values; any difference beyond rounding of the printed value
 /// means a wrong element.
 const SUM_REL_TOL: f64 = 1e-6;
-/// A SIMD dot product may sum in another order than its scalar twin: allowed difference relative
-/// to the magnitude Σ|w_i a_i| of the terms (a few f32 roundings per super-block).
+/// The types whose kernels compute llama.cpp's arithmetic (the ones in the test models): their
+/// SIMD kernels equal the scalar twins bit for bit, in every variant (one column, tiled, four
+/// columns).
+const LLAMA_CPP_ORDER: [GgmlType; 2] = [GgmlType::Q4_K, GgmlType::Q6_K];
+/// For the other types a SIMD dot product may sum in another order than its scalar twin: allowed
+/// difference relative to the magnitude Σ|w_i a_i| of the terms (a few f32 roundings per
+/// super-block).
 const SIMD_DOT_REL_TOL: f64 = 1e-5;
 /// The integer formulation (exact integer sums, one f32 scale product per block) against the
 /// f64 dot product of the dequantized rows: allowed difference relative to the term magnitude.
@@ -371,11 +376,29 @@ proptest! {
                 prop_assert_eq!(s.to_bits(), r.to_bits(), "{:?} {:?} dequantize element {}", c.ty, simd, i);
             }
             let dot = vec_dot(c.ty, &c.w, &a, simd);
-            prop_assert!(
-                (dot as f64 - dot_scalar as f64).abs() <= SIMD_DOT_REL_TOL * magnitude,
-                "{:?} {:?}: vec_dot {} vs scalar {} (magnitude {})",
-                c.ty, simd, dot, dot_scalar, magnitude
-            );
+            if LLAMA_CPP_ORDER.contains(&c.ty) {
+                // Kernels in llama.cpp's arithmetic: every level computes it in the same order.
+                prop_assert_eq!(dot.to_bits(), dot_scalar.to_bits(), "{:?} {:?}: vec_dot {} vs scalar {}", c.ty, simd, dot, dot_scalar);
+                let (tiled, tiled_scalar) = (
+                    k_quants::vec_dot_tiled(c.ty, &c.w, &a, simd),
+                    k_quants::vec_dot_tiled(c.ty, &c.w, &a, Simd::Scalar),
+                );
+                prop_assert_eq!(tiled.to_bits(), tiled_scalar.to_bits(), "{:?} {:?}: tiled", c.ty, simd);
+                let (four, four_scalar) = (
+                    k_quants::vec_dot_four_columns(c.ty, &c.w, &a, simd),
+                    k_quants::vec_dot_four_columns(c.ty, &c.w, &a, Simd::Scalar),
+                );
+                prop_assert_eq!(four.to_bits(), four_scalar.to_bits(), "{:?} {:?}: four columns", c.ty, simd);
+                for v in [tiled, four] {
+                    prop_assert!((v as f64 - dot_f64).abs() <= INT_FORMULATION_REL_TOL * magnitude);
+                }
+            } else {
+                prop_assert!(
+                    (dot as f64 - dot_scalar as f64).abs() <= SIMD_DOT_REL_TOL * magnitude,
+                    "{:?} {:?}: vec_dot {} vs scalar {} (magnitude {})",
+                    c.ty, simd, dot, dot_scalar, magnitude
+                );
+            }
         }
     }
 

@@ -17,13 +17,6 @@ const MAX_MEDIAN_LOGIT_ERROR: f32 = 0.1;
 const MAX_PERPLEXITY_REL_ERROR: f64 = 0.01;
 /// A greedy step whose top-2 logits are closer than this is a near-tie: the paths may diverge.
 const NEAR_TIE: f32 = 0.1;
-/// Our agreement with llama.cpp may fall this far below our agreement with ourselves.
-const AGREEMENT_MARGIN: f64 = 0.01;
-/// Our logit distance to llama.cpp may be this multiple of our own batched-vs-stepwise distance.
-const NOISE_FACTOR: f32 = 1.25;
-/// Along llama.cpp's greedy path its token must be within this multiple of our own median
-/// distance of our top-1 (or within NEAR_TIE).
-const GREEDY_NOISE_FACTOR: f32 = 2.5;
 
 fn reference(name: &str) -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/reference/{name}.json"));
@@ -160,22 +153,9 @@ fn agreement(a: &[u32], b: &[u32]) -> f64 {
     a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len() as f64
 }
 
-/// Compares us with llama.cpp on the teacher-forced text and along each greedy continuation.
-///
-/// The tolerances (top-1 ≥ 98 %, median top-10 logit error ≤ 0.1) assume the two
-/// implementations differ only by rounding. With 8-bit quantized activations they differ by
-/// more: one rounding flip in an activation block cascades through the layers, so any change in
-/// summation order moves the logits by a model-dependent amount. The test measures that floor
-/// for us — the same model evaluated in one batch and token by token, two equally valid orders —
-/// and requires our distance to llama.cpp to be within that floor where the figure is
-/// below it. Perplexity keeps the 1 % bound plus the difference between our two
-/// orders. Every number is printed.
-fn matches_llama_cpp(name: &str) {
-    let Some(model) = load(name) else { return };
-    let r = reference(name);
-    let tf = &r["teacher_forced"][0];
-    let tokens = ids(&tf["ids"]);
-    let top10: Vec<Vec<(usize, f32)>> = tf["top10"]
+/// The reference's top-10 `[id, logit]` pairs per position.
+fn top10_of(tf: &Value) -> Vec<Vec<(usize, f32)>> {
+    tf["top10"]
         .as_array()
         .expect("top10")
         .iter()
@@ -191,90 +171,65 @@ fn matches_llama_cpp(name: &str) {
                 })
                 .collect()
         })
-        .collect();
-    let reference_logits: Vec<Vec<f32>> = top10
-        .iter()
-        .map(|row| row.iter().map(|&(_, l)| l).collect())
-        .collect();
-    let reference_top1: Vec<u32> = top10.iter().map(|row| row[0].0 as u32).collect();
-    let ref_ppl = tf["perplexity"].as_f64().expect("perplexity");
-    let n = tokens.len();
-    // Our own floor is taken over every level: a level whose batched and token-by-token paths
-    // round identically (AVX-512, whose one-column and multi-column kernels share their lanes)
-    // measures no floor at all, yet its distance to llama.cpp is that of the others.
-    let runs: Vec<_> = levels()
-        .into_iter()
-        .map(|simd| {
-            (
-                simd,
-                score(&model, &tokens, &top10, simd, 512),
-                score(&model, &tokens, &top10, simd, 1),
-            )
-        })
-        .collect();
-    let level_floors: Vec<(f64, f32)> = runs
-        .iter()
-        .map(|(_, batched, stepwise)| {
-            (
-                agreement(&batched.argmax, &stepwise.argmax),
-                median_top10_diff(&batched.at_reference_top10, &stepwise.at_reference_top10),
-            )
-        })
-        .collect();
-    let floor_agreement = level_floors.iter().map(|f| f.0).fold(1.0, f64::min);
-    let floor_median = level_floors.iter().map(|f| f.1).fold(0.0, f32::max);
-    for (simd, batched, stepwise) in runs {
-        let ref_agreement = agreement(&batched.argmax, &reference_top1);
-        let ref_median = median_top10_diff(&batched.at_reference_top10, &reference_logits);
-        let self_agreement = agreement(&batched.argmax, &stepwise.argmax);
-        let self_median =
-            median_top10_diff(&batched.at_reference_top10, &stepwise.at_reference_top10);
-        let ppl = (batched.nll / (n - 1) as f64).exp();
-        let ppl_err = (ppl - ref_ppl) / ref_ppl;
-        let stepwise_ppl = (stepwise.nll / (n - 1) as f64).exp();
-        let self_ppl_diff = ((ppl - stepwise_ppl) / ref_ppl).abs();
-        println!(
-            "{name} [{}] vs llama.cpp over {n} positions: top-1 agreement {:.2}%, median max|Δlogit| {ref_median:.4}, perplexity {ppl:.4} vs {ref_ppl:.4} ({:+.3}%)",
-            simd.name(),
-            ref_agreement * 100.0,
-            ppl_err * 100.0
-        );
-        println!(
-            "{name} [{}] our own floor (batched vs token-by-token): top-1 agreement {:.2}%, median max|Δlogit| {self_median:.4}, token-by-token perplexity {:.4}",
-            simd.name(),
-            self_agreement * 100.0,
-            stepwise_ppl
-        );
-        let max_ppl_err = MAX_PERPLEXITY_REL_ERROR + self_ppl_diff;
-        assert!(
-            ppl_err.abs() <= max_ppl_err,
-            "{name} [{simd:?}]: perplexity {ppl} vs {ref_ppl} (allowed {max_ppl_err})"
-        );
-        let min_agreement = MIN_TOP1_AGREEMENT.min(floor_agreement - AGREEMENT_MARGIN);
-        assert!(
-            ref_agreement >= min_agreement,
-            "{name} [{simd:?}]: top-1 agreement {ref_agreement} < {min_agreement}"
-        );
-        let max_median = MAX_MEDIAN_LOGIT_ERROR.max(NOISE_FACTOR * floor_median);
-        assert!(
-            ref_median <= max_median,
-            "{name} [{simd:?}]: median logit error {ref_median} > {max_median}"
-        );
+        .collect()
+}
 
-        greedy(
-            name,
-            &model,
-            &r,
-            simd,
-            NEAR_TIE.max(GREEDY_NOISE_FACTOR * floor_median),
-        );
+/// Compares us with llama.cpp on every teacher-forced text (prompt batches of 512 tokens, as the
+/// reference was computed) and every greedy continuation, with the tolerances: top-1
+/// agreement ≥ 98 %, median over positions of the largest top-10 logit difference ≤ 0.1,
+/// perplexity within 1 %, greedy tokens identical up to a near-tie. We compute llama.cpp's
+/// arithmetic operation for operation, so in practice the logits are identical; the tolerances
+/// are the issue's, not ours. Every number is printed.
+fn matches_llama_cpp(name: &str) {
+    let Some(model) = load(name) else { return };
+    let r = reference(name);
+    for simd in levels() {
+        for tf in r["teacher_forced"]
+            .as_array()
+            .expect("teacher_forced cases")
+        {
+            let tokens = ids(&tf["ids"]);
+            let top10 = top10_of(tf);
+            let reference_logits: Vec<Vec<f32>> = top10
+                .iter()
+                .map(|row| row.iter().map(|&(_, l)| l).collect())
+                .collect();
+            let reference_top1: Vec<u32> = top10.iter().map(|row| row[0].0 as u32).collect();
+            let ref_ppl = tf["perplexity"].as_f64().expect("perplexity");
+            let n = tokens.len();
+            let ours = score(&model, &tokens, &top10, simd, 512);
+            let top1 = agreement(&ours.argmax, &reference_top1);
+            let median = median_top10_diff(&ours.at_reference_top10, &reference_logits);
+            let ppl = (ours.nll / (n - 1) as f64).exp();
+            let ppl_err = (ppl - ref_ppl) / ref_ppl;
+            println!(
+                "{name} [{}] vs llama.cpp over {n} positions: top-1 agreement {:.2}%, median max|Δlogit| {median:.4}, perplexity {ppl:.4} vs {ref_ppl:.4} ({:+.3}%)",
+                simd.name(),
+                top1 * 100.0,
+                ppl_err * 100.0
+            );
+            assert!(
+                ppl_err.abs() <= MAX_PERPLEXITY_REL_ERROR,
+                "{name} [{simd:?}]: perplexity {ppl} vs {ref_ppl}"
+            );
+            assert!(
+                top1 >= MIN_TOP1_AGREEMENT,
+                "{name} [{simd:?}]: top-1 agreement {top1}"
+            );
+            assert!(
+                median <= MAX_MEDIAN_LOGIT_ERROR,
+                "{name} [{simd:?}]: median logit error {median}"
+            );
+        }
+        greedy(name, &model, &r, simd);
     }
 }
 
-/// Free-running greedy decoding must equal llama.cpp's up to the first near-tie (top-2 within
-/// [`NEAR_TIE`]), where it is reported. Then, following llama.cpp's own continuation token by
-/// token, its choice must be our top-1 or within `band` of it at every step.
-fn greedy(name: &str, model: &Arc<Model>, r: &Value, simd: Simd, band: f32) {
+/// Free-running greedy decoding (the prompt as one batch, then one token at a time, as the
+/// reference did) must equal llama.cpp's tokens, except after a step where llama.cpp's own top-2
+/// logits were closer than [`NEAR_TIE`]: there either continuation is right. We check the gap on
+/// our logits along the common prefix, which equal llama.cpp's there.
+fn greedy(name: &str, model: &Arc<Model>, r: &Value, simd: Simd) {
     for case in r["greedy"].as_array().expect("greedy cases") {
         let prompt = ids(&case["prompt_ids"]);
         let expected = ids(&case["ids"]);
@@ -282,7 +237,6 @@ fn greedy(name: &str, model: &Arc<Model>, r: &Value, simd: Simd, band: f32) {
             n_ctx: prompt.len() + expected.len() + 8,
             ..Default::default()
         };
-
         let mut session = Session::new(model.clone(), &session_params).expect("session");
         session.set_simd(simd).expect("supported level");
         session.eval(&prompt).expect("prompt");
@@ -309,21 +263,12 @@ fn greedy(name: &str, model: &Arc<Model>, r: &Value, simd: Simd, band: f32) {
                 Some(s) => format!("differs from llama.cpp at step {s}"),
             }
         );
-
-        let mut session = Session::new(model.clone(), &session_params).expect("session");
-        session.set_simd(simd).expect("supported level");
-        session.eval(&prompt).expect("prompt");
-        for (step, &token) in expected.iter().enumerate() {
-            let logits = session.logits();
-            let gap = argmax(logits).1 - logits[token as usize];
+        if let Some(step) = first_difference {
             assert!(
-                gap <= band,
-                "{name} [{simd:?}] {:?} step {step}: llama.cpp's token {token} is {gap} below our top-1 (band {band})",
+                near_tie_at.is_some_and(|t| t <= step),
+                "{name} [{simd:?}] {:?}: greedy differs at step {step} without a near-tie before it\nours:      {ours:?}\nllama.cpp: {expected:?}",
                 case["prompt"]
             );
-            if step + 1 < expected.len() {
-                session.eval(&[token]).expect("step");
-            }
         }
     }
 }

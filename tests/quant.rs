@@ -21,9 +21,8 @@ use llmrt::quant::{self, as_blocks, matmul, vec_dot_type, GgmlType, QMatrix, Sim
 /// Relative tolerance of a dequantized tensor's sums against the reference (float64 sums of the
 /// same float32 values, in another order).
 const SUM_REL_TOL: f64 = 1e-6;
-/// A SIMD dot product may differ from its scalar twin by this much relative to the sum of the
-/// absolute values of its terms: both sum the same exact per-block integer dots, scaled in f32,
-/// in different orders (8 lanes × blocks, fused multiply-adds).
+/// The float row dot products may differ from their f64 scalar twin by this much relative to the
+/// sum of the absolute values of their terms.
 const DOT_REL_TOL: f64 = 1e-5;
 
 const BLOCK_TYPES: [GgmlType; 5] = [
@@ -277,6 +276,19 @@ fn dot_magnitude(ty: GgmlType, w: &[u8], a: &[u8]) -> f64 {
         .sum()
 }
 
+/// Σ over blocks of `d_w d_a Σ q y + m_w s_a` in f64 (exact integer sums).
+fn exact_dot(ty: GgmlType, w: &[u8], a: &[u8]) -> f64 {
+    let acts = act_terms(vec_dot_type(ty), a);
+    weight_terms(ty, w)
+        .iter()
+        .zip(&acts)
+        .map(|((dw, mw, qw), (da, sa, qa))| {
+            let sumi: i64 = qw.iter().zip(qa).map(|(&x, &y)| x as i64 * y as i64).sum();
+            dw * da * sumi as f64 + mw * sa
+        })
+        .sum()
+}
+
 fn check_block_type(ty: GgmlType, w: &[u8], a: &[u8]) -> Result<(), TestCaseError> {
     let n = w.len() / ty.block_bytes() * QK;
     let want_deq = dequantize(ty, w, n, Simd::Scalar);
@@ -289,11 +301,22 @@ fn check_block_type(ty: GgmlType, w: &[u8], a: &[u8]) -> Result<(), TestCaseErro
             .zip(&want_deq)
             .all(|(x, y)| x.to_bits() == y.to_bits());
         prop_assert!(same, "{ty} dequantize {simd:?}: {got:?} vs {want_deq:?}");
+        // Every level computes llama.cpp's arithmetic, in the same order: bit-identical.
         let got = quant::vec_dot(ty, w, a, simd);
-        let err = (got as f64 - want_dot as f64).abs();
+        prop_assert_eq!(
+            got.to_bits(),
+            want_dot.to_bits(),
+            "{} vec_dot {:?}: {} vs scalar {}",
+            ty,
+            simd,
+            got,
+            want_dot
+        );
+        // And that arithmetic is the dot product, up to f32 rounding.
+        let exact = exact_dot(ty, w, a);
         prop_assert!(
-            err <= DOT_REL_TOL * magnitude,
-            "{ty} vec_dot {simd:?}: {got} vs scalar {want_dot} (magnitude {magnitude})"
+            (want_dot as f64 - exact).abs() <= DOT_REL_TOL * magnitude,
+            "{ty} vec_dot {want_dot} vs exact {exact} (magnitude {magnitude})"
         );
     }
     Ok(())
@@ -370,21 +393,22 @@ proptest! {
     }
 }
 
-/// ggml rounds `x / d` half away from zero (C `roundf`): with `amax = 127` the scale is exactly 1
-/// and the quants are the inputs rounded that way, at every level.
+/// llama.cpp's x86 build rounds `x · (127 / amax)` half to even (`_mm256_round_ps`, not the
+/// reference's `roundf`): with `amax = 127` the multiplier is exactly 1 and the quants are the
+/// inputs rounded that way, at every level.
 #[test]
-fn activation_rounding_is_half_away_from_zero() {
+fn activation_rounding_is_half_to_even() {
     let mut x = vec![0.0f32; QK];
     let cases = [
         (127.0, 127),
-        (0.5, 1),
-        (-0.5, -1),
+        (0.5, 0),
+        (-0.5, 0),
         (1.5, 2),
-        (2.5, 3),
-        (-2.5, -3),
-        (0.499_999_97, 0),
+        (2.5, 2),
+        (-2.5, -2),
+        (0.500_000_06, 1),
         (-0.499_999_97, 0),
-        (126.5, 127),
+        (126.5, 126),
         (-127.0, -127),
     ];
     for (i, &(v, _)) in cases.iter().enumerate() {

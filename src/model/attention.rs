@@ -48,13 +48,59 @@ pub enum AttentionPrecision {
     F16,
 }
 
-/// One query head's attention: the cache rows of `layer`/`kv_head` at positions `first..=last`,
-/// the scale applied to the scores, and how to compute.
+/// Where a head's keys and values come from.
+#[derive(Clone, Copy)]
+pub enum HeadSource<'a> {
+    /// KV head `kv_head` of `layer` in the cache, read (and widened from f16) per query.
+    Cache {
+        kv: &'a KvCache,
+        layer: usize,
+        kv_head: usize,
+    },
+    /// The same rows already widened to f32 by [`widen_head`], row `pos - base` holding
+    /// position `pos` (many queries of a batch share one widening).
+    Widened {
+        keys: &'a [f32],
+        values: &'a [f32],
+        base: usize,
+    },
+}
+
+/// Copies the keys and values of KV head `kv_head` of `layer` at positions `base..=last` into
+/// `keys`/`values` as f32 rows (resized as needed), for [`HeadSource::Widened`].
+pub fn widen_head(
+    kv: &KvCache,
+    layer: usize,
+    kv_head: usize,
+    base: usize,
+    last: usize,
+    keys: &mut Vec<f32>,
+    values: &mut Vec<f32>,
+) {
+    for (rows, dim, out) in [
+        (kv.key_rows(layer, kv_head), kv.head_dim(), keys),
+        (kv.value_rows(layer, kv_head), kv.head_dim_v(), values),
+    ] {
+        out.resize((last + 1 - base) * dim, 0.0);
+        for (pos, row) in (base..=last).zip(out.chunks_exact_mut(dim)) {
+            match rows {
+                HeadRows::F32 { data, stride } => row.copy_from_slice(&data[pos * stride..][..dim]),
+                HeadRows::F16 { data, stride } => {
+                    half::slice::HalfFloatSliceExt::convert_to_f32_slice(
+                        &data[pos * stride..][..dim],
+                        row,
+                    )
+                }
+            }
+        }
+    }
+}
+
+/// One query head's attention: the rows at positions `first..=last`, the scale applied to the
+/// scores, and how to compute.
 #[derive(Clone, Copy)]
 pub struct HeadAttention<'a> {
-    pub kv: &'a KvCache,
-    pub layer: usize,
-    pub kv_head: usize,
+    pub source: HeadSource<'a>,
     pub first: usize,
     pub last: usize,
     pub scale: f32,
@@ -143,9 +189,8 @@ impl HeadAttention<'_> {
         }
         let mut key = [0.0f32; MAX_HEAD_DIM];
         let key = &mut key[..dim];
-        let rows = self.kv.key_rows(self.layer, self.kv_head);
         for (w, pos) in weights.iter_mut().zip(self.first..=self.last) {
-            let k = row_f32(&rows, pos, key);
+            let k = self.row(true, pos, key);
             let score = match self.kernel {
                 AttentionKernel::Batched => dot_lanes(k, query),
                 AttentionKernel::Single => dot_steps(k, query),
@@ -165,7 +210,6 @@ impl HeadAttention<'_> {
         let dim = out.len();
         lanes.fill(0.0);
         let slots = lanes.len() / dim;
-        let rows = self.kv.value_rows(self.layer, self.kv_head);
         let mut value = [0.0f32; MAX_HEAD_DIM];
         let value = &mut value[..dim];
         for (&w, pos) in weights.iter().zip(self.first..=self.last) {
@@ -173,7 +217,7 @@ impl HeadAttention<'_> {
                 // Adds exact zeros in llama.cpp too.
                 continue;
             }
-            let v = row_f32(&rows, pos, value);
+            let v = self.row(false, pos, value);
             let slot = &mut lanes[(pos % slots) * dim..][..dim];
             fma_axpy(w, v, slot);
         }
@@ -200,15 +244,34 @@ impl HeadAttention<'_> {
     }
 }
 
-/// Row `pos` of a cache head as f32 (widened into `buf` when the cache holds f16).
-#[inline(always)]
-fn row_f32<'b>(rows: &'b HeadRows<'_>, pos: usize, buf: &'b mut [f32]) -> &'b [f32] {
-    let dim = buf.len();
-    match rows {
-        HeadRows::F32 { data, stride } => &data[pos * stride..][..dim],
-        HeadRows::F16 { data, stride } => {
-            half::slice::HalfFloatSliceExt::convert_to_f32_slice(&data[pos * stride..][..dim], buf);
-            buf
+impl<'a> HeadAttention<'a> {
+    /// The key (`key`) or value row of position `pos` as f32, widened into `buf` when it comes
+    /// from an f16 cache (`buf.len()` is the row width).
+    #[inline(always)]
+    fn row<'b>(&'b self, key: bool, pos: usize, buf: &'b mut [f32]) -> &'b [f32] {
+        let dim = buf.len();
+        match self.source {
+            HeadSource::Widened { keys, values, base } => {
+                let rows = if key { keys } else { values };
+                &rows[(pos - base) * dim..][..dim]
+            }
+            HeadSource::Cache { kv, layer, kv_head } => {
+                let rows = if key {
+                    kv.key_rows(layer, kv_head)
+                } else {
+                    kv.value_rows(layer, kv_head)
+                };
+                match rows {
+                    HeadRows::F32 { data, stride } => &data[pos * stride..][..dim],
+                    HeadRows::F16 { data, stride } => {
+                        half::slice::HalfFloatSliceExt::convert_to_f32_slice(
+                            &data[pos * stride..][..dim],
+                            buf,
+                        );
+                        buf
+                    }
+                }
+            }
         }
     }
 }

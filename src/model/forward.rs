@@ -5,7 +5,9 @@
 
 use rayon::prelude::*;
 
-use super::attention::{AttentionKernel, AttentionPrecision, HeadAttention};
+use super::attention::{
+    widen_head, AttentionKernel, AttentionPrecision, HeadAttention, HeadSource,
+};
 use super::config::{Config, FfnActivation};
 use super::kv_cache::{KvCache, KvType};
 use super::ops::{gelu_tanh_f16_table, rms_norm, rms_norm_in_place, rope_heads, swiglu};
@@ -20,6 +22,16 @@ macro_rules! trace {
         #[cfg(feature = "trace")]
         super::trace::emit($name, $layer, $values);
     };
+}
+
+/// Query tokens per attention task: enough that widening the f16 keys and values once per task
+/// is cheap next to the attention itself, few enough that the tasks spread over the threads.
+const ATTENTION_TOKENS: usize = 32;
+
+thread_local! {
+    /// Per-thread keys and values of one KV head widened to f32, for an attention task.
+    static WIDENED: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// Rows of logits computed at once when every position's logits are wanted (scoring). Bounds the
@@ -356,29 +368,77 @@ impl Model {
             } else {
                 AttentionKernel::Batched
             };
-            let head_attention = |t: usize, h: usize| {
-                let pos = pos0 + t;
+            fn head_attention(
+                source: HeadSource<'_>,
+                pos: usize,
+                window: usize,
+                scale: f32,
+                precision: AttentionPrecision,
+                kernel: AttentionKernel,
+            ) -> HeadAttention<'_> {
                 HeadAttention {
-                    kv: kv_ref,
-                    layer: il,
-                    kv_head: h / group,
+                    source,
                     first: (pos + 1).saturating_sub(window),
                     last: pos,
-                    scale: score_scale,
+                    scale,
                     precision,
                     kernel,
                 }
-            };
-            pool.install(|| {
-                s.attn[..n * attn_dim]
-                    .par_chunks_mut(hdv)
-                    .enumerate()
-                    .for_each(|(i, out)| {
-                        let (t, h) = (i / c.n_head, i % c.n_head);
-                        let q_head = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
-                        head_attention(t, h).attend(q_head, out);
-                    });
-            });
+            }
+            // One token: a task per query head, reading the cache directly.
+            if n == 1 {
+                pool.install(|| {
+                    s.attn[..attn_dim]
+                        .par_chunks_mut(hdv)
+                        .enumerate()
+                        .for_each(|(h, out)| {
+                            let source = HeadSource::Cache {
+                                kv: kv_ref,
+                                layer: il,
+                                kv_head: h / group,
+                            };
+                            head_attention(source, pos0, window, score_scale, precision, kernel)
+                                .attend(&q[h * hd..][..hd], out);
+                        });
+                });
+            }
+            // Tasks of up to ATTENTION_TOKENS tokens: each widens the keys and values of every
+            // KV head once, for all its tokens and query heads.
+            if n > 1 {
+                pool.install(|| {
+                    s.attn[..n * attn_dim]
+                        .par_chunks_mut(ATTENTION_TOKENS * attn_dim)
+                        .enumerate()
+                        .for_each(|(chunk, out)| {
+                            let t0 = chunk * ATTENTION_TOKENS;
+                            let tokens = t0..t0 + out.len() / attn_dim;
+                            let base = (pos0 + t0 + 1).saturating_sub(window);
+                            let last = pos0 + tokens.end - 1;
+                            WIDENED.with_borrow_mut(|(keys, values)| {
+                                for g in 0..c.n_head_kv {
+                                    widen_head(kv_ref, il, g, base, last, keys, values);
+                                    let source = HeadSource::Widened { keys, values, base };
+                                    for t in tokens.clone() {
+                                        for h in g * group..(g + 1) * group {
+                                            let q_head = &q[t * q_dim + h * hd..][..hd];
+                                            let o =
+                                                &mut out[(t - t0) * attn_dim + h * hdv..][..hdv];
+                                            head_attention(
+                                                source,
+                                                pos0 + t,
+                                                window,
+                                                score_scale,
+                                                precision,
+                                                kernel,
+                                            )
+                                            .attend(q_head, o);
+                                        }
+                                    }
+                                }
+                            });
+                        });
+                });
+            }
 
             trace!("kqv_out", il, &s.attn[..n * attn_dim]);
 
@@ -395,7 +455,13 @@ impl Model {
                     let mut weights = vec![0.0f32; pos + 1 - first];
                     for &h in &heads {
                         let q_head = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
-                        head_attention(t, h).weights(q_head, &mut weights);
+                        let source = HeadSource::Cache {
+                            kv: kv_ref,
+                            layer: il,
+                            kv_head: h / group,
+                        };
+                        head_attention(source, pos, window, score_scale, precision, kernel)
+                            .weights(q_head, &mut weights);
                         for (r, w) in row[first..].iter_mut().zip(&weights) {
                             *r += w / heads.len() as f32;
                         }

@@ -120,6 +120,16 @@ impl KvCache {
         self.values[layer].write(pos * self.v_dim, v);
     }
 
+    /// Width of one key head.
+    pub fn head_dim(&self) -> usize {
+        self.head_dim
+    }
+
+    /// Width of one value head.
+    pub fn head_dim_v(&self) -> usize {
+        self.head_dim_v
+    }
+
     /// Reads the key of KV head `head` at `pos` in `layer` into `dst` (head_dim long).
     #[inline]
     pub fn key(&self, layer: usize, pos: usize, head: usize, dst: &mut [f32]) {

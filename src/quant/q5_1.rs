@@ -4,7 +4,7 @@
 use half::f16;
 
 use super::q8::BlockQ8_1;
-use super::{as_blocks, check_blocks, check_tile, ByteBlock, Simd, QK};
+use super::{as_blocks, check_blocks, check_tile, hsum8, lane_sums, ByteBlock, Simd, QK};
 
 /// ggml `block_q5_1`: `d`, `m` (f16, little-endian), `qh` (u32, little-endian: bit `j` is the
 /// fifth bit of element `j`), then 16 bytes of low nibbles laid out as in Q4_0.
@@ -109,22 +109,21 @@ pub fn vec_dot_tile<const R: usize, const N: usize>(
     }
 }
 
-/// Plain-Rust reference for [`vec_dot`] (ggml `ggml_vec_dot_q5_1_q8_1` generic path): per block
-/// `d_w * d_a * Σ q·y + m_w * s_a`, where `s_a = d_a * Σ y` comes stored in the Q8_1 block.
+/// Plain-Rust reference for [`vec_dot`], in the order of llama.cpp's x86 kernel
+/// (`ggml_vec_dot_q5_1_q8_1`): as Q4_1's, eight fused lanes plus a fused running sum of the
+/// minimum terms `m_w · s_a`.
 pub fn vec_dot_scalar(w: &[u8], act: &[u8]) -> f32 {
-    let mut sum = 0.0f32;
+    let mut lanes = [0.0f32; 8];
+    let mut mins = 0.0f32;
     for (bw, ba) in as_blocks::<BlockQ5_1>(w)
         .iter()
         .zip(as_blocks::<BlockQ8_1>(act))
     {
-        let sumi: i32 = bw
-            .quants()
-            .iter()
-            .zip(ba.qs.iter())
-            .map(|(&x, &y)| x as i32 * y as i32)
-            .sum();
-        sum +=
-            (bw.d().to_f32() * ba.d().to_f32()) * sumi as f32 + bw.m().to_f32() * ba.s().to_f32();
+        let scale = bw.d().to_f32() * ba.d().to_f32();
+        mins = bw.m().to_f32().mul_add(ba.s().to_f32(), mins);
+        for (lane, isum) in lanes.iter_mut().zip(lane_sums(&bw.quants(), &ba.qs)) {
+            *lane = scale.mul_add(isum as f32, *lane);
+        }
     }
-    sum
+    hsum8(lanes) + mins
 }

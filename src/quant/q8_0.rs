@@ -4,7 +4,7 @@
 
 use half::f16;
 
-use super::{as_blocks, check_blocks, check_tile, ByteBlock, Simd, QK};
+use super::{as_blocks, check_blocks, check_tile, hsum8, lane_sums, ByteBlock, Simd, QK};
 
 /// ggml `block_q8_0`: `d` (f16, little-endian), then 32 signed quants in element order.
 #[repr(C)]
@@ -90,21 +90,19 @@ pub fn vec_dot_tile<const R: usize, const N: usize>(
     }
 }
 
-/// Plain-Rust reference for [`vec_dot`] (ggml `ggml_vec_dot_q8_0_q8_0` generic path): the
-/// integer dot of each block times `d_w * d_a`, summed over blocks.
+/// Plain-Rust reference for [`vec_dot`], in the order of llama.cpp's x86 kernel
+/// (`ggml_vec_dot_q8_0_q8_0`): eight lanes, lane `l` accumulating `d_w·d_a · Σ(4 products)` of every
+/// block with a fused multiply-add, then reduced as [`hsum8`].
 pub fn vec_dot_scalar(w: &[u8], act: &[u8]) -> f32 {
-    let mut sum = 0.0f32;
+    let mut lanes = [0.0f32; 8];
     for (bw, ba) in as_blocks::<BlockQ8_0>(w)
         .iter()
         .zip(as_blocks::<BlockQ8_0>(act))
     {
-        let sumi: i32 = bw
-            .quants()
-            .iter()
-            .zip(ba.qs.iter())
-            .map(|(&x, &y)| x as i32 * y as i32)
-            .sum();
-        sum += sumi as f32 * (bw.d().to_f32() * ba.d().to_f32());
+        let scale = bw.d().to_f32() * ba.d().to_f32();
+        for (lane, isum) in lanes.iter_mut().zip(lane_sums(&bw.quants(), &ba.qs)) {
+            *lane = scale.mul_add(isum as f32, *lane);
+        }
     }
-    sum
+    hsum8(lanes)
 }
