@@ -39,6 +39,8 @@ pub const ROW_TILE: usize = 16;
 /// Fewest activation columns for which llama.cpp multiplies K-quants with its tiled kernel (whose
 /// arithmetic differs from its single-column dot product; we follow whichever it uses).
 const TILED_MIN_COLS: usize = 8;
+/// How many rows ahead the one-column path prefetches.
+const PREFETCH_ROWS: usize = 8;
 /// Fewest rows a parallel task gets with one column: below this the task overhead (~1 µs)
 /// outweighs the row dots.
 const MIN_TASK_ROWS_GEN: usize = 32;
@@ -297,12 +299,22 @@ fn run_rows(
         }
     };
     if n_cols == 1 {
+        // Token generation streams each weight row once: ask for the rows a few iterations
+        // ahead, so the loads of the rows at hand do not wait on memory.
+        let prefetch = |r: usize| {
+            if r < rows.end {
+                prefetch_bytes(w_row(r));
+            }
+        };
         let mut r = rows.start;
         if let (RowKernel::Block32 { quad_one, .. }, Acts::Quantized { bytes, stride }, true) =
             (kernel, acts, simd == Simd::Avx512)
         {
             let col = [&bytes[..stride]];
             while r + QUAD_ROWS <= rows.end {
+                for k in 0..QUAD_ROWS {
+                    prefetch(r + PREFETCH_ROWS + k);
+                }
                 let v = quad_one(std::array::from_fn(|k| w_row(r + k)), col, simd);
                 for (dr, vr) in v.iter().enumerate() {
                     store(0, r + dr, vr[0]);
@@ -311,6 +323,7 @@ fn run_rows(
             }
         }
         for r in r..rows.end {
+            prefetch(r + PREFETCH_ROWS);
             store(0, r, dot_one(r, 0));
         }
         return;
@@ -368,4 +381,21 @@ fn run_rows(
         }
         tile_start = tile.end;
     }
+}
+
+/// Hints the CPU to bring `bytes` into the cache (one hint per 64-byte line).
+#[inline]
+fn prefetch_bytes(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in bytes.chunks(64) {
+        // SAFETY: a prefetch hint never faults and reads nothing architecturally; the pointer is
+        // inside `bytes`.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                line.as_ptr().cast(),
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bytes;
 }
