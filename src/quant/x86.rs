@@ -495,6 +495,12 @@ macro_rules! block_dot_kernels {
             ws: [&[u8]; R],
             acts: [&[u8]; N],
         ) -> [[f32; N]; R] {
+            if let &[w0, w1, w2, w3] = ws.as_slice() {
+                let four = q4_0_rows4([w0, w1, w2, w3], &acts);
+                let mut out = [[0.0f32; N]; R];
+                out.copy_from_slice(&four);
+                return out;
+            }
             tile_loop!(ws[0].len() / Q4_0_BYTES, |i, acc| {
                 let mut x = [_mm256_setzero_si256(); R];
                 let mut dw = [0.0f32; R];
@@ -505,6 +511,54 @@ macro_rules! block_dot_kernels {
                 }
                 signed_tile_whole_block(acc, x, dw, &acts, i * Q8_0_BYTES);
             })
+        }
+
+        /// Four Q4_0 rows × `N` columns with the four rows' block sums reduced together: the
+        /// rows' eight-lane integer dots are folded by three horizontal adds into one vector of
+        /// four exact block sums, then one four-lane fused multiply-add per column. Same
+        /// arithmetic per output as `signed_tile_whole_block`.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn q4_0_rows4<const N: usize>(ws: [&[u8]; 4], acts: &[&[u8]; N]) -> [[f32; N]; 4] {
+            let mut acc = [_mm_setzero_ps(); N];
+            for i in 0..ws[0].len() / Q4_0_BYTES {
+                let mut x = [_mm256_setzero_si256(); 4];
+                let mut ax = [_mm256_setzero_si256(); 4];
+                let mut dw = [0.0f32; 4];
+                for r in 0..4 {
+                    let wp = ws[r].as_ptr().add(i * Q4_0_BYTES);
+                    x[r] = _mm256_sub_epi8(nibbles(wp.add(2)), _mm256_set1_epi8(8));
+                    ax[r] = _mm256_sign_epi8(x[r], x[r]);
+                    dw[r] = f16_at(wp);
+                }
+                let dw = _mm_loadu_ps(dw.as_ptr());
+                for c in 0..N {
+                    let ap = acts[c].as_ptr().add(i * Q8_0_BYTES);
+                    let y = _mm256_loadu_si256(ap.add(2).cast());
+                    let p: [__m256i; 4] =
+                        std::array::from_fn(|r| dot_u8_i8(ax[r], _mm256_sign_epi8(y, x[r])));
+                    // [r0 r0 r1 r1 | r0 r0 r1 r1] … → [r0 r1 r2 r3 | r0 r1 r2 r3], then halves.
+                    let s = _mm256_hadd_epi32(
+                        _mm256_hadd_epi32(p[0], p[1]),
+                        _mm256_hadd_epi32(p[2], p[3]),
+                    );
+                    let isum = _mm_add_epi32(
+                        _mm256_castsi256_si128(s),
+                        _mm256_extracti128_si256(s, 1),
+                    );
+                    let scale = _mm_mul_ps(dw, _mm_set1_ps(f16_at(ap)));
+                    acc[c] = _mm_fmadd_ps(_mm_cvtepi32_ps(isum), scale, acc[c]);
+                }
+            }
+            let mut out = [[0.0f32; N]; 4];
+            for c in 0..N {
+                let mut lanes = [0.0f32; 4];
+                _mm_storeu_ps(lanes.as_mut_ptr(), acc[c]);
+                for r in 0..4 {
+                    out[r][c] = lanes[r];
+                }
+            }
+            out
         }
 
         /// Q5_0 weights · Q8_0 activations, `R` rows × `N` columns.
