@@ -189,13 +189,33 @@ impl HeadAttention<'_> {
         }
         let mut key = [0.0f32; MAX_HEAD_DIM];
         let key = &mut key[..dim];
-        for (w, pos) in weights.iter_mut().zip(self.first..=self.last) {
+        let mut pos = self.first;
+        #[cfg(target_arch = "x86_64")]
+        if let (AttentionKernel::Batched, HeadSource::Widened { keys, base, .. }, true) = (
+            self.kernel,
+            self.source,
+            dim % LANES == 0 && super::ops::has_fma(),
+        ) {
+            // Four keys at a time: four independent chains of fused multiply-adds instead of
+            // one; each score's own order is unchanged.
+            while pos + 4 <= self.last + 1 {
+                let rows = &keys[(pos - base) * dim..][..4 * dim];
+                // SAFETY: the CPU has AVX2 and FMA (checked above); `rows` holds four rows of
+                // `dim` floats and `dim` is a multiple of 16.
+                let scores = unsafe { x86::dot_lanes_x4(rows, query) };
+                for (j, score) in scores.into_iter().enumerate() {
+                    weights[pos + j - self.first] = score * self.scale;
+                }
+                pos += 4;
+            }
+        }
+        for pos in pos..=self.last {
             let k = self.row(true, pos, key);
             let score = match self.kernel {
                 AttentionKernel::Batched => dot_lanes(k, query),
                 AttentionKernel::Single => dot_steps(k, query),
             };
-            *w = score * self.scale;
+            weights[pos - self.first] = score * self.scale;
         }
         softmax_chunked(weights, self.first);
         if self.precision == AttentionPrecision::F16 {
@@ -221,25 +241,25 @@ impl HeadAttention<'_> {
             let slot = &mut lanes[(pos % slots) * dim..][..dim];
             fma_axpy(w, v, slot);
         }
+        // Reduce the slots row-wise (vectorized over the dimensions), in the order of
+        // `reduce_steps` / `reduce16` per dimension.
+        if self.kernel == AttentionKernel::Single {
+            for l in 0..LANES {
+                for d in 0..dim {
+                    lanes[l * dim + d] = (lanes[l * dim + d] + lanes[(2 * LANES + l) * dim + d])
+                        + (lanes[(LANES + l) * dim + d] + lanes[(3 * LANES + l) * dim + d]);
+                }
+            }
+        }
+        for (half, dst_rows) in [(8, 8), (4, 4)] {
+            for i in 0..dst_rows {
+                for d in 0..dim {
+                    lanes[i * dim + d] += lanes[(i + half) * dim + d];
+                }
+            }
+        }
         for (d, o) in out.iter_mut().enumerate() {
-            *o = match self.kernel {
-                AttentionKernel::Batched => {
-                    let mut a = [0.0f32; LANES];
-                    for (l, a) in a.iter_mut().enumerate() {
-                        *a = lanes[l * dim + d];
-                    }
-                    reduce16(a)
-                }
-                AttentionKernel::Single => {
-                    let mut r = [[0.0f32; LANES]; 4];
-                    for (j, r) in r.iter_mut().enumerate() {
-                        for (l, a) in r.iter_mut().enumerate() {
-                            *a = lanes[(j * LANES + l) * dim + d];
-                        }
-                    }
-                    reduce_steps(r) as f32
-                }
-            };
+            *o = (lanes[d] + lanes[2 * dim + d]) + (lanes[dim + d] + lanes[3 * dim + d]);
         }
     }
 }
@@ -379,6 +399,44 @@ pub fn softmax_chunked(x: &mut [f32], first: usize) {
     let inv = (1.0 / sum) as f32;
     for v in x.iter_mut() {
         *v *= inv;
+    }
+}
+
+/// AVX2 twin of four [`dot_lanes`] at once.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// [`super::dot_lanes`] of the four consecutive `b.len()`-long rows of `rows` with `b`: the
+    /// 16 lanes of each held in two 8-lane registers, then reduced as `reduce16` does.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA; `rows.len() == 4 * b.len()` and `b.len() % 16 == 0`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot_lanes_x4(rows: &[f32], b: &[f32]) -> [f32; 4] {
+        let dim = b.len();
+        let mut lo = [_mm256_setzero_ps(); 4];
+        let mut hi = [_mm256_setzero_ps(); 4];
+        for c in 0..dim / 16 {
+            // SAFETY: 16c + 16 <= dim, inside `b` and inside each row (checked by the caller).
+            unsafe {
+                let b_lo = _mm256_loadu_ps(b.as_ptr().add(16 * c));
+                let b_hi = _mm256_loadu_ps(b.as_ptr().add(16 * c + 8));
+                for j in 0..4 {
+                    let r = rows.as_ptr().add(j * dim + 16 * c);
+                    lo[j] = _mm256_fmadd_ps(_mm256_loadu_ps(r), b_lo, lo[j]);
+                    hi[j] = _mm256_fmadd_ps(_mm256_loadu_ps(r.add(8)), b_hi, hi[j]);
+                }
+            }
+        }
+        let mut out = [0.0f32; 4];
+        for j in 0..4 {
+            let h = _mm256_add_ps(lo[j], hi[j]);
+            let q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+            let pairs = _mm_add_ps(q, _mm_movehl_ps(q, q));
+            out[j] = _mm_cvtss_f32(_mm_add_ss(pairs, _mm_movehdup_ps(pairs)));
+        }
+        out
     }
 }
 

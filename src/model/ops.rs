@@ -86,18 +86,23 @@ pub fn vexp(x: f32) -> f32 {
     let z = x.mul_add(c(0x3fb8_aa3b), shift); // x · log2(e) + shift
     let n = z - shift;
     let b = (-n).mul_add(c(0x35bf_be8e), (-n).mul_add(c(0x3f31_7200), x));
-    if n.abs() > 192.0 {
-        return if n > 0.0 { f32::INFINITY } else { 0.0 };
-    }
     let u = b * b;
     let j = c(0x3c07_2010)
         .mul_add(b, c(0x3d2b_9f17))
         .mul_add(u, c(0x3e2a_af33).mul_add(b, c(0x3eff_fedb)))
         .mul_add(u, c(0x3f7f_fff6).mul_add(b, 1.0));
     // j · 2^n with a single rounding: the f64 product is exact, and 2^n (n an integer in ±192)
-    // is built from its exponent bits.
-    let pow2 = f64::from_bits(((n as i64 + 1023) as u64) << 52);
-    (f64::from(j) * pow2) as f32
+    // is built from its exponent bits. Branch-free (selects), so loops over it vectorize.
+    let out_of_range = n.abs() > 192.0;
+    let n_in_range = if out_of_range { 0.0 } else { n };
+    let pow2 = f64::from_bits(((n_in_range as i64 + 1023) as u64) << 52);
+    let scaled = (f64::from(j) * pow2) as f32;
+    let saturated = if n > 0.0 { f32::INFINITY } else { 0.0 };
+    if out_of_range {
+        saturated
+    } else {
+        scaled
+    }
 }
 
 /// GELU with the tanh approximation as llama.cpp evaluates it: through a table indexed by the

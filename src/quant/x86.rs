@@ -542,10 +542,8 @@ macro_rules! block_dot_kernels {
                         _mm256_hadd_epi32(p[0], p[1]),
                         _mm256_hadd_epi32(p[2], p[3]),
                     );
-                    let isum = _mm_add_epi32(
-                        _mm256_castsi256_si128(s),
-                        _mm256_extracti128_si256(s, 1),
-                    );
+                    let isum =
+                        _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
                     let scale = _mm_mul_ps(dw, _mm_set1_ps(f16_at(ap)));
                     acc[c] = _mm_fmadd_ps(_mm_cvtepi32_ps(isum), scale, acc[c]);
                 }
