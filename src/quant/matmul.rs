@@ -374,6 +374,30 @@ fn run_rows(
                 c += COL_TILE;
             }
         }
+        if let (RowKernel::KRepacked(ty, grouped), Acts::Quantized { bytes, stride }) =
+            (kernel, acts)
+        {
+            // Whole groups of four columns: each weight row is unpacked once per group.
+            while c + 4 <= grouped {
+                let cols: [&[u8]; 4] =
+                    std::array::from_fn(|k| &bytes[(c + k) * stride..][..stride]);
+                for r in tile.clone() {
+                    match k_quants::vec_dot_four_columns_x4(ty, w_row(r), cols, simd) {
+                        Some(v) => {
+                            for (k, &v) in v.iter().enumerate() {
+                                store(c + k, r, v);
+                            }
+                        }
+                        None => {
+                            for k in 0..4 {
+                                store(c + k, r, dot_one(r, c + k));
+                            }
+                        }
+                    }
+                }
+                c += 4;
+            }
+        }
         for c in c..n_cols {
             for r in tile.clone() {
                 store(c, r, dot_one(r, c));

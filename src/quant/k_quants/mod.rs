@@ -135,6 +135,24 @@ pub fn vec_dot_four_columns(ty: GgmlType, w: &[u8], act: &[u8], simd: Simd) -> f
     }
 }
 
+/// [`vec_dot_four_columns`] of one Q4_K row with four activation columns at once (the weight
+/// row unpacked once); `None` for other types.
+pub fn vec_dot_four_columns_x4(
+    ty: GgmlType,
+    w: &[u8],
+    acts: [&[u8]; 4],
+    simd: Simd,
+) -> Option<[f32; 4]> {
+    match ty {
+        GgmlType::Q4_K => Some(q4_k::vec_dot_chunked_x4(
+            as_blocks(w),
+            acts.map(as_blocks),
+            runnable(simd),
+        )),
+        _ => None,
+    }
+}
+
 /// Quantizes f32 activations to Q8_K (ggml `quantize_row_q8_K_ref`); `x.len()` must be a
 /// multiple of 256 and `dst` exactly `x.len() / 256` blocks (checked by the caller).
 pub fn quantize_row_q8_k(x: &[f32], dst: &mut [u8], simd: Simd) {

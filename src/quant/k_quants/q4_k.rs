@@ -95,6 +95,17 @@ pub(crate) fn vec_dot_chunked(w: &[BlockQ4K], act: &[BlockQ8K], simd: Simd) -> f
     vec_dot_by::<true>(w, act, simd)
 }
 
+/// [`vec_dot_chunked`] of one weight row with four activation columns.
+pub(crate) fn vec_dot_chunked_x4(w: &[BlockQ4K], acts: [&[BlockQ8K]; 4], simd: Simd) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if simd == Simd::Avx512 && acts.iter().all(|a| a.len() >= w.len()) {
+        // SAFETY: `simd` passed `Simd::is_supported`: AVX-512 F/BW/VL/VNNI and AVX2 present;
+        // every column has at least as many blocks as the row (checked above).
+        return unsafe { x86::vec_dot_chunked_x4_avx512(w, acts) };
+    }
+    acts.map(|a| vec_dot_chunked(w, a, simd))
+}
+
 fn vec_dot_by<const CHUNKED: bool>(w: &[BlockQ4K], act: &[BlockQ8K], simd: Simd) -> f32 {
     match simd {
         #[cfg(target_arch = "x86_64")]
@@ -382,5 +393,64 @@ mod x86 {
             }
         }
         acc - mins
+    }
+
+    /// [`vec_dot_avx512`] with `CHUNKED`, for four activation columns at once: each weight
+    /// super-block is unpacked once and dotted with the four columns; every column's running
+    /// sums take the same steps as the one-column kernel's.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub(super) unsafe fn vec_dot_chunked_x4_avx512(
+        w: &[BlockQ4K],
+        acts: [&[BlockQ8K]; 4],
+    ) -> [f32; 4] {
+        let mask = _mm512_set1_epi8(0x0F);
+        let mut ctrl = [_mm512_setzero_si512(); 4];
+        for (c, ctrl) in ctrl.iter_mut().enumerate() {
+            let lo = broadcast_i16_ctrl(2 * c as i16, 2 * c as i16);
+            let hi = broadcast_i16_ctrl(2 * c as i16 + 1, 2 * c as i16 + 1);
+            *ctrl = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+        }
+        let mut acc = [0.0f32; 4];
+        let mut mins = [0.0f32; 4];
+        for (b, x) in w.iter().enumerate() {
+            let (dw, dminw) = f16c_pair(x.d, x.dmin);
+            let sm = unpack_scales_mins(&x.scales);
+            // SAFETY: every load below reads within `x.qs` (128 bytes), a column's `qs` (256
+            // bytes), `sm` (16 bytes) or a column's `bsums` (32 bytes), at the offsets written;
+            // every column has at least `w.len()` blocks (checked by the caller).
+            unsafe {
+                let sc =
+                    _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(_mm_loadl_epi64(sm.as_ptr().cast())));
+                let ys: [&BlockQ8K; 4] = [&acts[0][b], &acts[1][b], &acts[2][b], &acts[3][b]];
+                let imins = [
+                    mins_dot_bsums(&sm[8..], ys[0]),
+                    mins_dot_bsums(&sm[8..], ys[1]),
+                    mins_dot_bsums(&sm[8..], ys[2]),
+                    mins_dot_bsums(&sm[8..], ys[3]),
+                ];
+                for (c, ctrl) in ctrl.iter().enumerate() {
+                    let q = _mm256_loadu_si256(x.qs.as_ptr().add(32 * c).cast());
+                    let q =
+                        _mm512_inserti64x4(_mm512_castsi256_si512(q), _mm256_srli_epi16(q, 4), 1);
+                    let q = _mm512_and_si512(q, mask);
+                    let scales = _mm512_shuffle_epi8(sc, *ctrl);
+                    for n in 0..4 {
+                        let y = ys[n];
+                        let a = _mm512_loadu_si512(y.qs.as_ptr().add(64 * c).cast());
+                        let p = _mm512_maddubs_epi16(q, a);
+                        let chunk = _mm512_dpwssd_epi32(_mm512_setzero_si512(), p, scales);
+                        acc[n] =
+                            (_mm512_reduce_add_epi32(chunk) as f32).mul_add(dw * y.d(), acc[n]);
+                        mins[n] = (lane(imins[n], c) as f32).mul_add(dminw * y.d(), mins[n]);
+                    }
+                }
+            }
+        }
+        [
+            acc[0] - mins[0],
+            acc[1] - mins[1],
+            acc[2] - mins[2],
+            acc[3] - mins[3],
+        ]
     }
 }
