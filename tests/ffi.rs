@@ -174,6 +174,7 @@ fn check_against_llama_cpp(
         .expect("evaluate the context")
         .to_vec();
     let mut near_tie = None;
+    #[allow(clippy::needless_range_loop)] // `step` also counts the steps, one past `expected`
     for step in 0..=agree {
         let mut sorted = logits.clone();
         sorted.sort_by(|a, b| b.total_cmp(a));

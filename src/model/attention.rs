@@ -194,7 +194,7 @@ impl HeadAttention<'_> {
         if let (AttentionKernel::Batched, HeadSource::Widened { keys, base, .. }, true) = (
             self.kernel,
             self.source,
-            dim % LANES == 0 && super::ops::has_fma(),
+            dim.is_multiple_of(LANES) && super::ops::has_fma(),
         ) {
             // Four keys at a time: four independent chains of fused multiply-adds instead of
             // one; each score's own order is unchanged.
@@ -351,10 +351,10 @@ fn dot_steps(a: &[f32], b: &[f32]) -> f32 {
         .chunks_exact(STEP)
         .zip(b[..full].chunks_exact(STEP))
     {
-        for r in 0..4 {
-            for l in 0..LANES {
+        for (r, acc) in acc.iter_mut().enumerate() {
+            for (l, acc) in acc.iter_mut().enumerate() {
                 let i = r * LANES + l;
-                acc[r][l] = sa[i].mul_add(sb[i], acc[r][l]);
+                *acc = sa[i].mul_add(sb[i], *acc);
             }
         }
     }
@@ -390,9 +390,8 @@ pub fn softmax_chunked(x: &mut [f32], first: usize) {
         let chunk_start = pos / LANES * LANES;
         let chunk_end = (chunk_start + LANES).min(end);
         let mut chunk = [0.0f32; LANES];
-        for p in pos..chunk_end {
-            chunk[p - chunk_start] = x[p - first];
-        }
+        chunk[pos - chunk_start..chunk_end - chunk_start]
+            .copy_from_slice(&x[pos - first..chunk_end - first]);
         sum += f64::from(reduce16(chunk));
         pos = chunk_end;
     }
