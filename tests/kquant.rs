@@ -389,6 +389,11 @@ proptest! {
                     k_quants::vec_dot_four_columns(c.ty, &c.w, &a, Simd::Scalar),
                 );
                 prop_assert_eq!(four.to_bits(), four_scalar.to_bits(), "{:?} {:?}: four columns", c.ty, simd);
+                if let Some(x4) = k_quants::vec_dot_tiled_x4(c.ty, &c.w, [&a, &a, &a, &a], simd) {
+                    for v in x4 {
+                        prop_assert_eq!(v.to_bits(), tiled_scalar.to_bits(), "{:?} {:?}: tiled, four columns at once", c.ty, simd);
+                    }
+                }
                 if let Some(x4) = k_quants::vec_dot_four_columns_x4(c.ty, &c.w, [&a, &a, &a, &a], simd) {
                     for v in x4 {
                         prop_assert_eq!(v.to_bits(), four_scalar.to_bits(), "{:?} {:?}: four columns at once", c.ty, simd);

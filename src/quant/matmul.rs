@@ -374,6 +374,28 @@ fn run_rows(
                 c += COL_TILE;
             }
         }
+        if let (RowKernel::KTiled(ty), Acts::Quantized { bytes, stride }) = (kernel, acts) {
+            // Groups of four columns: each weight row is unpacked once per group.
+            while c + 4 <= n_cols {
+                let cols: [&[u8]; 4] =
+                    std::array::from_fn(|k| &bytes[(c + k) * stride..][..stride]);
+                for r in tile.clone() {
+                    match k_quants::vec_dot_tiled_x4(ty, w_row(r), cols, simd) {
+                        Some(v) => {
+                            for (k, &v) in v.iter().enumerate() {
+                                store(c + k, r, v);
+                            }
+                        }
+                        None => {
+                            for k in 0..4 {
+                                store(c + k, r, dot_one(r, c + k));
+                            }
+                        }
+                    }
+                }
+                c += 4;
+            }
+        }
         if let (RowKernel::KRepacked(ty, grouped), Acts::Quantized { bytes, stride }) =
             (kernel, acts)
         {

@@ -153,6 +153,19 @@ pub fn vec_dot_four_columns_x4(
     }
 }
 
+/// [`vec_dot_tiled`] of one Q6_K row with four activation columns at once (the weight row
+/// unpacked once); `None` for other types.
+pub fn vec_dot_tiled_x4(ty: GgmlType, w: &[u8], acts: [&[u8]; 4], simd: Simd) -> Option<[f32; 4]> {
+    match ty {
+        GgmlType::Q6_K => Some(q6_k::vec_dot_tiled_x4(
+            as_blocks(w),
+            acts.map(as_blocks),
+            runnable(simd),
+        )),
+        _ => None,
+    }
+}
+
 /// Quantizes f32 activations to Q8_K (ggml `quantize_row_q8_K_ref`); `x.len()` must be a
 /// multiple of 256 and `dst` exactly `x.len() / 256` blocks (checked by the caller).
 pub fn quantize_row_q8_k(x: &[f32], dst: &mut [u8], simd: Simd) {

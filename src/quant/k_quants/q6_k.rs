@@ -111,6 +111,17 @@ pub fn dequantize_scalar(src: &[BlockQ6K], dst: &mut [f32]) {
     }
 }
 
+/// [`vec_dot_tiled`] of one weight row with four activation columns.
+pub(crate) fn vec_dot_tiled_x4(w: &[BlockQ6K], acts: [&[BlockQ8K]; 4], simd: Simd) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if simd == Simd::Avx512 && acts.iter().all(|a| a.len() >= w.len()) {
+        // SAFETY: `simd` passed `Simd::is_supported`: AVX-512 F/BW/VL/VNNI and AVX2 present;
+        // every column has at least as many blocks as the row (checked above).
+        return unsafe { x86::vec_dot_tiled_x4_avx512(w, acts) };
+    }
+    acts.map(|a| vec_dot_tiled(w, a, simd))
+}
+
 /// Plain-Rust reference for [`vec_dot`]: eight integer lanes per super-block, lane `l` holding
 /// `Σ sc·q·a` over the elements whose index mod 32 is in `4l..4l+4` (quants unsigned, 0..63)
 /// minus `32·(sc_2l·bsum_2l + sc_2l+1·bsum_2l+1)`; each lane accumulates
@@ -352,5 +363,68 @@ mod x86 {
         } else {
             hsum_ps_256(acc)
         }
+    }
+
+    /// [`vec_dot_avx512`] with `TILED`, for four activation columns at once: each weight
+    /// super-block is unpacked once; every column's sum takes the one-column kernel's steps.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub(super) unsafe fn vec_dot_tiled_x4_avx512(
+        w: &[BlockQ6K],
+        acts: [&[BlockQ8K]; 4],
+    ) -> [f32; 4] {
+        let m4 = _mm512_set1_epi8(0x0F);
+        let m2 = _mm256_set1_epi8(0x30);
+        let mut idx = [_mm512_setzero_si512(); 4];
+        for (s, idx) in idx.iter_mut().enumerate() {
+            let b = 4 * s as i16;
+            *idx = _mm512_inserti64x4(
+                _mm512_castsi256_si512(_mm256_set_m128i(_mm_set1_epi16(b + 1), _mm_set1_epi16(b))),
+                _mm256_set_m128i(_mm_set1_epi16(b + 3), _mm_set1_epi16(b + 2)),
+                1,
+            );
+        }
+        let mut tiled = [0.0f32; 4];
+        for (b, x) in w.iter().enumerate() {
+            let dw = f16c(x.d);
+            // SAFETY: loads read `scales` (16 bytes), `ql` at 64n (64 bytes, n < 2), `qh` at
+            // 32n (32 bytes), a column's `qs` at 128n and 128n + 64 (64 bytes each), all in
+            // bounds; every column has at least `w.len()` blocks (checked by the caller).
+            unsafe {
+                let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.scales.as_ptr().cast()));
+                let sc = _mm512_castsi256_si512(sc16);
+                let ys: [&BlockQ8K; 4] = [&acts[0][b], &acts[1][b], &acts[2][b], &acts[3][b]];
+                let mut sumi = [_mm512_setzero_si512(); 4];
+                for n in 0..2 {
+                    let ql = _mm512_loadu_si512(x.ql.as_ptr().add(64 * n).cast());
+                    let qh = _mm256_loadu_si256(x.qh.as_ptr().add(32 * n).cast());
+                    let h0 = _mm256_and_si256(_mm256_slli_epi16(qh, 4), m2);
+                    let h1 = _mm256_and_si256(_mm256_slli_epi16(qh, 2), m2);
+                    let h2 = _mm256_and_si256(qh, m2);
+                    let h3 = _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2);
+                    let ha = _mm512_inserti64x4(_mm512_castsi256_si512(h0), h1, 1);
+                    let hb = _mm512_inserti64x4(_mm512_castsi256_si512(h2), h3, 1);
+                    let qa = _mm512_or_si512(_mm512_and_si512(ql, m4), ha);
+                    let qb = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4), hb);
+                    let sca = _mm512_permutexvar_epi16(idx[2 * n], sc);
+                    let scb = _mm512_permutexvar_epi16(idx[2 * n + 1], sc);
+                    for (y, sumi) in ys.iter().zip(sumi.iter_mut()) {
+                        let aa = _mm512_loadu_si512(y.qs.as_ptr().add(128 * n).cast());
+                        let ab = _mm512_loadu_si512(y.qs.as_ptr().add(128 * n + 64).cast());
+                        *sumi = _mm512_dpwssd_epi32(*sumi, _mm512_maddubs_epi16(qa, aa), sca);
+                        *sumi = _mm512_dpwssd_epi32(*sumi, _mm512_maddubs_epi16(qb, ab), scb);
+                    }
+                }
+                for ((y, sumi), tiled) in ys.iter().zip(sumi).zip(tiled.iter_mut()) {
+                    let corr = scales_dot_bsums(sc16, y);
+                    let sumi = _mm256_add_epi32(
+                        _mm512_castsi512_si256(sumi),
+                        _mm512_extracti64x4_epi64(sumi, 1),
+                    );
+                    let sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, 5));
+                    *tiled = (hsum_epi32(sumi) as f32 * dw).mul_add(y.d(), *tiled);
+                }
+            }
+        }
+        tiled
     }
 }
