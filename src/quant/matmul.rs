@@ -60,6 +60,9 @@ type QuadOneDot = fn([&[u8]; QUAD_ROWS], [&[u8]; 1], Simd) -> [[f32; 1]; QUAD_RO
 /// Dots one weight row with [`COL_TILE`] activation columns (the odd row of a tile).
 type RowDot = fn([&[u8]; 1], [&[u8]; COL_TILE], Simd) -> [[f32; COL_TILE]; 1];
 
+/// Dots one K-quant weight row with four activation columns (`None`: no such kernel for the type).
+type FourColumnDot = fn(GgmlType, &[u8], [&[u8]; 4], Simd) -> Option<[f32; 4]>;
+
 /// How one weight row is dotted with activation columns.
 #[derive(Clone, Copy)]
 enum RowKernel {
@@ -374,37 +377,25 @@ fn run_rows(
                 c += COL_TILE;
             }
         }
-        if let (RowKernel::KTiled(ty), Acts::Quantized { bytes, stride }) = (kernel, acts) {
-            // Groups of four columns: each weight row is unpacked once per group.
-            while c + 4 <= n_cols {
-                let cols: [&[u8]; 4] =
-                    std::array::from_fn(|k| &bytes[(c + k) * stride..][..stride]);
-                for r in tile.clone() {
-                    match k_quants::vec_dot_tiled_x4(ty, w_row(r), cols, simd) {
-                        Some(v) => {
-                            for (k, &v) in v.iter().enumerate() {
-                                store(c + k, r, v);
-                            }
-                        }
-                        None => {
-                            for k in 0..4 {
-                                store(c + k, r, dot_one(r, c + k));
-                            }
-                        }
-                    }
-                }
-                c += 4;
+        // K-quants in groups of four columns (each weight row unpacked once per group): all
+        // columns with the tiled arithmetic, the columns in whole groups of four for Q4_K.
+        let groups = match kernel {
+            RowKernel::KTiled(ty) => {
+                Some((ty, n_cols, k_quants::vec_dot_tiled_x4 as FourColumnDot))
             }
-        }
-        if let (RowKernel::KRepacked(ty, grouped), Acts::Quantized { bytes, stride }) =
-            (kernel, acts)
-        {
-            // Whole groups of four columns: each weight row is unpacked once per group.
-            while c + 4 <= grouped {
+            RowKernel::KRepacked(ty, grouped) => Some((
+                ty,
+                grouped,
+                k_quants::vec_dot_four_columns_x4 as FourColumnDot,
+            )),
+            _ => None,
+        };
+        if let (Some((ty, limit, dot4)), Acts::Quantized { bytes, stride }) = (groups, acts) {
+            while c + 4 <= limit {
                 let cols: [&[u8]; 4] =
                     std::array::from_fn(|k| &bytes[(c + k) * stride..][..stride]);
                 for r in tile.clone() {
-                    match k_quants::vec_dot_four_columns_x4(ty, w_row(r), cols, simd) {
+                    match dot4(ty, w_row(r), cols, simd) {
                         Some(v) => {
                             for (k, &v) in v.iter().enumerate() {
                                 store(c + k, r, v);

@@ -296,6 +296,32 @@ mod x86 {
         }
     }
 
+    /// The unsigned 6-bit quants (0..63) of half `n` (< 2) of a block as two 64-byte vectors:
+    /// elements 128n .. 128n+64 (from the low nibbles of `ql`) and 128n+64 .. 128n+128 (high).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn unpack_half_512(x: &BlockQ6K, n: usize) -> (__m512i, __m512i) {
+        let m4 = _mm512_set1_epi8(0x0F);
+        let m2 = _mm256_set1_epi8(0x30);
+        // SAFETY: n < 2, so `ql` bytes 64n .. 64n+64 and `qh` bytes 32n .. 32n+32 are in bounds.
+        let (ql, qh) = unsafe {
+            (
+                _mm512_loadu_si512(x.ql.as_ptr().add(64 * n).cast()),
+                _mm256_loadu_si256(x.qh.as_ptr().add(32 * n).cast()),
+            )
+        };
+        let h0 = _mm256_and_si256(_mm256_slli_epi16(qh, 4), m2);
+        let h1 = _mm256_and_si256(_mm256_slli_epi16(qh, 2), m2);
+        let h2 = _mm256_and_si256(qh, m2);
+        let h3 = _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2);
+        let ha = _mm512_inserti64x4(_mm512_castsi256_si512(h0), h1, 1);
+        let hb = _mm512_inserti64x4(_mm512_castsi256_si512(h2), h3, 1);
+        (
+            _mm512_or_si512(_mm512_and_si512(ql, m4), ha),
+            _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4), hb),
+        )
+    }
+
     /// AVX-512: 64 elements per step. The 64 `ql` bytes of a half give elements 0..63 (low
     /// nibbles) and 64..127 (high nibbles) directly; the high bits are spread from 32 `qh`
     /// bytes. `maddubs` + VNNI `vpdpwssd` with a per-128-bit-lane sub-block scale.
@@ -304,8 +330,6 @@ mod x86 {
         w: &[BlockQ6K],
         act: &[BlockQ8K],
     ) -> f32 {
-        let m4 = _mm512_set1_epi8(0x0F);
-        let m2 = _mm256_set1_epi8(0x30);
         // Index vectors for vpermw: lane L of step (n, h) takes scale 8n + 4h + L.
         let mut idx = [_mm512_setzero_si512(); 4];
         for (s, idx) in idx.iter_mut().enumerate() {
@@ -328,16 +352,7 @@ mod x86 {
                 let sc = _mm512_castsi256_si512(sc16);
                 let mut sumi = _mm512_setzero_si512();
                 for n in 0..2 {
-                    let ql = _mm512_loadu_si512(x.ql.as_ptr().add(64 * n).cast());
-                    let qh = _mm256_loadu_si256(x.qh.as_ptr().add(32 * n).cast());
-                    let h0 = _mm256_and_si256(_mm256_slli_epi16(qh, 4), m2);
-                    let h1 = _mm256_and_si256(_mm256_slli_epi16(qh, 2), m2);
-                    let h2 = _mm256_and_si256(qh, m2);
-                    let h3 = _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2);
-                    let ha = _mm512_inserti64x4(_mm512_castsi256_si512(h0), h1, 1);
-                    let hb = _mm512_inserti64x4(_mm512_castsi256_si512(h2), h3, 1);
-                    let qa = _mm512_or_si512(_mm512_and_si512(ql, m4), ha);
-                    let qb = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4), hb);
+                    let (qa, qb) = unpack_half_512(x, n);
                     let aa = _mm512_loadu_si512(y.qs.as_ptr().add(128 * n).cast());
                     let ab = _mm512_loadu_si512(y.qs.as_ptr().add(128 * n + 64).cast());
                     let pa = _mm512_maddubs_epi16(qa, aa);
@@ -372,8 +387,6 @@ mod x86 {
         w: &[BlockQ6K],
         acts: [&[BlockQ8K]; 4],
     ) -> [f32; 4] {
-        let m4 = _mm512_set1_epi8(0x0F);
-        let m2 = _mm256_set1_epi8(0x30);
         let mut idx = [_mm512_setzero_si512(); 4];
         for (s, idx) in idx.iter_mut().enumerate() {
             let b = 4 * s as i16;
@@ -395,16 +408,7 @@ mod x86 {
                 let ys: [&BlockQ8K; 4] = [&acts[0][b], &acts[1][b], &acts[2][b], &acts[3][b]];
                 let mut sumi = [_mm512_setzero_si512(); 4];
                 for n in 0..2 {
-                    let ql = _mm512_loadu_si512(x.ql.as_ptr().add(64 * n).cast());
-                    let qh = _mm256_loadu_si256(x.qh.as_ptr().add(32 * n).cast());
-                    let h0 = _mm256_and_si256(_mm256_slli_epi16(qh, 4), m2);
-                    let h1 = _mm256_and_si256(_mm256_slli_epi16(qh, 2), m2);
-                    let h2 = _mm256_and_si256(qh, m2);
-                    let h3 = _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2);
-                    let ha = _mm512_inserti64x4(_mm512_castsi256_si512(h0), h1, 1);
-                    let hb = _mm512_inserti64x4(_mm512_castsi256_si512(h2), h3, 1);
-                    let qa = _mm512_or_si512(_mm512_and_si512(ql, m4), ha);
-                    let qb = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4), hb);
+                    let (qa, qb) = unpack_half_512(x, n);
                     let sca = _mm512_permutexvar_epi16(idx[2 * n], sc);
                     let scb = _mm512_permutexvar_epi16(idx[2 * n + 1], sc);
                     for (y, sumi) in ys.iter().zip(sumi.iter_mut()) {
