@@ -64,36 +64,29 @@ pub(crate) fn dequantize(src: &[BlockQ6K], dst: &mut [f32], simd: Simd) {
 /// The dot product in the arithmetic of llama.cpp's `ggml_vec_dot_q6_K_q8_K` (x86), which it uses
 /// for fewer than 8 activation columns: see [`vec_dot_scalar`].
 pub(crate) fn vec_dot(w: &[BlockQ6K], act: &[BlockQ8K], simd: Simd) -> f32 {
-    match simd {
-        #[cfg(target_arch = "x86_64")]
-        Simd::Avx512 => {
-            // SAFETY: `simd` passed `Simd::is_supported`: AVX-512 F/BW/VL/VNNI and AVX2 present.
-            unsafe { x86::vec_dot_avx512::<false>(w, act) }
-        }
-        #[cfg(target_arch = "x86_64")]
-        Simd::Avx2 => {
-            // SAFETY: `simd` passed `Simd::is_supported`: AVX2, FMA and F16C present.
-            unsafe { x86::vec_dot_avx2::<false>(w, act) }
-        }
-        _ => vec_dot_scalar(w, act),
-    }
+    vec_dot_by::<false>(w, act, simd)
 }
 
 /// The dot product in the arithmetic of llama.cpp's tiled K-quant matrix multiply, which it uses
 /// for 8 or more activation columns: see [`vec_dot_tiled_scalar`].
 pub(crate) fn vec_dot_tiled(w: &[BlockQ6K], act: &[BlockQ8K], simd: Simd) -> f32 {
+    vec_dot_by::<true>(w, act, simd)
+}
+
+fn vec_dot_by<const TILED: bool>(w: &[BlockQ6K], act: &[BlockQ8K], simd: Simd) -> f32 {
     match simd {
         #[cfg(target_arch = "x86_64")]
         Simd::Avx512 => {
             // SAFETY: `simd` passed `Simd::is_supported`: AVX-512 F/BW/VL/VNNI and AVX2 present.
-            unsafe { x86::vec_dot_avx512::<true>(w, act) }
+            unsafe { x86::vec_dot_avx512::<TILED>(w, act) }
         }
         #[cfg(target_arch = "x86_64")]
         Simd::Avx2 => {
             // SAFETY: `simd` passed `Simd::is_supported`: AVX2, FMA and F16C present.
-            unsafe { x86::vec_dot_avx2::<true>(w, act) }
+            unsafe { x86::vec_dot_avx2::<TILED>(w, act) }
         }
-        _ => vec_dot_tiled_scalar(w, act),
+        _ if TILED => vec_dot_tiled_scalar(w, act),
+        _ => vec_dot_scalar(w, act),
     }
 }
 
