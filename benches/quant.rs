@@ -136,6 +136,7 @@ fn matmuls(c: &mut Criterion) {
                 rows,
                 cols,
                 data: &data,
+                packed: None,
             };
             let mut g = c.benchmark_group(format!("matmul/{ty}/{rows}x{cols}"));
             g.throughput(Throughput::Bytes(data.len() as u64));

@@ -322,8 +322,91 @@ fn check_block_type(ty: GgmlType, w: &[u8], a: &[u8]) -> Result<(), TestCaseErro
     Ok(())
 }
 
+/// Q4_0 weights repacked into 16-row groups, dotted with `n_cols` columns by the AVX-512 kernel,
+/// against the scalar twin of each (row, column), bit for bit.
+fn check_packed_q4_0(
+    n_blocks: usize,
+    n_cols: usize,
+    rows: &[u8],
+    acts: &[u8],
+) -> Result<(), TestCaseError> {
+    use llmrt::quant::repack::{self, ActivationSums, PackedQ4_0};
+    let row_bytes = n_blocks * size_of::<BlockQ4_0>();
+    let stride = n_blocks * size_of::<BlockQ8_0>();
+    let n_rows = rows.len() / row_bytes;
+    let packed = PackedQ4_0::pack(rows, n_rows, n_blocks * QK).expect("whole groups");
+    for r in 0..n_rows {
+        prop_assert_eq!(
+            &packed.unpack_row(r)[..],
+            &rows[r * row_bytes..][..row_bytes]
+        );
+    }
+    let sums = ActivationSums::compute(acts, stride, n_cols);
+    let mut out = vec![f32::NAN; n_rows * n_cols];
+    let ran = repack::matmul_groups(
+        &packed,
+        0..packed.groups(),
+        acts,
+        stride,
+        n_cols,
+        &sums,
+        |c, r, v| out[c * n_rows + r] = v,
+    );
+    prop_assert_eq!(ran, repack::avx512_vnni());
+    if !ran {
+        return Ok(());
+    }
+    for c in 0..n_cols {
+        for r in 0..n_rows {
+            let want = quant::q4_0::vec_dot_scalar(
+                &rows[r * row_bytes..][..row_bytes],
+                &acts[c * stride..][..stride],
+            );
+            let got = out[c * n_rows + r];
+            prop_assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "row {} column {}: {} vs scalar {}",
+                r,
+                c,
+                got,
+                want
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `(n_blocks, n_cols, weight rows of 16 or 32 rows, activation columns)`.
+fn packed_operands() -> impl Strategy<Value = (usize, usize, Vec<u8>, Vec<u8>)> {
+    (1usize..=5, 1usize..=13, 1usize..=2).prop_flat_map(|(n_blocks, n_cols, groups)| {
+        (
+            Just(n_blocks),
+            Just(n_cols),
+            vec(weight_block(GgmlType::Q4_0), 16 * groups * n_blocks).prop_map(|b| b.concat()),
+            vec(act_block(GgmlType::Q8_0), n_cols * n_blocks).prop_map(|b| b.concat()),
+        )
+    })
+}
+
+#[test]
+fn packed_q4_0_rejects_shapes_outside_the_layout() {
+    use llmrt::quant::repack::PackedQ4_0;
+    let data = random_weights(GgmlType::Q4_0, 24, 64, 5);
+    assert!(
+        PackedQ4_0::pack(&data, 24, 64).is_none(),
+        "24 rows are not whole groups"
+    );
+    assert!(PackedQ4_0::pack(&data[..16 * 36 - 1], 16, 64).is_none());
+    assert!(PackedQ4_0::pack(&data[..16 * 36], 16, 64).is_some());
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn packed_q4_0_matches_scalar((n_blocks, n_cols, rows, acts) in packed_operands()) {
+        check_packed_q4_0(n_blocks, n_cols, &rows, &acts)?;
+    }
 
     #[test]
     fn q4_0_simd_matches_scalar((w, a) in dot_operands(GgmlType::Q4_0)) {
@@ -524,6 +607,7 @@ fn matmul_matches_naive_loop() {
             rows,
             cols,
             data: &data,
+            packed: None,
         };
         for n_cols in [1, 3, 4, 9] {
             let x: Vec<f32> = (0..cols * n_cols).map(|i| lcg_f32(99, i) * 3.0).collect();
@@ -573,6 +657,7 @@ fn matmul_reuses_scratch_and_rejects_bad_shapes() {
         rows,
         cols,
         data: &data,
+        packed: None,
     };
     let x: Vec<f32> = (0..cols * n_cols).map(|i| lcg_f32(3, i)).collect();
     let mut out = vec![0.0; rows * n_cols];

@@ -3,6 +3,9 @@
 
 use super::config::{Arch, Config};
 use crate::gguf::{GgufFile, TensorInfo};
+use std::sync::Arc;
+
+use crate::quant::repack::PackedQ4_0;
 use crate::quant::{GgmlType, QMatrix};
 use crate::{Error, Result};
 
@@ -15,16 +18,19 @@ pub struct Matrix {
     pub cols: usize,
     /// Where the bytes are in the file.
     pub info: TensorInfo,
+    /// A copy of the weights repacked for the AVX-512 kernels (Q4_0 on CPUs that have them).
+    pub packed: Option<Arc<PackedQ4_0>>,
 }
 
 impl Matrix {
     /// The kernel view of this matrix over the file's bytes.
-    pub fn view<'a>(&self, file: &'a GgufFile) -> QMatrix<'a> {
+    pub fn view<'a>(&'a self, file: &'a GgufFile) -> QMatrix<'a> {
         QMatrix {
             ty: self.ty,
             rows: self.rows,
             cols: self.cols,
             data: file.tensor_data(&self.info),
+            packed: self.packed.as_deref(),
         }
     }
 
@@ -105,12 +111,20 @@ impl Binder<'_> {
             });
         }
         Self::check_supported(info)?;
+        // Q4_0 is repacked into row groups when this CPU has the kernel for them (llama.cpp
+        // repacks it too); sessions forced to another SIMD level read the file's bytes.
+        let packed = if info.ty == GgmlType::Q4_0 && crate::quant::repack::avx512_vnni() {
+            PackedQ4_0::pack(self.file.tensor_data(info), rows, cols).map(Arc::new)
+        } else {
+            None
+        };
         Ok(Matrix {
             name: name.to_string(),
             ty: info.ty,
             rows,
             cols,
             info: info.clone(),
+            packed,
         })
     }
 

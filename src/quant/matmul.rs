@@ -12,6 +12,7 @@
 
 use rayon::prelude::*;
 
+use super::repack::{self, ActivationSums, PackedQ4_0};
 use super::{
     float, k_quants, q4_0, q4_1, q5_0, q5_1, q8_0, quantize_activations, vec_dot, vec_dot_type,
     GgmlType, Simd,
@@ -25,6 +26,21 @@ pub struct QMatrix<'a> {
     pub rows: usize,
     pub cols: usize,
     pub data: &'a [u8],
+    /// The same weights repacked for the AVX-512 kernel ([`repack`]), if the model made a copy.
+    pub packed: Option<&'a PackedQ4_0>,
+}
+
+impl<'a> QMatrix<'a> {
+    /// A matrix over `data` as the file stores it (no repacked copy).
+    pub fn new(ty: GgmlType, rows: usize, cols: usize, data: &'a [u8]) -> QMatrix<'a> {
+        QMatrix {
+            ty,
+            rows,
+            cols,
+            data,
+            packed: None,
+        }
+    }
 }
 
 /// Activation columns dotted at once in the multi-column path.
@@ -223,6 +239,43 @@ pub fn matmul(
     };
 
     let n_threads = pool.current_num_threads().max(1);
+    let out_ptr = &OutPtr(out.as_mut_ptr());
+    let store = |c: usize, r: usize, v: f32| {
+        // SAFETY: every task below stores only rows of its own range, which no other task
+        // touches; `c < n_cols` and `r < rows`, so the index is inside `out` (length checked
+        // above).
+        unsafe { out_ptr.write(c * rows + r, v) };
+    };
+
+    // Q4_0 repacked into row groups: the AVX-512 kernel over groups of 16 rows.
+    if let (Some(packed), Simd::Avx512, Acts::Quantized { bytes, stride }) = (w.packed, simd, acts)
+    {
+        if packed.rows() == rows && packed.cols() == cols && repack::avx512_vnni() {
+            let sums = ActivationSums::compute(bytes, stride, n_cols);
+            let groups = packed.groups();
+            let min_groups = if n_cols == 1 {
+                MIN_TASK_ROWS_GEN / repack::GROUP_ROWS
+            } else {
+                1
+            };
+            let chunk = groups
+                .div_ceil(n_threads * TASKS_PER_THREAD)
+                .max(min_groups);
+            let task = |ci: usize| {
+                let g0 = ci * chunk;
+                let range = g0..(g0 + chunk).min(groups);
+                repack::matmul_groups(packed, range, bytes, stride, n_cols, &sums, store);
+            };
+            let n_chunks = groups.div_ceil(chunk);
+            if n_chunks == 1 {
+                task(0);
+            } else {
+                pool.install(|| (0..n_chunks).into_par_iter().for_each(task));
+            }
+            return Ok(());
+        }
+    }
+
     let min_rows = if n_cols == 1 {
         MIN_TASK_ROWS_GEN
     } else {
@@ -234,15 +287,9 @@ pub fn matmul(
         .next_multiple_of(COL_TILE);
     let n_chunks = rows.div_ceil(chunk);
     let weights = w.data;
-    let out_ptr = &OutPtr(out.as_mut_ptr());
     let task = |ci: usize| {
         let r0 = ci * chunk;
         let r1 = (r0 + chunk).min(rows);
-        let store = |c: usize, r: usize, v: f32| {
-            // SAFETY: `r` lies in this task's rows `r0..r1`, which no other task touches, and
-            // `c < n_cols`, `r < rows`, so the index is inside `out` (length checked above).
-            unsafe { out_ptr.write(c * rows + r, v) };
-        };
         run_rows(
             kernel,
             weights,

@@ -30,6 +30,7 @@ pub mod q5_1;
 pub mod q8;
 pub mod q8_0;
 pub mod quantize;
+pub mod repack;
 pub mod simd;
 pub mod types;
 #[cfg(target_arch = "x86_64")]
