@@ -58,7 +58,12 @@ impl Model {
     /// Binds a model from an already opened GGUF file.
     pub fn from_gguf(file: GgufFile, params: &ModelParams) -> Result<Model> {
         let config = Config::from_gguf(&file)?;
-        let weights = Weights::bind(&file, &config)?;
+        let mut weights = Weights::bind(&file, &config)?;
+        let n_threads = match params.n_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        weights.repack(&file, n_threads);
         let tokenizer = Tokenizer::from_gguf(&file)?;
         let factors = weights.rope_freqs.as_deref();
         let frequencies = |r: config::Rope| {

@@ -111,20 +111,13 @@ impl Binder<'_> {
             });
         }
         Self::check_supported(info)?;
-        // Q4_0 is repacked into row groups when this CPU has the kernel for them (llama.cpp
-        // repacks it too); sessions forced to another SIMD level read the file's bytes.
-        let packed = if info.ty == GgmlType::Q4_0 && crate::quant::repack::avx512_vnni() {
-            PackedQ4_0::pack(self.file.tensor_data(info), rows, cols).map(Arc::new)
-        } else {
-            None
-        };
         Ok(Matrix {
             name: name.to_string(),
             ty: info.ty,
             rows,
             cols,
             info: info.clone(),
-            packed,
+            packed: None,
         })
     }
 
@@ -210,5 +203,58 @@ impl Weights {
             output,
             rope_freqs: b.optional_vector("rope_freqs.weight", c.rope_dims / 2)?,
         })
+    }
+}
+
+impl Weights {
+    /// Repacks the Q4_0 matrices into row groups when this CPU has the kernel for them (llama.cpp
+    /// repacks Q4_0 too); sessions forced to another SIMD level read the file's bytes. Up to
+    /// `n_threads` threads share the work (it is most of the load time of a Q4_0 model).
+    pub fn repack(&mut self, file: &GgufFile, n_threads: usize) {
+        if !crate::quant::repack::avx512_vnni() {
+            return;
+        }
+        let tied = self.output.info.offset == self.token_embd.info.offset;
+        let mut todo: Vec<&mut Matrix> = self
+            .layers
+            .iter_mut()
+            .flat_map(|l| {
+                [
+                    &mut l.wq,
+                    &mut l.wk,
+                    &mut l.wv,
+                    &mut l.wo,
+                    &mut l.w_gate,
+                    &mut l.w_up,
+                    &mut l.w_down,
+                ]
+            })
+            .chain([&mut self.token_embd])
+            .chain((!tied).then_some(&mut self.output))
+            .filter(|m| m.ty == GgmlType::Q4_0)
+            .collect();
+        // Largest first, so that no thread is left with a big matrix at the end.
+        todo.sort_by_key(|m| std::cmp::Reverse(m.info.size));
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let slots: Vec<std::sync::Mutex<Option<&mut Matrix>>> =
+            todo.into_iter().map(|m| std::sync::Mutex::new(Some(m))).collect();
+        let work = || loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(slot) = slots.get(i) else { break };
+            // A poisoned lock only means another packing thread panicked; the slot is intact.
+            let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(m) = guard.take() {
+                m.packed = PackedQ4_0::pack(file.tensor_data(&m.info), m.rows, m.cols).map(Arc::new);
+            }
+        };
+        std::thread::scope(|scope| {
+            for _ in 1..n_threads.max(1) {
+                scope.spawn(work);
+            }
+            work();
+        });
+        if tied {
+            self.output.packed = self.token_embd.packed.clone();
+        }
     }
 }
