@@ -236,15 +236,18 @@ impl Weights {
         // Largest first, so that no thread is left with a big matrix at the end.
         todo.sort_by_key(|m| std::cmp::Reverse(m.info.size));
         let next = std::sync::atomic::AtomicUsize::new(0);
-        let slots: Vec<std::sync::Mutex<Option<&mut Matrix>>> =
-            todo.into_iter().map(|m| std::sync::Mutex::new(Some(m))).collect();
+        let slots: Vec<std::sync::Mutex<Option<&mut Matrix>>> = todo
+            .into_iter()
+            .map(|m| std::sync::Mutex::new(Some(m)))
+            .collect();
         let work = || loop {
             let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let Some(slot) = slots.get(i) else { break };
             // A poisoned lock only means another packing thread panicked; the slot is intact.
             let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(m) = guard.take() {
-                m.packed = PackedQ4_0::pack(file.tensor_data(&m.info), m.rows, m.cols).map(Arc::new);
+                m.packed =
+                    PackedQ4_0::pack(file.tensor_data(&m.info), m.rows, m.cols).map(Arc::new);
             }
         };
         std::thread::scope(|scope| {

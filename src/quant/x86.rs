@@ -801,7 +801,7 @@ pub(super) mod avx512 {
     /// A signed-weight paired kernel: `$unpack` turns the block at `$wp` into its 32 signed
     /// quants and scale.
     macro_rules! signed_pair {
-        ($name:ident, $bytes:expr, |$wp:ident| $unpack:block) => {
+        ($name:ident, $bytes:expr, |$w0:ident, $w1:ident| $unpack:block) => {
             #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
             unsafe fn $name<const P: usize, const N: usize>(
                 ws: [[&[u8]; 2]; P],
@@ -817,15 +817,10 @@ pub(super) mod avx512 {
                             ws[p][0].as_ptr().add(i * $bytes),
                             ws[p][1].as_ptr().add(i * $bytes),
                         );
-                        let x0 = {
-                            let $wp = p0;
+                        let x = {
+                            let ($w0, $w1) = (p0, p1);
                             $unpack
                         };
-                        let x1 = {
-                            let $wp = p1;
-                            $unpack
-                        };
-                        let x = join(x0, x1);
                         negative[p] = _mm512_movepi8_mask(x);
                         ax[p] = _mm512_abs_epi8(x);
                         dw[p] = pair_scales(p0, p1);
@@ -856,75 +851,127 @@ pub(super) mod avx512 {
     /// An unsigned-weight paired kernel: `$unpack` gives the block's 32 unsigned quants, scale
     /// and minimum.
     macro_rules! unsigned_pair {
-        ($name:ident, $bytes:expr, |$wp:ident| $unpack:block) => {
+        ($name:ident, $bytes:expr, |$w0:ident, $w1:ident| $unpack:block) => {
             #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
             unsafe fn $name<const P: usize, const N: usize>(
                 ws: [[&[u8]; 2]; P],
                 acts: &[&[u8]; N],
             ) -> Option<[[[f32; N]; 2]; P]> {
+                // The minimum terms of up to eight rows (lane 2p + k: row k of pair p) in one
+                // register per column: each lane is its row's own fused multiply-add chain.
+                const { assert!(P <= 4) };
                 let mut acc = [[_mm512_setzero_ps(); N]; P];
-                let mut mins = [[[0.0f32; N]; 2]; P];
+                let mut mins = [_mm256_setzero_ps(); N];
                 for i in 0..ws[0][0].len() / $bytes {
                     let mut x = [_mm512_setzero_si512(); P];
                     let mut dw = [_mm512_setzero_ps(); P];
-                    let mut mw = [[0.0f32; 2]; P];
+                    // Each row's minimum broadcast, then blended into its lane: whole-register
+                    // writes only (inserting words would tie the register to whatever it last
+                    // held, often the accumulator of the previous block, serializing blocks).
+                    let mut m_bits = _mm_setzero_si128();
                     for p in 0..P {
                         let (p0, p1) = (
                             ws[p][0].as_ptr().add(i * $bytes),
                             ws[p][1].as_ptr().add(i * $bytes),
                         );
-                        let (x0, m0) = {
-                            let $wp = p0;
+                        x[p] = {
+                            let ($w0, $w1) = (p0, p1);
                             $unpack
                         };
-                        let (x1, m1) = {
-                            let $wp = p1;
-                            $unpack
-                        };
-                        x[p] = join(x0, x1);
                         dw[p] = pair_scales(p0, p1);
-                        mw[p] = [m0, m1];
+                        for (k, row) in [p0, p1].into_iter().enumerate() {
+                            let m = _mm_set1_epi16(row.add(2).cast::<i16>().read_unaligned());
+                            let lane = _mm_cmpeq_epi16(
+                                _mm_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7),
+                                _mm_set1_epi16((2 * p + k) as i16),
+                            );
+                            m_bits = _mm_blendv_epi8(m_bits, m, lane);
+                        }
                     }
+                    let mw = _mm256_cvtph_ps(m_bits);
                     for c in 0..N {
                         let ap = acts[c].as_ptr().add(i * Q8_1_BYTES);
                         let y = _mm512_broadcast_i64x4(_mm256_loadu_si256(ap.add(4).cast()));
                         let da = f16_splat512(ap);
-                        let sa = f16_at(ap.add(2));
+                        let sa = f16_splat(ap.add(2));
                         for p in 0..P {
                             let prod = _mm512_dpbusd_epi32(_mm512_setzero_si512(), x[p], y);
                             let scale = _mm512_mul_ps(dw[p], da);
                             acc[p][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(prod), scale, acc[p][c]);
-                            mins[p][0][c] = mw[p][0].mul_add(sa, mins[p][0][c]);
-                            mins[p][1][c] = mw[p][1].mul_add(sa, mins[p][1][c]);
                         }
+                        mins[c] = _mm256_fmadd_ps(mw, sa, mins[c]);
                     }
                 }
                 let mut out = [[[0.0f32; N]; 2]; P];
+                let mut row_mins = [[[0.0f32; N]; 2]; P];
+                for c in 0..N {
+                    let mut lanes = [0.0f32; 8];
+                    _mm256_storeu_ps(lanes.as_mut_ptr(), mins[c]);
+                    for p in 0..P {
+                        row_mins[p][0][c] = lanes[2 * p];
+                        row_mins[p][1][c] = lanes[2 * p + 1];
+                    }
+                }
                 for p in 0..P {
-                    out[p] = pair_sums(&acc[p], &mins[p]);
+                    out[p] = pair_sums(&acc[p], &row_mins[p]);
                 }
                 Some(out)
             }
         };
     }
 
-    // The unpacking of one block at `wp` (the scale `d`, at offset 0 in every type, is read by
-    // the kernels): the 32 quants, and for the unsigned types the minimum.
-    signed_pair!(pair_q5_0, Q5_0_BYTES, |wp| {
-        let qh = u32::from_le(wp.add(2).cast::<u32>().read_unaligned());
-        q5_0_values(nibbles(wp.add(6)), bits_to_bytes(qh))
+    /// Two rows' 16 bytes of packed nibbles (at `lo` and `hi`) as 64 bytes: row `lo`'s 32
+    /// quants in element order in the low half, row `hi`'s in the high half (what `join` of two
+    /// `nibbles` gives, in two fewer instructions).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn pair_nibbles(lo: *const u8, hi: *const u8) -> __m512i {
+        let q = _mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128(lo.cast())),
+            _mm_loadu_si128(hi.cast()),
+            1,
+        );
+        // 128-bit lanes [lo, hi, lo >> 4, hi >> 4] -> [lo, lo >> 4, hi, hi >> 4].
+        let both = _mm512_inserti64x4(_mm512_castsi256_si512(q), _mm256_srli_epi16(q, 4), 1);
+        let ordered = _mm512_shuffle_i64x2(both, both, 0b11_01_10_00);
+        _mm512_and_si512(ordered, _mm512_set1_epi8(0x0F))
+    }
+
+    /// Byte `j` of the low half = 0xFF where bit `j` of the 32-bit mask at `lo` is set, the
+    /// high half likewise from `hi` (the fifth bits of two Q5 rows' blocks).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn pair_bits(lo: *const u8, hi: *const u8) -> __m512i {
+        let lo = u32::from_le(lo.cast::<u32>().read_unaligned());
+        let hi = u32::from_le(hi.cast::<u32>().read_unaligned());
+        _mm512_movm_epi8(u64::from(lo) | (u64::from(hi) << 32))
+    }
+
+    // The unpacking of one block of two rows at `w0`, `w1` into their 64 quants (the scale `d`,
+    // at offset 0 in every type, and the unsigned types' minimum at offset 2 are read by the
+    // kernels).
+    signed_pair!(pair_q5_0, Q5_0_BYTES, |w0, w1| {
+        // A clear fifth bit means `nibble - 16`, which as i8 is `nibble | 0xF0`.
+        let fifth = pair_bits(w0.add(2), w1.add(2));
+        _mm512_or_si512(
+            pair_nibbles(w0.add(6), w1.add(6)),
+            _mm512_andnot_si512(fifth, _mm512_set1_epi8(0xF0_u8 as i8)),
+        )
     });
-    signed_pair!(pair_q8_0, Q8_0_BYTES, |wp| {
-        _mm256_loadu_si256(wp.add(2).cast())
+    signed_pair!(pair_q8_0, Q8_0_BYTES, |w0, w1| {
+        join(
+            _mm256_loadu_si256(w0.add(2).cast()),
+            _mm256_loadu_si256(w1.add(2).cast()),
+        )
     });
-    unsigned_pair!(pair_q4_1, Q4_1_BYTES, |wp| {
-        (nibbles(wp.add(4)), f16_at(wp.add(2)))
+    unsigned_pair!(pair_q4_1, Q4_1_BYTES, |w0, w1| {
+        pair_nibbles(w0.add(4), w1.add(4))
     });
-    unsigned_pair!(pair_q5_1, Q5_1_BYTES, |wp| {
-        let qh = u32::from_le(wp.add(4).cast::<u32>().read_unaligned());
-        (
-            q5_1_values(nibbles(wp.add(8)), bits_to_bytes(qh)),
-            f16_at(wp.add(2)),
+    unsigned_pair!(pair_q5_1, Q5_1_BYTES, |w0, w1| {
+        let fifth = pair_bits(w0.add(4), w1.add(4));
+        _mm512_or_si512(
+            pair_nibbles(w0.add(8), w1.add(8)),
+            _mm512_and_si512(fifth, _mm512_set1_epi8(0x10)),
         )
     });
 }
