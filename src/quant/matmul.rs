@@ -50,6 +50,9 @@ pub const COL_TILE: usize = 4;
 pub const REG_ROWS: usize = 2;
 /// Weight rows dotted at once in the multi-column path with AVX-512 (two 512-bit row pairs).
 pub const QUAD_ROWS: usize = 4;
+/// Activation columns dotted at once with [`QUAD_ROWS`] rows on AVX-512: 2 × 8 accumulators of
+/// the 32 vector registers.
+pub const WIDE_COLS: usize = 8;
 /// Rows per cache tile in the multi-column path: 16 rows of 896 Q8_0 weights are 15 KiB.
 pub const ROW_TILE: usize = 16;
 /// Fewest activation columns for which llama.cpp multiplies K-quants with its tiled kernel (whose
@@ -73,6 +76,9 @@ type QuadDot = fn([&[u8]; QUAD_ROWS], [&[u8]; COL_TILE], Simd) -> [[f32; COL_TIL
 /// Dots [`QUAD_ROWS`] weight rows with one activation column (token generation with AVX-512:
 /// the activation block and its scale are loaded once for four rows).
 type QuadOneDot = fn([&[u8]; QUAD_ROWS], [&[u8]; 1], Simd) -> [[f32; 1]; QUAD_ROWS];
+/// Dots [`QUAD_ROWS`] weight rows with [`WIDE_COLS`] activation columns (AVX-512: each unpacked
+/// weight block serves twice as many columns as in [`QuadDot`]).
+type WideDot = fn([&[u8]; QUAD_ROWS], [&[u8]; WIDE_COLS], Simd) -> [[f32; WIDE_COLS]; QUAD_ROWS];
 /// Dots one weight row with [`COL_TILE`] activation columns (the odd row of a tile).
 type RowDot = fn([&[u8]; 1], [&[u8]; COL_TILE], Simd) -> [[f32; COL_TILE]; 1];
 
@@ -88,6 +94,7 @@ enum RowKernel {
         row: RowDot,
         tile: TileDot,
         quad: QuadDot,
+        wide: WideDot,
         quad_one: QuadOneDot,
     },
     /// Any other quantized type, through the per-type dispatch of [`vec_dot`].
@@ -113,6 +120,7 @@ impl RowKernel {
                     row: $m::vec_dot_tile::<1, COL_TILE>,
                     tile: $m::vec_dot_tile::<REG_ROWS, COL_TILE>,
                     quad: $m::vec_dot_tile::<QUAD_ROWS, COL_TILE>,
+                    wide: $m::vec_dot_tile::<QUAD_ROWS, WIDE_COLS>,
                     quad_one: $m::vec_dot_tile::<QUAD_ROWS, 1>,
                 }
             };
@@ -387,11 +395,27 @@ fn run_rows(
                 row,
                 tile: dot_tile,
                 quad,
+                wide,
                 ..
             },
             Acts::Quantized { bytes, stride },
         ) = (kernel, acts)
         {
+            if simd == Simd::Avx512 && tile.len() % QUAD_ROWS == 0 {
+                while c + WIDE_COLS <= n_cols {
+                    let cols: [&[u8]; WIDE_COLS] =
+                        std::array::from_fn(|k| &bytes[(c + k) * stride..][..stride]);
+                    for r in tile.clone().step_by(QUAD_ROWS) {
+                        let v = wide(std::array::from_fn(|k| w_row(r + k)), cols, simd);
+                        for (dr, vr) in v.iter().enumerate() {
+                            for (k, &v) in vr.iter().enumerate() {
+                                store(c + k, r + dr, v);
+                            }
+                        }
+                    }
+                    c += WIDE_COLS;
+                }
+            }
             while c + COL_TILE <= n_cols {
                 let cols: [&[u8]; COL_TILE] =
                     std::array::from_fn(|k| &bytes[(c + k) * stride..][..stride]);
