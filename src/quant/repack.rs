@@ -259,7 +259,7 @@ mod x86 {
 
     /// How far ahead (bytes) one-column calls ask for the group's next blocks: generation streams
     /// the weights once, and the loads must not wait on memory.
-    const PREFETCH_AHEAD: usize = 8 * GROUP_BLOCK_BYTES;
+    const PREFETCH_AHEAD: usize = 32 * GROUP_BLOCK_BYTES;
 
     /// The 16 rows of the group at `group` dotted with each of the `NC` columns.
     ///
