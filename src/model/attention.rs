@@ -849,27 +849,57 @@ mod x86_512 {
         }
         let lo = tiles.iter().map(Tiles::start).min().unwrap_or(0);
         let hi = tiles.iter().map(Tiles::end).max().unwrap_or(0);
+        // Runs of up to 4 queries over the same keys and chunks (the query heads of one token
+        // share a KV head): one load of a key register serves them all.
+        let mut groups = [(0usize, 0usize); super::BATCH];
+        let mut count = 0;
+        for (i, t) in tiles.iter().enumerate() {
+            let joins = count > 0 && {
+                let (g0, len) = groups[count - 1];
+                let u = &tiles[g0];
+                len < 4
+                    && std::ptr::eq(u.keys, t.keys)
+                    && (u.base, u.start(), u.end()) == (t.base, t.start(), t.end())
+            };
+            if joins {
+                groups[count - 1].1 += 1;
+            } else {
+                groups[count] = (i, 1);
+                count += 1;
+            }
+        }
         for p0 in (lo..hi).step_by(LANES) {
-            for (i, t) in tiles.iter().enumerate() {
+            for &(g0, len) in &groups[..count] {
+                let t = &tiles[g0];
                 if p0 < t.start() || p0 >= t.end() {
                     continue;
                 }
-                let query = &queries[i * dim..][..dim];
                 // Block `(p0 - base) / 16` of the keys, `16 * dim` floats from here.
-                let block = &t.keys[(p0 - t.base) * dim..][..LANES * dim];
-                // SAFETY: `block` holds `16 * dim` floats, `query` `dim`.
-                let scores = unsafe { scores(block.as_ptr(), query) };
-                let scores = _mm512_mul_ps(scores, _mm512_set1_ps(t.scale));
-                // Outside `first..=last`: -inf, whose exponential is an exact zero (as the
-                // portable path's missing positions are).
-                let scores = _mm512_mask_blend_ps(
-                    range_mask(p0, t.first, t.last),
-                    _mm512_set1_ps(f32::NEG_INFINITY),
-                    scores,
-                );
-                let dst = &mut w[rows[i] + p0 - t.start()..][..LANES];
-                // SAFETY: `dst` holds 16 floats.
-                unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), scores) };
+                let block = t.keys[(p0 - t.base) * dim..][..LANES * dim].as_ptr();
+                let q = |g: usize| &queries[(g0 + g.min(len - 1)) * dim..][..dim];
+                // SAFETY: `block` holds `16 * dim` floats, each query `dim`.
+                let scores = unsafe {
+                    match len {
+                        1 => scores::<1>(block, [q(0)]).to_vec4(),
+                        2 => scores::<2>(block, [q(0), q(1)]).to_vec4(),
+                        3 => scores::<3>(block, [q(0), q(1), q(2)]).to_vec4(),
+                        _ => scores::<4>(block, [q(0), q(1), q(2), q(3)]).to_vec4(),
+                    }
+                };
+                for (i, scores) in (g0..g0 + len).zip(scores) {
+                    let t = &tiles[i];
+                    let scores = _mm512_mul_ps(scores, _mm512_set1_ps(t.scale));
+                    // Outside `first..=last`: -inf, whose exponential is an exact zero (as the
+                    // portable path's missing positions are).
+                    let scores = _mm512_mask_blend_ps(
+                        range_mask(p0, t.first, t.last),
+                        _mm512_set1_ps(f32::NEG_INFINITY),
+                        scores,
+                    );
+                    let dst = &mut w[rows[i] + p0 - t.start()..][..LANES];
+                    // SAFETY: `dst` holds 16 floats.
+                    unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), scores) };
+                }
             }
         }
         for (i, t) in tiles.iter().enumerate() {
@@ -892,25 +922,68 @@ mod x86_512 {
         mask as __mmask16
     }
 
-    /// Scores of the 16 keys of a block (`block + (d * 16)` holds dimension `d` of the 16):
-    /// lane `l`'s fused multiply-add chain (`dot_lanes`' accumulator `l`: dimensions `l`,
-    /// `l + 16`, … in order) in register `l`, then the 16 registers added in `reduce16`'s tree.
-    /// Sixteen independent chains keep both FMA pipes busy.
+    /// Up to four results padded to four (the unused ones are not read).
+    trait ToVec4 {
+        fn to_vec4(self) -> [__m512; 4];
+    }
+
+    impl<const G: usize> ToVec4 for [__m512; G] {
+        #[inline(always)]
+        fn to_vec4(self) -> [__m512; 4] {
+            // SAFETY: all-zero bits are a valid __m512.
+            let mut out = [unsafe { std::mem::zeroed::<__m512>() }; 4];
+            out[..G].copy_from_slice(&self);
+            out
+        }
+    }
+
+    /// Scores of the 16 keys of a block (`block + (d * 16)` holds dimension `d` of the 16) for
+    /// `G` queries: per lane `l` the fused multiply-add chain of `dot_lanes`' accumulator `l`
+    /// (dimensions `l`, `l + 16`, … in order) in a register whose lanes are the 16 keys, the
+    /// registers added in `reduce16`'s tree, so that each lane of the result is exactly one
+    /// key's score. The lanes go four at a time, one quadruple of the tree
+    /// `(a_l + a_{l+8}) + (a_{l+4} + a_{l+12})` for every query at once, so that each key
+    /// register loaded serves `G` fused multiply-adds.
     ///
     /// # Safety
-    /// `block` must point to `16 * q.len()` readable floats.
+    /// `block` must point to `16 * dim` readable floats, every query being `dim` long.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
     #[inline]
-    unsafe fn scores(block: *const f32, q: &[f32]) -> __m512 {
-        let mut acc = [_mm512_setzero_ps(); LANES];
-        for (j, q) in q.chunks_exact(LANES).enumerate() {
-            for (l, (acc, &x)) in acc.iter_mut().zip(q).enumerate() {
-                // SAFETY: dimension `16j + l < q.len()` (the caller's contract).
-                let k = unsafe { _mm512_loadu_ps(block.add((j * LANES + l) * LANES)) };
-                *acc = _mm512_fmadd_ps(k, _mm512_set1_ps(x), *acc);
+    unsafe fn scores<const G: usize>(block: *const f32, q: [&[f32]; G]) -> [__m512; G] {
+        let dim = q[0].len();
+        let zero = _mm512_setzero_ps();
+        // `q_l` of the tree for l = 0, 2, 1, 3, combined as `(q0 + q2) + (q1 + q3)`.
+        let mut even = [zero; G];
+        let mut odd = [zero; G];
+        for l in [0, 2, 1, 3] {
+            let lanes = [l, l + 8, l + 4, l + 12];
+            let mut acc = [[zero; 4]; G];
+            for j in (0..dim).step_by(LANES) {
+                for (k, &lane) in lanes.iter().enumerate() {
+                    let d = j + lane;
+                    // SAFETY: `d < dim` (the caller's contract).
+                    let key = unsafe { _mm512_loadu_ps(block.add(d * LANES)) };
+                    for (acc, q) in acc.iter_mut().zip(q) {
+                        acc[k] = _mm512_fmadd_ps(key, _mm512_set1_ps(q[d]), acc[k]);
+                    }
+                }
+            }
+            for g in 0..G {
+                let [a, b, c, d] = acc[g];
+                let quad = _mm512_add_ps(_mm512_add_ps(a, b), _mm512_add_ps(c, d));
+                match l {
+                    0 => even[g] = quad,
+                    2 => even[g] = _mm512_add_ps(even[g], quad),
+                    1 => odd[g] = quad,
+                    _ => odd[g] = _mm512_add_ps(odd[g], quad),
+                }
             }
         }
-        reduce_registers(acc)
+        let mut out = [zero; G];
+        for g in 0..G {
+            out[g] = _mm512_add_ps(even[g], odd[g]);
+        }
+        out
     }
 
     /// `reduce16` applied lane-wise across 16 registers: `h_i = a_i + a_{i+8}`,
@@ -1361,19 +1434,24 @@ mod tests {
                 base,
             };
             let count = 1 + rng.below(40);
-            let heads: Vec<HeadAttention<'_>> = (0..count)
-                .map(|_| {
-                    let first = base + rng.below(last + 1 - base);
-                    HeadAttention {
-                        source: tiled,
-                        first,
-                        last: first + rng.below(last + 1 - first),
-                        scale: [0.125, 1.0, 6.0, 40.0][rng.below(4)],
-                        precision: data.precision,
-                        kernel: AttentionKernel::Batched,
-                    }
-                })
-                .collect();
+            // Runs of queries over the same positions (the query heads of one token) as well as
+            // scattered ones.
+            let mut heads: Vec<HeadAttention<'_>> = Vec::new();
+            for _ in 0..count {
+                let first = base + rng.below(last + 1 - base);
+                let mut head = HeadAttention {
+                    source: tiled,
+                    first,
+                    last: first + rng.below(last + 1 - first),
+                    scale: [0.125, 1.0, 6.0, 40.0][rng.below(4)],
+                    precision: data.precision,
+                    kernel: AttentionKernel::Batched,
+                };
+                if let Some(previous) = heads.last().filter(|_| rng.below(3) != 0) {
+                    (head.first, head.last) = (previous.first, previous.last);
+                }
+                heads.push(head);
+            }
             let spread = [0.5, 2.0, 8.0][rng.below(3)];
             let qs: Vec<f32> = (0..count * dim).map(|_| rng.float(spread)).collect();
             let mut outs = vec![0.0f32; count * dim_v];
@@ -1470,7 +1548,7 @@ mod speed {
                             head: HeadAttention {
                                 source,
                                 first: 0,
-                                last: n - 1 - i,
+                                last: n - 1 - i / 3,
                                 scale: 0.125,
                                 precision: AttentionPrecision::F16,
                                 kernel: AttentionKernel::Batched,
