@@ -849,25 +849,7 @@ mod x86_512 {
         }
         let lo = tiles.iter().map(Tiles::start).min().unwrap_or(0);
         let hi = tiles.iter().map(Tiles::end).max().unwrap_or(0);
-        // Runs of up to 4 queries over the same keys and chunks (the query heads of one token
-        // share a KV head): one load of a key register serves them all.
-        let mut groups = [(0usize, 0usize); super::BATCH];
-        let mut count = 0;
-        for (i, t) in tiles.iter().enumerate() {
-            let joins = count > 0 && {
-                let (g0, len) = groups[count - 1];
-                let u = &tiles[g0];
-                len < 4
-                    && std::ptr::eq(u.keys, t.keys)
-                    && (u.base, u.start(), u.end()) == (t.base, t.start(), t.end())
-            };
-            if joins {
-                groups[count - 1].1 += 1;
-            } else {
-                groups[count] = (i, 1);
-                count += 1;
-            }
-        }
+        let (groups, count) = groups(tiles);
         for p0 in (lo..hi).step_by(LANES) {
             for &(g0, len) in &groups[..count] {
                 let t = &tiles[g0];
@@ -905,6 +887,32 @@ mod x86_512 {
         for (i, t) in tiles.iter().enumerate() {
             softmax(&mut w[rows[i]..rows[i + 1]], t.f16);
         }
+    }
+
+    /// Runs of up to 4 consecutive queries over the same keys, values and chunks (the query
+    /// heads of one token share a KV head), as (first query, count): one register of keys or
+    /// values loaded serves them all.
+    fn groups(tiles: &[Tiles<'_>]) -> ([(usize, usize); super::BATCH], usize) {
+        let mut groups = [(0usize, 0usize); super::BATCH];
+        let mut count = 0;
+        for (i, t) in tiles.iter().enumerate() {
+            let joins = count > 0 && {
+                let (g0, len) = groups[count - 1];
+                let u = &tiles[g0];
+                len < 4
+                    && std::ptr::eq(u.keys, t.keys)
+                    && std::ptr::eq(u.values, t.values)
+                    && (u.base, u.positions, u.start(), u.end())
+                        == (t.base, t.positions, t.start(), t.end())
+            };
+            if joins {
+                groups[count - 1].1 += 1;
+            } else {
+                groups[count] = (i, 1);
+                count += 1;
+            }
+        }
+        (groups, count)
     }
 
     /// Lanes of the 16-position block at `p0` that lie in `first..=last`.
@@ -991,8 +999,14 @@ mod x86_512 {
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
     #[inline]
     fn reduce_registers(a: [__m512; LANES]) -> __m512 {
-        let h: [__m512; 8] = std::array::from_fn(|i| _mm512_add_ps(a[i], a[i + 8]));
-        let q: [__m512; 4] = std::array::from_fn(|i| _mm512_add_ps(h[i], h[i + 4]));
+        let mut h = [_mm512_setzero_ps(); 8];
+        for (i, h) in h.iter_mut().enumerate() {
+            *h = _mm512_add_ps(a[i], a[i + 8]);
+        }
+        let mut q = [_mm512_setzero_ps(); 4];
+        for (i, q) in q.iter_mut().enumerate() {
+            *q = _mm512_add_ps(h[i], h[i + 4]);
+        }
         _mm512_add_ps(_mm512_add_ps(q[0], q[2]), _mm512_add_ps(q[1], q[3]))
     }
 
@@ -1064,48 +1078,38 @@ mod x86_512 {
         let lo = tiles.iter().map(Tiles::start).min().unwrap_or(0);
         let hi = tiles.iter().map(Tiles::end).max().unwrap_or(0);
         let dim_v = tiles[0].dim_v;
+        let (groups, count) = groups(tiles);
         for c in 0..dim_v / LANES {
             slots.fill(0.0);
             for t0 in (lo..hi).step_by(TILE) {
                 let t1 = (t0 + TILE).min(hi);
-                for (i, t) in tiles.iter().enumerate() {
+                for &(g0, len) in &groups[..count] {
+                    let t = &tiles[g0];
                     let (from, to) = (t0.max(t.start()), t1.min(t.end()));
                     if from >= to {
                         continue;
                     }
-                    let slot = &mut slots[i * LANES * LANES..][..LANES * LANES];
-                    let mut acc = [_mm512_setzero_ps(); LANES];
-                    for (acc, src) in acc.iter_mut().zip(slot.chunks_exact(LANES)) {
-                        // SAFETY: `src` holds 16 floats.
-                        *acc = unsafe { _mm512_loadu_ps(src.as_ptr()) };
-                    }
-                    for p0 in (from..to).step_by(LANES) {
-                        let j = rows[i] + p0 - t.start();
-                        let weights = &w[j..][..LANES];
-                        let used = used[j / LANES];
-                        // Dimensions `16c..` of the 16 positions from `p0`, one after the other.
-                        let values =
-                            &t.values[(c * t.positions + p0 - t.base) * LANES..][..LANES * LANES];
-                        let values = values.as_ptr();
-                        if used == u16::MAX {
-                            for (s, (acc, &x)) in acc.iter_mut().zip(weights).enumerate() {
-                                // SAFETY: `values` holds 16 rows of 16 floats.
-                                let v = unsafe { _mm512_loadu_ps(values.add(s * LANES)) };
-                                *acc = _mm512_fmadd_ps(v, _mm512_set1_ps(x), *acc);
-                            }
-                        } else {
-                            for (s, (acc, &x)) in acc.iter_mut().zip(weights).enumerate() {
-                                if used & (1 << s) != 0 {
-                                    // SAFETY: `values` holds 16 rows of 16 floats.
-                                    let v = unsafe { _mm512_loadu_ps(values.add(s * LANES)) };
-                                    *acc = _mm512_fmadd_ps(v, _mm512_set1_ps(x), *acc);
-                                }
-                            }
+                    // The group's rows of weights and masks are consecutive and equally long.
+                    let (row, skip) = (t.row_len(), from - t.start());
+                    let w = &w[rows[g0] + skip..rows[g0 + len]];
+                    let used = &used[(rows[g0] + skip) / LANES..rows[g0 + len] / LANES];
+                    let blocks = (to - from) / LANES;
+                    // Dimensions `16c..` of the positions `from..to`, one after the other.
+                    let values = &t.values[(c * t.positions + from - t.base) * LANES..]
+                        [..blocks * LANES * LANES];
+                    let slots = &mut slots[g0 * LANES * LANES..][..len * LANES * LANES];
+                    for l in 0..4 {
+                        let at = Span {
+                            row,
+                            blocks,
+                            lanes: [l, l + 8, l + 4, l + 12],
+                        };
+                        match len {
+                            1 => slot_quads::<1>(values, w, used, at, slots),
+                            2 => slot_quads::<2>(values, w, used, at, slots),
+                            3 => slot_quads::<3>(values, w, used, at, slots),
+                            _ => slot_quads::<4>(values, w, used, at, slots),
                         }
-                    }
-                    for (acc, dst) in acc.iter().zip(slot.chunks_exact_mut(LANES)) {
-                        // SAFETY: `dst` holds 16 floats.
-                        unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), *acc) };
                     }
                 }
             }
@@ -1118,6 +1122,86 @@ mod x86_512 {
                 let dst = &mut query.out[c * LANES..][..LANES];
                 // SAFETY: `dst` holds 16 floats.
                 unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), reduce_registers(acc)) };
+            }
+        }
+    }
+
+    /// Where [`slot_quads`] works: rows of weights `row` long, `blocks` blocks of 16
+    /// positions, the four lane slots of one quadruple of `reduce16`'s tree.
+    #[derive(Clone, Copy)]
+    struct Span {
+        row: usize,
+        blocks: usize,
+        lanes: [usize; 4],
+    }
+
+    /// Lane slots `at.lanes` of `G` queries over the same positions, carried on over
+    /// `at.blocks` blocks: slot `s` of query `g` takes `w_pos · v_pos` for the positions
+    /// `16b + s` in order (one fused multiply-add each, zero weights skipped per `used`).
+    /// `values` holds the blocks' 16 dimensions (position after position), `w` and `used` the
+    /// queries' weights and masks from the first block (rows `at.row` and `at.row / 16` apart),
+    /// `slots` the queries' 16 slot registers (256 floats each). Each value register loaded
+    /// serves the `G` queries.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+    #[inline]
+    fn slot_quads<const G: usize>(
+        values: &[f32],
+        w: &[f32],
+        used: &[u16],
+        at: Span,
+        slots: &mut [f32],
+    ) {
+        let zero = _mm512_setzero_ps();
+        let mut acc = [[zero; 4]; G];
+        for (g, acc) in acc.iter_mut().enumerate() {
+            for (acc, &lane) in acc.iter_mut().zip(&at.lanes) {
+                let src = &slots[(g * LANES + lane) * LANES..][..LANES];
+                // SAFETY: `src` holds 16 floats.
+                *acc = unsafe { _mm512_loadu_ps(src.as_ptr()) };
+            }
+        }
+        let row_masks = at.row / LANES;
+        for b in 0..at.blocks {
+            let block = &values[b * LANES * LANES..][..LANES * LANES];
+            let mut masks = [0u16; G];
+            for (g, mask) in masks.iter_mut().enumerate() {
+                *mask = used[g * row_masks + b];
+            }
+            let mut weights = [&w[..0]; G];
+            for (g, weights) in weights.iter_mut().enumerate() {
+                *weights = &w[g * at.row + b * LANES..][..LANES];
+            }
+            if masks.iter().all(|&m| m == u16::MAX) {
+                for (k, &lane) in at.lanes.iter().enumerate() {
+                    // SAFETY: `block` holds 16 rows of 16 floats, `lane < 16`.
+                    let v = unsafe { _mm512_loadu_ps(block.as_ptr().add(lane * LANES)) };
+                    for g in 0..G {
+                        let x = _mm512_set1_ps(weights[g][lane]);
+                        acc[g][k] = _mm512_fmadd_ps(v, x, acc[g][k]);
+                    }
+                }
+            } else {
+                for (k, &lane) in at.lanes.iter().enumerate() {
+                    // SAFETY: `block` holds 16 rows of 16 floats, `lane < 16`.
+                    let v = unsafe { _mm512_loadu_ps(block.as_ptr().add(lane * LANES)) };
+                    for g in 0..G {
+                        // A skipped position leaves the slot as it is (masked lanes keep `acc`).
+                        let keep = if masks[g] & (1 << lane) != 0 {
+                            u16::MAX
+                        } else {
+                            0
+                        };
+                        let x = _mm512_set1_ps(weights[g][lane]);
+                        acc[g][k] = _mm512_mask3_fmadd_ps(v, x, acc[g][k], keep);
+                    }
+                }
+            }
+        }
+        for (g, acc) in acc.iter().enumerate() {
+            for (acc, &lane) in acc.iter().zip(&at.lanes) {
+                let dst = &mut slots[(g * LANES + lane) * LANES..][..LANES];
+                // SAFETY: `dst` holds 16 floats.
+                unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), *acc) };
             }
         }
     }
