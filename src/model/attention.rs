@@ -173,12 +173,20 @@ fn widen_tiled<'v>(
 ) -> HeadSource<'v> {
     let base = base / LANES * LANES;
     let positions = (last + 1 - base).next_multiple_of(LANES);
-    // The padding positions are read (whole 16-lane loads) and their lanes thrown away; zeros
-    // keep them finite so they cost nothing.
-    keys.clear();
     keys.resize(positions * dim, 0.0);
-    values.clear();
     values.resize(positions * dim_v, 0.0);
+    // Every position up to `last` is written below. The padding after it is read (whole
+    // 16-lane loads) and its lanes thrown away; zeros keep it finite so it costs nothing.
+    let used = last + 1 - base;
+    if used < positions {
+        let block = &mut keys[(positions - LANES) * dim..][..LANES * dim];
+        for dimension in block.chunks_exact_mut(LANES) {
+            dimension[used % LANES..].fill(0.0);
+        }
+    }
+    for chunk in values.chunks_exact_mut(positions * LANES) {
+        chunk[used * LANES..].fill(0.0);
+    }
     let mut row = [0.0f32; MAX_HEAD_DIM];
     for pos in base..=last {
         let (b, k) = ((pos - base) / LANES, (pos - base) % LANES);
