@@ -64,6 +64,21 @@ pub enum HeadSource<'a> {
         values: &'a [f32],
         base: usize,
     },
+    /// The same rows widened by [`widen_head_batched`] for the AVX-512 kernel, in 16-position
+    /// blocks counted from `base` (a multiple of 16), `positions` of them in all (a multiple of
+    /// 16; past the last widened position, zeros):
+    /// - keys: block `b` is `keys[b * 16 * dim..][..16 * dim]`, dimension-major, so that one
+    ///   512-bit load is one dimension of 16 keys: `keys[(b * dim + d) * 16 + k]` is dimension `d`
+    ///   of position `base + 16b + k` (the kernel scores 16 keys per register, no shuffles);
+    /// - values: per 16 dimensions `c`, the positions one after the other:
+    ///   `values[(c * positions + p - base) * 16 + k]` is dimension `16c + k` of position `p`
+    ///   (the kernel's tile of positions × 16 dimensions is contiguous).
+    Tiled {
+        keys: &'a [f32],
+        values: &'a [f32],
+        base: usize,
+        positions: usize,
+    },
 }
 
 /// Copies the keys and values of KV head `kv_head` of `layer` at positions `base..=last` into
@@ -77,21 +92,148 @@ pub fn widen_head(
     keys: &mut Vec<f32>,
     values: &mut Vec<f32>,
 ) {
-    for (rows, dim, out) in [
-        (kv.key_rows(layer, kv_head), kv.head_dim(), keys),
-        (kv.value_rows(layer, kv_head), kv.head_dim_v(), values),
-    ] {
-        out.resize((last + 1 - base) * dim, 0.0);
-        for (pos, row) in (base..=last).zip(out.chunks_exact_mut(dim)) {
-            match rows {
-                HeadRows::F32 { data, stride } => row.copy_from_slice(&data[pos * stride..][..dim]),
-                HeadRows::F16 { data, stride } => {
-                    half::slice::HalfFloatSliceExt::convert_to_f32_slice(
-                        &data[pos * stride..][..dim],
-                        row,
-                    )
-                }
-            }
+    let rows = kv.key_rows(layer, kv_head);
+    widen_rows(rows, kv.head_dim(), base, last, keys);
+    let rows = kv.value_rows(layer, kv_head);
+    widen_rows(rows, kv.head_dim_v(), base, last, values);
+}
+
+/// Widens the keys and values of KV head `kv_head` of `layer` at positions `base..=last` for a
+/// batch of queries, in the layout the fastest batched kernel of this CPU reads: blocks
+/// ([`HeadSource::Tiled`]) when it has AVX-512, rows ([`HeadSource::Widened`]) otherwise. The buffers are resized as needed; the source borrows them.
+pub fn widen_head_batched<'v>(
+    kv: &KvCache,
+    layer: usize,
+    kv_head: usize,
+    base: usize,
+    last: usize,
+    keys: &'v mut Vec<f32>,
+    values: &'v mut Vec<f32>,
+) -> HeadSource<'v> {
+    let (dim, dim_v) = (kv.head_dim(), kv.head_dim_v());
+    if !tiled_layout(dim, dim_v) {
+        widen_head(kv, layer, kv_head, base, last, keys, values);
+        return HeadSource::Widened { keys, values, base };
+    }
+    widen_tiled(
+        kv.key_rows(layer, kv_head),
+        kv.value_rows(layer, kv_head),
+        (dim, dim_v),
+        base,
+        last,
+        keys,
+        values,
+    )
+}
+
+/// Whether batched attention over heads of these widths runs the AVX-512 kernel (which reads
+/// [`HeadSource::Tiled`]): the CPU has AVX-512 and `LLMRT_SIMD` does not ask for less
+/// (so that `LLMRT_SIMD=avx2` tests the AVX2 path end to end), and the widths are whole
+/// registers.
+fn tiled_layout(dim: usize, dim_v: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        whole_registers(dim, dim_v) && crate::quant::Simd::detect() == crate::quant::Simd::Avx512
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (dim, dim_v);
+        false
+    }
+}
+
+/// Head widths the AVX-512 kernel takes: whole registers, the query fitting its buffer.
+fn whole_registers(dim: usize, dim_v: usize) -> bool {
+    dim.is_multiple_of(LANES) && dim_v.is_multiple_of(LANES) && dim <= MAX_HEAD_DIM
+}
+
+/// Whether the CPU can run the AVX-512 kernel (F/BW/VL with AVX2, FMA, F16C), asked once. A
+/// tiled source runs it whenever the CPU can (`LLMRT_SIMD` decides whether sources are tiled).
+#[cfg(target_arch = "x86_64")]
+fn avx512() -> bool {
+    static AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVX512.get_or_init(|| {
+        super::ops::has_fma()
+            && std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+    })
+}
+
+/// [`HeadSource::Tiled`] of the rows at `base..=last` (from `base` rounded down to a multiple of
+/// 16, so that the blocks are the cache's 16-position chunks).
+fn widen_tiled<'v>(
+    key_rows: HeadRows<'_>,
+    value_rows: HeadRows<'_>,
+    (dim, dim_v): (usize, usize),
+    base: usize,
+    last: usize,
+    keys: &'v mut Vec<f32>,
+    values: &'v mut Vec<f32>,
+) -> HeadSource<'v> {
+    let base = base / LANES * LANES;
+    let positions = (last + 1 - base).next_multiple_of(LANES);
+    keys.resize(positions * dim, 0.0);
+    values.resize(positions * dim_v, 0.0);
+    // Every position up to `last` is written below. The padding after it is read (whole
+    // 16-lane loads) and its lanes thrown away; zeros keep it finite so it costs nothing.
+    let used = last + 1 - base;
+    if used < positions {
+        let block = &mut keys[(positions - LANES) * dim..][..LANES * dim];
+        for dimension in block.chunks_exact_mut(LANES) {
+            dimension[used % LANES..].fill(0.0);
+        }
+    }
+    for chunk in values.chunks_exact_mut(positions * LANES) {
+        chunk[used * LANES..].fill(0.0);
+    }
+    let mut row = [0.0f32; MAX_HEAD_DIM];
+    for pos in base..=last {
+        let (b, k) = ((pos - base) / LANES, (pos - base) % LANES);
+        let key = read_row(key_rows, pos, &mut row[..dim]);
+        for (dst, &x) in keys[b * LANES * dim + k..]
+            .iter_mut()
+            .step_by(LANES)
+            .zip(key)
+        {
+            *dst = x;
+        }
+        let value = read_row(value_rows, pos, &mut row[..dim_v]);
+        for (c, chunk) in value.chunks_exact(LANES).enumerate() {
+            values[(c * positions + pos - base) * LANES..][..LANES].copy_from_slice(chunk);
+        }
+    }
+    HeadSource::Tiled {
+        keys,
+        values,
+        base,
+        positions,
+    }
+}
+
+/// Row `pos` of `rows` as f32 (`buf.len()` wide), widened into `buf` from f16.
+#[inline]
+fn read_row<'b>(rows: HeadRows<'b>, pos: usize, buf: &'b mut [f32]) -> &'b [f32] {
+    let dim = buf.len();
+    match rows {
+        HeadRows::F32 { data, stride } => &data[pos * stride..][..dim],
+        HeadRows::F16 { data, stride } => {
+            half::slice::HalfFloatSliceExt::convert_to_f32_slice(&data[pos * stride..][..dim], buf);
+            buf
+        }
+    }
+}
+
+/// `out` = the rows at positions `base..=last` of `rows` as f32 (resized to fit).
+fn widen_rows(rows: HeadRows<'_>, dim: usize, base: usize, last: usize, out: &mut Vec<f32>) {
+    out.resize((last + 1 - base) * dim, 0.0);
+    for (pos, row) in (base..=last).zip(out.chunks_exact_mut(dim)) {
+        match rows {
+            HeadRows::F32 { data, stride } => row.copy_from_slice(&data[pos * stride..][..dim]),
+            HeadRows::F16 { data, stride } => half::slice::HalfFloatSliceExt::convert_to_f32_slice(
+                &data[pos * stride..][..dim],
+                row,
+            ),
         }
     }
 }
@@ -108,30 +250,143 @@ pub struct HeadAttention<'a> {
     pub kernel: AttentionKernel,
 }
 
-thread_local! {
-    /// Per-thread buffers (attention weights, lane accumulators), grown to the longest context
-    /// seen; nothing is allocated per token.
-    static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
-        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+/// Per-thread buffers, grown to the longest context seen; nothing is allocated per token.
+struct Scratch {
+    /// The attention weights (of one query, or of a batch's queries one after the other).
+    weights: Vec<f32>,
+    /// Lane accumulators of the portable weighted sum, or the AVX-512 kernel's lane slots of a
+    /// batch (16 registers per query).
+    lanes: Vec<f32>,
+    /// Per 16 weights of the AVX-512 kernel: which positions take part.
+    used: Vec<u16>,
+    /// The AVX-512 kernel's queries, rounded.
+    queries: Vec<f32>,
 }
 
-impl HeadAttention<'_> {
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = const {
+        std::cell::RefCell::new(Scratch {
+            weights: Vec::new(),
+            lanes: Vec::new(),
+            used: Vec::new(),
+            queries: Vec::new(),
+        })
+    };
+}
+
+/// One query of a batch: its head's attention, the query and where the result goes.
+pub struct Query<'a, 'o> {
+    pub head: HeadAttention<'a>,
+    pub q: &'a [f32],
+    pub out: &'o mut [f32],
+}
+
+/// Queries the AVX-512 kernel takes at once: each block of keys and tile of values it loads is
+/// used by all of them while it is in the L1 cache (one query alone streams the whole head from
+/// L2 twice), and the weights and lane slots of 16 queries stay small.
+const BATCH: usize = 16;
+
+/// [`HeadAttention::attend`] of every query, each `out` getting the same bits. Queries over
+/// [`HeadSource::Tiled`] sources run through the AVX-512 kernel [`BATCH`] at a time, sharing
+/// the loads of keys and values.
+pub fn attend_batch(queries: &mut [Query<'_, '_>]) {
+    for batch in queries.chunks_mut(BATCH) {
+        #[cfg(target_arch = "x86_64")]
+        if attend_tiled(batch) {
+            continue;
+        }
+        for query in batch.iter_mut() {
+            query.head.attend(query.q, query.out);
+        }
+    }
+}
+
+/// The AVX-512 kernel over a batch of at most [`BATCH`] queries, if all of them can take it
+/// (otherwise nothing is done and `false` returned).
+#[cfg(target_arch = "x86_64")]
+fn attend_tiled(batch: &mut [Query<'_, '_>]) -> bool {
+    let Some(first) = batch.first() else {
+        return true;
+    };
+    let (dim, dim_v) = (first.q.len(), first.out.len());
+    let mut tiles = [Tiles::default(); BATCH];
+    for (tile, query) in tiles.iter_mut().zip(batch.iter()) {
+        let fits = (query.q.len(), query.out.len()) == (dim, dim_v);
+        match query.head.tiles(dim, dim_v) {
+            Some(t) if fits => *tile = t,
+            _ => return false,
+        }
+    }
+    let tiles = &tiles[..batch.len()];
+    let mut rows = [0usize; BATCH + 1];
+    for (i, tile) in tiles.iter().enumerate() {
+        rows[i + 1] = rows[i] + tile.row_len();
+    }
+    let rows = &rows[..=tiles.len()];
+    SCRATCH.with_borrow_mut(|s| {
+        let total = rows[tiles.len()];
+        grow(&mut s.weights, total);
+        grow(&mut s.used, total / LANES);
+        grow(&mut s.queries, tiles.len() * dim);
+        grow(&mut s.lanes, tiles.len() * LANES * LANES);
+        let qs: [&[f32]; BATCH] = std::array::from_fn(|i| batch.get(i).map_or(&[][..], |q| q.q));
+        // SAFETY: every `Tiles` comes from `HeadAttention::tiles`, which checks the CPU (AVX-512
+        // F/BW/VL, FMA, F16C) and that the buffers cover the positions; the queries are `dim`
+        // and the outputs `dim_v` wide (checked above); the scratch buffers were sized for
+        // `rows` just above.
+        unsafe {
+            x86_512::weights(
+                tiles,
+                &qs[..tiles.len()],
+                rows,
+                &mut s.queries,
+                &mut s.weights,
+            );
+            x86_512::weighted_values(tiles, rows, &s.weights, &mut s.used, &mut s.lanes, batch);
+        }
+    });
+    true
+}
+
+/// Grows `v` to at least `len` elements.
+fn grow<T: Copy + Default>(v: &mut Vec<T>, len: usize) {
+    if v.len() < len {
+        v.resize(len, T::default());
+    }
+}
+
+impl<'a> HeadAttention<'a> {
     /// `out = Σ_j softmax_j(scale · q·k_j) · v_j` over the positions.
     pub fn attend(&self, q: &[f32], out: &mut [f32]) {
-        SCRATCH.with_borrow_mut(|(weights, lanes)| {
-            let n = self.last + 1 - self.first;
-            if weights.len() < n {
-                weights.resize(n, 0.0);
+        #[cfg(target_arch = "x86_64")]
+        if let HeadSource::Tiled { .. } = self.source {
+            let mut query = [Query {
+                head: *self,
+                q,
+                out,
+            }];
+            if attend_tiled(&mut query) {
+                return;
             }
+            let [Query { out, .. }] = query;
+            return self.attend_portable(q, out);
+        }
+        self.attend_portable(q, out)
+    }
+
+    /// [`Self::attend`] in plain Rust (compiled with hardware FMA when the CPU has it), for any
+    /// source.
+    fn attend_portable(&self, q: &[f32], out: &mut [f32]) {
+        SCRATCH.with_borrow_mut(|s| {
+            let n = self.last + 1 - self.first;
             let slots = match self.kernel {
                 AttentionKernel::Batched => LANES,
                 AttentionKernel::Single => STEP,
             };
             let need = slots * out.len();
-            if lanes.len() < need {
-                lanes.resize(need, 0.0);
-            }
-            let (weights, lanes) = (&mut weights[..n], &mut lanes[..need]);
+            grow(&mut s.weights, n);
+            grow(&mut s.lanes, need);
+            let (weights, lanes) = (&mut s.weights[..n], &mut s.lanes[..need]);
             #[cfg(target_arch = "x86_64")]
             if super::ops::has_fma() {
                 // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
@@ -139,6 +394,44 @@ impl HeadAttention<'_> {
             }
             self.attend_any(q, weights, lanes, out)
         });
+    }
+
+    /// The AVX-512 view of this head ([`Tiles`]) when the batched kernel can run: batched, a
+    /// tiled source whose buffers cover the positions, whole-register widths, a CPU with
+    /// AVX-512. Otherwise the portable path runs, which reads any source (the same arithmetic).
+    #[cfg(target_arch = "x86_64")]
+    fn tiles(&self, dim: usize, dim_v: usize) -> Option<Tiles<'a>> {
+        let HeadSource::Tiled {
+            keys,
+            values,
+            base,
+            positions,
+        } = self.source
+        else {
+            return None;
+        };
+        let fits = self.kernel == AttentionKernel::Batched
+            && base.is_multiple_of(LANES)
+            && positions.is_multiple_of(LANES)
+            && base <= self.first
+            && self.first <= self.last
+            && self.last < base + positions
+            && keys.len() >= positions * dim
+            && values.len() >= positions * dim_v
+            && whole_registers(dim, dim_v)
+            && avx512();
+        fits.then_some(Tiles {
+            keys,
+            values,
+            base,
+            positions,
+            first: self.first,
+            last: self.last,
+            scale: self.scale,
+            f16: self.precision == AttentionPrecision::F16,
+            dim,
+            dim_v,
+        })
     }
 
     /// [`Self::attend`] compiled with hardware fused multiply-add (same results, much faster than
@@ -164,6 +457,20 @@ impl HeadAttention<'_> {
     /// The attention weights over `first..=last` (one per position, rounded as the weighted sum
     /// uses them), written to `weights`.
     pub fn weights(&self, q: &[f32], weights: &mut [f32]) {
+        // Width 0 for the values: only the keys are read here.
+        #[cfg(target_arch = "x86_64")]
+        if let Some(tiles) = self.tiles(q.len(), 0) {
+            return SCRATCH.with_borrow_mut(|s| {
+                let rows = [0, tiles.row_len()];
+                grow(&mut s.weights, rows[1]);
+                grow(&mut s.queries, q.len());
+                // SAFETY: `tiles` comes from `Self::tiles` (CPU and buffers checked), the query
+                // is `dim` wide, the scratch sized for `rows`.
+                unsafe { x86_512::weights(&[tiles], &[q], &rows, &mut s.queries, &mut s.weights) };
+                let skip = self.first - tiles.start();
+                weights.copy_from_slice(&s.weights[skip..][..self.last + 1 - self.first]);
+            });
+        }
         #[cfg(target_arch = "x86_64")]
         if super::ops::has_fma() {
             // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
@@ -274,6 +581,28 @@ impl<'a> HeadAttention<'a> {
             HeadSource::Widened { keys, values, base } => {
                 let rows = if key { keys } else { values };
                 &rows[(pos - base) * dim..][..dim]
+            }
+            HeadSource::Tiled {
+                keys,
+                values,
+                base,
+                positions,
+            } => {
+                let (rel, dim_k) = (pos - base, buf.len());
+                if key {
+                    let block = &keys[rel / LANES * LANES * dim_k..][..LANES * dim_k];
+                    for (x, &k) in buf
+                        .iter_mut()
+                        .zip(block[rel % LANES..].iter().step_by(LANES))
+                    {
+                        *x = k;
+                    }
+                } else {
+                    for (c, chunk) in buf.chunks_exact_mut(LANES).enumerate() {
+                        chunk.copy_from_slice(&values[(c * positions + rel) * LANES..][..LANES]);
+                    }
+                }
+                buf
             }
             HeadSource::Cache { kv, layer, kv_head } => {
                 let rows = if key {
@@ -439,6 +768,514 @@ mod x86 {
     }
 }
 
+/// One query's head in the tiled layout, its buffers checked against its positions by
+/// [`HeadAttention::tiles`]: what the AVX-512 kernel reads.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy, Default)]
+struct Tiles<'a> {
+    keys: &'a [f32],
+    values: &'a [f32],
+    /// A multiple of 16, at most `first`.
+    base: usize,
+    /// Positions in the buffers from `base` (a multiple of 16), past `last`.
+    positions: usize,
+    first: usize,
+    last: usize,
+    scale: f32,
+    f16: bool,
+    dim: usize,
+    dim_v: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Tiles<'_> {
+    /// The first position of the 16-position chunk holding `first`: the query's row of weights
+    /// starts there, so that its 16-float blocks are the cache's chunks (the softmax sums and
+    /// the lane slots of the weighted sum both count from position 0).
+    fn start(&self) -> usize {
+        self.first / LANES * LANES
+    }
+
+    /// The end of the chunk holding `last`.
+    fn end(&self) -> usize {
+        (self.last + 1).next_multiple_of(LANES)
+    }
+
+    /// Weights in the query's row: whole chunks.
+    fn row_len(&self) -> usize {
+        self.end() - self.start()
+    }
+}
+
+/// The AVX-512 batched kernel: the same arithmetic as the portable path, in the same order,
+/// 16 positions per register, for up to `BATCH` queries at once.
+#[cfg(target_arch = "x86_64")]
+mod x86_512 {
+    use std::arch::x86_64::*;
+
+    use super::{Query, Tiles, LANES};
+
+    /// Positions of a tile of values: its 16 dimensions (4 KiB at 64 bytes a position) stay in
+    /// the L1 cache while every query of the batch takes its part.
+    const TILE: usize = 256;
+
+    /// The attention weights of each query `i` into `w[rows[i]..rows[i + 1]]` (position
+    /// `start + j` at `j`, zeros outside `first..=last`), as `HeadAttention::weights_any`
+    /// computes them: the query rounded to f16, each score [`super::dot_lanes`] times the scale,
+    /// then [`super::softmax_chunked`] and the rounding to f16. The blocks of keys are the outer
+    /// loop, so that each is loaded from memory once for all queries.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F/BW/VL, FMA and F16C; every `tiles[i]` as
+    /// `HeadAttention::tiles` checks it, all with the same `dim`; `q[i].len() == dim`;
+    /// `rows[i + 1] = rows[i] + tiles[i].row_len()`, `rows[0] = 0`, `w.len() >= rows[n]`,
+    /// `queries.len() >= n * dim` (n = `tiles.len()`).
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+    pub(super) unsafe fn weights(
+        tiles: &[Tiles<'_>],
+        q: &[&[f32]],
+        rows: &[usize],
+        queries: &mut [f32],
+        w: &mut [f32],
+    ) {
+        let dim = tiles[0].dim;
+        for (q, query) in q.iter().zip(queries.chunks_exact_mut(dim)) {
+            for (src, dst) in q.chunks_exact(LANES).zip(query.chunks_exact_mut(LANES)) {
+                // SAFETY: `src` and `dst` hold 16 floats.
+                unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), _mm512_loadu_ps(src.as_ptr())) };
+            }
+        }
+        for (t, query) in tiles.iter().zip(queries.chunks_exact_mut(dim)) {
+            if t.f16 {
+                for x in query.chunks_exact_mut(LANES) {
+                    // SAFETY: `x` holds 16 floats.
+                    unsafe {
+                        _mm512_storeu_ps(x.as_mut_ptr(), round_f16(_mm512_loadu_ps(x.as_ptr())));
+                    }
+                }
+            }
+        }
+        let lo = tiles.iter().map(Tiles::start).min().unwrap_or(0);
+        let hi = tiles.iter().map(Tiles::end).max().unwrap_or(0);
+        let (groups, count) = groups(tiles);
+        for p0 in (lo..hi).step_by(LANES) {
+            for &(g0, len) in &groups[..count] {
+                let t = &tiles[g0];
+                if p0 < t.start() || p0 >= t.end() {
+                    continue;
+                }
+                // Block `(p0 - base) / 16` of the keys, `16 * dim` floats from here.
+                let block = t.keys[(p0 - t.base) * dim..][..LANES * dim].as_ptr();
+                let q = |g: usize| &queries[(g0 + g.min(len - 1)) * dim..][..dim];
+                // SAFETY: `block` holds `16 * dim` floats, each query `dim`.
+                let scores = unsafe {
+                    match len {
+                        1 => scores::<1>(block, [q(0)]).to_vec4(),
+                        2 => scores::<2>(block, [q(0), q(1)]).to_vec4(),
+                        3 => scores::<3>(block, [q(0), q(1), q(2)]).to_vec4(),
+                        _ => scores::<4>(block, [q(0), q(1), q(2), q(3)]).to_vec4(),
+                    }
+                };
+                for (i, scores) in (g0..g0 + len).zip(scores) {
+                    let t = &tiles[i];
+                    let scores = _mm512_mul_ps(scores, _mm512_set1_ps(t.scale));
+                    // Outside `first..=last`: -inf, whose exponential is an exact zero (as the
+                    // portable path's missing positions are).
+                    let scores = _mm512_mask_blend_ps(
+                        range_mask(p0, t.first, t.last),
+                        _mm512_set1_ps(f32::NEG_INFINITY),
+                        scores,
+                    );
+                    let dst = &mut w[rows[i] + p0 - t.start()..][..LANES];
+                    // SAFETY: `dst` holds 16 floats.
+                    unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), scores) };
+                }
+            }
+        }
+        for (i, t) in tiles.iter().enumerate() {
+            softmax(&mut w[rows[i]..rows[i + 1]], t.f16);
+        }
+    }
+
+    /// Runs of up to 4 consecutive queries over the same keys, values and chunks (the query
+    /// heads of one token share a KV head), as (first query, count): one register of keys or
+    /// values loaded serves them all.
+    fn groups(tiles: &[Tiles<'_>]) -> ([(usize, usize); super::BATCH], usize) {
+        let mut groups = [(0usize, 0usize); super::BATCH];
+        let mut count = 0;
+        for (i, t) in tiles.iter().enumerate() {
+            let joins = count > 0 && {
+                let (g0, len) = groups[count - 1];
+                let u = &tiles[g0];
+                len < 4
+                    && std::ptr::eq(u.keys, t.keys)
+                    && std::ptr::eq(u.values, t.values)
+                    && (u.base, u.positions, u.start(), u.end())
+                        == (t.base, t.positions, t.start(), t.end())
+            };
+            if joins {
+                groups[count - 1].1 += 1;
+            } else {
+                groups[count] = (i, 1);
+                count += 1;
+            }
+        }
+        (groups, count)
+    }
+
+    /// Lanes of the 16-position block at `p0` that lie in `first..=last`.
+    #[inline(always)]
+    fn range_mask(p0: usize, first: usize, last: usize) -> __mmask16 {
+        let all = u32::from(u16::MAX);
+        let mut mask = all;
+        if first > p0 {
+            mask &= all << (first - p0).min(LANES);
+        }
+        if p0 + LANES - 1 > last {
+            mask &= all >> (p0 + LANES - 1 - last).min(LANES);
+        }
+        // The low 16 bits are the lanes.
+        mask as __mmask16
+    }
+
+    /// Up to four results padded to four (the unused ones are not read).
+    trait ToVec4 {
+        fn to_vec4(self) -> [__m512; 4];
+    }
+
+    impl<const G: usize> ToVec4 for [__m512; G] {
+        #[inline(always)]
+        fn to_vec4(self) -> [__m512; 4] {
+            // SAFETY: all-zero bits are a valid __m512.
+            let mut out = [unsafe { std::mem::zeroed::<__m512>() }; 4];
+            out[..G].copy_from_slice(&self);
+            out
+        }
+    }
+
+    /// Scores of the 16 keys of a block (`block + (d * 16)` holds dimension `d` of the 16) for
+    /// `G` queries: per lane `l` the fused multiply-add chain of `dot_lanes`' accumulator `l`
+    /// (dimensions `l`, `l + 16`, … in order) in a register whose lanes are the 16 keys, the
+    /// registers added in `reduce16`'s tree, so that each lane of the result is exactly one
+    /// key's score. The lanes go four at a time, one quadruple of the tree
+    /// `(a_l + a_{l+8}) + (a_{l+4} + a_{l+12})` for every query at once, so that each key
+    /// register loaded serves `G` fused multiply-adds.
+    ///
+    /// # Safety
+    /// `block` must point to `16 * dim` readable floats, every query being `dim` long.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+    #[inline]
+    unsafe fn scores<const G: usize>(block: *const f32, q: [&[f32]; G]) -> [__m512; G] {
+        let dim = q[0].len();
+        let zero = _mm512_setzero_ps();
+        // `q_l` of the tree for l = 0, 2, 1, 3, combined as `(q0 + q2) + (q1 + q3)`.
+        let mut even = [zero; G];
+        let mut odd = [zero; G];
+        for l in [0, 2, 1, 3] {
+            let lanes = [l, l + 8, l + 4, l + 12];
+            let mut acc = [[zero; 4]; G];
+            for j in (0..dim).step_by(LANES) {
+                for (k, &lane) in lanes.iter().enumerate() {
+                    let d = j + lane;
+                    // SAFETY: `d < dim` (the caller's contract).
+                    let key = unsafe { _mm512_loadu_ps(block.add(d * LANES)) };
+                    for (acc, q) in acc.iter_mut().zip(q) {
+                        acc[k] = _mm512_fmadd_ps(key, _mm512_set1_ps(q[d]), acc[k]);
+                    }
+                }
+            }
+            for g in 0..G {
+                let [a, b, c, d] = acc[g];
+                let quad = _mm512_add_ps(_mm512_add_ps(a, b), _mm512_add_ps(c, d));
+                match l {
+                    0 => even[g] = quad,
+                    2 => even[g] = _mm512_add_ps(even[g], quad),
+                    1 => odd[g] = quad,
+                    _ => odd[g] = _mm512_add_ps(odd[g], quad),
+                }
+            }
+        }
+        let mut out = [zero; G];
+        for g in 0..G {
+            out[g] = _mm512_add_ps(even[g], odd[g]);
+        }
+        out
+    }
+
+    /// `reduce16` applied lane-wise across 16 registers: `h_i = a_i + a_{i+8}`,
+    /// `q_i = h_i + h_{i+4}`, `(q_0 + q_2) + (q_1 + q_3)`.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+    #[inline]
+    fn reduce_registers(a: [__m512; LANES]) -> __m512 {
+        let mut h = [_mm512_setzero_ps(); 8];
+        for (i, h) in h.iter_mut().enumerate() {
+            *h = _mm512_add_ps(a[i], a[i + 8]);
+        }
+        let mut q = [_mm512_setzero_ps(); 4];
+        for (i, q) in q.iter_mut().enumerate() {
+            *q = _mm512_add_ps(h[i], h[i + 4]);
+        }
+        _mm512_add_ps(_mm512_add_ps(q[0], q[2]), _mm512_add_ps(q[1], q[3]))
+    }
+
+    /// `super::softmax_chunked` over whole chunks (blocks of `w`, the positions outside the
+    /// range holding `-inf`), then the rounding to f16 if asked: the maximum, `vexp(s − max)`,
+    /// each chunk's `reduce16` accumulated in f64 in chunk order, one multiply by `1 / sum`.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+    fn softmax(w: &mut [f32], f16: bool) {
+        // The maximum does not depend on the order (scores are never NaN unless the inputs
+        // are, and then every weight is NaN on both paths).
+        let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
+        for block in w.chunks_exact(LANES) {
+            // SAFETY: `block` holds 16 floats.
+            max = _mm512_max_ps(max, unsafe { _mm512_loadu_ps(block.as_ptr()) });
+        }
+        let max = _mm512_set1_ps(_mm512_reduce_max_ps(max));
+        let mut sum = 0.0f64;
+        for block in w.chunks_exact_mut(LANES) {
+            // SAFETY: `block` holds 16 floats.
+            unsafe {
+                let e = vexp16(_mm512_sub_ps(_mm512_loadu_ps(block.as_ptr()), max));
+                sum += f64::from(reduce16(e));
+                _mm512_storeu_ps(block.as_mut_ptr(), e);
+            }
+        }
+        let inv = _mm512_set1_ps((1.0 / sum) as f32);
+        for block in w.chunks_exact_mut(LANES) {
+            // SAFETY: `block` holds 16 floats.
+            unsafe {
+                let x = _mm512_mul_ps(_mm512_loadu_ps(block.as_ptr()), inv);
+                let x = if f16 { round_f16(x) } else { x };
+                _mm512_storeu_ps(block.as_mut_ptr(), x);
+            }
+        }
+    }
+
+    /// `out = Σ_pos w_pos · v_pos` for each query, as `HeadAttention::weighted_values` computes
+    /// it for the batched kernel: lane slot `pos % 16` accumulates its positions in increasing
+    /// order with fused multiply-adds, zero weights skipped, the slots reduced in `reduce16`
+    /// order. Here 16 output dimensions at a time, a query's 16 slots in 16 registers while it
+    /// takes its part of a tile of values, kept in `slots` between tiles.
+    ///
+    /// # Safety
+    /// As [`weights`], with `w` the weights it computed, `used.len() >= rows[n] / 16`,
+    /// `slots.len() >= n * 256` and every `out` `dim_v` wide.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+    pub(super) unsafe fn weighted_values(
+        tiles: &[Tiles<'_>],
+        rows: &[usize],
+        w: &[f32],
+        used: &mut [u16],
+        slots: &mut [f32],
+        queries: &mut [Query<'_, '_>],
+    ) {
+        // Which positions of each block take part, once for all output dimensions (and so that
+        // the loop below reads the weights only as scalars, which become broadcasts from memory
+        // rather than shuffles of a loaded block).
+        for (i, t) in tiles.iter().enumerate() {
+            let blocks = w[rows[i]..rows[i + 1]].chunks_exact(LANES);
+            for (b, (block, used)) in blocks.zip(&mut used[rows[i] / LANES..]).enumerate() {
+                // SAFETY: `block` holds 16 floats.
+                let weights = unsafe { _mm512_loadu_ps(block.as_ptr()) };
+                // Not-equal-unordered: a NaN weight is used, as the portable `w == 0.0` test
+                // lets it through.
+                *used = _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(weights, _mm512_setzero_ps())
+                    & range_mask(t.start() + b * LANES, t.first, t.last);
+            }
+        }
+        let lo = tiles.iter().map(Tiles::start).min().unwrap_or(0);
+        let hi = tiles.iter().map(Tiles::end).max().unwrap_or(0);
+        let dim_v = tiles[0].dim_v;
+        let (groups, count) = groups(tiles);
+        for c in 0..dim_v / LANES {
+            slots.fill(0.0);
+            for t0 in (lo..hi).step_by(TILE) {
+                let t1 = (t0 + TILE).min(hi);
+                for &(g0, len) in &groups[..count] {
+                    let t = &tiles[g0];
+                    let (from, to) = (t0.max(t.start()), t1.min(t.end()));
+                    if from >= to {
+                        continue;
+                    }
+                    // The group's rows of weights and masks are consecutive and equally long.
+                    let (row, skip) = (t.row_len(), from - t.start());
+                    let w = &w[rows[g0] + skip..rows[g0 + len]];
+                    let used = &used[(rows[g0] + skip) / LANES..rows[g0 + len] / LANES];
+                    let blocks = (to - from) / LANES;
+                    // Dimensions `16c..` of the positions `from..to`, one after the other.
+                    let values = &t.values[(c * t.positions + from - t.base) * LANES..]
+                        [..blocks * LANES * LANES];
+                    let slots = &mut slots[g0 * LANES * LANES..][..len * LANES * LANES];
+                    for l in 0..4 {
+                        let at = Span {
+                            row,
+                            blocks,
+                            lanes: [l, l + 8, l + 4, l + 12],
+                        };
+                        match len {
+                            1 => slot_quads::<1>(values, w, used, at, slots),
+                            2 => slot_quads::<2>(values, w, used, at, slots),
+                            3 => slot_quads::<3>(values, w, used, at, slots),
+                            _ => slot_quads::<4>(values, w, used, at, slots),
+                        }
+                    }
+                }
+            }
+            for (query, slot) in queries.iter_mut().zip(slots.chunks_exact(LANES * LANES)) {
+                let mut acc = [_mm512_setzero_ps(); LANES];
+                for (acc, src) in acc.iter_mut().zip(slot.chunks_exact(LANES)) {
+                    // SAFETY: `src` holds 16 floats.
+                    *acc = unsafe { _mm512_loadu_ps(src.as_ptr()) };
+                }
+                let dst = &mut query.out[c * LANES..][..LANES];
+                // SAFETY: `dst` holds 16 floats.
+                unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), reduce_registers(acc)) };
+            }
+        }
+    }
+
+    /// Where [`slot_quads`] works: rows of weights `row` long, `blocks` blocks of 16
+    /// positions, the four lane slots of one quadruple of `reduce16`'s tree.
+    #[derive(Clone, Copy)]
+    struct Span {
+        row: usize,
+        blocks: usize,
+        lanes: [usize; 4],
+    }
+
+    /// Lane slots `at.lanes` of `G` queries over the same positions, carried on over
+    /// `at.blocks` blocks: slot `s` of query `g` takes `w_pos · v_pos` for the positions
+    /// `16b + s` in order (one fused multiply-add each, zero weights skipped per `used`).
+    /// `values` holds the blocks' 16 dimensions (position after position), `w` and `used` the
+    /// queries' weights and masks from the first block (rows `at.row` and `at.row / 16` apart),
+    /// `slots` the queries' 16 slot registers (256 floats each). Each value register loaded
+    /// serves the `G` queries.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+    #[inline]
+    fn slot_quads<const G: usize>(
+        values: &[f32],
+        w: &[f32],
+        used: &[u16],
+        at: Span,
+        slots: &mut [f32],
+    ) {
+        let zero = _mm512_setzero_ps();
+        let mut acc = [[zero; 4]; G];
+        for (g, acc) in acc.iter_mut().enumerate() {
+            for (acc, &lane) in acc.iter_mut().zip(&at.lanes) {
+                let src = &slots[(g * LANES + lane) * LANES..][..LANES];
+                // SAFETY: `src` holds 16 floats.
+                *acc = unsafe { _mm512_loadu_ps(src.as_ptr()) };
+            }
+        }
+        let row_masks = at.row / LANES;
+        for b in 0..at.blocks {
+            let block = &values[b * LANES * LANES..][..LANES * LANES];
+            let mut masks = [0u16; G];
+            for (g, mask) in masks.iter_mut().enumerate() {
+                *mask = used[g * row_masks + b];
+            }
+            let mut weights = [&w[..0]; G];
+            for (g, weights) in weights.iter_mut().enumerate() {
+                *weights = &w[g * at.row + b * LANES..][..LANES];
+            }
+            if masks.iter().all(|&m| m == u16::MAX) {
+                for (k, &lane) in at.lanes.iter().enumerate() {
+                    // SAFETY: `block` holds 16 rows of 16 floats, `lane < 16`.
+                    let v = unsafe { _mm512_loadu_ps(block.as_ptr().add(lane * LANES)) };
+                    for g in 0..G {
+                        let x = _mm512_set1_ps(weights[g][lane]);
+                        acc[g][k] = _mm512_fmadd_ps(v, x, acc[g][k]);
+                    }
+                }
+            } else {
+                for (k, &lane) in at.lanes.iter().enumerate() {
+                    // SAFETY: `block` holds 16 rows of 16 floats, `lane < 16`.
+                    let v = unsafe { _mm512_loadu_ps(block.as_ptr().add(lane * LANES)) };
+                    for g in 0..G {
+                        // A skipped position leaves the slot as it is (masked lanes keep `acc`).
+                        let keep = if masks[g] & (1 << lane) != 0 {
+                            u16::MAX
+                        } else {
+                            0
+                        };
+                        let x = _mm512_set1_ps(weights[g][lane]);
+                        acc[g][k] = _mm512_mask3_fmadd_ps(v, x, acc[g][k], keep);
+                    }
+                }
+            }
+        }
+        for (g, acc) in acc.iter().enumerate() {
+            for (acc, &lane) in acc.iter().zip(&at.lanes) {
+                let dst = &mut slots[(g * LANES + lane) * LANES..][..LANES];
+                // SAFETY: `dst` holds 16 floats.
+                unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), *acc) };
+            }
+        }
+    }
+
+    /// `super::reduce16` of the lanes of `v`: upper 256 bits onto the lower, then the upper 128
+    /// onto the lower, then `(q0 + q2) + (q1 + q3)`.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+    #[inline]
+    fn reduce16(v: __m512) -> f32 {
+        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+        let h = _mm256_add_ps(_mm512_castps512_ps256(v), hi);
+        let q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h));
+        let pairs = _mm_add_ps(q, _mm_movehl_ps(q, q));
+        _mm_cvtss_f32(_mm_add_ss(pairs, _mm_movehdup_ps(pairs)))
+    }
+
+    /// Every lane rounded to the nearest f16 (ties to even) and back, as `half` does.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+    #[inline]
+    pub(super) fn round_f16(x: __m512) -> __m512 {
+        _mm512_cvtph_ps(_mm512_cvtps_ph::<
+            { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
+        >(x))
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+    #[inline]
+    fn splat(bits: u32) -> __m512 {
+        _mm512_set1_ps(f32::from_bits(bits))
+    }
+
+    /// [`super::vexp`] on 16 lanes, to the bit: the same fused multiply-adds (`fnmadd` is the
+    /// fused `(−n)·c + x`), and `j · 2^n` with one rounding by `vscalefps` (exact product,
+    /// rounded once to nearest even, subnormals included — what the f64 product rounded to f32
+    /// gives); `|n| > 192` saturates to 0 or ∞ as there.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+    #[inline]
+    pub(super) fn vexp16(x: __m512) -> __m512 {
+        let shift = splat(0x4b40_0000);
+        let z = _mm512_fmadd_ps(x, splat(0x3fb8_aa3b), shift);
+        let n = _mm512_sub_ps(z, shift);
+        let b = _mm512_fnmadd_ps(
+            n,
+            splat(0x35bf_be8e),
+            _mm512_fnmadd_ps(n, splat(0x3f31_7200), x),
+        );
+        let u = _mm512_mul_ps(b, b);
+        let j = _mm512_fmadd_ps(
+            _mm512_fmadd_ps(
+                _mm512_fmadd_ps(splat(0x3c07_2010), b, splat(0x3d2b_9f17)),
+                u,
+                _mm512_fmadd_ps(splat(0x3e2a_af33), b, splat(0x3eff_fedb)),
+            ),
+            u,
+            _mm512_fmadd_ps(splat(0x3f7f_fff6), b, _mm512_set1_ps(1.0)),
+        );
+        let scaled = _mm512_scalef_ps(j, n);
+        let zero = _mm512_setzero_ps();
+        let positive = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(n, zero);
+        let saturated = _mm512_mask_blend_ps(positive, zero, _mm512_set1_ps(f32::INFINITY));
+        let out_of_range =
+            _mm512_cmp_ps_mask::<_CMP_GT_OQ>(_mm512_abs_ps(n), _mm512_set1_ps(192.0));
+        _mm512_mask_blend_ps(out_of_range, scaled, saturated)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -463,5 +1300,370 @@ mod tests {
         let sum: f32 = x.iter().sum();
         assert!((sum - 1.0).abs() < 1e-5, "{sum}");
         assert!(x.iter().all(|&v| v > 0.0));
+    }
+
+    /// xorshift64*: deterministic pseudo-random numbers for the twin tests.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+
+        /// Uniform in `[-r, r)`.
+        fn float(&mut self, r: f32) -> f32 {
+            ((self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * r
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn have_avx512() -> bool {
+        avx512()
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn vexp16_is_vexp_to_the_bit() {
+        use std::arch::x86_64::*;
+        if !have_avx512() {
+            return;
+        }
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+        fn check(xs: &[f32; 16]) {
+            let mut out = [0.0f32; 16];
+            // SAFETY: both arrays hold 16 floats.
+            unsafe {
+                _mm512_storeu_ps(
+                    out.as_mut_ptr(),
+                    x86_512::vexp16(_mm512_loadu_ps(xs.as_ptr())),
+                );
+            }
+            for (&x, &y) in xs.iter().zip(&out) {
+                let want = vexp(x);
+                assert!(
+                    want.to_bits() == y.to_bits() || (want.is_nan() && y.is_nan()),
+                    "vexp({x:e}) = {want:e}, vector {y:e}"
+                );
+            }
+        }
+        let mut xs = [0.0f32; 16];
+        let mut fill = 0;
+        let mut push = |x: f32| {
+            xs[fill] = x;
+            fill += 1;
+            if fill == 16 {
+                // SAFETY: the CPU has the features (checked above).
+                unsafe { check(&xs) };
+                fill = 0;
+            }
+        };
+        // Every 61st f32 bit pattern (NaNs and infinities included) …
+        for bits in (0..=u32::MAX).step_by(61) {
+            push(f32::from_bits(bits));
+        }
+        // … and densely where the result turns subnormal, underflows and overflows.
+        for (lo, hi) in [
+            (-106.0f32, -85.0f32),
+            (85.0, 90.0),
+            (-134.0, -132.0),
+            (132.0, 134.0),
+        ] {
+            let mut x = lo;
+            while x < hi {
+                push(x);
+                x = f32::from_bits(x.to_bits() + if x < 0.0 { -3i32 as u32 } else { 3 });
+                if x.to_bits() == 0 {
+                    break;
+                }
+            }
+        }
+        for x in [
+            0.0,
+            -0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            1.0,
+            -1.0,
+        ] {
+            push(x);
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn vector_f16_rounding_is_half() {
+        use std::arch::x86_64::*;
+        if !have_avx512() {
+            return;
+        }
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+        fn check(xs: &[f32; 16]) {
+            let mut out = [0.0f32; 16];
+            // SAFETY: both arrays hold 16 floats.
+            unsafe {
+                _mm512_storeu_ps(
+                    out.as_mut_ptr(),
+                    x86_512::round_f16(_mm512_loadu_ps(xs.as_ptr())),
+                );
+            }
+            for (&x, &y) in xs.iter().zip(&out) {
+                let want = f16::from_f32(x).to_f32();
+                assert!(
+                    want.to_bits() == y.to_bits() || (want.is_nan() && y.is_nan()),
+                    "{x:e}: half {want:e}, vector {y:e}"
+                );
+            }
+        }
+        let mut xs = [0.0f32; 16];
+        for (i, bits) in (0..=u32::MAX).step_by(61).enumerate() {
+            xs[i % 16] = f32::from_bits(bits);
+            if i % 16 == 15 {
+                // SAFETY: the CPU has the features (checked above).
+                unsafe { check(&xs) };
+            }
+        }
+    }
+
+    /// Keys and values of one KV head over `n` positions, stored as the cache stores them (f16
+    /// or f32, rows `stride` apart), and random queries with the windows of a batch.
+    struct Case {
+        keys16: Vec<f16>,
+        values16: Vec<f16>,
+        keys32: Vec<f32>,
+        values32: Vec<f32>,
+        stride: usize,
+        precision: AttentionPrecision,
+    }
+
+    impl Case {
+        fn new(rng: &mut Rng, n: usize, dim: usize, dim_v: usize, f16: bool) -> Case {
+            let stride = dim.max(dim_v) + 16;
+            let mut draw =
+                |spread: f32| -> Vec<f32> { (0..n * stride).map(|_| rng.float(spread)).collect() };
+            let (keys32, values32) = (draw(2.0), draw(3.0));
+            let half = |v: &[f32]| v.iter().map(|&x| f16::from_f32(x)).collect();
+            Case {
+                keys16: half(&keys32),
+                values16: half(&values32),
+                keys32,
+                values32,
+                stride,
+                precision: if f16 {
+                    AttentionPrecision::F16
+                } else {
+                    AttentionPrecision::F32
+                },
+            }
+        }
+
+        fn rows(&self, key: bool) -> HeadRows<'_> {
+            let stride = self.stride;
+            match (self.precision, key) {
+                (AttentionPrecision::F16, true) => HeadRows::F16 {
+                    data: &self.keys16,
+                    stride,
+                },
+                (AttentionPrecision::F16, false) => HeadRows::F16 {
+                    data: &self.values16,
+                    stride,
+                },
+                (AttentionPrecision::F32, true) => HeadRows::F32 {
+                    data: &self.keys32,
+                    stride,
+                },
+                (AttentionPrecision::F32, false) => HeadRows::F32 {
+                    data: &self.values32,
+                    stride,
+                },
+            }
+        }
+    }
+
+    /// The AVX-512 kernel (tiled source, queries in batches) against the portable path (rows,
+    /// one query at a time, plain Rust), bit for bit: outputs and weights, over head widths,
+    /// windows starting anywhere (first > 0, unaligned), causal ends, sharp softmaxes whose
+    /// weights underflow to zero, f16 and f32 caches.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn tiled_kernel_is_the_portable_path_to_the_bit() {
+        if !have_avx512() {
+            return;
+        }
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let widths = [(64, 64), (128, 128), (256, 256), (64, 128), (16, 32)];
+        let mut compared = 0;
+        // Reused across cases, as the per-thread buffers are: stale contents must not leak.
+        let (mut keys, mut values) = (Vec::new(), Vec::new());
+        for case in 0..120 {
+            let (dim, dim_v) = widths[case % widths.len()];
+            let n = 1 + rng.below(if case % 3 == 0 { 40 } else { 700 });
+            let data = Case::new(&mut rng, n, dim, dim_v, case % 4 != 3);
+            // A batch: the task's first and last positions, its queries' windows inside.
+            let base = rng.below(n);
+            let last = base + rng.below(n - base);
+            let tiled = widen_tiled(
+                data.rows(true),
+                data.rows(false),
+                (dim, dim_v),
+                base,
+                last,
+                &mut keys,
+                &mut values,
+            );
+            let (mut keys_w, mut values_w) = (Vec::new(), Vec::new());
+            widen_rows(data.rows(true), dim, base, last, &mut keys_w);
+            widen_rows(data.rows(false), dim_v, base, last, &mut values_w);
+            let rows = HeadSource::Widened {
+                keys: &keys_w,
+                values: &values_w,
+                base,
+            };
+            let count = 1 + rng.below(40);
+            // Runs of queries over the same positions (the query heads of one token) as well as
+            // scattered ones.
+            let mut heads: Vec<HeadAttention<'_>> = Vec::new();
+            for _ in 0..count {
+                let first = base + rng.below(last + 1 - base);
+                let mut head = HeadAttention {
+                    source: tiled,
+                    first,
+                    last: first + rng.below(last + 1 - first),
+                    scale: [0.125, 1.0, 6.0, 40.0][rng.below(4)],
+                    precision: data.precision,
+                    kernel: AttentionKernel::Batched,
+                };
+                if let Some(previous) = heads.last().filter(|_| rng.below(3) != 0) {
+                    (head.first, head.last) = (previous.first, previous.last);
+                }
+                heads.push(head);
+            }
+            let spread = [0.5, 2.0, 8.0][rng.below(3)];
+            let qs: Vec<f32> = (0..count * dim).map(|_| rng.float(spread)).collect();
+            let mut outs = vec![0.0f32; count * dim_v];
+            let mut queries: Vec<Query<'_, '_>> = heads
+                .iter()
+                .zip(qs.chunks_exact(dim))
+                .zip(outs.chunks_exact_mut(dim_v))
+                .map(|((&head, q), out)| Query { head, q, out })
+                .collect();
+            attend_batch(&mut queries);
+            for (i, (head, q)) in heads.iter().zip(qs.chunks_exact(dim)).enumerate() {
+                let plain = HeadAttention {
+                    source: rows,
+                    ..*head
+                };
+                let n_w = head.last + 1 - head.first;
+                let (mut w_plain, mut lanes) = (vec![0.0; n_w], vec![0.0; LANES * dim_v]);
+                let mut out_plain = vec![0.0; dim_v];
+                plain.attend_any(q, &mut w_plain, &mut lanes, &mut out_plain);
+                let out = &outs[i * dim_v..][..dim_v];
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                let mut w_tiled = vec![0.0; n_w];
+                head.weights(q, &mut w_tiled);
+                assert_eq!(
+                    bits(&w_tiled),
+                    bits(&w_plain),
+                    "case {case} query {i}: weights"
+                );
+                assert_eq!(
+                    bits(out),
+                    bits(&out_plain),
+                    "case {case} query {i}: outputs"
+                );
+                // The portable path reading the tiled layout (a CPU without AVX-512 never
+                // builds one, but it must read it right).
+                let mut out_rows = vec![0.0; dim_v];
+                head.attend_any(q, &mut w_plain, &mut lanes, &mut out_rows);
+                assert_eq!(
+                    bits(&out_rows),
+                    bits(&out_plain),
+                    "case {case} query {i}: rows"
+                );
+                compared += 1;
+            }
+        }
+        assert!(compared > 1000);
+    }
+}
+
+/// A microbenchmark, not a test (ignored): 16 queries (three per range, as the query heads of a
+/// token) over one KV head, AVX-512 kernel against the portable path, best of 7, in GMAC/s.
+/// `cargo test --release --lib attend_speed -- --ignored --nocapture`.
+#[cfg(test)]
+mod speed {
+    use super::*;
+
+    #[test]
+    #[ignore]
+    fn attend_speed() {
+        for &(n, dim) in &[(64usize, 64usize), (256, 64), (512, 64), (512, 256)] {
+            let keys_h: Vec<f16> = (0..n * dim)
+                .map(|i| f16::from_f32(((i * 7919) % 1000) as f32 / 1000.0 - 0.5))
+                .collect();
+            let vals_h: Vec<f16> = (0..n * dim)
+                .map(|i| f16::from_f32(((i * 104729) % 1000) as f32 / 1000.0 - 0.5))
+                .collect();
+            let rows = |data| HeadRows::F16 { data, stride: dim };
+            let (mut k, mut v) = (Vec::new(), Vec::new());
+            let src = widen_tiled(
+                rows(&keys_h),
+                rows(&vals_h),
+                (dim, dim),
+                0,
+                n - 1,
+                &mut k,
+                &mut v,
+            );
+            let (mut kw, mut vw) = (Vec::new(), Vec::new());
+            widen_rows(rows(&keys_h), dim, 0, n - 1, &mut kw);
+            widen_rows(rows(&vals_h), dim, 0, n - 1, &mut vw);
+            let old = HeadSource::Widened {
+                keys: &kw,
+                values: &vw,
+                base: 0,
+            };
+            let q: Vec<f32> = (0..16 * dim).map(|i| (i as f32 * 0.1).sin()).collect();
+            let mut out = vec![0.0; 16 * dim];
+            let iters = 20_000_000 / (16 * n * dim);
+            let mut rate = |source| {
+                let t = std::time::Instant::now();
+                for _ in 0..iters {
+                    let mut queries: Vec<Query> = q
+                        .chunks_exact(dim)
+                        .zip(out.chunks_exact_mut(dim))
+                        .enumerate()
+                        .map(|(i, (q, out))| Query {
+                            head: HeadAttention {
+                                source,
+                                first: 0,
+                                last: n - 1 - i / 3,
+                                scale: 0.125,
+                                precision: AttentionPrecision::F16,
+                                kernel: AttentionKernel::Batched,
+                            },
+                            q,
+                            out,
+                        })
+                        .collect();
+                    attend_batch(&mut queries);
+                }
+                (2 * 16 * iters * n * dim) as f64 / t.elapsed().as_secs_f64() / 1e9
+            };
+            let (mut new, mut old_rate) = (0.0f64, 0.0f64);
+            for _ in 0..7 {
+                new = new.max(rate(src));
+                old_rate = old_rate.max(rate(old));
+            }
+            let old = old_rate;
+            eprintln!("n {n} dim {dim}: new {new:.1} GMAC/s old {old:.1} GMAC/s");
+        }
     }
 }

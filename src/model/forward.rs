@@ -6,7 +6,8 @@
 use rayon::prelude::*;
 
 use super::attention::{
-    widen_head, AttentionKernel, AttentionPrecision, HeadAttention, HeadSource,
+    attend_batch, widen_head_batched, AttentionKernel, AttentionPrecision, HeadAttention,
+    HeadSource, Query,
 };
 use super::config::{Config, FfnActivation};
 use super::kv_cache::{KvCache, KvType};
@@ -416,24 +417,32 @@ impl Model {
                             let last = pos0 + tokens.end - 1;
                             WIDENED.with_borrow_mut(|(keys, values)| {
                                 for g in 0..c.n_head_kv {
-                                    widen_head(kv_ref, il, g, base, last, keys, values);
-                                    let source = HeadSource::Widened { keys, values, base };
-                                    for t in tokens.clone() {
-                                        for h in g * group..(g + 1) * group {
-                                            let q_head = &q[t * q_dim + h * hd..][..hd];
-                                            let o =
-                                                &mut out[(t - t0) * attn_dim + h * hdv..][..hdv];
-                                            head_attention(
-                                                source,
-                                                pos0 + t,
-                                                window,
-                                                score_scale,
-                                                precision,
-                                                kernel,
-                                            )
-                                            .attend(q_head, o);
-                                        }
-                                    }
+                                    let source =
+                                        widen_head_batched(kv_ref, il, g, base, last, keys, values);
+                                    // All queries of this KV head at once: the AVX-512 kernel
+                                    // shares its loads of keys and values among them.
+                                    let heads = g * group * hdv..(g + 1) * group * hdv;
+                                    let mut queries: Vec<Query<'_, '_>> = tokens
+                                        .clone()
+                                        .zip(out.chunks_exact_mut(attn_dim))
+                                        .flat_map(|(t, out)| {
+                                            (g * group..(g + 1) * group)
+                                                .zip(out[heads.clone()].chunks_exact_mut(hdv))
+                                                .map(move |(h, out)| Query {
+                                                    head: head_attention(
+                                                        source,
+                                                        pos0 + t,
+                                                        window,
+                                                        score_scale,
+                                                        precision,
+                                                        kernel,
+                                                    ),
+                                                    q: &q[t * q_dim + h * hd..][..hd],
+                                                    out,
+                                                })
+                                        })
+                                        .collect();
+                                    attend_batch(&mut queries);
                                 }
                             });
                         });
