@@ -35,11 +35,13 @@ const NIBBLE_BYTES: usize = QK / 2;
 const COLUMN_TILE: usize = 8;
 
 /// A Q4_0 matrix whose row count is a multiple of [`GROUP_ROWS`], repacked into row groups.
-#[derive(Clone)]
 pub struct PackedQ4_0 {
     rows: usize,
     cols: usize,
-    bytes: Vec<u8>,
+    /// Anonymous memory rather than a `Vec`: it arrives zeroed by the kernel (no memset of the
+    /// whole copy at load) and can be backed by huge pages (fewer page faults while packing,
+    /// fewer TLB misses while streaming the weights).
+    bytes: memmap2::MmapMut,
 }
 
 impl fmt::Debug for PackedQ4_0 {
@@ -65,9 +67,10 @@ impl PackedQ4_0 {
         if rows.checked_mul(row_bytes) != Some(data.len()) {
             return None;
         }
-        let mut bytes = Vec::new();
-        bytes.try_reserve_exact(data.len()).ok()?;
-        bytes.resize(data.len(), 0);
+        let mut bytes = memmap2::MmapMut::map_anon(data.len()).ok()?;
+        // Only a hint: without huge pages the copy works the same.
+        #[cfg(target_os = "linux")]
+        let _ = bytes.advise(memmap2::Advice::HugePage);
         for (group, out) in data
             .chunks_exact(GROUP_ROWS * row_bytes)
             .zip(bytes.chunks_exact_mut(GROUP_ROWS * row_bytes))
