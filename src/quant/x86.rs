@@ -807,33 +807,40 @@ pub(super) mod avx512 {
                 ws: [[&[u8]; 2]; P],
                 acts: &[&[u8]; N],
             ) -> Option<[[[f32; N]; 2]; P]> {
+                // The activations enter `vpdpbusd` as unsigned bytes `y + 128` (one `xor` per
+                // column) and the signed weights as they are; each lane's four products then
+                // carry `128 · Σ x` too, which the accumulator starts from minus (computed once
+                // per row pair and block). Both are exact integers, so every lane's sum is
+                // exactly `Σ x·y`, as with the sign trick, in one instruction less per column
+                // and row pair.
+                let offset = _mm512_set1_epi8(-128);
                 let mut acc = [[_mm512_setzero_ps(); N]; P];
                 for i in 0..ws[0][0].len() / $bytes {
-                    let mut negative = [0u64; P];
-                    let mut ax = [_mm512_setzero_si512(); P];
+                    let mut x = [_mm512_setzero_si512(); P];
+                    let mut start = [_mm512_setzero_si512(); P];
                     let mut dw = [_mm512_setzero_ps(); P];
                     for p in 0..P {
                         let (p0, p1) = (
                             ws[p][0].as_ptr().add(i * $bytes),
                             ws[p][1].as_ptr().add(i * $bytes),
                         );
-                        let x = {
+                        x[p] = {
                             let ($w0, $w1) = (p0, p1);
                             $unpack
                         };
-                        negative[p] = _mm512_movepi8_mask(x);
-                        ax[p] = _mm512_abs_epi8(x);
+                        start[p] = _mm512_sub_epi32(
+                            _mm512_setzero_si512(),
+                            _mm512_dpbusd_epi32(_mm512_setzero_si512(), offset, x[p]),
+                        );
                         dw[p] = pair_scales(p0, p1);
                     }
                     for c in 0..N {
                         let ap = acts[c].as_ptr().add(i * Q8_0_BYTES);
                         let y = _mm512_broadcast_i64x4(_mm256_loadu_si256(ap.add(2).cast()));
+                        let y_unsigned = _mm512_xor_si512(y, offset);
                         let da = f16_splat512(ap);
                         for p in 0..P {
-                            // y with the sign of x; where x is 0, |x| is 0 and so is the product.
-                            let ys =
-                                _mm512_mask_sub_epi8(y, negative[p], _mm512_setzero_si512(), y);
-                            let prod = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ax[p], ys);
+                            let prod = _mm512_dpbusd_epi32(start[p], y_unsigned, x[p]);
                             let scale = _mm512_mul_ps(dw[p], da);
                             acc[p][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(prod), scale, acc[p][c]);
                         }
