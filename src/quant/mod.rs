@@ -153,6 +153,39 @@ pub fn vec_dot(ty: GgmlType, w: &[u8], act: &[u8], simd: Simd) -> f32 {
     }
 }
 
+/// Four weight rows of a 32-element type dotted with eight activation columns, with every
+/// activation block's scale already converted to f32 (`scales[c][i]`: block `i` of column `c`):
+/// the AVX-512 prompt tile, equal bit for bit to the type's `vec_dot_tile`. `None` when that
+/// kernel does not apply (another SIMD level or type, or shapes that do not match).
+pub fn vec_dot_wide(
+    ty: GgmlType,
+    ws: [&[u8]; 4],
+    acts: [&[u8]; 8],
+    scales: [&[f32]; 8],
+    simd: Simd,
+) -> Option<[[f32; 8]; 4]> {
+    use GgmlType::*;
+    if simd.or_supported() != Simd::Avx512 || !matches!(ty, Q5_0 | Q8_0 | Q4_1 | Q5_1) {
+        return None;
+    }
+    let w_len = ws[0].len();
+    let n_blocks = w_len / ty.block_bytes();
+    let act_len = n_blocks * vec_dot_type(ty).block_bytes();
+    if w_len != n_blocks * ty.block_bytes()
+        || ws.iter().any(|w| w.len() != w_len)
+        || acts.iter().any(|a| a.len() != act_len)
+        || scales.iter().any(|s| s.len() < n_blocks)
+    {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `or_supported` returned AVX-512, whose features this CPU has; rows, columns and
+    // scale tables were checked above to hold `n_blocks` blocks each.
+    return unsafe { x86::avx512::vec_dot_wide(ty, ws, acts, scales) };
+    #[cfg(not(target_arch = "x86_64"))]
+    None
+}
+
 /// Checks that `bytes` is exactly `n` elements of `ty` in whole blocks.
 fn check_row(ty: GgmlType, bytes: usize, n: usize) -> Result<()> {
     match ty.row_bytes(n as u64) {

@@ -566,14 +566,16 @@ macro_rules! block_dot_kernels {
             acts: [&[u8]; N],
         ) -> [[f32; N]; R] {
             if let &[w0, w1] = ws.as_slice() {
-                if let Some([pair]) = pair_q5_0::<1, N>([[w0, w1]], &acts) {
+                if let Some([pair]) = pair_q5_0::<1, N, false>([[w0, w1]], &acts, &[&[]; N]) {
                     let mut out = [[0.0f32; N]; R];
                     out.copy_from_slice(&pair);
                     return out;
                 }
             }
             if let &[w0, w1, w2, w3] = ws.as_slice() {
-                if let Some([a, b]) = pair_q5_0::<2, N>([[w0, w1], [w2, w3]], &acts) {
+                if let Some([a, b]) =
+                    pair_q5_0::<2, N, false>([[w0, w1], [w2, w3]], &acts, &[&[]; N])
+                {
                     let mut out = [[0.0f32; N]; R];
                     out[..2].copy_from_slice(&a);
                     out[2..].copy_from_slice(&b);
@@ -600,14 +602,16 @@ macro_rules! block_dot_kernels {
             acts: [&[u8]; N],
         ) -> [[f32; N]; R] {
             if let &[w0, w1] = ws.as_slice() {
-                if let Some([pair]) = pair_q8_0::<1, N>([[w0, w1]], &acts) {
+                if let Some([pair]) = pair_q8_0::<1, N, false>([[w0, w1]], &acts, &[&[]; N]) {
                     let mut out = [[0.0f32; N]; R];
                     out.copy_from_slice(&pair);
                     return out;
                 }
             }
             if let &[w0, w1, w2, w3] = ws.as_slice() {
-                if let Some([a, b]) = pair_q8_0::<2, N>([[w0, w1], [w2, w3]], &acts) {
+                if let Some([a, b]) =
+                    pair_q8_0::<2, N, false>([[w0, w1], [w2, w3]], &acts, &[&[]; N])
+                {
                     let mut out = [[0.0f32; N]; R];
                     out[..2].copy_from_slice(&a);
                     out[2..].copy_from_slice(&b);
@@ -633,14 +637,16 @@ macro_rules! block_dot_kernels {
             acts: [&[u8]; N],
         ) -> [[f32; N]; R] {
             if let &[w0, w1] = ws.as_slice() {
-                if let Some([pair]) = pair_q4_1::<1, N>([[w0, w1]], &acts) {
+                if let Some([pair]) = pair_q4_1::<1, N, false>([[w0, w1]], &acts, &[&[]; N]) {
                     let mut out = [[0.0f32; N]; R];
                     out.copy_from_slice(&pair);
                     return out;
                 }
             }
             if let &[w0, w1, w2, w3] = ws.as_slice() {
-                if let Some([a, b]) = pair_q4_1::<2, N>([[w0, w1], [w2, w3]], &acts) {
+                if let Some([a, b]) =
+                    pair_q4_1::<2, N, false>([[w0, w1], [w2, w3]], &acts, &[&[]; N])
+                {
                     let mut out = [[0.0f32; N]; R];
                     out[..2].copy_from_slice(&a);
                     out[2..].copy_from_slice(&b);
@@ -667,14 +673,16 @@ macro_rules! block_dot_kernels {
             acts: [&[u8]; N],
         ) -> [[f32; N]; R] {
             if let &[w0, w1] = ws.as_slice() {
-                if let Some([pair]) = pair_q5_1::<1, N>([[w0, w1]], &acts) {
+                if let Some([pair]) = pair_q5_1::<1, N, false>([[w0, w1]], &acts, &[&[]; N]) {
                     let mut out = [[0.0f32; N]; R];
                     out.copy_from_slice(&pair);
                     return out;
                 }
             }
             if let &[w0, w1, w2, w3] = ws.as_slice() {
-                if let Some([a, b]) = pair_q5_1::<2, N>([[w0, w1], [w2, w3]], &acts) {
+                if let Some([a, b]) =
+                    pair_q5_1::<2, N, false>([[w0, w1], [w2, w3]], &acts, &[&[]; N])
+                {
                     let mut out = [[0.0f32; N]; R];
                     out[..2].copy_from_slice(&a);
                     out[2..].copy_from_slice(&b);
@@ -719,9 +727,10 @@ pub(super) mod avx2 {
     macro_rules! no_pair {
         ($($name:ident),*) => {$(
             #[inline(always)]
-            fn $name<const P: usize, const N: usize>(
+            fn $name<const P: usize, const N: usize, const SCALED: bool>(
                 _ws: [[&[u8]; 2]; P],
                 _acts: &[&[u8]; N],
+                _scales: &[&[f32]; N],
             ) -> Option<[[[f32; N]; 2]; P]> {
                 None
             }
@@ -773,6 +782,51 @@ pub(super) mod avx512 {
         _mm512_cvtph_ps(_mm256_set1_epi16(bits as i16))
     }
 
+    /// The scale of block `i` of activation column `c` in all sixteen lanes: with `SCALED`,
+    /// from the table the caller converted once for the whole matrix (a broadcast load), else
+    /// converted from the block's f16 at `block` (a broadcast and a conversion per row tile: a
+    /// tenth of a prompt tile's instructions).
+    ///
+    /// # Safety
+    /// With `SCALED`, `scales[c]` must hold at least `i + 1` scales.
+    #[inline(always)]
+    unsafe fn activation_scale<const N: usize, const SCALED: bool>(
+        scales: &[&[f32]; N],
+        c: usize,
+        i: usize,
+        block: *const u8,
+    ) -> __m512 {
+        if SCALED {
+            _mm512_set1_ps(*scales[c].get_unchecked(i))
+        } else {
+            f16_splat512(block)
+        }
+    }
+
+    /// Four rows × eight columns of a 32-element weight type with the activation scales
+    /// converted in advance (`scales[c][i]`: block `i` of column `c`); `None` for a type
+    /// without a paired kernel.
+    ///
+    /// # Safety
+    /// The CPU must have the module's features; every row must be whole blocks of `ty`, every
+    /// column as many blocks of its activation type, and every scale table that many scales.
+    pub(in crate::quant) unsafe fn vec_dot_wide(
+        ty: GgmlType,
+        ws: [&[u8]; 4],
+        acts: [&[u8]; 8],
+        scales: [&[f32]; 8],
+    ) -> Option<[[f32; 8]; 4]> {
+        let pairs = [[ws[0], ws[1]], [ws[2], ws[3]]];
+        let [a, b] = match ty {
+            GgmlType::Q5_0 => pair_q5_0::<2, 8, true>(pairs, &acts, &scales),
+            GgmlType::Q8_0 => pair_q8_0::<2, 8, true>(pairs, &acts, &scales),
+            GgmlType::Q4_1 => pair_q4_1::<2, 8, true>(pairs, &acts, &scales),
+            GgmlType::Q5_1 => pair_q5_1::<2, 8, true>(pairs, &acts, &scales),
+            _ => None,
+        }?;
+        Some([a[0], a[1], b[0], b[1]])
+    }
+
     /// The little-endian f16 at `lo` in the low eight lanes and the one at `hi` in the high
     /// eight, as f32: two word broadcasts and one conversion (converting each to a scalar first
     /// costs three times the instructions, which shows in token generation).
@@ -803,9 +857,10 @@ pub(super) mod avx512 {
     macro_rules! signed_pair {
         ($name:ident, $bytes:expr, |$w0:ident, $w1:ident| $unpack:block) => {
             #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-            unsafe fn $name<const P: usize, const N: usize>(
+            unsafe fn $name<const P: usize, const N: usize, const SCALED: bool>(
                 ws: [[&[u8]; 2]; P],
                 acts: &[&[u8]; N],
+                scales: &[&[f32]; N],
             ) -> Option<[[[f32; N]; 2]; P]> {
                 // The activations enter `vpdpbusd` as unsigned bytes `y + 128` (one `xor` per
                 // column) and the signed weights as they are; each lane's four products then
@@ -838,7 +893,7 @@ pub(super) mod avx512 {
                         let ap = acts[c].as_ptr().add(i * Q8_0_BYTES);
                         let y = _mm512_broadcast_i64x4(_mm256_loadu_si256(ap.add(2).cast()));
                         let y_unsigned = _mm512_xor_si512(y, offset);
-                        let da = f16_splat512(ap);
+                        let da = activation_scale::<N, SCALED>(scales, c, i, ap);
                         for p in 0..P {
                             let prod = _mm512_dpbusd_epi32(start[p], y_unsigned, x[p]);
                             let scale = _mm512_mul_ps(dw[p], da);
@@ -860,9 +915,10 @@ pub(super) mod avx512 {
     macro_rules! unsigned_pair {
         ($name:ident, $bytes:expr, |$w0:ident, $w1:ident| $unpack:block) => {
             #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-            unsafe fn $name<const P: usize, const N: usize>(
+            unsafe fn $name<const P: usize, const N: usize, const SCALED: bool>(
                 ws: [[&[u8]; 2]; P],
                 acts: &[&[u8]; N],
+                scales: &[&[f32]; N],
             ) -> Option<[[[f32; N]; 2]; P]> {
                 // The minimum terms of up to eight rows (lane 2p + k: row k of pair p) in one
                 // register per column: each lane is its row's own fused multiply-add chain.
@@ -899,7 +955,7 @@ pub(super) mod avx512 {
                     for c in 0..N {
                         let ap = acts[c].as_ptr().add(i * Q8_1_BYTES);
                         let y = _mm512_broadcast_i64x4(_mm256_loadu_si256(ap.add(4).cast()));
-                        let da = f16_splat512(ap);
+                        let da = activation_scale::<N, SCALED>(scales, c, i, ap);
                         let sa = f16_splat(ap.add(2));
                         for p in 0..P {
                             let prod = _mm512_dpbusd_epi32(_mm512_setzero_si512(), x[p], y);
