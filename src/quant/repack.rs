@@ -205,7 +205,7 @@ pub fn matmul_groups(
             let mut c = 0;
             macro_rules! tile {
                 ($nc:expr) => {
-                    while c + $nc <= n_cols {
+                    while n_cols - c >= $nc {
                         let cols: [x86::Column; $nc] = std::array::from_fn(|k| column(c + k));
                         // SAFETY: the CPU has the features (checked above); `group` holds
                         // `n_blocks` group blocks and each column `n_blocks` activation blocks and
