@@ -1598,13 +1598,20 @@ mod x86_single {
         // Scores, block by block of 16 positions (each block's keys read once for all heads
         // while they are in the L1 cache).
         for p0 in (at.start..at.start + at.row).step_by(LANES) {
-            // Position `p0 + 4 (s % 4) + s / 4` at `s`: the order in which the shuffled
-            // `reduce16` trees leave position `p0 + j` in lane `j` (see `scores`).
             let mut rows = [ZERO_ROW.as_ptr().cast::<E>(); LANES];
-            for (s, row) in rows.iter_mut().enumerate() {
-                let pos = p0 + 4 * (s % 4) + s / 4;
-                if (at.first..=at.last).contains(&pos) {
-                    *row = keys.row(pos);
+            for (j, row) in rows.iter_mut().enumerate() {
+                if (at.first..=at.last).contains(&(p0 + j)) {
+                    *row = keys.row(p0 + j);
+                }
+            }
+            // The cache is read once per token, mostly from L3: ask for the next block's keys
+            // and this block's values (read after the softmax) ahead of time. Prefetches
+            // never fault; only rows of positions in `first..=last` are named.
+            for pos in (p0..p0 + 2 * LANES).filter(|&p| (at.first..=at.last).contains(&p)) {
+                if pos >= p0 + LANES {
+                    prefetch_row(keys.row(pos), at.dim);
+                } else {
+                    prefetch_row(values.row(pos), at.dim_v);
                 }
             }
             let inside = range_mask(p0, at.first, at.last);
@@ -1695,15 +1702,16 @@ mod x86_single {
         out
     }
 
-    /// The scores of 16 keys for `G` queries, before the scale: input `s` is the key at
-    /// `keys[s]`, and lane `j` of the result holds the score of input `4 (j % 4) + j / 4`
-    /// (the 4 × 4 transpose, its own inverse: the caller puts position `p0 + j` there).
+    /// The scores of 16 keys for `G` queries, before the scale: lane `j` of the result is the
+    /// score of `keys[j]`.
     ///
     /// Per input and query, the four accumulators of `dot_steps` folded by `reduce_steps` into
     /// one register `a` (see [`key_sums`]); then `reduce16` of every `a` at once: `fold256`
     /// makes `a_i + a_{i+8}` of two inputs, `fold128` `h_i + h_{i+4}` of those of four,
     /// `fold64` `q_0 + q_2`, `q_1 + q_3` of eight, `fold32` their sum for all sixteen, each add
-    /// the one of `reduce16` (only which lanes it happens in changes).
+    /// the one of `reduce16` (only which lanes it happens in changes). That leaves the score of
+    /// key `4 (j % 4) + j / 4` in lane `j` (a 4 × 4 transpose), put back in order by one
+    /// permutation. (The keys are loaded in order, which the hardware prefetchers follow.)
     ///
     /// # Safety
     /// Each key must point to `dim` readable elements, each query to `dim` floats;
@@ -1716,37 +1724,48 @@ mod x86_single {
         dim: usize,
     ) -> [__m512; G] {
         let zero = _mm512_setzero_ps();
+        // Loops rather than a tree written out: one copy of `key_sums` per `G`, not sixteen.
+        let mut twos = [[zero; G]; 8];
+        for (t, two) in twos.iter_mut().enumerate() {
+            // SAFETY: the caller's contract.
+            let (a, b) = unsafe {
+                (
+                    key_sums::<E, G>(keys[2 * t], q, dim),
+                    key_sums::<E, G>(keys[2 * t + 1], q, dim),
+                )
+            };
+            for (two, (a, b)) in two.iter_mut().zip(a.into_iter().zip(b)) {
+                *two = fold256(a, b);
+            }
+        }
+        let mut fours = [[zero; G]; 4];
+        for (f, four) in fours.iter_mut().enumerate() {
+            for (g, four) in four.iter_mut().enumerate() {
+                *four = fold128(twos[2 * f][g], twos[2 * f + 1][g]);
+            }
+        }
         let mut eights = [[zero; G]; 2];
         for (e, eight) in eights.iter_mut().enumerate() {
-            let mut fours = [[zero; G]; 2];
-            for (f, four) in fours.iter_mut().enumerate() {
-                let mut twos = [[zero; G]; 2];
-                for (t, two) in twos.iter_mut().enumerate() {
-                    let s = 8 * e + 4 * f + 2 * t;
-                    // SAFETY: the caller's contract.
-                    let (a, b) = unsafe {
-                        (
-                            key_sums::<E, G>(keys[s], q, dim),
-                            key_sums::<E, G>(keys[s + 1], q, dim),
-                        )
-                    };
-                    for g in 0..G {
-                        two[g] = fold256(a[g], b[g]);
-                    }
-                }
-                for g in 0..G {
-                    four[g] = fold128(twos[0][g], twos[1][g]);
-                }
-            }
-            for g in 0..G {
-                eight[g] = fold64(fours[0][g], fours[1][g]);
+            for (g, eight) in eight.iter_mut().enumerate() {
+                *eight = fold64(fours[2 * e][g], fours[2 * e + 1][g]);
             }
         }
+        let transpose = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
         let mut out = [zero; G];
         for (g, out) in out.iter_mut().enumerate() {
-            *out = fold32(eights[0][g], eights[1][g]);
+            *out = _mm512_permutexvar_ps(transpose, fold32(eights[0][g], eights[1][g]));
         }
         out
+    }
+
+    /// Asks for the cache lines of a row of `width` elements at `row` (a hint: never faults).
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+    #[inline]
+    fn prefetch_row<E>(row: *const E, width: usize) {
+        let bytes = width * std::mem::size_of::<E>();
+        for offset in (0..bytes).step_by(64) {
+            _mm_prefetch::<_MM_HINT_T0>(row.cast::<i8>().wrapping_add(offset));
+        }
     }
 
     /// Per query, `dot_steps`' four 16-lane accumulators of `key · q` (element `i` of each
@@ -1763,22 +1782,24 @@ mod x86_single {
         dim: usize,
     ) -> [__m512; G] {
         let zero = _mm512_setzero_ps();
-        let mut acc = [[zero; 4]; G];
+        // `acc[r][g]`: register `r` of query `g`.
+        let mut acc = [[zero; G]; 4];
         for step in (0..dim).step_by(STEP) {
-            for r in 0..4 {
+            for (r, acc) in acc.iter_mut().enumerate() {
                 let i = step + r * LANES;
                 // SAFETY: `i + 16 <= dim`, inside the key and every query.
                 unsafe {
                     let k = E::load16(key.add(i));
-                    for g in 0..G {
-                        acc[g][r] = _mm512_fmadd_ps(k, _mm512_loadu_ps(q[g].add(i)), acc[g][r]);
+                    for (acc, q) in acc.iter_mut().zip(q) {
+                        *acc = _mm512_fmadd_ps(k, _mm512_loadu_ps(q.add(i)), *acc);
                     }
                 }
             }
         }
+        let [r0, r1, r2, r3] = acc;
         let mut out = [zero; G];
-        for (out, [r0, r1, r2, r3]) in out.iter_mut().zip(acc) {
-            *out = _mm512_add_ps(_mm512_add_ps(r0, r2), _mm512_add_ps(r1, r3));
+        for (g, out) in out.iter_mut().enumerate() {
+            *out = _mm512_add_ps(_mm512_add_ps(r0[g], r2[g]), _mm512_add_ps(r1[g], r3[g]));
         }
         out
     }
@@ -1875,47 +1896,28 @@ mod x86_single {
         #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
         #[inline]
         unsafe fn total<const G: usize>(self) -> [__m512; G] {
-            // SAFETY: the caller's contract, passed on.
-            let sum = unsafe {
-                add(
-                    add(self.quad::<G>(0), self.quad::<G>(2)),
-                    add(self.quad::<G>(1), self.quad::<G>(3)),
-                )
-            };
+            // Loops over small arrays rather than the tree written out (which inlines 64 slot
+            // chains per `G`, too much code for the instruction cache).
+            let mut lanes = [None; LANES];
+            for (l, lane) in lanes.iter_mut().enumerate() {
+                // SAFETY: the caller's contract, passed on.
+                *lane = unsafe {
+                    add(
+                        add(self.slot::<G>(l), self.slot::<G>(32 + l)),
+                        add(self.slot::<G>(16 + l), self.slot::<G>(48 + l)),
+                    )
+                };
+            }
+            let mut quads = [None; 4];
+            for (l, quad) in quads.iter_mut().enumerate() {
+                *quad = add(
+                    add(lanes[l], lanes[l + 8]),
+                    add(lanes[l + 4], lanes[l + 12]),
+                );
+            }
+            let sum = add(add(quads[0], quads[2]), add(quads[1], quads[3]));
             // `first <= last`: some slot holds a position, so `sum` is never `None`.
             sum.unwrap_or([_mm512_setzero_ps(); G])
-        }
-
-        /// `lanes[l]` after the middle steps: `(L_l + L_{l+8}) + (L_{l+4} + L_{l+12})`.
-        ///
-        /// # Safety
-        /// As [`Self::total`].
-        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
-        #[inline]
-        unsafe fn quad<const G: usize>(self, l: usize) -> Option<[__m512; G]> {
-            // SAFETY: the caller's contract, passed on.
-            unsafe {
-                add(
-                    add(self.lane::<G>(l), self.lane::<G>(l + 8)),
-                    add(self.lane::<G>(l + 4), self.lane::<G>(l + 12)),
-                )
-            }
-        }
-
-        /// `lanes[l]` before the last steps: `(s[l] + s[32 + l]) + (s[16 + l] + s[48 + l])`.
-        ///
-        /// # Safety
-        /// As [`Self::total`].
-        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
-        #[inline]
-        unsafe fn lane<const G: usize>(self, l: usize) -> Option<[__m512; G]> {
-            // SAFETY: the caller's contract, passed on.
-            unsafe {
-                add(
-                    add(self.slot::<G>(l), self.slot::<G>(32 + l)),
-                    add(self.slot::<G>(16 + l), self.slot::<G>(48 + l)),
-                )
-            }
         }
 
         /// Slot `s`: from +0.0, `w_pos · v_pos` fused-added for the positions
