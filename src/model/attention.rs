@@ -1883,11 +1883,17 @@ mod x86_single {
     }
 
     impl<E: Elem> Sums<E> {
-        /// `out` of `HeadAttention::weighted_values` for the one-token kernel: the slots `s`
-        /// reduced as `lanes[l] = (s[l] + s[32 + l]) + (s[16 + l] + s[48 + l])`, then
-        /// `lanes[i] += lanes[i + 8]`, `lanes[i] += lanes[i + 4]`, then
-        /// `(l0 + l2) + (l1 + l3)` — grouped here per output `l ∈ {0, 1, 2, 3}` of the middle
-        /// steps, `(L_l + L_{l+8}) + (L_{l+4} + L_{l+12})`.
+        /// `out` of `HeadAttention::weighted_values` for the one-token kernel. The positions
+        /// go in increasing order, each fused-multiply-added into its slot `pos % 64` (from
+        /// +0.0; masked off where its weight is zero, leaving the slot as it is), so that every
+        /// slot takes its positions in the portable order. The slots live in an array of
+        /// registers on the stack of which only the ones a position falls in are written (the
+        /// first 64 positions are the first in their slots, the later ones the next), then
+        /// are reduced as `lanes[l] = (s[l] + s[32 + l]) + (s[16 + l] + s[48 + l])`,
+        /// `lanes[i] += lanes[i + 8]`, `lanes[i] += lanes[i + 4]`, `(l0 + l2) + (l1 + l3)`
+        /// (grouped here per `l ∈ {0, 1, 2, 3}` of the middle steps,
+        /// `(L_l + L_{l+8}) + (L_{l+4} + L_{l+12})`), the slots no position fell in left out
+        /// (see [`add`]).
         ///
         /// # Safety
         /// The CPU must have AVX-512 F/BW/VL, FMA and F16C; the values hold rows
@@ -1896,17 +1902,37 @@ mod x86_single {
         #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
         #[inline]
         unsafe fn total<const G: usize>(self) -> [__m512; G] {
-            // Loops over small arrays rather than the tree written out (which inlines 64 slot
-            // chains per `G`, too much code for the instruction cache).
+            let at = self.at;
+            let n = at.last + 1 - at.first;
+            let zero = _mm512_setzero_ps();
+            let mut slots = [std::mem::MaybeUninit::<[__m512; G]>::uninit(); SLOTS];
+            for pos in at.first..at.first + n.min(SLOTS) {
+                // SAFETY: `pos` is in `first..=last` (the caller's contract passed on).
+                let acc = unsafe { self.position::<G>(pos, [zero; G]) };
+                slots[pos % SLOTS].write(acc);
+            }
+            for pos in at.first + SLOTS..=at.last {
+                let slot = &mut slots[pos % SLOTS];
+                // SAFETY: the slot was written by the first loop (position `pos - 64`, or a
+                // later one of this loop); `pos` is in `first..=last`.
+                unsafe {
+                    let acc = slot.assume_init();
+                    slot.write(self.position::<G>(pos, acc));
+                }
+            }
+            // The slots the first `n` positions from `first` fell in.
+            let used = if n >= SLOTS {
+                u64::MAX
+            } else {
+                ((1u64 << n) - 1).rotate_left((at.first % SLOTS) as u32)
+            };
             let mut lanes = [None; LANES];
             for (l, lane) in lanes.iter_mut().enumerate() {
-                // SAFETY: the caller's contract, passed on.
-                *lane = unsafe {
-                    add(
-                        add(self.slot::<G>(l), self.slot::<G>(32 + l)),
-                        add(self.slot::<G>(16 + l), self.slot::<G>(48 + l)),
-                    )
+                let slot = |s: usize| {
+                    // SAFETY: slot `s` was written when its bit of `used` is set.
+                    (used >> s & 1 == 1).then(|| unsafe { slots[s].assume_init() })
                 };
+                *lane = add(add(slot(l), slot(32 + l)), add(slot(16 + l), slot(48 + l)));
             }
             let mut quads = [None; 4];
             for (l, quad) in quads.iter_mut().enumerate() {
@@ -1917,39 +1943,29 @@ mod x86_single {
             }
             let sum = add(add(quads[0], quads[2]), add(quads[1], quads[3]));
             // `first <= last`: some slot holds a position, so `sum` is never `None`.
-            sum.unwrap_or([_mm512_setzero_ps(); G])
+            sum.unwrap_or([zero; G])
         }
 
-        /// Slot `s`: from +0.0, `w_pos · v_pos` fused-added for the positions
-        /// `pos ≡ s (mod 64)` of `first..=last` in increasing order, those whose weight is zero
-        /// left as they are (masked off). `None` if no position falls in the slot.
+        /// `acc + w_pos · v_pos` per head (one fused multiply-add), `acc` where the weight is
+        /// zero.
         ///
         /// # Safety
-        /// As [`Self::total`].
+        /// As [`Self::total`], `pos` in `first..=last`.
         #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
         #[inline]
-        unsafe fn slot<const G: usize>(self, s: usize) -> Option<[__m512; G]> {
-            let at = self.at;
-            let mut pos = at.first + (s + SLOTS - at.first % SLOTS) % SLOTS;
-            if pos > at.last {
-                return None;
-            }
-            let mut acc = [_mm512_setzero_ps(); G];
-            while pos <= at.last {
-                let i = pos - at.start;
-                // SAFETY: `pos` is in `first..=last`, `c + 16 <= dim_v`; weight and mask `i`
-                // of each head lie in its row (`i < row`).
-                unsafe {
-                    let v = E::load16(self.values.row(pos).add(self.c));
-                    for (g, acc) in acc.iter_mut().enumerate() {
-                        let w = _mm512_set1_ps(*self.w.add(g * at.row + i));
-                        let keep: __mmask16 = *self.keep.add(g * at.row + i);
-                        *acc = _mm512_mask3_fmadd_ps(v, w, *acc, keep);
-                    }
+        unsafe fn position<const G: usize>(self, pos: usize, mut acc: [__m512; G]) -> [__m512; G] {
+            let (i, row) = (pos - self.at.start, self.at.row);
+            // SAFETY: the caller's contract: row `pos` holds dimensions `c..c + 16`, and weight
+            // and mask `i` of each head lie in its row (`i < row`).
+            unsafe {
+                let v = E::load16(self.values.row(pos).add(self.c));
+                for (g, acc) in acc.iter_mut().enumerate() {
+                    let w = _mm512_set1_ps(*self.w.add(g * row + i));
+                    let keep: __mmask16 = *self.keep.add(g * row + i);
+                    *acc = _mm512_mask3_fmadd_ps(v, w, *acc, keep);
                 }
-                pos += SLOTS;
             }
-            Some(acc)
+            acc
         }
     }
 }
