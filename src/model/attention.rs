@@ -257,9 +257,10 @@ struct Scratch {
     /// Lane accumulators of the portable weighted sum, or the AVX-512 kernel's lane slots of a
     /// batch (16 registers per query).
     lanes: Vec<f32>,
-    /// Per 16 weights of the AVX-512 kernel: which positions take part.
+    /// Per 16 weights of the AVX-512 kernel: which positions take part (the one-token
+    /// kernel: per weight, all ones where it takes part).
     used: Vec<u16>,
-    /// The AVX-512 kernel's queries, rounded.
+    /// The AVX-512 kernels' queries, rounded.
     queries: Vec<f32>,
 }
 
