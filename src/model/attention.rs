@@ -1470,10 +1470,11 @@ mod x86_512 {
 ///   two positions' registers at once), so that lane `j` of the result is position `j`'s score;
 /// - softmax and the rounding of the weights: `x86_512::softmax`, over rows of weights that
 ///   start at a multiple of 16 (the cache's chunks), `-inf` outside `first..=last`;
-/// - weighted sum: 16 output dimensions at a time, each of the 64 lane slots computed as its
-///   own chain (its positions `pos ≡ slot (mod 64)` in increasing order, one fused multiply-add
-///   each, zero weights left out by masking), and the slots added in the tree of
-///   `HeadAttention::weighted_values`, never stored.
+/// - weighted sum: 16 output dimensions at a time, the positions in increasing order each
+///   fused-multiply-added into its lane slot `pos % 64` (zero weights left out by masking), the
+///   slots in a small array of registers of which only those some position falls in are
+///   written (no zeroed 64 × dim buffer), then added in the tree of
+///   `HeadAttention::weighted_values`.
 #[cfg(target_arch = "x86_64")]
 mod x86_single {
     use std::arch::x86_64::*;
