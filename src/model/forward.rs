@@ -6,8 +6,8 @@
 use rayon::prelude::*;
 
 use super::attention::{
-    attend_batch, widen_head_batched, AttentionKernel, AttentionPrecision, HeadAttention,
-    HeadSource, Query,
+    attend_batch, widen_head_batched, AttentionKernel, AttentionPrecision, GroupAttention,
+    HeadAttention, HeadSource, Query,
 };
 use super::config::{Config, FfnActivation};
 use super::kv_cache::{KvCache, KvType};
@@ -386,20 +386,39 @@ impl Model {
                     kernel,
                 }
             }
-            // One token: a task per query head, reading the cache directly.
+            // One token: a task per KV head, reading the cache directly and widening each key
+            // and value once for all its query heads. With several threads and few KV heads,
+            // the query heads of each are split into parts, so that every thread has about two
+            // tasks.
             if n == 1 {
+                let threads = pool.current_num_threads();
+                let parts = if threads > 1 {
+                    (2 * threads).div_ceil(c.n_head_kv).clamp(1, group)
+                } else {
+                    1
+                };
+                let per_task = group.div_ceil(parts);
                 pool.install(|| {
                     s.attn[..attn_dim]
-                        .par_chunks_mut(hdv)
+                        .par_chunks_mut(group * hdv)
                         .enumerate()
-                        .for_each(|(h, out)| {
-                            let source = HeadSource::Cache {
+                        .flat_map(|(g, out)| {
+                            out.par_chunks_mut(per_task * hdv)
+                                .enumerate()
+                                .map(move |(part, out)| (g, g * group + part * per_task, out))
+                        })
+                        .for_each(|(kv_head, h0, out)| {
+                            let heads = out.len() / hdv;
+                            GroupAttention {
                                 kv: kv_ref,
                                 layer: il,
-                                kv_head: h / group,
-                            };
-                            head_attention(source, pos0, window, score_scale, precision, kernel)
-                                .attend(&q[h * hd..][..hd], out);
+                                kv_head,
+                                first: (pos0 + 1).saturating_sub(window),
+                                last: pos0,
+                                scale: score_scale,
+                                precision,
+                            }
+                            .attend(&q[h0 * hd..][..heads * hd], out);
                         });
                 });
             }
