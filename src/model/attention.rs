@@ -2024,47 +2024,52 @@ mod tests {
         avx512()
     }
 
+    /// Asserts that `vector` (16 lanes at once) gives `scalar`'s result bit for bit on each of
+    /// `xs` (NaN where `scalar` gives NaN). Only whole groups of 16 are checked.
     #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn vexp16_is_vexp_to_the_bit() {
+    fn assert_lanewise(
+        xs: impl IntoIterator<Item = f32>,
+        vector: unsafe fn(std::arch::x86_64::__m512) -> std::arch::x86_64::__m512,
+        scalar: fn(f32) -> f32,
+    ) {
         use std::arch::x86_64::*;
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+        fn check(xs: &[f32; 16], vector: unsafe fn(__m512) -> __m512, scalar: fn(f32) -> f32) {
+            let mut out = [0.0f32; 16];
+            // SAFETY: both arrays hold 16 floats; the caller checked the CPU has the features
+            // `vector` needs.
+            unsafe { _mm512_storeu_ps(out.as_mut_ptr(), vector(_mm512_loadu_ps(xs.as_ptr()))) };
+            for (&x, &y) in xs.iter().zip(&out) {
+                let want = scalar(x);
+                assert!(
+                    want.to_bits() == y.to_bits() || (want.is_nan() && y.is_nan()),
+                    "{x:e}: scalar {want:e}, vector {y:e}"
+                );
+            }
+        }
         if !have_avx512() {
             return;
         }
-        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
-        fn check(xs: &[f32; 16]) {
-            let mut out = [0.0f32; 16];
-            // SAFETY: both arrays hold 16 floats.
-            unsafe {
-                _mm512_storeu_ps(
-                    out.as_mut_ptr(),
-                    x86_512::vexp16(_mm512_loadu_ps(xs.as_ptr())),
-                );
-            }
-            for (&x, &y) in xs.iter().zip(&out) {
-                let want = vexp(x);
-                assert!(
-                    want.to_bits() == y.to_bits() || (want.is_nan() && y.is_nan()),
-                    "vexp({x:e}) = {want:e}, vector {y:e}"
-                );
-            }
-        }
-        let mut xs = [0.0f32; 16];
-        let mut fill = 0;
-        let mut push = |x: f32| {
-            xs[fill] = x;
-            fill += 1;
-            if fill == 16 {
+        let mut group = [0.0f32; 16];
+        for (i, x) in xs.into_iter().enumerate() {
+            group[i % 16] = x;
+            if i % 16 == 15 {
                 // SAFETY: the CPU has the features (checked above).
-                unsafe { check(&xs) };
-                fill = 0;
+                unsafe { check(&group, vector, scalar) };
             }
-        };
-        // Every 61st f32 bit pattern (NaNs and infinities included) …
-        for bits in (0..=u32::MAX).step_by(61) {
-            push(f32::from_bits(bits));
         }
-        // … and densely where the result turns subnormal, underflows and overflows.
+    }
+
+    /// Every 61st f32 bit pattern, NaNs and infinities included.
+    fn sparse_bit_patterns() -> impl Iterator<Item = f32> {
+        (0..=u32::MAX).step_by(61).map(f32::from_bits)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn vexp16_is_vexp_to_the_bit() {
+        // Densely where the result turns subnormal, underflows and overflows, 3 ulps apart.
+        let mut dense = Vec::new();
         for (lo, hi) in [
             (-106.0f32, -85.0f32),
             (85.0, 90.0),
@@ -2073,14 +2078,14 @@ mod tests {
         ] {
             let mut x = lo;
             while x < hi {
-                push(x);
+                dense.push(x);
                 x = f32::from_bits(x.to_bits() + if x < 0.0 { -3i32 as u32 } else { 3 });
                 if x.to_bits() == 0 {
                     break;
                 }
             }
         }
-        for x in [
+        let special = [
             0.0,
             -0.0,
             f32::INFINITY,
@@ -2088,44 +2093,19 @@ mod tests {
             f32::NAN,
             1.0,
             -1.0,
-        ] {
-            push(x);
-        }
+        ];
+        let mut xs: Vec<f32> = sparse_bit_patterns().chain(dense).chain(special).collect();
+        // Whole groups of 16: pad with zeros.
+        xs.resize(xs.len().next_multiple_of(16), 0.0);
+        assert_lanewise(xs, x86_512::vexp16, vexp);
     }
 
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn vector_f16_rounding_is_half() {
-        use std::arch::x86_64::*;
-        if !have_avx512() {
-            return;
-        }
-        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
-        fn check(xs: &[f32; 16]) {
-            let mut out = [0.0f32; 16];
-            // SAFETY: both arrays hold 16 floats.
-            unsafe {
-                _mm512_storeu_ps(
-                    out.as_mut_ptr(),
-                    x86_512::round_f16(_mm512_loadu_ps(xs.as_ptr())),
-                );
-            }
-            for (&x, &y) in xs.iter().zip(&out) {
-                let want = f16::from_f32(x).to_f32();
-                assert!(
-                    want.to_bits() == y.to_bits() || (want.is_nan() && y.is_nan()),
-                    "{x:e}: half {want:e}, vector {y:e}"
-                );
-            }
-        }
-        let mut xs = [0.0f32; 16];
-        for (i, bits) in (0..=u32::MAX).step_by(61).enumerate() {
-            xs[i % 16] = f32::from_bits(bits);
-            if i % 16 == 15 {
-                // SAFETY: the CPU has the features (checked above).
-                unsafe { check(&xs) };
-            }
-        }
+        assert_lanewise(sparse_bit_patterns(), x86_512::round_f16, |x| {
+            f16::from_f32(x).to_f32()
+        });
     }
 
     /// Keys and values of one KV head over `n` positions, stored as the cache stores them (f16
