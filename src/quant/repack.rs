@@ -230,19 +230,10 @@ pub fn matmul_groups(
     false
 }
 
-/// Whether this CPU runs the packed kernel (AVX-512 F/BW/VL/VNNI and F16C).
+/// Whether this CPU runs the packed kernel: exactly the features of the AVX-512 level
+/// (F, BW, VL, VNNI, with AVX2, FMA and F16C).
 pub fn avx512_vnni() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512vl")
-            && std::arch::is_x86_feature_detected!("avx512vnni")
-            && std::arch::is_x86_feature_detected!("f16c")
-            && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    super::Simd::Avx512.is_supported()
 }
 
 #[cfg(target_arch = "x86_64")]
