@@ -448,3 +448,99 @@ proptest! {
         }
     }
 }
+
+/// Q4_K weights repacked into 16-row groups ([`llmrt::quant::repack_q4k`]) and dotted with
+/// `n_cols` columns by the AVX-512 kernel: the columns in whole groups of four equal the
+/// four-column scalar twin, the rest the one-column twin, bit for bit; the packing keeps every
+/// row's scales and quants.
+fn check_packed_q4k(rows: &[Vec<u8>], x: &[f32], n_cols: usize) -> Result<(), TestCaseError> {
+    use llmrt::quant::repack::avx512_vnni;
+    use llmrt::quant::repack_q4k::{matmul_groups, ActivationSumsK, PackedQ4K};
+    let ty = GgmlType::Q4_K;
+    let cols = x.len() / n_cols;
+    let data = rows.concat();
+    let packed = PackedQ4K::pack(&data, rows.len(), cols).expect("whole groups");
+    for (r, row) in rows.iter().enumerate() {
+        for (i, (d, dmin, qs)) in packed.unpack_row(r).into_iter().enumerate() {
+            let b = &row[i * ty.block_bytes()..][..ty.block_bytes()];
+            prop_assert_eq!(&d[..], &b[0..2]);
+            prop_assert_eq!(&dmin[..], &b[2..4]);
+            prop_assert_eq!(&qs[..], &b[16..]);
+        }
+    }
+    let acts: Vec<u8> = x
+        .chunks_exact(cols)
+        .flat_map(|c| quantize_act(ty, c).0)
+        .collect();
+    let stride = acts.len() / n_cols;
+    let sums = ActivationSumsK::compute(&acts, stride, n_cols);
+    let chunked = n_cols - n_cols % 4;
+    let mut out = vec![f32::NAN; rows.len() * n_cols];
+    let ran = matmul_groups(
+        &packed,
+        0..packed.groups(),
+        &acts,
+        stride,
+        n_cols,
+        chunked,
+        &sums,
+        |c, r, v| out[c * rows.len() + r] = v,
+    );
+    prop_assert_eq!(ran, avx512_vnni());
+    if !ran {
+        return Ok(());
+    }
+    for c in 0..n_cols {
+        let a = &acts[c * stride..][..stride];
+        for (r, w) in rows.iter().enumerate() {
+            let want = if c < chunked {
+                k_quants::vec_dot_four_columns(ty, w, a, Simd::Scalar)
+            } else {
+                k_quants::vec_dot(ty, w, a, Simd::Scalar)
+            };
+            let got = out[c * rows.len() + r];
+            prop_assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "row {} column {} (chunked below {}): {} vs scalar {}",
+                r,
+                c,
+                chunked,
+                got,
+                want
+            );
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn packed_q4_k_matches_scalar(
+        (rows, x, n_cols) in (1usize..=2, 1usize..=2, 1usize..=9).prop_flat_map(|(groups, n_super, n_cols)| (
+            prop::collection::vec(weight_row(GgmlType::Q4_K, n_super), 16 * groups),
+            activations(n_cols * n_super * QK_K),
+            Just(n_cols),
+        ))
+    ) {
+        check_packed_q4k(&rows, &x, n_cols)?;
+    }
+}
+
+#[test]
+fn packed_q4_k_rejects_shapes_outside_the_layout() {
+    use llmrt::quant::repack_q4k::PackedQ4K;
+    let row = vec![0u8; GgmlType::Q4_K.block_bytes()];
+    let rows: Vec<u8> = (0..24).flat_map(|_| row.clone()).collect();
+    assert!(
+        PackedQ4K::pack(&rows, 24, QK_K).is_none(),
+        "24 rows are not whole groups"
+    );
+    assert!(PackedQ4K::pack(&rows[..16 * 144 - 1], 16, QK_K).is_none());
+    assert!(PackedQ4K::pack(&rows[..16 * 144], 16, QK_K).is_some());
+    assert!(
+        PackedQ4K::pack(&rows[..16 * 144], 16, 128).is_none(),
+        "partial super-block"
+    );
+}

@@ -171,6 +171,33 @@ impl GgufFile {
             .unwrap_or(&[])
     }
 
+    /// Tells the kernel that this process no longer needs the tensor's bytes resident (the
+    /// model keeps a repacked copy): the whole pages inside the tensor leave the resident set,
+    /// so the file's copy and the repacked copy are not both counted. Reading the bytes later
+    /// still works; the pages come back from the page cache. Best effort: nothing happens for
+    /// an owned buffer or if the system declines.
+    pub fn release_tensor_pages(&self, info: &TensorInfo) {
+        /// Smallest page size of the systems we run on; on larger pages the advice lands on
+        /// unaligned addresses and is refused, which is harmless.
+        const PAGE: usize = 4096;
+        let Storage::Mapped(map) = &self.storage else {
+            return;
+        };
+        let start = self.data_start + info.offset as usize;
+        let end = start + info.size as usize;
+        // Only pages wholly inside the tensor: its neighbours stay as they are.
+        let (first, last) = (start.next_multiple_of(PAGE), end - end % PAGE);
+        if last > first && last <= map.len() {
+            // SAFETY: the map is a private, read-only mapping of a file: MADV_DONTNEED only drops
+            // this process's page-table entries for the range, and the next read faults the same
+            // file bytes back in (no private copies exist, as nothing writes through the map), so
+            // every existing reference into the map keeps seeing the same contents.
+            let _ = unsafe {
+                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, first, last - first)
+            };
+        }
+    }
+
     /// The value stored under `key`.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.index.get(key).map(|&i| &self.metadata[i].1)

@@ -6,6 +6,7 @@ use crate::gguf::{GgufFile, TensorInfo};
 use std::sync::Arc;
 
 use crate::quant::repack::PackedQ4_0;
+use crate::quant::repack_q4k::PackedQ4K;
 use crate::quant::{GgmlType, QMatrix};
 use crate::{Error, Result};
 
@@ -20,6 +21,8 @@ pub struct Matrix {
     pub info: TensorInfo,
     /// A copy of the weights repacked for the AVX-512 kernels (Q4_0 on CPUs that have them).
     pub packed: Option<Arc<PackedQ4_0>>,
+    /// The same for Q4_K matrices.
+    pub packed_q4k: Option<Arc<PackedQ4K>>,
 }
 
 impl Matrix {
@@ -31,6 +34,7 @@ impl Matrix {
             cols: self.cols,
             data: file.tensor_data(&self.info),
             packed: self.packed.as_deref(),
+            packed_q4k: self.packed_q4k.as_deref(),
         }
     }
 
@@ -118,6 +122,7 @@ impl Binder<'_> {
             cols,
             info: info.clone(),
             packed: None,
+            packed_q4k: None,
         })
     }
 
@@ -207,8 +212,8 @@ impl Weights {
 }
 
 impl Weights {
-    /// Repacks the Q4_0 matrices into row groups when this CPU has the kernel for them (llama.cpp
-    /// repacks Q4_0 too); sessions forced to another SIMD level read the file's bytes. Up to
+    /// Repacks the Q4_0 and Q4_K matrices into row groups when this CPU has the kernels for them
+    /// (llama.cpp repacks both too); sessions forced to another SIMD level read the file's bytes. Up to
     /// `n_threads` threads share the work (it is most of the load time of a Q4_0 model).
     pub fn repack(&mut self, file: &GgufFile, n_threads: usize) {
         if !crate::quant::repack::avx512_vnni() {
@@ -229,9 +234,15 @@ impl Weights {
                     &mut l.w_down,
                 ]
             })
-            .chain([&mut self.token_embd])
-            .chain((!tied).then_some(&mut self.output))
-            .filter(|m| m.ty == GgmlType::Q4_0)
+            .filter(|m| matches!(m.ty, GgmlType::Q4_0 | GgmlType::Q4_K))
+            // The vocabulary matrices only as Q4_0: a prompt multiplies the output by one column
+            // (its last token), and a copy of a large K-quant vocabulary would add to the
+            // resident memory for little.
+            .chain(
+                std::iter::once(&mut self.token_embd)
+                    .chain((!tied).then_some(&mut self.output))
+                    .filter(|m| m.ty == GgmlType::Q4_0),
+            )
             .collect();
         // Largest first, so that no thread is left with a big matrix at the end.
         todo.sort_by_key(|m| std::cmp::Reverse(m.info.size));
@@ -246,8 +257,17 @@ impl Weights {
             // A poisoned lock only means another packing thread panicked; the slot is intact.
             let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(m) = guard.take() {
-                m.packed =
-                    PackedQ4_0::pack(file.tensor_data(&m.info), m.rows, m.cols).map(Arc::new);
+                let data = file.tensor_data(&m.info);
+                if m.ty == GgmlType::Q4_K {
+                    m.packed_q4k = PackedQ4K::pack(data, m.rows, m.cols).map(Arc::new);
+                } else {
+                    m.packed = PackedQ4_0::pack(data, m.rows, m.cols).map(Arc::new);
+                }
+                // The AVX-512 sessions read only the copy (a session forced to another level
+                // faults the file's pages back in): do not count both in the resident set.
+                if m.packed.is_some() || m.packed_q4k.is_some() {
+                    file.release_tensor_pages(&m.info);
+                }
             }
         };
         std::thread::scope(|scope| {
@@ -258,6 +278,7 @@ impl Weights {
         });
         if tied {
             self.output.packed = self.token_embd.packed.clone();
+            self.output.packed_q4k = self.token_embd.packed_q4k.clone();
         }
     }
 }

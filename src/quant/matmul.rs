@@ -13,6 +13,7 @@
 use rayon::prelude::*;
 
 use super::repack::{self, ActivationSums, PackedQ4_0};
+use super::repack_q4k::{self, ActivationSumsK, PackedQ4K};
 use super::{
     float, k_quants, q4_0, q4_1, q5_0, q5_1, q8_0, quantize_activations, vec_dot, vec_dot_type,
     GgmlType, Simd,
@@ -28,6 +29,8 @@ pub struct QMatrix<'a> {
     pub data: &'a [u8],
     /// The same weights repacked for the AVX-512 kernel ([`repack`]), if the model made a copy.
     pub packed: Option<&'a PackedQ4_0>,
+    /// The same weights repacked for the AVX-512 Q4_K kernel ([`repack_q4k`]), if made.
+    pub packed_q4k: Option<&'a PackedQ4K>,
 }
 
 impl<'a> QMatrix<'a> {
@@ -39,6 +42,7 @@ impl<'a> QMatrix<'a> {
             cols,
             data,
             packed: None,
+            packed_q4k: None,
         }
     }
 }
@@ -307,6 +311,44 @@ pub fn matmul(
                 let g0 = ci * chunk;
                 let range = g0..(g0 + chunk).min(groups);
                 repack::matmul_groups(packed, range, bytes, stride, n_cols, &sums, store);
+            };
+            let n_chunks = groups.div_ceil(chunk);
+            if n_chunks == 1 {
+                task(0);
+            } else {
+                pool.install(|| (0..n_chunks).into_par_iter().for_each(task));
+            }
+            return Ok(());
+        }
+    }
+
+    // Q4_K repacked into row groups: the AVX-512 kernel over groups of 16 rows, columns in whole
+    // groups of four with the four-column arithmetic, as `RowKernel::KRepacked`.
+    if let (Some(packed), Simd::Avx512, Acts::Quantized { bytes, stride, .. }) =
+        (w.packed_q4k, simd, acts)
+    {
+        if w.ty == GgmlType::Q4_K
+            && packed.rows() == rows
+            && packed.cols() == cols
+            && repack::avx512_vnni()
+        {
+            let sums = ActivationSumsK::compute(bytes, stride, n_cols);
+            let chunked = n_cols - n_cols % 4;
+            let groups = packed.groups();
+            let min_groups = if n_cols == 1 {
+                MIN_TASK_ROWS_GEN / repack::GROUP_ROWS
+            } else {
+                1
+            };
+            let chunk = groups
+                .div_ceil(n_threads * TASKS_PER_THREAD)
+                .max(min_groups);
+            let task = |ci: usize| {
+                let g0 = ci * chunk;
+                let range = g0..(g0 + chunk).min(groups);
+                repack_q4k::matmul_groups(
+                    packed, range, bytes, stride, n_cols, chunked, &sums, store,
+                );
             };
             let n_chunks = groups.div_ceil(chunk);
             if n_chunks == 1 {
