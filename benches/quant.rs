@@ -138,6 +138,7 @@ fn matmuls(c: &mut Criterion) {
                 data: &data,
                 packed: None,
                 packed_q4k: None,
+                packed_q6k: None,
             };
             let mut g = c.benchmark_group(format!("matmul/{ty}/{rows}x{cols}"));
             g.throughput(Throughput::Bytes(data.len() as u64));

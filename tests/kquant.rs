@@ -544,3 +544,85 @@ fn packed_q4_k_rejects_shapes_outside_the_layout() {
         "partial super-block"
     );
 }
+
+/// Q6_K weights repacked into 16-row groups ([`llmrt::quant::repack_q6k`]) and dotted with
+/// `n_cols` columns by the AVX-512 kernel: from 8 columns on every output equals the tiled scalar
+/// twin, below that the one-column twin, bit for bit; the packing keeps every row's scale,
+/// sub-block scales and quants.
+fn check_packed_q6k(rows: &[Vec<u8>], x: &[f32], n_cols: usize) -> Result<(), TestCaseError> {
+    use llmrt::quant::repack::avx512_vnni;
+    use llmrt::quant::repack_q6k::{matmul_groups, PackedQ6K, TILED_MIN_COLS};
+    let ty = GgmlType::Q6_K;
+    let cols = x.len() / n_cols;
+    let data = rows.concat();
+    let packed = PackedQ6K::pack(&data, rows.len(), cols).expect("whole groups");
+    for (r, row) in rows.iter().enumerate() {
+        let mut deq = vec![0f32; cols];
+        dequantize(ty, row, &mut deq, Simd::Scalar);
+        for (i, (d, scales, qs)) in packed.unpack_row(r).into_iter().enumerate() {
+            let b = &row[i * ty.block_bytes()..][..ty.block_bytes()];
+            prop_assert_eq!(&d[..], &b[208..210]);
+            prop_assert_eq!(&scales.map(|s| s as u8)[..], &b[192..208]);
+            // The quants, through the dequantized values `d · sc · (q − 32)`.
+            let d = half::f16::from_le_bytes(d).to_f32();
+            for (e, &q) in qs.iter().enumerate() {
+                let want = d * (scales[e / 16] as f32 * (q as i32 - 32) as f32);
+                prop_assert_eq!(want.to_bits(), deq[i * QK_K + e].to_bits(), "element {}", e);
+            }
+        }
+    }
+    let acts: Vec<u8> = x
+        .chunks_exact(cols)
+        .flat_map(|c| quantize_act(ty, c).0)
+        .collect();
+    let stride = acts.len() / n_cols;
+    let mut out = vec![f32::NAN; rows.len() * n_cols];
+    let ran = matmul_groups(
+        &packed,
+        0..packed.groups(),
+        &acts,
+        stride,
+        n_cols,
+        |c, r, v| out[c * rows.len() + r] = v,
+    );
+    prop_assert_eq!(ran, avx512_vnni());
+    if !ran {
+        return Ok(());
+    }
+    for c in 0..n_cols {
+        let a = &acts[c * stride..][..stride];
+        for (r, w) in rows.iter().enumerate() {
+            let want = if n_cols >= TILED_MIN_COLS {
+                k_quants::vec_dot_tiled(ty, w, a, Simd::Scalar)
+            } else {
+                k_quants::vec_dot(ty, w, a, Simd::Scalar)
+            };
+            let got = out[c * rows.len() + r];
+            prop_assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "row {} column {} of {}: {} vs scalar {}",
+                r,
+                c,
+                n_cols,
+                got,
+                want
+            );
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn packed_q6_k_matches_scalar(
+        (rows, x, n_cols) in (1usize..=2, 1usize..=2, 1usize..=14).prop_flat_map(|(groups, n_super, n_cols)| (
+            prop::collection::vec(weight_row(GgmlType::Q6_K, n_super), 16 * groups),
+            activations(n_cols * n_super * QK_K),
+            Just(n_cols),
+        ))
+    ) {
+        check_packed_q6k(&rows, &x, n_cols)?;
+    }
+}

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::quant::repack::PackedQ4_0;
 use crate::quant::repack_q4k::PackedQ4K;
+use crate::quant::repack_q6k::PackedQ6K;
 use crate::quant::{GgmlType, QMatrix};
 use crate::{Error, Result};
 
@@ -23,6 +24,8 @@ pub struct Matrix {
     pub packed: Option<Arc<PackedQ4_0>>,
     /// The same for Q4_K matrices.
     pub packed_q4k: Option<Arc<PackedQ4K>>,
+    /// The same for Q6_K matrices.
+    pub packed_q6k: Option<Arc<PackedQ6K>>,
 }
 
 impl Matrix {
@@ -35,6 +38,7 @@ impl Matrix {
             data: file.tensor_data(&self.info),
             packed: self.packed.as_deref(),
             packed_q4k: self.packed_q4k.as_deref(),
+            packed_q6k: self.packed_q6k.as_deref(),
         }
     }
 
@@ -123,6 +127,7 @@ impl Binder<'_> {
             info: info.clone(),
             packed: None,
             packed_q4k: None,
+            packed_q6k: None,
         })
     }
 
@@ -212,8 +217,8 @@ impl Weights {
 }
 
 impl Weights {
-    /// Repacks the Q4_0 and Q4_K matrices into row groups when this CPU has the kernels for them
-    /// (llama.cpp repacks both too); sessions forced to another SIMD level read the file's bytes. Up to
+    /// Repacks the Q4_0, Q4_K and Q6_K matrices into row groups when this CPU has the kernels
+    /// for them (llama.cpp repacks Q4_0 and Q4_K too); sessions forced to another SIMD level read the file's bytes. Up to
     /// `n_threads` threads share the work (it is most of the load time of a Q4_0 model).
     pub fn repack(&mut self, file: &GgufFile, n_threads: usize) {
         if !crate::quant::repack::avx512_vnni() {
@@ -234,7 +239,7 @@ impl Weights {
                     &mut l.w_down,
                 ]
             })
-            .filter(|m| matches!(m.ty, GgmlType::Q4_0 | GgmlType::Q4_K))
+            .filter(|m| matches!(m.ty, GgmlType::Q4_0 | GgmlType::Q4_K | GgmlType::Q6_K))
             // The vocabulary matrices only as Q4_0: a prompt multiplies the output by one column
             // (its last token), and a copy of a large K-quant vocabulary would add to the
             // resident memory for little.
@@ -258,14 +263,18 @@ impl Weights {
             let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(m) = guard.take() {
                 let data = file.tensor_data(&m.info);
-                if m.ty == GgmlType::Q4_K {
-                    m.packed_q4k = PackedQ4K::pack(data, m.rows, m.cols).map(Arc::new);
-                } else {
-                    m.packed = PackedQ4_0::pack(data, m.rows, m.cols).map(Arc::new);
+                match m.ty {
+                    GgmlType::Q4_K => {
+                        m.packed_q4k = PackedQ4K::pack(data, m.rows, m.cols).map(Arc::new);
+                    }
+                    GgmlType::Q6_K => {
+                        m.packed_q6k = PackedQ6K::pack(data, m.rows, m.cols).map(Arc::new);
+                    }
+                    _ => m.packed = PackedQ4_0::pack(data, m.rows, m.cols).map(Arc::new),
                 }
                 // The AVX-512 sessions read only the copy (a session forced to another level
                 // faults the file's pages back in): do not count both in the resident set.
-                if m.packed.is_some() || m.packed_q4k.is_some() {
+                if m.packed.is_some() || m.packed_q4k.is_some() || m.packed_q6k.is_some() {
                     file.release_tensor_pages(&m.info);
                 }
             }
@@ -279,6 +288,7 @@ impl Weights {
         if tied {
             self.output.packed = self.token_embd.packed.clone();
             self.output.packed_q4k = self.token_embd.packed_q4k.clone();
+            self.output.packed_q6k = self.token_embd.packed_q6k.clone();
         }
     }
 }

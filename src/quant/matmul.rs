@@ -14,6 +14,7 @@ use rayon::prelude::*;
 
 use super::repack::{self, ActivationSums, PackedQ4_0};
 use super::repack_q4k::{self, ActivationSumsK, PackedQ4K};
+use super::repack_q6k::{self, PackedQ6K};
 use super::{
     float, k_quants, q4_0, q4_1, q5_0, q5_1, q8_0, quantize_activations, vec_dot, vec_dot_type,
     GgmlType, Simd,
@@ -31,6 +32,8 @@ pub struct QMatrix<'a> {
     pub packed: Option<&'a PackedQ4_0>,
     /// The same weights repacked for the AVX-512 Q4_K kernel ([`repack_q4k`]), if made.
     pub packed_q4k: Option<&'a PackedQ4K>,
+    /// The same for Q6_K ([`repack_q6k`]).
+    pub packed_q6k: Option<&'a PackedQ6K>,
 }
 
 impl<'a> QMatrix<'a> {
@@ -43,6 +46,7 @@ impl<'a> QMatrix<'a> {
             data,
             packed: None,
             packed_q4k: None,
+            packed_q6k: None,
         }
     }
 }
@@ -61,7 +65,7 @@ pub const WIDE_COLS: usize = 8;
 pub const ROW_TILE: usize = 16;
 /// Fewest activation columns for which llama.cpp multiplies K-quants with its tiled kernel (whose
 /// arithmetic differs from its single-column dot product; we follow whichever it uses).
-const TILED_MIN_COLS: usize = 8;
+const TILED_MIN_COLS: usize = super::repack_q6k::TILED_MIN_COLS;
 /// How far ahead (bytes) the one-column path prefetches weight rows: this machine's hardware
 /// prefetchers barely help (without the hints generation runs 3x slower); of 4.5, 6 and 8 KiB
 /// ahead, 8 measured best overall (SmolLM2 Q8_0 159 -> 167 tok/s, Gemma 3 99 -> 103 against a
@@ -349,6 +353,40 @@ pub fn matmul(
                 repack_q4k::matmul_groups(
                     packed, range, bytes, stride, n_cols, chunked, &sums, store,
                 );
+            };
+            let n_chunks = groups.div_ceil(chunk);
+            if n_chunks == 1 {
+                task(0);
+            } else {
+                pool.install(|| (0..n_chunks).into_par_iter().for_each(task));
+            }
+            return Ok(());
+        }
+    }
+
+    // Q6_K repacked into row groups: the AVX-512 kernel over groups of 16 rows, in the tiled
+    // arithmetic from `TILED_MIN_COLS` columns on (as `RowKernel::KTiled`), else one-column's.
+    if let (Some(packed), Simd::Avx512, Acts::Quantized { bytes, stride, .. }) =
+        (w.packed_q6k, simd, acts)
+    {
+        if w.ty == GgmlType::Q6_K
+            && packed.rows() == rows
+            && packed.cols() == cols
+            && repack::avx512_vnni()
+        {
+            let groups = packed.groups();
+            let min_groups = if n_cols == 1 {
+                MIN_TASK_ROWS_GEN / repack::GROUP_ROWS
+            } else {
+                1
+            };
+            let chunk = groups
+                .div_ceil(n_threads * TASKS_PER_THREAD)
+                .max(min_groups);
+            let task = |ci: usize| {
+                let g0 = ci * chunk;
+                let range = g0..(g0 + chunk).min(groups);
+                repack_q6k::matmul_groups(packed, range, bytes, stride, n_cols, store);
             };
             let n_chunks = groups.div_ceil(chunk);
             if n_chunks == 1 {

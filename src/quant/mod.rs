@@ -32,6 +32,7 @@ pub mod q8_0;
 pub mod quantize;
 pub mod repack;
 pub mod repack_q4k;
+pub mod repack_q6k;
 pub mod simd;
 pub mod types;
 #[cfg(target_arch = "x86_64")]

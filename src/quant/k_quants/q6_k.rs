@@ -32,7 +32,7 @@ impl BlockQ6K {
     }
 
     /// The 256 quants with the offset removed, in element order.
-    fn quants(&self) -> [i8; QK_K] {
+    pub(crate) fn quants(&self) -> [i8; QK_K] {
         let mut q = [0i8; QK_K];
         for n in 0..2 {
             let ql = &self.ql[64 * n..64 * n + 64];
