@@ -301,7 +301,11 @@ pub fn matmul(
         (w.packed, simd, acts)
     {
         if packed.rows() == rows && packed.cols() == cols && repack::avx512_vnni() {
-            let sums = ActivationSums::compute(bytes, stride, n_cols);
+            let sums = if n_cols == 1 {
+                ActivationSums::compute(bytes, stride, n_cols)
+            } else {
+                pool.install(|| ActivationSums::compute(bytes, stride, n_cols))
+            };
             let groups = packed.groups();
             let min_groups = if n_cols == 1 {
                 MIN_TASK_ROWS_GEN / repack::GROUP_ROWS

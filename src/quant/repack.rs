@@ -145,23 +145,44 @@ pub struct ActivationSums {
 }
 
 impl ActivationSums {
-    /// Computes the sums of `n_cols` columns of Q8_0 activations (`stride` bytes each) in `acts`.
+    /// Computes the sums of `n_cols` columns of Q8_0 activations (`stride` bytes each) in `acts`,
+    /// the columns shared among the threads of the current rayon pool.
     pub fn compute(acts: &[u8], stride: usize, n_cols: usize) -> ActivationSums {
+        use rayon::prelude::*;
         let n_blocks = stride / size_of::<BlockQ8_0>();
         let mut sums = ActivationSums {
-            scales: Vec::with_capacity(n_cols * n_blocks),
-            offsets: Vec::with_capacity(n_cols * n_blocks),
+            scales: vec![0.0; n_cols * n_blocks],
+            offsets: vec![0; n_cols * n_blocks],
             n_blocks,
         };
-        for col in acts.chunks_exact(stride).take(n_cols) {
-            for b in as_blocks::<BlockQ8_0>(col) {
-                sums.scales.push(b.d().to_f32());
-                sums.offsets
-                    .push(-8 * b.qs.iter().map(|&q| i32::from(q)).sum::<i32>());
-            }
+        if n_blocks == 0 {
+            return sums;
         }
+        let columns = acts
+            .par_chunks_exact(stride)
+            .take(n_cols)
+            .zip(sums.scales.par_chunks_exact_mut(n_blocks))
+            .zip(sums.offsets.par_chunks_exact_mut(n_blocks));
+        // Small batches in one piece: a task per column would cost more than the sums.
+        columns
+            .with_min_len(32)
+            .for_each(|((col, scales), offsets)| {
+                for ((b, scale), offset) in
+                    as_blocks::<BlockQ8_0>(col).iter().zip(scales).zip(offsets)
+                {
+                    *scale = b.d().to_f32();
+                    *offset = -8 * quant_sum(&b.qs);
+                }
+            });
         sums
     }
+}
+
+/// The sum of a block's 32 quants (exact).
+#[inline]
+fn quant_sum(qs: &[i8; QK]) -> i32 {
+    // Written as a plain sum of widened values, which LLVM turns into a few vector adds.
+    qs.iter().map(|&q| i32::from(q)).sum()
 }
 
 /// Computes rows `groups.start * 16 .. groups.end * 16` of `W · X` for the `n_cols` Q8_0
