@@ -63,8 +63,15 @@ impl Model {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        weights.repack(&file, n_threads);
-        let tokenizer = Tokenizer::from_gguf(&file)?;
+        // The two largest parts of the load side by side: the tokenizer's build is serial
+        // (vocabulary and merges), the repacking shares its matrices among `n_threads` threads.
+        let tokenizer = std::thread::scope(|scope| {
+            let tokenizer = scope.spawn(|| Tokenizer::from_gguf(&file));
+            weights.repack(&file, n_threads);
+            tokenizer
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })?;
         let factors = weights.rope_freqs.as_deref();
         let frequencies = |r: config::Rope| {
             ops::RopeFrequencies::new(r.freq_base, r.freq_scale, config.rope_dims, factors)

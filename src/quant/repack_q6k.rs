@@ -86,8 +86,9 @@ impl PackedQ6K {
                     for (s, &sc) in b.scales.iter().enumerate() {
                         out[SCALES_AT + GROUP_ROWS * s + r] = sc as u8;
                     }
-                    for (e, q) in b.quants().iter().enumerate() {
-                        out[QUANTS_AT + 64 * (e / 4) + 4 * r + e % 4] = (q + 32) as u8;
+                    for (g, q) in b.quants().chunks_exact(4).enumerate() {
+                        let unsigned = [0, 1, 2, 3].map(|k| (q[k] + 32) as u8);
+                        out[QUANTS_AT + 64 * g + 4 * r..][..4].copy_from_slice(&unsigned);
                     }
                 }
             }
