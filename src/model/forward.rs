@@ -11,7 +11,7 @@ use super::attention::{
 };
 use super::config::{Config, FfnActivation};
 use super::kv_cache::{KvCache, KvType};
-use super::ops::{gelu_tanh_f16_table, rms_norm, rms_norm_in_place, rope_heads, swiglu};
+use super::ops::{geglu, rms_norm, rms_norm_in_place, rope_heads, swiglu};
 use super::weights::Matrix;
 use super::Model;
 use crate::quant::{self, Simd};
@@ -145,7 +145,7 @@ impl Model {
             kv,
             pool,
             simd,
-            mut probe,
+            probe,
         } = pass;
         let n = tokens.len();
         if n == 0 || n > s.n_batch {
@@ -204,7 +204,7 @@ impl Model {
         // then run on the current worker at once, instead of each handing its job to a pool
         // thread and waiting for it to be scheduled (which, ~9 times per layer, dominated
         // single-token steps on a loaded machine).
-        pool.install(|| self.layers(s, kv, pool, simd, probe.as_deref_mut(), n, pos0))?;
+        pool.install(|| self.layers(s, kv, pool, simd, probe, n, pos0))?;
 
         // 5. Final norm and output projection, for the rows whose logits are wanted.
         let rows: Box<dyn Iterator<Item = std::ops::Range<usize>>> = match want {
@@ -539,10 +539,7 @@ impl Model {
                     .zip(s.up[..ff].par_chunks(n_ff))
                     .for_each(|(g, u)| match activation {
                         FfnActivation::Silu => swiglu(g, u),
-                        FfnActivation::GeluTanh => g
-                            .iter_mut()
-                            .zip(u)
-                            .for_each(|(g, &u)| *g = gelu_tanh_f16_table(*g) * u),
+                        FfnActivation::GeluTanh => geglu(g, u),
                     });
             });
             trace!("ffn_swiglu", il, &s.gate[..ff]);
