@@ -10,6 +10,9 @@ use crate::model::{KvCache, KvType, Model, RunState};
 use crate::quant::Simd;
 use crate::{Error, Result};
 
+/// Receives `(index in batch, logits)` for every evaluated token.
+type LogitsCallback<'a> = &'a mut dyn FnMut(usize, &[f32]);
+
 /// Context length used when neither the caller nor a smaller trained context says otherwise.
 pub const DEFAULT_MAX_CTX: usize = 4096;
 /// Tokens evaluated per forward pass when processing a prompt.
@@ -212,7 +215,7 @@ impl Session {
     fn eval_inner(
         &mut self,
         tokens: &[u32],
-        mut on_logits: Option<&mut dyn FnMut(usize, &[f32])>,
+        mut on_logits: Option<LogitsCallback<'_>>,
     ) -> Result<()> {
         let needed = self.tokens.len() + tokens.len();
         if needed > self.n_ctx() {

@@ -11,7 +11,7 @@ use super::attention::{
 };
 use super::config::{Config, FfnActivation};
 use super::kv_cache::{KvCache, KvType};
-use super::ops::{gelu_tanh_f16_table, rms_norm, rms_norm_in_place, rope_heads, swiglu};
+use super::ops::{geglu, rms_norm_rows, rms_norm_rows_in_place, rope_heads, swiglu};
 use super::weights::Matrix;
 use super::Model;
 use crate::quant::{self, Simd};
@@ -145,7 +145,7 @@ impl Model {
             kv,
             pool,
             simd,
-            mut probe,
+            probe,
         } = pass;
         let n = tokens.len();
         if n == 0 || n > s.n_batch {
@@ -204,7 +204,7 @@ impl Model {
         // then run on the current worker at once, instead of each handing its job to a pool
         // thread and waiting for it to be scheduled (which, ~9 times per layer, dominated
         // single-token steps on a loaded machine).
-        pool.install(|| self.layers(s, kv, pool, simd, probe.as_deref_mut(), n, pos0))?;
+        pool.install(|| self.layers(s, kv, pool, simd, probe, n, pos0))?;
 
         // 5. Final norm and output projection, for the rows whose logits are wanted.
         let rows: Box<dyn Iterator<Item = std::ops::Range<usize>>> = match want {
@@ -218,14 +218,12 @@ impl Model {
         let mut want = want;
         for range in rows {
             let m = range.len();
-            for (i, t) in range.clone().enumerate() {
-                rms_norm(
-                    &s.x[t * d..(t + 1) * d],
-                    &w.output_norm,
-                    c.rms_eps,
-                    &mut s.out_norm[i * d..(i + 1) * d],
-                );
-            }
+            rms_norm_rows(
+                &s.x[range.start * d..range.end * d],
+                &w.output_norm,
+                c.rms_eps,
+                &mut s.out_norm[..m * d],
+            );
             quant::matmul(
                 pool,
                 &w.output.view(file),
@@ -269,14 +267,7 @@ impl Model {
         };
         for (il, lw) in w.layers.iter().enumerate() {
             // 3. Attention sub-layer. Normalize the residual stream.
-            for t in 0..n {
-                rms_norm(
-                    &s.x[t * d..(t + 1) * d],
-                    &lw.attn_norm,
-                    c.rms_eps,
-                    &mut s.xb[t * d..(t + 1) * d],
-                );
-            }
+            rms_norm_rows(&s.x[..n * d], &lw.attn_norm, c.rms_eps, &mut s.xb[..n * d]);
             let xb = &s.xb[..n * d];
             trace!("attn_norm", il, xb);
 
@@ -302,12 +293,8 @@ impl Model {
 
             // 3b. gemma3: RMS-normalize each query and key head.
             if let (Some(q_norm), Some(k_norm)) = (&lw.q_norm, &lw.k_norm) {
-                s.q[..n * q_dim]
-                    .chunks_exact_mut(hd)
-                    .for_each(|h| rms_norm_in_place(h, q_norm, c.rms_eps));
-                s.k[..n * k_dim]
-                    .chunks_exact_mut(hd)
-                    .for_each(|h| rms_norm_in_place(h, k_norm, c.rms_eps));
+                rms_norm_rows_in_place(&mut s.q[..n * q_dim], &q_norm[..hd], c.rms_eps);
+                rms_norm_rows_in_place(&mut s.k[..n * k_dim], &k_norm[..hd], c.rms_eps);
             }
 
             // 3c. Rotate queries and keys by their positions (RoPE).
@@ -515,14 +502,7 @@ impl Model {
             );
 
             // 4. Feed-forward sub-layer: down(act(gate(x)) · up(x)) on the normalized stream.
-            for t in 0..n {
-                rms_norm(
-                    &s.x[t * d..(t + 1) * d],
-                    &lw.ffn_norm,
-                    c.rms_eps,
-                    &mut s.xb[t * d..(t + 1) * d],
-                );
-            }
+            rms_norm_rows(&s.x[..n * d], &lw.ffn_norm, c.rms_eps, &mut s.xb[..n * d]);
             let xb = &s.xb[..n * d];
             trace!("ffn_inp", il, &s.x[..n * d]);
             trace!("ffn_norm", il, xb);
@@ -539,10 +519,7 @@ impl Model {
                     .zip(s.up[..ff].par_chunks(n_ff))
                     .for_each(|(g, u)| match activation {
                         FfnActivation::Silu => swiglu(g, u),
-                        FfnActivation::GeluTanh => g
-                            .iter_mut()
-                            .zip(u)
-                            .for_each(|(g, &u)| *g = gelu_tanh_f16_table(*g) * u),
+                        FfnActivation::GeluTanh => geglu(g, u),
                     });
             });
             trace!("ffn_swiglu", il, &s.gate[..ff]);
@@ -568,11 +545,8 @@ impl Model {
 
 /// `x += norm(proj)` (gemma3's post-norms) or `x += proj`, token by token.
 fn add_residual(x: &mut [f32], proj: &mut [f32], post_norm: Option<&[f32]>, c: &Config) {
-    let d = c.n_embd;
-    for (xr, pr) in x.chunks_exact_mut(d).zip(proj.chunks_exact_mut(d)) {
-        if let Some(weight) = post_norm {
-            rms_norm_in_place(pr, weight, c.rms_eps);
-        }
-        xr.iter_mut().zip(pr.iter()).for_each(|(a, b)| *a += b);
+    if let Some(weight) = post_norm {
+        rms_norm_rows_in_place(proj, weight, c.rms_eps);
     }
+    x.iter_mut().zip(proj.iter()).for_each(|(a, b)| *a += b);
 }

@@ -66,8 +66,33 @@ impl Simd {
             .collect()
     }
 
-    /// Whether this CPU can execute kernels of this level.
+    /// Whether this CPU can execute kernels of this level. Kernels ask this once per row call
+    /// (through `or_supported`), so the answer of the feature checks is computed once per level
+    /// and cached: a load and an index instead of a chain of `is_x86_feature_detected!`s.
+    #[inline]
     pub fn is_supported(self) -> bool {
+        static SUPPORTED: OnceLock<[bool; Simd::COUNT]> = OnceLock::new();
+        SUPPORTED.get_or_init(|| {
+            [Simd::Scalar, Simd::Avx2, Simd::Avx512, Simd::Neon].map(Simd::detect_support)
+        })[self.index()]
+    }
+
+    /// The number of levels.
+    const COUNT: usize = 4;
+
+    /// The position of this level in the cache of [`Simd::is_supported`].
+    #[inline]
+    fn index(self) -> usize {
+        match self {
+            Simd::Scalar => 0,
+            Simd::Avx2 => 1,
+            Simd::Avx512 => 2,
+            Simd::Neon => 3,
+        }
+    }
+
+    /// The feature checks behind [`Simd::is_supported`].
+    fn detect_support(self) -> bool {
         match self {
             Simd::Scalar => true,
             #[cfg(target_arch = "x86_64")]
@@ -78,7 +103,7 @@ impl Simd {
             }
             #[cfg(target_arch = "x86_64")]
             Simd::Avx512 => {
-                Simd::Avx2.is_supported()
+                Simd::Avx2.detect_support()
                     && is_x86_feature_detected!("avx512f")
                     && is_x86_feature_detected!("avx512bw")
                     && is_x86_feature_detected!("avx512vl")

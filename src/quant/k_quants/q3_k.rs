@@ -169,7 +169,7 @@ mod x86 {
                 let mut sumi = _mm256_setzero_si256();
                 for (n, sc) in halves.iter().enumerate() {
                     let q = _mm256_loadu_si256(x.qs.as_ptr().add(32 * n).cast());
-                    for j in 0..4 {
+                    for (j, ctrl) in ctrl.iter().enumerate() {
                         let shift = _mm_cvtsi32_si128(2 * j as i32);
                         let low = _mm256_and_si256(_mm256_srl_epi16(q, shift), m3);
                         // Bit 4n+j of each hmask byte, as 0 or 1 per byte (16-bit shift, then
@@ -179,7 +179,7 @@ mod x86 {
                         let qu = _mm256_or_si256(low, _mm256_slli_epi16(high, 2));
                         let a = _mm256_loadu_si256(y.qs.as_ptr().add(128 * n + 32 * j).cast());
                         let p = _mm256_maddubs_epi16(qu, a);
-                        let p = _mm256_madd_epi16(p, _mm256_shuffle_epi8(*sc, ctrl[j]));
+                        let p = _mm256_madd_epi16(p, _mm256_shuffle_epi8(*sc, *ctrl));
                         sumi = _mm256_add_epi32(sumi, p);
                     }
                 }
