@@ -137,6 +137,7 @@ fn matmuls(c: &mut Criterion) {
                 cols,
                 data: &data,
                 packed: None,
+                lanes: None,
             };
             let mut g = c.benchmark_group(format!("matmul/{ty}/{rows}x{cols}"));
             g.throughput(Throughput::Bytes(data.len() as u64));

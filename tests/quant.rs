@@ -608,6 +608,7 @@ fn matmul_matches_naive_loop() {
             cols,
             data: &data,
             packed: None,
+            lanes: None,
         };
         for n_cols in [1, 3, 4, 9] {
             let x: Vec<f32> = (0..cols * n_cols).map(|i| lcg_f32(99, i) * 3.0).collect();

@@ -5,6 +5,7 @@ use super::config::{Arch, Config};
 use crate::gguf::{GgufFile, TensorInfo};
 use std::sync::Arc;
 
+use crate::quant::interleaved::PackedLanes;
 use crate::quant::repack::PackedQ4_0;
 use crate::quant::{GgmlType, QMatrix};
 use crate::{Error, Result};
@@ -20,6 +21,8 @@ pub struct Matrix {
     pub info: TensorInfo,
     /// A copy of the weights repacked for the AVX-512 kernels (Q4_0 on CPUs that have them).
     pub packed: Option<Arc<PackedQ4_0>>,
+    /// Q5_0/Q8_0 weights interleaved for the AVX-512 kernels (layer matrices only).
+    pub lanes: Option<Arc<PackedLanes>>,
 }
 
 impl Matrix {
@@ -31,6 +34,7 @@ impl Matrix {
             cols: self.cols,
             data: file.tensor_data(&self.info),
             packed: self.packed.as_deref(),
+            lanes: self.lanes.as_deref(),
         }
     }
 
@@ -118,6 +122,7 @@ impl Binder<'_> {
             cols,
             info: info.clone(),
             packed: None,
+            lanes: None,
         })
     }
 
@@ -229,9 +234,15 @@ impl Weights {
                     &mut l.w_down,
                 ]
             })
-            .chain([&mut self.token_embd])
-            .chain((!tied).then_some(&mut self.output))
-            .filter(|m| m.ty == GgmlType::Q4_0)
+            // Q5_0/Q8_0 interleaved too, but not the vocabulary matrices below: they are huge and
+            // only ever multiplied by one column (or looked up).
+            .filter(|m| matches!(m.ty, GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0))
+            .chain(
+                [&mut self.token_embd]
+                    .into_iter()
+                    .chain((!tied).then_some(&mut self.output))
+                    .filter(|m| m.ty == GgmlType::Q4_0),
+            )
             .collect();
         // Largest first, so that no thread is left with a big matrix at the end.
         todo.sort_by_key(|m| std::cmp::Reverse(m.info.size));
@@ -246,8 +257,12 @@ impl Weights {
             // A poisoned lock only means another packing thread panicked; the slot is intact.
             let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(m) = guard.take() {
-                m.packed =
-                    PackedQ4_0::pack(file.tensor_data(&m.info), m.rows, m.cols).map(Arc::new);
+                let data = file.tensor_data(&m.info);
+                if m.ty == GgmlType::Q4_0 {
+                    m.packed = PackedQ4_0::pack(data, m.rows, m.cols).map(Arc::new);
+                } else {
+                    m.lanes = PackedLanes::pack(m.ty, data, m.rows, m.cols).map(Arc::new);
+                }
             }
         };
         std::thread::scope(|scope| {

@@ -12,6 +12,7 @@
 
 use rayon::prelude::*;
 
+use super::interleaved::{self, LaneSums, PackedLanes};
 use super::repack::{self, ActivationSums, PackedQ4_0};
 use super::{
     float, k_quants, q4_0, q4_1, q5_0, q5_1, q8_0, quantize_activations, vec_dot, vec_dot_type,
@@ -28,6 +29,9 @@ pub struct QMatrix<'a> {
     pub data: &'a [u8],
     /// The same weights repacked for the AVX-512 kernel ([`repack`]), if the model made a copy.
     pub packed: Option<&'a PackedQ4_0>,
+    /// Q5_0/Q8_0 weights interleaved for the AVX-512 kernel ([`interleaved`]), if the model made
+    /// a copy.
+    pub lanes: Option<&'a PackedLanes>,
 }
 
 impl<'a> QMatrix<'a> {
@@ -39,6 +43,7 @@ impl<'a> QMatrix<'a> {
             cols,
             data,
             packed: None,
+            lanes: None,
         }
     }
 }
@@ -263,6 +268,7 @@ pub fn matmul(
             && simd == Simd::Avx512
             && n_cols >= WIDE_COLS
             && w.packed.is_none()
+            && w.lanes.is_none()
         {
             let block_bytes = act_ty.block_bytes();
             act_scales.clear();
@@ -307,6 +313,36 @@ pub fn matmul(
                 let g0 = ci * chunk;
                 let range = g0..(g0 + chunk).min(groups);
                 repack::matmul_groups(packed, range, bytes, stride, n_cols, &sums, store);
+            };
+            let n_chunks = groups.div_ceil(chunk);
+            if n_chunks == 1 {
+                task(0);
+            } else {
+                pool.install(|| (0..n_chunks).into_par_iter().for_each(task));
+            }
+            return Ok(());
+        }
+    }
+
+    // Q5_0/Q8_0 interleaved into row groups: the AVX-512 kernel over groups of 16 rows.
+    if let (Some(lanes), Simd::Avx512, Acts::Quantized { bytes, stride, .. }) =
+        (w.lanes, simd, acts)
+    {
+        if lanes.rows() == rows && lanes.cols() == cols && interleaved::avx512_vnni() {
+            let sums = LaneSums::compute(lanes.ty(), bytes, stride, n_cols);
+            let groups = lanes.groups();
+            let min_groups = if n_cols == 1 {
+                MIN_TASK_ROWS_GEN / interleaved::GROUP_ROWS
+            } else {
+                1
+            };
+            let chunk = groups
+                .div_ceil(n_threads * TASKS_PER_THREAD)
+                .max(min_groups);
+            let task = |ci: usize| {
+                let g0 = ci * chunk;
+                let range = g0..(g0 + chunk).min(groups);
+                interleaved::matmul_groups(lanes, range, bytes, stride, n_cols, &sums, store);
             };
             let n_chunks = groups.div_ceil(chunk);
             if n_chunks == 1 {
