@@ -171,6 +171,35 @@ impl GgufFile {
             .unwrap_or(&[])
     }
 
+    /// Drops this process's pages of a tensor's bytes (when the file is mapped): for weights the
+    /// model has copied into another layout, so that the file's copy does not stay resident too.
+    /// Reading the bytes again still works: the pages come back from the file.
+    pub fn release(&self, info: &TensorInfo) {
+        /// Pages are at least this big; a partial page at either end stays mapped (the
+        /// neighbouring tensor may still be in use).
+        const PAGE: usize = 4096;
+        #[cfg(unix)]
+        if let Storage::Mapped(map) = &self.storage {
+            let start = (self.data_start + info.offset as usize).next_multiple_of(PAGE);
+            let end = (self.data_start + (info.offset + info.size) as usize) / PAGE * PAGE;
+            if end > start {
+                // SAFETY: the map is private and read-only, so no page of it was ever written;
+                // MADV_DONTNEED only unmaps the pages, and any later read faults in the same
+                // bytes from the file (which, as for the map itself, must not change meanwhile).
+                // The range is inside the map (validated at parse).
+                let _ = unsafe {
+                    map.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        start,
+                        end - start,
+                    )
+                };
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = info;
+    }
+
     /// The value stored under `key`.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.index.get(key).map(|&i| &self.metadata[i].1)

@@ -262,6 +262,10 @@ impl Weights {
                     m.packed = PackedQ4_0::pack(data, m.rows, m.cols).map(Arc::new);
                 } else {
                     m.lanes = PackedLanes::pack(m.ty, data, m.rows, m.cols).map(Arc::new);
+                    // The copy serves prompts and generation alike on this CPU.
+                    if m.lanes.is_some() {
+                        file.release(&m.info);
+                    }
                 }
             }
         };

@@ -202,16 +202,20 @@ fn q5_mask_bytes(block: &[u8], l: usize) -> [u8; 8] {
 
 /// Interleaves 16 Q8_0 rows (whole blocks each) into `out` (see the module doc).
 fn pack_q8_0(rows: &[&[u8]], out: &mut [u8]) {
-    let rows: Vec<&[BlockQ8_0]> = rows.iter().map(|r| as_blocks::<BlockQ8_0>(r)).collect();
-    for (i, out) in out.chunks_exact_mut(Q8_GROUP_BLOCK).enumerate() {
-        let (scales, quants) = out.split_at_mut(SCALE_BYTES);
-        for (r, row) in rows.iter().enumerate() {
-            let block = &row[i];
-            scales[2 * r..2 * r + 2].copy_from_slice(&block.d);
+    for (r, row) in rows.iter().enumerate() {
+        for (block, out) in as_blocks::<BlockQ8_0>(row)
+            .iter()
+            .zip(out.chunks_exact_mut(Q8_GROUP_BLOCK))
+        {
+            // Fixed-size views: the compiler sees every index below in bounds (packing is a
+            // visible part of the load time).
+            let Ok(out) = <&mut [u8; Q8_GROUP_BLOCK]>::try_from(out) else {
+                continue;
+            };
+            out[2 * r..2 * r + 2].copy_from_slice(&block.d);
             for l in 0..LANES {
-                for j in 0..4 {
-                    quants[CHUNK * l + 4 * r + j] = block.qs[4 * l + j] as u8 ^ 0x80;
-                }
+                let q = [0, 1, 2, 3].map(|j| block.qs[4 * l + j] as u8 ^ 0x80);
+                out[SCALE_BYTES + CHUNK * l + 4 * r..][..4].copy_from_slice(&q);
             }
         }
     }
@@ -219,24 +223,26 @@ fn pack_q8_0(rows: &[&[u8]], out: &mut [u8]) {
 
 /// Interleaves 16 Q5_0 rows (whole blocks each) into `out` (see the module doc).
 fn pack_q5_0(rows: &[&[u8]], out: &mut [u8]) {
-    let rows: Vec<&[BlockQ5_0]> = rows.iter().map(|r| as_blocks::<BlockQ5_0>(r)).collect();
-    for (i, out) in out.chunks_exact_mut(Q5_GROUP_BLOCK).enumerate() {
-        let (scales, rest) = out.split_at_mut(SCALE_BYTES);
-        let (masks, nibbles) = rest.split_at_mut(8 * LANES);
-        let mut lane_masks = [0u64; LANES];
-        for (r, row) in rows.iter().enumerate() {
-            let block = &row[i];
-            scales[2 * r..2 * r + 2].copy_from_slice(&block.d);
+    for (r, row) in rows.iter().enumerate() {
+        for (block, out) in as_blocks::<BlockQ5_0>(row)
+            .iter()
+            .zip(out.chunks_exact_mut(Q5_GROUP_BLOCK))
+        {
+            // Fixed-size views, as in `pack_q8_0`.
+            let Ok(out) = <&mut [u8; Q5_GROUP_BLOCK]>::try_from(out) else {
+                continue;
+            };
+            out[2 * r..2 * r + 2].copy_from_slice(&block.d);
             let qh = u32::from_le_bytes(block.qh);
-            for (l, mask) in lane_masks.iter_mut().enumerate() {
-                *mask |= u64::from((qh >> (4 * l)) & 0xF) << (4 * r);
+            for l in 0..LANES {
+                // Row `r`'s four bits of mask `l` are bits 4r..4r + 4: nibble `r % 2` of the
+                // mask's byte `r / 2` (the copy starts zeroed).
+                let byte = &mut out[SCALE_BYTES + 8 * l + r / 2];
+                *byte |= (((qh >> (4 * l)) & 0xF) as u8) << (4 * (r % 2));
             }
             for l in 0..LANES / 2 {
-                nibbles[CHUNK * l + 4 * r..][..4].copy_from_slice(&block.qs[4 * l..][..4]);
+                out[Q5_NIBBLES + CHUNK * l + 4 * r..][..4].copy_from_slice(&block.qs[4 * l..][..4]);
             }
-        }
-        for (l, mask) in lane_masks.iter().enumerate() {
-            masks[8 * l..8 * l + 8].copy_from_slice(&mask.to_le_bytes());
         }
     }
 }
