@@ -197,3 +197,56 @@ fn rejects_shapes_outside_the_layout() {
     assert!(PackedLanes::pack(GgmlType::Q4_0, &data[..16 * 2 * 18], 16, 64).is_none());
     assert!(PackedLanes::pack(GgmlType::Q5_0, &data[..16 * 2 * block], 16, 64).is_some());
 }
+
+/// The matmul with the interleaved copy attached gives the same bits as without it (the
+/// file-layout kernels, which `tests/quant.rs` holds to the scalar twins), through the task
+/// splitting, for one column (generation) and several (prompts).
+#[test]
+fn matmul_with_the_copy_matches_the_file_layout() {
+    use llmrt::quant::{matmul, QMatrix, Simd};
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    let (rows, cols) = (80, 256);
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for ty in [GgmlType::Q5_0, GgmlType::Q8_0] {
+        let n_blocks = rows * cols / QK;
+        let mut data = Vec::with_capacity(n_blocks * ty.block_bytes());
+        for _ in 0..n_blocks {
+            let d = f16::from_f32(0.001 + (next() % 1000) as f32 * 5e-5);
+            data.extend(d.to_le_bytes());
+            data.extend((2..ty.block_bytes()).map(|_| next() as u8));
+        }
+        let packed = PackedLanes::pack(ty, &data, rows, cols).expect("whole groups");
+        let plain = QMatrix::new(ty, rows, cols, &data);
+        let with_copy = QMatrix {
+            lanes: Some(&packed),
+            ..plain
+        };
+        for n_cols in [1, 2, 3, 4, 7, 9, 16] {
+            let x: Vec<f32> = (0..cols * n_cols)
+                .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
+                .collect();
+            let run = |w: &QMatrix<'_>| {
+                let mut out = vec![0.0; rows * n_cols];
+                let mut scratch = Vec::new();
+                matmul(&pool, w, &x, n_cols, &mut out, &mut scratch, Simd::Avx512).unwrap();
+                out
+            };
+            let (want, got) = (run(&plain), run(&with_copy));
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    same_bits(*a, *b),
+                    "{ty} {n_cols} columns, output {i}: {a} vs {b}"
+                );
+            }
+        }
+    }
+}

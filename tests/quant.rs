@@ -659,6 +659,7 @@ fn matmul_reuses_scratch_and_rejects_bad_shapes() {
         cols,
         data: &data,
         packed: None,
+        lanes: None,
     };
     let x: Vec<f32> = (0..cols * n_cols).map(|i| lcg_f32(3, i)).collect();
     let mut out = vec![0.0; rows * n_cols];
