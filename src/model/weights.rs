@@ -213,8 +213,10 @@ impl Weights {
 
 impl Weights {
     /// Repacks the Q4_0 matrices into row groups when this CPU has the kernel for them (llama.cpp
-    /// repacks Q4_0 too); sessions forced to another SIMD level read the file's bytes. Up to
-    /// `n_threads` threads share the work (it is most of the load time of a Q4_0 model).
+    /// repacks Q4_0 too), and the layers' Q5_0/Q8_0 matrices into interleaved groups (whose
+    /// file pages are then dropped from memory); sessions forced to another SIMD level read the
+    /// file's bytes. Up to `n_threads` threads share the work (it is most of the load time of a
+    /// Q4_0 model).
     pub fn repack(&mut self, file: &GgufFile, n_threads: usize) {
         if !crate::quant::repack::avx512_vnni() {
             return;

@@ -328,7 +328,11 @@ pub fn matmul(
     if let (Some(lanes), Simd::Avx512, Acts::Quantized { bytes, stride, .. }) =
         (w.lanes, simd, acts)
     {
-        if lanes.rows() == rows && lanes.cols() == cols && interleaved::avx512_vnni() {
+        if lanes.ty() == w.ty
+            && lanes.rows() == rows
+            && lanes.cols() == cols
+            && interleaved::avx512_vnni()
+        {
             let sums = LaneSums::compute(lanes.ty(), bytes, stride, n_cols);
             let groups = lanes.groups();
             let min_groups = if n_cols == 1 {
