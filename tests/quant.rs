@@ -610,6 +610,7 @@ fn matmul_matches_naive_loop() {
             packed: None,
             packed_q4k: None,
             packed_q6k: None,
+            lanes: None,
         };
         for n_cols in [1, 3, 4, 9] {
             let x: Vec<f32> = (0..cols * n_cols).map(|i| lcg_f32(99, i) * 3.0).collect();
@@ -662,6 +663,7 @@ fn matmul_reuses_scratch_and_rejects_bad_shapes() {
         packed: None,
         packed_q4k: None,
         packed_q6k: None,
+        lanes: None,
     };
     let x: Vec<f32> = (0..cols * n_cols).map(|i| lcg_f32(3, i)).collect();
     let mut out = vec![0.0; rows * n_cols];

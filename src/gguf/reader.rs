@@ -171,31 +171,33 @@ impl GgufFile {
             .unwrap_or(&[])
     }
 
-    /// Tells the kernel that this process no longer needs the tensor's bytes resident (the
-    /// model keeps a repacked copy): the whole pages inside the tensor leave the resident set,
-    /// so the file's copy and the repacked copy are not both counted. Reading the bytes later
-    /// still works; the pages come back from the page cache. Best effort: nothing happens for
-    /// an owned buffer or if the system declines.
-    pub fn release_tensor_pages(&self, info: &TensorInfo) {
-        /// Smallest page size of the systems we run on; on larger pages the advice lands on
-        /// unaligned addresses and is refused, which is harmless.
+    /// Drops this process's pages of a tensor's bytes (when the file is mapped): for weights the
+    /// model has copied into another layout, so that the file's copy does not stay resident too.
+    /// Reading the bytes again still works: the pages come back from the file.
+    pub fn release(&self, info: &TensorInfo) {
+        /// Pages are at least this big; a partial page at either end stays mapped (the
+        /// neighbouring tensor may still be in use).
         const PAGE: usize = 4096;
-        let Storage::Mapped(map) = &self.storage else {
-            return;
-        };
-        let start = self.data_start + info.offset as usize;
-        let end = start + info.size as usize;
-        // Only pages wholly inside the tensor: its neighbours stay as they are.
-        let (first, last) = (start.next_multiple_of(PAGE), end - end % PAGE);
-        if last > first && last <= map.len() {
-            // SAFETY: the map is a private, read-only mapping of a file: MADV_DONTNEED only drops
-            // this process's page-table entries for the range, and the next read faults the same
-            // file bytes back in (no private copies exist, as nothing writes through the map), so
-            // every existing reference into the map keeps seeing the same contents.
-            let _ = unsafe {
-                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, first, last - first)
-            };
+        #[cfg(unix)]
+        if let Storage::Mapped(map) = &self.storage {
+            let start = (self.data_start + info.offset as usize).next_multiple_of(PAGE);
+            let end = (self.data_start + (info.offset + info.size) as usize) / PAGE * PAGE;
+            if end > start {
+                // SAFETY: the map is private and read-only, so no page of it was ever written;
+                // MADV_DONTNEED only unmaps the pages, and any later read faults in the same
+                // bytes from the file (which, as for the map itself, must not change meanwhile).
+                // The range is inside the map (validated at parse).
+                let _ = unsafe {
+                    map.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        start,
+                        end - start,
+                    )
+                };
+            }
         }
+        #[cfg(not(unix))]
+        let _ = info;
     }
 
     /// The value stored under `key`.

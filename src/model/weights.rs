@@ -5,6 +5,7 @@ use super::config::{Arch, Config};
 use crate::gguf::{GgufFile, TensorInfo};
 use std::sync::Arc;
 
+use crate::quant::interleaved::PackedLanes;
 use crate::quant::repack::PackedQ4_0;
 use crate::quant::repack_q4k::PackedQ4K;
 use crate::quant::repack_q6k::PackedQ6K;
@@ -26,6 +27,8 @@ pub struct Matrix {
     pub packed_q4k: Option<Arc<PackedQ4K>>,
     /// The same for Q6_K matrices.
     pub packed_q6k: Option<Arc<PackedQ6K>>,
+    /// Q5_0/Q8_0 weights interleaved for the AVX-512 kernels (layer matrices only).
+    pub lanes: Option<Arc<PackedLanes>>,
 }
 
 impl Matrix {
@@ -39,6 +42,7 @@ impl Matrix {
             packed: self.packed.as_deref(),
             packed_q4k: self.packed_q4k.as_deref(),
             packed_q6k: self.packed_q6k.as_deref(),
+            lanes: self.lanes.as_deref(),
         }
     }
 
@@ -128,6 +132,7 @@ impl Binder<'_> {
             packed: None,
             packed_q4k: None,
             packed_q6k: None,
+            lanes: None,
         })
     }
 
@@ -217,9 +222,11 @@ impl Weights {
 }
 
 impl Weights {
-    /// Repacks the Q4_0, Q4_K and Q6_K matrices into row groups when this CPU has the kernels
-    /// for them (llama.cpp repacks Q4_0 and Q4_K too); sessions forced to another SIMD level read the file's bytes. Up to
-    /// `n_threads` threads share the work (it is most of the load time of a Q4_0 model).
+    /// Repacks the Q4_0, Q4_K and Q6_K matrices into row groups, and the layers' Q5_0/Q8_0
+    /// matrices into interleaved groups, when this CPU has the kernels for them (llama.cpp
+    /// repacks Q4_0 and Q4_K too). The copies serve prompts and generation alike, so the file's
+    /// pages of each packed matrix are dropped from memory; sessions forced to another SIMD level
+    /// read (and fault back) the file's bytes. Up to `n_threads` threads share the work.
     pub fn repack(&mut self, file: &GgufFile, n_threads: usize) {
         if !crate::quant::repack::avx512_vnni() {
             return;
@@ -239,10 +246,13 @@ impl Weights {
                     &mut l.w_down,
                 ]
             })
-            .filter(|m| matches!(m.ty, GgmlType::Q4_0 | GgmlType::Q4_K | GgmlType::Q6_K))
-            // The vocabulary matrices only as Q4_0: a prompt multiplies the output by one column
-            // (its last token), and a copy of a large K-quant vocabulary would add to the
-            // resident memory for little.
+            // Not the vocabulary matrices in K-quants, Q5_0 or Q8_0 (below): a prompt multiplies
+            // the output by one column (its last token), and a copy of a large vocabulary would
+            // add to the load time and resident memory for little.
+            .filter(|m| {
+                use GgmlType::*;
+                matches!(m.ty, Q4_0 | Q4_K | Q6_K | Q5_0 | Q8_0)
+            })
             .chain(
                 std::iter::once(&mut self.token_embd)
                     .chain((!tied).then_some(&mut self.output))
@@ -264,18 +274,25 @@ impl Weights {
             if let Some(m) = guard.take() {
                 let data = file.tensor_data(&m.info);
                 match m.ty {
+                    GgmlType::Q4_0 => {
+                        m.packed = PackedQ4_0::pack(data, m.rows, m.cols).map(Arc::new);
+                    }
                     GgmlType::Q4_K => {
                         m.packed_q4k = PackedQ4K::pack(data, m.rows, m.cols).map(Arc::new);
                     }
                     GgmlType::Q6_K => {
                         m.packed_q6k = PackedQ6K::pack(data, m.rows, m.cols).map(Arc::new);
                     }
-                    _ => m.packed = PackedQ4_0::pack(data, m.rows, m.cols).map(Arc::new),
+                    _ => m.lanes = PackedLanes::pack(m.ty, data, m.rows, m.cols).map(Arc::new),
                 }
                 // The AVX-512 sessions read only the copy (a session forced to another level
                 // faults the file's pages back in): do not count both in the resident set.
-                if m.packed.is_some() || m.packed_q4k.is_some() || m.packed_q6k.is_some() {
-                    file.release_tensor_pages(&m.info);
+                let packed = m.packed.is_some()
+                    || m.packed_q4k.is_some()
+                    || m.packed_q6k.is_some()
+                    || m.lanes.is_some();
+                if packed {
+                    file.release(&m.info);
                 }
             }
         };

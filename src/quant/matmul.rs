@@ -12,6 +12,7 @@
 
 use rayon::prelude::*;
 
+use super::interleaved::{self, LaneSums, PackedLanes};
 use super::repack::{self, ActivationSums, PackedQ4_0};
 use super::repack_q4k::{self, ActivationSumsK, PackedQ4K};
 use super::repack_q6k::{self, PackedQ6K};
@@ -34,6 +35,9 @@ pub struct QMatrix<'a> {
     pub packed_q4k: Option<&'a PackedQ4K>,
     /// The same for Q6_K ([`repack_q6k`]).
     pub packed_q6k: Option<&'a PackedQ6K>,
+    /// Q5_0/Q8_0 weights interleaved for the AVX-512 kernel ([`interleaved`]), if the model made
+    /// a copy.
+    pub lanes: Option<&'a PackedLanes>,
 }
 
 impl<'a> QMatrix<'a> {
@@ -47,6 +51,7 @@ impl<'a> QMatrix<'a> {
             packed: None,
             packed_q4k: None,
             packed_q6k: None,
+            lanes: None,
         }
     }
 }
@@ -271,6 +276,7 @@ pub fn matmul(
             && simd == Simd::Avx512
             && n_cols >= WIDE_COLS
             && w.packed.is_none()
+            && w.lanes.is_none()
         {
             let block_bytes = act_ty.block_bytes();
             act_scales.clear();
@@ -319,6 +325,40 @@ pub fn matmul(
                 let g0 = ci * chunk;
                 let range = g0..(g0 + chunk).min(groups);
                 repack::matmul_groups(packed, range, bytes, stride, n_cols, &sums, store);
+            };
+            let n_chunks = groups.div_ceil(chunk);
+            if n_chunks == 1 {
+                task(0);
+            } else {
+                pool.install(|| (0..n_chunks).into_par_iter().for_each(task));
+            }
+            return Ok(());
+        }
+    }
+
+    // Q5_0/Q8_0 interleaved into row groups: the AVX-512 kernel over groups of 16 rows.
+    if let (Some(lanes), Simd::Avx512, Acts::Quantized { bytes, stride, .. }) =
+        (w.lanes, simd, acts)
+    {
+        if lanes.ty() == w.ty
+            && lanes.rows() == rows
+            && lanes.cols() == cols
+            && interleaved::avx512_vnni()
+        {
+            let sums = LaneSums::compute(lanes.ty(), bytes, stride, n_cols);
+            let groups = lanes.groups();
+            let min_groups = if n_cols == 1 {
+                MIN_TASK_ROWS_GEN / interleaved::GROUP_ROWS
+            } else {
+                1
+            };
+            let chunk = groups
+                .div_ceil(n_threads * TASKS_PER_THREAD)
+                .max(min_groups);
+            let task = |ci: usize| {
+                let g0 = ci * chunk;
+                let range = g0..(g0 + chunk).min(groups);
+                interleaved::matmul_groups(lanes, range, bytes, stride, n_cols, &sums, store);
             };
             let n_chunks = groups.div_ceil(chunk);
             if n_chunks == 1 {

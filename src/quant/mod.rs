@@ -20,6 +20,7 @@
 //! run it. aarch64 uses the scalar twins for now.
 
 pub mod float;
+pub mod interleaved;
 pub mod iq4;
 pub mod k_quants;
 pub mod matmul;
