@@ -72,8 +72,7 @@ pub struct PackedLanes {
     ty: GgmlType,
     rows: usize,
     cols: usize,
-    /// Anonymous memory rather than a `Vec`: it arrives zeroed by the kernel (no memset of the
-    /// whole copy at load) and can be backed by huge pages (fewer TLB misses while streaming).
+    /// Anonymous memory from [`super::repack::packed_buffer`], as for the other packed types.
     bytes: memmap2::MmapMut,
 }
 
@@ -105,10 +104,7 @@ impl PackedLanes {
         if rows.checked_mul(row_bytes) != Some(data.len()) {
             return None;
         }
-        let mut bytes = memmap2::MmapMut::map_anon(data.len()).ok()?;
-        // Only a hint: without huge pages the copy works the same.
-        #[cfg(target_os = "linux")]
-        let _ = bytes.advise(memmap2::Advice::HugePage);
+        let mut bytes = super::repack::packed_buffer(data.len())?;
         let group_bytes = GROUP_ROWS * row_bytes;
         for (group, out) in data
             .chunks_exact(group_bytes)

@@ -42,8 +42,7 @@ pub const TILED_MIN_COLS: usize = 8;
 pub struct PackedQ6K {
     rows: usize,
     cols: usize,
-    /// Anonymous memory, as for [`super::repack::PackedQ4_0`]: zeroed by the kernel, huge pages
-    /// hinted.
+    /// Anonymous memory from [`super::repack::packed_buffer`], as for the other packed types.
     bytes: memmap2::MmapMut,
 }
 
@@ -71,10 +70,7 @@ impl PackedQ6K {
             return None;
         }
         let mut bytes =
-            memmap2::MmapMut::map_anon(rows / GROUP_ROWS * n_blocks * GROUP_BLOCK_BYTES).ok()?;
-        // Only a hint: without huge pages the copy works the same.
-        #[cfg(target_os = "linux")]
-        let _ = bytes.advise(memmap2::Advice::HugePage);
+            super::repack::packed_buffer(rows / GROUP_ROWS * n_blocks * GROUP_BLOCK_BYTES)?;
         for (group, out) in data
             .chunks_exact(GROUP_ROWS * row_bytes)
             .zip(bytes.chunks_exact_mut(n_blocks * GROUP_BLOCK_BYTES))
