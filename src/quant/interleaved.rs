@@ -256,28 +256,43 @@ pub struct LaneSums {
 
 impl LaneSums {
     /// Computes the sums of `n_cols` columns of Q8_0 activations (`stride` bytes each) in `acts`
-    /// for weights of type `ty` (Q5_0 or Q8_0: the offset differs).
+    /// for weights of type `ty` (Q5_0 or Q8_0: the offset differs), the columns shared among the
+    /// threads of the current rayon pool (a serial step here would hold back every thread).
     pub fn compute(ty: GgmlType, acts: &[u8], stride: usize, n_cols: usize) -> LaneSums {
+        use rayon::prelude::*;
         let n_blocks = stride / size_of::<BlockQ8_0>();
         let offset = offset(ty);
         let mut sums = LaneSums {
-            scales: Vec::with_capacity(n_cols * n_blocks),
-            starts: Vec::with_capacity(n_cols * n_blocks),
+            scales: vec![0.0; n_cols * n_blocks],
+            starts: vec![[0; 8]; n_cols * n_blocks],
             n_blocks,
             ty: Some(ty),
         };
-        for col in acts.chunks_exact(stride).take(n_cols) {
-            for b in as_blocks::<BlockQ8_0>(col) {
-                sums.scales.push(b.d().to_f32());
-                sums.starts.push(std::array::from_fn(|l| {
-                    -offset
-                        * b.qs[4 * l..4 * l + 4]
-                            .iter()
-                            .map(|&q| i32::from(q))
-                            .sum::<i32>()
-                }));
-            }
+        if n_blocks == 0 {
+            return sums;
         }
+        let columns = acts
+            .par_chunks_exact(stride)
+            .take(n_cols)
+            .zip(sums.scales.par_chunks_exact_mut(n_blocks))
+            .zip(sums.starts.par_chunks_exact_mut(n_blocks));
+        // Small batches in one piece: a task per column would cost more than the sums.
+        columns
+            .with_min_len(32)
+            .for_each(|((col, scales), starts)| {
+                for ((b, scale), start) in
+                    as_blocks::<BlockQ8_0>(col).iter().zip(scales).zip(starts)
+                {
+                    *scale = b.d().to_f32();
+                    *start = std::array::from_fn(|l| {
+                        -offset
+                            * b.qs[4 * l..4 * l + 4]
+                                .iter()
+                                .map(|&q| i32::from(q))
+                                .sum::<i32>()
+                    });
+                }
+            });
         sums
     }
 }

@@ -345,7 +345,11 @@ pub fn matmul(
             && lanes.cols() == cols
             && interleaved::avx512_vnni()
         {
-            let sums = LaneSums::compute(lanes.ty(), bytes, stride, n_cols);
+            let sums = if n_cols == 1 {
+                LaneSums::compute(lanes.ty(), bytes, stride, n_cols)
+            } else {
+                pool.install(|| LaneSums::compute(lanes.ty(), bytes, stride, n_cols))
+            };
             let groups = lanes.groups();
             let min_groups = if n_cols == 1 {
                 MIN_TASK_ROWS_GEN / interleaved::GROUP_ROWS
