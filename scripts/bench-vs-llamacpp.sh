@@ -50,6 +50,8 @@ echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)  (the machine is shared: fi
 printf '%-40s %2s | %8s %8s %6s | %8s %8s %6s | %7s %7s | %6s %6s\n' model t "pp$pp" "tg$tg" load \
   "ll-pp" "ll-tg" ll-ld "pp x" "tg x" rss rss-ll
 for model in "$@"; do
+  # Both programs map the file: read it once first, so that neither pays for a cold page cache.
+  cat "$model" >/dev/null
   for t in $threads; do
     ours=(); theirs=()
     for ((a = 0; a < alts; a++)); do
