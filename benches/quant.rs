@@ -137,9 +137,6 @@ fn matmuls(c: &mut Criterion) {
                 cols,
                 data: &data,
                 packed: None,
-                packed_q4k: None,
-                packed_q6k: None,
-                lanes: None,
             };
             let mut g = c.benchmark_group(format!("matmul/{ty}/{rows}x{cols}"));
             g.throughput(Throughput::Bytes(data.len() as u64));

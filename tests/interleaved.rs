@@ -203,6 +203,7 @@ fn rejects_shapes_outside_the_layout() {
 /// splitting, for one column (generation) and several (prompts).
 #[test]
 fn matmul_with_the_copy_matches_the_file_layout() {
+    use llmrt::quant::repack::PackedCopy;
     use llmrt::quant::{matmul, QMatrix, Simd};
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(2)
@@ -224,10 +225,11 @@ fn matmul_with_the_copy_matches_the_file_layout() {
             data.extend(d.to_le_bytes());
             data.extend((2..ty.block_bytes()).map(|_| next() as u8));
         }
-        let packed = PackedLanes::pack(ty, &data, rows, cols).expect("whole groups");
+        let packed =
+            PackedCopy::Lanes(PackedLanes::pack(ty, &data, rows, cols).expect("whole groups"));
         let plain = QMatrix::new(ty, rows, cols, &data);
         let with_copy = QMatrix {
-            lanes: Some(&packed),
+            packed: Some(&packed),
             ..plain
         };
         for n_cols in [1, 2, 3, 4, 7, 9, 16] {

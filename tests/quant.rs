@@ -608,9 +608,6 @@ fn matmul_matches_naive_loop() {
             cols,
             data: &data,
             packed: None,
-            packed_q4k: None,
-            packed_q6k: None,
-            lanes: None,
         };
         for n_cols in [1, 3, 4, 9] {
             let x: Vec<f32> = (0..cols * n_cols).map(|i| lcg_f32(99, i) * 3.0).collect();
@@ -661,9 +658,6 @@ fn matmul_reuses_scratch_and_rejects_bad_shapes() {
         cols,
         data: &data,
         packed: None,
-        packed_q4k: None,
-        packed_q6k: None,
-        lanes: None,
     };
     let x: Vec<f32> = (0..cols * n_cols).map(|i| lcg_f32(3, i)).collect();
     let mut out = vec![0.0; rows * n_cols];

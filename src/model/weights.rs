@@ -5,10 +5,7 @@ use super::config::{Arch, Config};
 use crate::gguf::{GgufFile, TensorInfo};
 use std::sync::Arc;
 
-use crate::quant::interleaved::PackedLanes;
-use crate::quant::repack::PackedQ4_0;
-use crate::quant::repack_q4k::PackedQ4K;
-use crate::quant::repack_q6k::PackedQ6K;
+use crate::quant::repack::PackedCopy;
 use crate::quant::{GgmlType, QMatrix};
 use crate::{Error, Result};
 
@@ -21,14 +18,9 @@ pub struct Matrix {
     pub cols: usize,
     /// Where the bytes are in the file.
     pub info: TensorInfo,
-    /// A copy of the weights repacked for the AVX-512 kernels (Q4_0 on CPUs that have them).
-    pub packed: Option<Arc<PackedQ4_0>>,
-    /// The same for Q4_K matrices.
-    pub packed_q4k: Option<Arc<PackedQ4K>>,
-    /// The same for Q6_K matrices.
-    pub packed_q6k: Option<Arc<PackedQ6K>>,
-    /// Q5_0/Q8_0 weights interleaved for the AVX-512 kernels (layer matrices only).
-    pub lanes: Option<Arc<PackedLanes>>,
+    /// A copy of the weights repacked for the AVX-512 kernels, on CPUs that have them
+    /// ([`Weights::repack`]).
+    pub packed: Option<Arc<PackedCopy>>,
 }
 
 impl Matrix {
@@ -40,9 +32,6 @@ impl Matrix {
             cols: self.cols,
             data: file.tensor_data(&self.info),
             packed: self.packed.as_deref(),
-            packed_q4k: self.packed_q4k.as_deref(),
-            packed_q6k: self.packed_q6k.as_deref(),
-            lanes: self.lanes.as_deref(),
         }
     }
 
@@ -130,9 +119,6 @@ impl Binder<'_> {
             cols,
             info: info.clone(),
             packed: None,
-            packed_q4k: None,
-            packed_q6k: None,
-            lanes: None,
         })
     }
 
@@ -273,25 +259,10 @@ impl Weights {
             let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(m) = guard.take() {
                 let data = file.tensor_data(&m.info);
-                match m.ty {
-                    GgmlType::Q4_0 => {
-                        m.packed = PackedQ4_0::pack(data, m.rows, m.cols).map(Arc::new);
-                    }
-                    GgmlType::Q4_K => {
-                        m.packed_q4k = PackedQ4K::pack(data, m.rows, m.cols).map(Arc::new);
-                    }
-                    GgmlType::Q6_K => {
-                        m.packed_q6k = PackedQ6K::pack(data, m.rows, m.cols).map(Arc::new);
-                    }
-                    _ => m.lanes = PackedLanes::pack(m.ty, data, m.rows, m.cols).map(Arc::new),
-                }
+                m.packed = PackedCopy::pack(m.ty, data, m.rows, m.cols).map(Arc::new);
                 // The AVX-512 sessions read only the copy (a session forced to another level
                 // faults the file's pages back in): do not count both in the resident set.
-                let packed = m.packed.is_some()
-                    || m.packed_q4k.is_some()
-                    || m.packed_q6k.is_some()
-                    || m.lanes.is_some();
-                if packed {
+                if m.packed.is_some() {
                     file.release(&m.info);
                 }
             }
@@ -304,8 +275,6 @@ impl Weights {
         });
         if tied {
             self.output.packed = self.token_embd.packed.clone();
-            self.output.packed_q4k = self.token_embd.packed_q4k.clone();
-            self.output.packed_q6k = self.token_embd.packed_q6k.clone();
         }
     }
 }

@@ -12,10 +12,10 @@
 
 use rayon::prelude::*;
 
-use super::interleaved::{self, LaneSums, PackedLanes};
-use super::repack::{self, ActivationSums, PackedQ4_0};
-use super::repack_q4k::{self, ActivationSumsK, PackedQ4K};
-use super::repack_q6k::{self, PackedQ6K};
+use super::interleaved::{self, LaneSums};
+use super::repack::{self, ActivationSums, PackedCopy};
+use super::repack_q4k::{self, ActivationSumsK};
+use super::repack_q6k;
 use super::{
     float, k_quants, q4_0, q4_1, q5_0, q5_1, q8_0, quantize_activations, vec_dot, vec_dot_type,
     GgmlType, Simd,
@@ -29,15 +29,9 @@ pub struct QMatrix<'a> {
     pub rows: usize,
     pub cols: usize,
     pub data: &'a [u8],
-    /// The same weights repacked for the AVX-512 kernel ([`repack`]), if the model made a copy.
-    pub packed: Option<&'a PackedQ4_0>,
-    /// The same weights repacked for the AVX-512 Q4_K kernel ([`repack_q4k`]), if made.
-    pub packed_q4k: Option<&'a PackedQ4K>,
-    /// The same for Q6_K ([`repack_q6k`]).
-    pub packed_q6k: Option<&'a PackedQ6K>,
-    /// Q5_0/Q8_0 weights interleaved for the AVX-512 kernel ([`interleaved`]), if the model made
-    /// a copy.
-    pub lanes: Option<&'a PackedLanes>,
+    /// The same weights repacked for the AVX-512 kernels ([`PackedCopy`]), if the model made a
+    /// copy.
+    pub packed: Option<&'a PackedCopy>,
 }
 
 impl<'a> QMatrix<'a> {
@@ -49,9 +43,6 @@ impl<'a> QMatrix<'a> {
             cols,
             data,
             packed: None,
-            packed_q4k: None,
-            packed_q6k: None,
-            lanes: None,
         }
     }
 }
@@ -276,7 +267,6 @@ pub fn matmul(
             && simd == Simd::Avx512
             && n_cols >= WIDE_COLS
             && w.packed.is_none()
-            && w.lanes.is_none()
         {
             let block_bytes = act_ty.block_bytes();
             act_scales.clear();
@@ -302,145 +292,51 @@ pub fn matmul(
         unsafe { out_ptr.write(c * rows + r, v) };
     };
 
-    // Q4_0 repacked into row groups: the AVX-512 kernel over groups of 16 rows.
+    // Weights repacked into groups of 16 rows: the AVX-512 kernels, each with the activation
+    // sums its type needs, computed once per matmul (by the pool's threads for a batch).
     if let (Some(packed), Simd::Avx512, Acts::Quantized { bytes, stride, .. }) =
         (w.packed, simd, acts)
     {
-        if packed.rows() == rows && packed.cols() == cols && repack::avx512_vnni() {
-            let sums = if n_cols == 1 {
-                ActivationSums::compute(bytes, stride, n_cols)
-            } else {
-                pool.install(|| ActivationSums::compute(bytes, stride, n_cols))
+        if packed.ty() == w.ty && packed.shape() == (rows, cols) && repack::avx512_vnni() {
+            let run = |groups: usize, task: &(dyn Fn(std::ops::Range<usize>) + Sync)| {
+                run_groups(pool, groups, n_cols, n_threads, task)
             };
-            let groups = packed.groups();
-            let min_groups = if n_cols == 1 {
-                MIN_TASK_ROWS_GEN / repack::GROUP_ROWS
-            } else {
-                1
-            };
-            let chunk = groups
-                .div_ceil(n_threads * TASKS_PER_THREAD)
-                .max(min_groups);
-            let task = |ci: usize| {
-                let g0 = ci * chunk;
-                let range = g0..(g0 + chunk).min(groups);
-                repack::matmul_groups(packed, range, bytes, stride, n_cols, &sums, store);
-            };
-            let n_chunks = groups.div_ceil(chunk);
-            if n_chunks == 1 {
-                task(0);
-            } else {
-                pool.install(|| (0..n_chunks).into_par_iter().for_each(task));
-            }
-            return Ok(());
-        }
-    }
-
-    // Q5_0/Q8_0 interleaved into row groups: the AVX-512 kernel over groups of 16 rows.
-    if let (Some(lanes), Simd::Avx512, Acts::Quantized { bytes, stride, .. }) =
-        (w.lanes, simd, acts)
-    {
-        if lanes.ty() == w.ty
-            && lanes.rows() == rows
-            && lanes.cols() == cols
-            && interleaved::avx512_vnni()
-        {
-            let sums = if n_cols == 1 {
-                LaneSums::compute(lanes.ty(), bytes, stride, n_cols)
-            } else {
-                pool.install(|| LaneSums::compute(lanes.ty(), bytes, stride, n_cols))
-            };
-            let groups = lanes.groups();
-            let min_groups = if n_cols == 1 {
-                MIN_TASK_ROWS_GEN / interleaved::GROUP_ROWS
-            } else {
-                1
-            };
-            let chunk = groups
-                .div_ceil(n_threads * TASKS_PER_THREAD)
-                .max(min_groups);
-            let task = |ci: usize| {
-                let g0 = ci * chunk;
-                let range = g0..(g0 + chunk).min(groups);
-                interleaved::matmul_groups(lanes, range, bytes, stride, n_cols, &sums, store);
-            };
-            let n_chunks = groups.div_ceil(chunk);
-            if n_chunks == 1 {
-                task(0);
-            } else {
-                pool.install(|| (0..n_chunks).into_par_iter().for_each(task));
-            }
-            return Ok(());
-        }
-    }
-
-    // Q4_K repacked into row groups: the AVX-512 kernel over groups of 16 rows, columns in whole
-    // groups of four with the four-column arithmetic, as `RowKernel::KRepacked`.
-    if let (Some(packed), Simd::Avx512, Acts::Quantized { bytes, stride, .. }) =
-        (w.packed_q4k, simd, acts)
-    {
-        if w.ty == GgmlType::Q4_K
-            && packed.rows() == rows
-            && packed.cols() == cols
-            && repack::avx512_vnni()
-        {
-            let sums = ActivationSumsK::compute(bytes, stride, n_cols);
-            let chunked = n_cols - n_cols % 4;
-            let groups = packed.groups();
-            let min_groups = if n_cols == 1 {
-                MIN_TASK_ROWS_GEN / repack::GROUP_ROWS
-            } else {
-                1
-            };
-            let chunk = groups
-                .div_ceil(n_threads * TASKS_PER_THREAD)
-                .max(min_groups);
-            let task = |ci: usize| {
-                let g0 = ci * chunk;
-                let range = g0..(g0 + chunk).min(groups);
-                repack_q4k::matmul_groups(
-                    packed, range, bytes, stride, n_cols, chunked, &sums, store,
-                );
-            };
-            let n_chunks = groups.div_ceil(chunk);
-            if n_chunks == 1 {
-                task(0);
-            } else {
-                pool.install(|| (0..n_chunks).into_par_iter().for_each(task));
-            }
-            return Ok(());
-        }
-    }
-
-    // Q6_K repacked into row groups: the AVX-512 kernel over groups of 16 rows, in the tiled
-    // arithmetic from `TILED_MIN_COLS` columns on (as `RowKernel::KTiled`), else one-column's.
-    if let (Some(packed), Simd::Avx512, Acts::Quantized { bytes, stride, .. }) =
-        (w.packed_q6k, simd, acts)
-    {
-        if w.ty == GgmlType::Q6_K
-            && packed.rows() == rows
-            && packed.cols() == cols
-            && repack::avx512_vnni()
-        {
-            let groups = packed.groups();
-            let min_groups = if n_cols == 1 {
-                MIN_TASK_ROWS_GEN / repack::GROUP_ROWS
-            } else {
-                1
-            };
-            let chunk = groups
-                .div_ceil(n_threads * TASKS_PER_THREAD)
-                .max(min_groups);
-            let task = |ci: usize| {
-                let g0 = ci * chunk;
-                let range = g0..(g0 + chunk).min(groups);
-                repack_q6k::matmul_groups(packed, range, bytes, stride, n_cols, store);
-            };
-            let n_chunks = groups.div_ceil(chunk);
-            if n_chunks == 1 {
-                task(0);
-            } else {
-                pool.install(|| (0..n_chunks).into_par_iter().for_each(task));
+            match packed {
+                PackedCopy::Q4_0(p) => {
+                    let sums = if n_cols == 1 {
+                        ActivationSums::compute(bytes, stride, n_cols)
+                    } else {
+                        pool.install(|| ActivationSums::compute(bytes, stride, n_cols))
+                    };
+                    run(p.groups(), &|range| {
+                        repack::matmul_groups(p, range, bytes, stride, n_cols, &sums, store);
+                    });
+                }
+                PackedCopy::Lanes(p) => {
+                    let sums = if n_cols == 1 {
+                        LaneSums::compute(p.ty(), bytes, stride, n_cols)
+                    } else {
+                        pool.install(|| LaneSums::compute(p.ty(), bytes, stride, n_cols))
+                    };
+                    run(p.groups(), &|range| {
+                        interleaved::matmul_groups(p, range, bytes, stride, n_cols, &sums, store);
+                    });
+                }
+                // Columns in whole groups of four take the four-column arithmetic, as
+                // `RowKernel::KRepacked`.
+                PackedCopy::Q4K(p) => {
+                    let sums = ActivationSumsK::compute(bytes, stride, n_cols);
+                    let chunked = n_cols - n_cols % 4;
+                    run(p.groups(), &|range| {
+                        repack_q4k::matmul_groups(
+                            p, range, bytes, stride, n_cols, chunked, &sums, store,
+                        );
+                    });
+                }
+                // The tiled arithmetic from `TILED_MIN_COLS` columns on, as `RowKernel::KTiled`.
+                PackedCopy::Q6K(p) => run(p.groups(), &|range| {
+                    repack_q6k::matmul_groups(p, range, bytes, stride, n_cols, store);
+                }),
             }
             return Ok(());
         }
@@ -477,6 +373,33 @@ pub fn matmul(
         pool.install(|| (0..n_chunks).into_par_iter().for_each(task));
     }
     Ok(())
+}
+
+/// Runs `task` over `groups` row groups of a packed matrix, split into chunks for the pool's
+/// threads (one-column calls in chunks large enough to outweigh a task's cost).
+fn run_groups(
+    pool: &rayon::ThreadPool,
+    groups: usize,
+    n_cols: usize,
+    n_threads: usize,
+    task: &(dyn Fn(std::ops::Range<usize>) + Sync),
+) {
+    let min_groups = if n_cols == 1 {
+        MIN_TASK_ROWS_GEN / repack::GROUP_ROWS
+    } else {
+        1
+    };
+    let chunk = groups
+        .div_ceil(n_threads * TASKS_PER_THREAD)
+        .max(min_groups)
+        .max(1);
+    let n_chunks = groups.div_ceil(chunk);
+    let run = |ci: usize| task(ci * chunk..((ci + 1) * chunk).min(groups));
+    if n_chunks == 1 {
+        run(0);
+    } else {
+        pool.install(|| (0..n_chunks).into_par_iter().for_each(run));
+    }
 }
 
 /// Computes rows `rows` of the product for every column, handing each value to `store`.

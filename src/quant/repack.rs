@@ -52,6 +52,60 @@ pub(crate) fn packed_buffer(len: usize) -> Option<memmap2::MmapMut> {
     Some(bytes)
 }
 
+/// A matrix's weights repacked for the AVX-512 VNNI kernels, in the form its type takes.
+#[derive(Debug)]
+pub enum PackedCopy {
+    /// Q4_0, this module's layout.
+    Q4_0(PackedQ4_0),
+    /// Q4_K ([`super::repack_q4k`]).
+    Q4K(super::repack_q4k::PackedQ4K),
+    /// Q6_K ([`super::repack_q6k`]).
+    Q6K(super::repack_q6k::PackedQ6K),
+    /// Q5_0 and Q8_0, interleaved with llama.cpp's lanes ([`super::interleaved`]).
+    Lanes(super::interleaved::PackedLanes),
+}
+
+impl PackedCopy {
+    /// Repacks `rows` rows of `cols` weights of type `ty` (`data`, row-major in whole blocks);
+    /// `None` for the other types and for shapes outside the layouts (rows not a multiple of 16,
+    /// partial blocks).
+    pub fn pack(ty: GgmlType, data: &[u8], rows: usize, cols: usize) -> Option<PackedCopy> {
+        Some(match ty {
+            GgmlType::Q4_0 => PackedCopy::Q4_0(PackedQ4_0::pack(data, rows, cols)?),
+            GgmlType::Q4_K => {
+                PackedCopy::Q4K(super::repack_q4k::PackedQ4K::pack(data, rows, cols)?)
+            }
+            GgmlType::Q6_K => {
+                PackedCopy::Q6K(super::repack_q6k::PackedQ6K::pack(data, rows, cols)?)
+            }
+            GgmlType::Q5_0 | GgmlType::Q8_0 => {
+                PackedCopy::Lanes(super::interleaved::PackedLanes::pack(ty, data, rows, cols)?)
+            }
+            _ => return None,
+        })
+    }
+
+    /// The weight type packed.
+    pub fn ty(&self) -> GgmlType {
+        match self {
+            PackedCopy::Q4_0(_) => GgmlType::Q4_0,
+            PackedCopy::Q4K(_) => GgmlType::Q4_K,
+            PackedCopy::Q6K(_) => GgmlType::Q6_K,
+            PackedCopy::Lanes(p) => p.ty(),
+        }
+    }
+
+    /// `(rows, elements per row)` of the matrix.
+    pub fn shape(&self) -> (usize, usize) {
+        match self {
+            PackedCopy::Q4_0(p) => (p.rows(), p.cols()),
+            PackedCopy::Q4K(p) => (p.rows(), p.cols()),
+            PackedCopy::Q6K(p) => (p.rows(), p.cols()),
+            PackedCopy::Lanes(p) => (p.rows(), p.cols()),
+        }
+    }
+}
+
 /// A Q4_0 matrix whose row count is a multiple of [`GROUP_ROWS`], repacked into row groups.
 pub struct PackedQ4_0 {
     rows: usize,
