@@ -474,7 +474,7 @@ pub fn avx512_vnni() -> bool {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(crate) mod x86 {
     use std::arch::x86_64::*;
 
     use super::{
@@ -601,16 +601,24 @@ mod x86 {
                 }
             }
         }
+        reduce_lanes(&acc)
+    }
+
+    /// Each column's eight lane accumulators (lane `l` of 16 rows in `acc[c][l]`) reduced in
+    /// [`crate::quant::hsum8`]'s order on whole registers: every row's eight lanes at once.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub(crate) fn reduce_lanes<const NC: usize>(
+        acc: &[[__m512; 8]; NC],
+    ) -> [[f32; GROUP_ROWS]; NC] {
         let mut out = [[0.0f32; GROUP_ROWS]; NC];
-        for c in 0..NC {
-            let a = &acc[c];
-            // `hsum8`'s order, on whole registers: every row's eight lanes at once.
+        for (out, a) in out.iter_mut().zip(acc) {
             let sum = _mm512_add_ps(
                 _mm512_add_ps(_mm512_add_ps(a[0], a[4]), _mm512_add_ps(a[2], a[6])),
                 _mm512_add_ps(_mm512_add_ps(a[1], a[5]), _mm512_add_ps(a[3], a[7])),
             );
-            // SAFETY: `out[c]` holds 16 f32.
-            unsafe { _mm512_storeu_ps(out[c].as_mut_ptr(), sum) };
+            // SAFETY: `out` holds 16 f32.
+            unsafe { _mm512_storeu_ps(out.as_mut_ptr(), sum) };
         }
         out
     }

@@ -343,17 +343,6 @@ mod x86 {
                 }
             }
         }
-        let mut out = [[0.0f32; GROUP_ROWS]; NC];
-        for c in 0..NC {
-            let a = &acc[c];
-            // hsum8's order, on whole registers: all 16 rows at once.
-            let sum = _mm512_add_ps(
-                _mm512_add_ps(_mm512_add_ps(a[0], a[4]), _mm512_add_ps(a[2], a[6])),
-                _mm512_add_ps(_mm512_add_ps(a[1], a[5]), _mm512_add_ps(a[3], a[7])),
-            );
-            // SAFETY: `out[c]` holds 16 f32.
-            unsafe { _mm512_storeu_ps(out[c].as_mut_ptr(), sum) };
-        }
-        out
+        crate::quant::interleaved::x86::reduce_lanes(&acc)
     }
 }
