@@ -63,15 +63,10 @@ impl Model {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        // The two largest parts of the load side by side: the tokenizer's build is serial
-        // (vocabulary and merges), the repacking shares its matrices among `n_threads` threads.
-        let tokenizer = std::thread::scope(|scope| {
-            let tokenizer = scope.spawn(|| Tokenizer::from_gguf(&file));
-            weights.repack(&file, n_threads);
-            tokenizer
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })?;
+        weights.repack(&file, n_threads);
+        // After the repack rather than beside it: on two threads they slowed each other down
+        // (memory and page-table contention) about as much as the overlap saved.
+        let tokenizer = Tokenizer::from_gguf(&file)?;
         let factors = weights.rope_freqs.as_deref();
         let frequencies = |r: config::Rope| {
             ops::RopeFrequencies::new(r.freq_base, r.freq_scale, config.rope_dims, factors)
