@@ -467,11 +467,8 @@ pub fn matmul_groups_scalar(
     }
 }
 
-/// Whether this CPU runs the interleaved kernel: exactly the features of the AVX-512 level
-/// (F, BW, VL, VNNI, with AVX2, FMA and F16C).
-pub fn avx512_vnni() -> bool {
-    super::Simd::Avx512.is_supported()
-}
+/// Whether this CPU runs the interleaved kernel: the same check as the other packed kernels'.
+pub use super::repack::avx512_vnni;
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86 {
