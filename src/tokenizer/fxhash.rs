@@ -3,8 +3,7 @@
 //! a 150k–260k vocab, and these keys come from the model file, not from an adversary choosing
 //! collisions at run time.
 
-use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::Hasher;
 
 const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
 
@@ -62,7 +61,3 @@ impl Hasher for FxHasher {
         self.hash
     }
 }
-
-pub(crate) type FxBuild = BuildHasherDefault<FxHasher>;
-pub(crate) type FxHashMap<K, V> = HashMap<K, V, FxBuild>;
-pub(crate) type FxHashSet<K> = HashSet<K, FxBuild>;

@@ -18,8 +18,10 @@
 
 mod bpe;
 mod fxhash;
+mod merge;
 mod pretokenize;
 mod spm;
+mod table;
 mod vocab;
 
 use std::collections::HashMap;
@@ -55,12 +57,7 @@ impl Tokenizer {
     pub fn from_gguf(file: &GgufFile) -> Result<Tokenizer> {
         let vocab = Vocab::from_gguf(file)?;
         let bpe = match &vocab.kind {
-            ModelKind::Bpe(pre) => Some(bpe::BpeModel::new(
-                file,
-                &vocab.texts,
-                &vocab.text_to_id,
-                pre,
-            )?),
+            ModelKind::Bpe(pre) => Some(bpe::BpeModel::new(file, pre)?),
             ModelKind::Spm => None,
         };
         Ok(Tokenizer {
@@ -97,7 +94,7 @@ impl Tokenizer {
                             }
                             piece.push_str(&text[start..end]);
                             let escaped = piece.replace(' ', "\u{2581}");
-                            spm::encode(&escaped, &v.text_to_id, &v.scores, &mut out)?;
+                            spm::encode(&escaped, &v.texts, &v.scores, &mut out)?;
                             prev_special = false;
                         }
                         Fragment::Token(id) => {
@@ -113,7 +110,9 @@ impl Tokenizer {
                 };
                 for f in fragments {
                     match f {
-                        Fragment::Text { start, end } => bpe.encode(&text[start..end], &mut out)?,
+                        Fragment::Text { start, end } => {
+                            bpe.encode(&text[start..end], &v.texts, &mut out)?
+                        }
                         Fragment::Token(id) => out.push(id),
                     }
                 }
@@ -145,7 +144,10 @@ impl Tokenizer {
             if !parse_special && a & (attr::CONTROL | attr::UNKNOWN) != 0 {
                 continue;
             }
-            let needle = v.texts[id as usize].as_str();
+            let needle = v.texts.get(id).unwrap_or_default();
+            if needle.is_empty() {
+                continue;
+            }
             // Cheap pre-check: most special tokens occur nowhere in the input.
             if !text.contains(needle) {
                 continue;
@@ -217,7 +219,7 @@ impl Tokenizer {
     /// The bytes of one token; control and unknown tokens are empty unless `special`.
     fn piece(&self, id: u32, special: bool) -> Vec<u8> {
         let v = &self.vocab;
-        let Some(text) = v.texts.get(id as usize) else {
+        let Some(text) = v.texts.get(id) else {
             return Vec::new();
         };
         let a = v.attrs[id as usize];
@@ -270,12 +272,12 @@ impl Tokenizer {
     /// The vocab entry as stored in the GGUF (byte-level characters for `gpt2` vocabs, `▁` for
     /// spaces in `llama` vocabs), e.g. for a chat template's `bos_token`.
     pub fn token_text(&self, id: u32) -> Option<&str> {
-        self.vocab.texts.get(id as usize).map(String::as_str)
+        self.vocab.texts.get(id)
     }
 
     /// The id of the token whose stored text is exactly `text`.
     pub fn token_id(&self, text: &str) -> Option<u32> {
-        self.vocab.text_to_id.get(text).copied()
+        self.vocab.texts.find(text)
     }
 
     /// Number of tokens in the vocab.

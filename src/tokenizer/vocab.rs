@@ -5,8 +5,8 @@
 use crate::gguf::GgufFile;
 use crate::{Error, Result};
 
-use super::fxhash::FxHashMap;
 use super::pretokenize::PreTokenizer;
+use super::table::StrTable;
 
 /// Token attribute bits, numbered as llama.h's `llama_token_attr`.
 pub(crate) mod attr {
@@ -96,11 +96,11 @@ const FIM_SEP_TEXTS: &[&str] = &["<|file_sep|>"];
 /// Everything `Tokenizer` needs besides the BPE model itself.
 pub(crate) struct Vocab {
     pub kind: ModelKind,
-    /// Token texts as stored (an empty entry becomes `[EMPTY_<id>]`, as llama.cpp renames it).
-    pub texts: Vec<String>,
+    /// Token texts as stored (an empty entry becomes `[EMPTY_<id>]`, as llama.cpp renames it),
+    /// by id and by text.
+    pub texts: StrTable,
     pub scores: Vec<f32>,
     pub attrs: Vec<u32>,
-    pub text_to_id: FxHashMap<String, u32>,
     pub bos: Option<u32>,
     pub eos: Option<u32>,
     pub unk: Option<u32>,
@@ -204,20 +204,21 @@ impl Vocab {
             None => vec![attr::NORMAL; n],
         };
 
-        let mut texts = Vec::with_capacity(n);
-        let mut text_to_id = FxHashMap::with_capacity_and_hasher(n, Default::default());
+        let bytes = tokens.iter().map(|t| t.len()).sum();
+        let mut texts = StrTable::with_capacity(n, bytes);
         for (id, &t) in tokens.iter().enumerate() {
+            let renamed;
             let text = if t.is_empty() {
-                format!("[EMPTY_{id}]")
+                renamed = format!("[EMPTY_{id}]");
+                renamed.as_str()
             } else {
-                t.to_string()
+                t
             };
-            if let Some(prev) = text_to_id.insert(text.clone(), id as u32) {
+            if let Some(prev) = texts.push(text) {
                 return Err(Error::Tokenizer(format!(
                     "duplicate token in vocabulary: {text:?} has ids {prev} and {id}"
                 )));
             }
-            texts.push(text);
         }
 
         // Special ids from metadata; an id outside the vocab keeps the default, and a default
@@ -263,9 +264,9 @@ impl Vocab {
             if slot.is_some() {
                 return;
             }
-            if let Some(id) = names.iter().filter_map(|t| text_to_id.get(*t)).min() {
-                *slot = Some(*id);
-                attrs[*id as usize] |= attr::CONTROL;
+            if let Some(id) = names.iter().filter_map(|t| texts.find(t)).min() {
+                *slot = Some(id);
+                attrs[id as usize] |= attr::CONTROL;
             }
         };
         detect(&mut eot, EOT_TEXTS, &mut attrs);
@@ -275,20 +276,20 @@ impl Vocab {
         detect(&mut fim_sep, FIM_SEP_TEXTS, &mut attrs);
 
         // Control tokens named "unused…" are unused.
-        for (a, t) in attrs.iter_mut().zip(&texts) {
+        for (a, t) in attrs.iter_mut().zip(texts.iter()) {
             if *a & attr::CONTROL != 0 && t.contains("unused") {
                 *a |= attr::UNUSED;
             }
         }
 
         let mut eog: Vec<u32> = [fim_pad, fim_rep, fim_sep].into_iter().flatten().collect();
-        for &id in EOG_TEXTS.iter().filter_map(|t| text_to_id.get(*t)) {
+        for id in EOG_TEXTS.iter().filter_map(|t| texts.find(t)) {
             eog.push(id);
             attrs[id as usize] |= attr::CONTROL;
         }
         // gpt-oss: these structural tokens are always rendered.
         for t in ["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"] {
-            if let Some(&id) = text_to_id.get(t) {
+            if let Some(id) = texts.find(t) {
                 attrs[id as usize] = attr::USER_DEFINED;
             }
         }
@@ -296,7 +297,7 @@ impl Vocab {
         eog.sort_unstable();
         eog.dedup();
 
-        let text_of = |id: u32| texts[id as usize].as_str();
+        let text_of = |id: u32| texts.get(id).unwrap_or_default();
         // Harmony-style vocabs end a message with <|end|> but a generation with <|return|> or
         // <|call|>; there <|end|> is not an end of generation.
         let has = |eog: &[u32], s: &str| eog.iter().any(|&i| text_of(i) == s);
@@ -322,7 +323,7 @@ impl Vocab {
             })
             .collect();
         // Longest first; ties by id so the order is deterministic (llama.cpp's sort is unstable).
-        special_order.sort_by_key(|&id| std::cmp::Reverse(texts[id as usize].len()));
+        special_order.sort_by_key(|&id| std::cmp::Reverse(text_of(id).len()));
 
         // Per-model strip attributes that the GGUF does not carry (llama.cpp sets them by name).
         let model_name = file
@@ -332,7 +333,7 @@ impl Vocab {
         let arch = file.opt_str("general.architecture")?.unwrap_or("");
         let pre_name = pre.unwrap_or("");
         let set = |attrs: &mut Vec<u32>, text: &str, bit: u32, on: bool| {
-            if let Some(&id) = text_to_id.get(text) {
+            if let Some(id) = texts.find(text) {
                 if on {
                     attrs[id as usize] |= bit;
                 } else {
@@ -365,7 +366,6 @@ impl Vocab {
             texts,
             scores,
             attrs,
-            text_to_id,
             bos,
             eos,
             unk,
