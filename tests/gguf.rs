@@ -310,6 +310,40 @@ fn string_not_utf8() {
     assert_invalid(bytes, &["general.name", "UTF-8"]);
 }
 
+/// Arrays of strings are validated at open although they are read in place later.
+#[test]
+fn string_array_element_not_utf8_or_truncated() {
+    let bytes = Raw::header(3, 0, 1)
+        .kv("tokenizer.ggml.tokens", ValueType::Array as u32)
+        .u32(ValueType::String as u32)
+        .u64(2)
+        .u64(1)
+        .bytes(b"a")
+        .u64(2)
+        .bytes(&[0xC3, 0x28])
+        .build();
+    assert_invalid(
+        bytes,
+        &["element 1 of the value of `tokenizer.ggml.tokens`", "UTF-8"],
+    );
+    let bytes = Raw::header(3, 0, 1)
+        .kv("tokenizer.ggml.tokens", ValueType::Array as u32)
+        .u32(ValueType::String as u32)
+        .u64(2)
+        .u64(1)
+        .bytes(b"a")
+        .u64(5)
+        .bytes(b"ab")
+        .build();
+    assert_invalid(
+        bytes,
+        &[
+            "element 1 of the value of `tokenizer.ggml.tokens`",
+            "bytes needed",
+        ],
+    );
+}
+
 #[test]
 fn empty_key() {
     let bytes = Raw::header(3, 0, 2).kv_u32("a", 1).kv_u32("", 1).build();
@@ -802,12 +836,22 @@ mod properties {
             let kv: Vec<(String, Value)> = kv.into_iter().collect();
             let f = GgufFile::from_bytes(build(&kv, &tensors, alignment)).unwrap();
             prop_assert_eq!(f.alignment(), u64::from(alignment.unwrap_or(32)));
-            let read: Vec<&(String, Value)> =
-                f.metadata().iter().filter(|(k, _)| k != "general.alignment").collect();
+            let read: Vec<(&str, &Value)> =
+                f.metadata().iter().filter(|(k, _)| *k != "general.alignment").collect();
             prop_assert_eq!(read.len(), kv.len());
             for ((k, v), (rk, rv)) in kv.iter().zip(read) {
                 prop_assert_eq!(k, rk);
                 prop_assert!(same(v, rv), "{} : {:?} read back as {:?}", k, v, rv);
+                // Arrays of strings are read in place by `get_str_array`, and built as values
+                // by `get`: both must agree with what was written.
+                if let Value::Array(ValueType::String, items) = v {
+                    let strs = f.get_str_array(k).unwrap();
+                    prop_assert_eq!(strs.len(), items.len());
+                    prop_assert_eq!(f.array_len(k).unwrap(), items.len());
+                    for (s, item) in strs.iter().zip(items) {
+                        prop_assert_eq!(Some(*s), item.as_str());
+                    }
+                }
             }
             prop_assert_eq!(f.tensors().len(), tensors.len());
             for (t, info) in tensors.iter().zip(f.tensors()) {

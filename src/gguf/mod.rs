@@ -26,7 +26,7 @@ mod reader;
 mod value;
 pub mod writer;
 
-pub use reader::{GgufFile, TensorInfo};
+pub use reader::{GgufFile, Metadata, MetadataIter, TensorInfo};
 pub use value::{Value, ValueType};
 pub use writer::GgufWriter;
 

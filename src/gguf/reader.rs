@@ -5,6 +5,7 @@ use std::fmt;
 use std::fs::File;
 use std::ops::Deref;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use memmap2::Mmap;
 
@@ -59,12 +60,27 @@ impl Deref for Storage {
     }
 }
 
+/// A metadata value as the parser keeps it.
+enum StoredValue {
+    Parsed(Value),
+    /// A top-level array of strings, validated at parse but left in the file's bytes: the
+    /// vocabulary and merge lists hold hundreds of thousands of strings, which the tokenizer reads
+    /// in place ([`GgufFile::get_str_array`]). One `Value` per string (a 32-byte enum and an
+    /// allocation each) is built only if the array is asked for as a [`Value`].
+    Strings {
+        /// Offset of the first element's length in the file.
+        start: usize,
+        count: usize,
+        value: OnceLock<Value>,
+    },
+}
+
 /// A validated GGUF file: its metadata, its tensor table, and its bytes, from which tensor data
 /// is borrowed.
 pub struct GgufFile {
     storage: Storage,
     version: u32,
-    metadata: Vec<(String, Value)>,
+    metadata: Vec<(String, StoredValue)>,
     index: HashMap<String, usize>,
     tensors: Vec<TensorInfo>,
     tensor_index: HashMap<String, usize>,
@@ -148,8 +164,37 @@ impl GgufFile {
     }
 
     /// Every metadata entry in file order.
-    pub fn metadata(&self) -> &[(String, Value)] {
-        &self.metadata
+    pub fn metadata(&self) -> Metadata<'_> {
+        Metadata { file: self }
+    }
+
+    /// The value as a [`Value`], built on first use for arrays of strings.
+    fn resolve<'a>(&'a self, stored: &'a StoredValue) -> &'a Value {
+        match stored {
+            StoredValue::Parsed(v) => v,
+            StoredValue::Strings {
+                start,
+                count,
+                value,
+            } => value.get_or_init(|| {
+                let items = self
+                    .strings(*start, *count)
+                    .map(|s| Value::String(s.to_string()))
+                    .collect();
+                Value::Array(ValueType::String, items)
+            }),
+        }
+    }
+
+    /// The `count` strings of an array whose first element's length is at `start`. The parser
+    /// validated every one of them, and the bytes do not change, so this yields all `count`.
+    fn strings(&self, start: usize, count: usize) -> impl Iterator<Item = &str> + '_ {
+        let mut cur = Cursor {
+            bytes: &self.storage,
+            pos: start,
+            array_elements_left: 0,
+        };
+        (0..count).map_while(move |_| cur.str(&"string").ok())
     }
 
     /// The tensor table in file order.
@@ -202,6 +247,10 @@ impl GgufFile {
 
     /// The value stored under `key`.
     pub fn get(&self, key: &str) -> Option<&Value> {
+        self.stored(key).map(|v| self.resolve(v))
+    }
+
+    fn stored(&self, key: &str) -> Option<&StoredValue> {
         self.index.get(key).map(|&i| &self.metadata[i].1)
     }
 
@@ -284,8 +333,19 @@ impl GgufFile {
             .ok_or_else(|| Self::wrong_type(key, "array", v))
     }
 
+    /// The number of elements of the array under `key` (without building the elements).
+    pub fn array_len(&self, key: &str) -> Result<usize> {
+        match self.stored(key) {
+            Some(StoredValue::Strings { count, .. }) => Ok(*count),
+            _ => self.get_array(key).map(<[Value]>::len),
+        }
+    }
+
     /// The array of strings under `key`.
     pub fn get_str_array(&self, key: &str) -> Result<Vec<&str>> {
+        if let Some(StoredValue::Strings { start, count, .. }) = self.stored(key) {
+            return Ok(self.strings(*start, *count).collect());
+        }
         let v = self.require(key)?;
         v.as_array()
             .and_then(|items| items.iter().map(Value::as_str).collect::<Option<Vec<_>>>())
@@ -327,9 +387,68 @@ impl GgufFile {
 }
 
 /// Everything before the data section.
+/// The metadata entries of a [`GgufFile`], in file order.
+#[derive(Clone, Copy)]
+pub struct Metadata<'a> {
+    file: &'a GgufFile,
+}
+
+impl<'a> Metadata<'a> {
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.file.metadata.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.file.metadata.is_empty()
+    }
+
+    /// Entry `i`: its key and value.
+    pub fn get(&self, i: usize) -> Option<(&'a str, &'a Value)> {
+        let (key, stored) = self.file.metadata.get(i)?;
+        Some((key.as_str(), self.file.resolve(stored)))
+    }
+
+    /// The entries in file order.
+    pub fn iter(&self) -> MetadataIter<'a> {
+        MetadataIter {
+            file: self.file,
+            entries: self.file.metadata.iter(),
+        }
+    }
+}
+
+impl<'a> IntoIterator for Metadata<'a> {
+    type Item = (&'a str, &'a Value);
+    type IntoIter = MetadataIter<'a>;
+    fn into_iter(self) -> MetadataIter<'a> {
+        self.iter()
+    }
+}
+
+/// The metadata entries of a [`GgufFile`] as (key, value), in file order.
+pub struct MetadataIter<'a> {
+    file: &'a GgufFile,
+    entries: std::slice::Iter<'a, (String, StoredValue)>,
+}
+
+impl<'a> Iterator for MetadataIter<'a> {
+    type Item = (&'a str, &'a Value);
+    fn next(&mut self) -> Option<Self::Item> {
+        let (key, stored) = self.entries.next()?;
+        Some((key.as_str(), self.file.resolve(stored)))
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.entries.size_hint()
+    }
+}
+
+impl ExactSizeIterator for MetadataIter<'_> {}
+
 struct Header {
     version: u32,
-    metadata: Vec<(String, Value)>,
+    metadata: Vec<(String, StoredValue)>,
     index: HashMap<String, usize>,
     tensors: Vec<TensorInfo>,
     alignment: u64,
@@ -398,7 +517,7 @@ impl Header {
             let tag = cur.u32(&format_args!("value type of `{key}`"))?;
             let ty = ValueType::from_u32(tag)
                 .ok_or_else(|| invalid(format!("metadata `{key}` has unknown value type {tag}")))?;
-            let value = cur.value(ty, &key, 0)?;
+            let value = cur.top_level_value(ty, &key)?;
             if index.insert(key.clone(), metadata.len()).is_some() {
                 return Err(invalid(format!("duplicate metadata key `{key}`")));
             }
@@ -407,17 +526,24 @@ impl Header {
 
         let alignment = match index.get("general.alignment").map(|&i| &metadata[i].1) {
             None => DEFAULT_ALIGNMENT,
-            Some(Value::U32(a)) if *a != 0 && a.is_power_of_two() => u64::from(*a),
-            Some(Value::U32(a)) => {
+            Some(StoredValue::Parsed(Value::U32(a))) if *a != 0 && a.is_power_of_two() => {
+                u64::from(*a)
+            }
+            Some(StoredValue::Parsed(Value::U32(a))) => {
                 return Err(invalid(format!(
                     "general.alignment {a} is not a non-zero power of two"
                 )))
             }
-            Some(v) => {
+            Some(StoredValue::Parsed(v)) => {
                 return Err(invalid(format!(
                     "general.alignment has type {}, expected u32",
                     v.type_description()
                 )))
+            }
+            Some(StoredValue::Strings { .. }) => {
+                return Err(invalid(
+                    "general.alignment has type array of string, expected u32",
+                ))
             }
         };
 
@@ -547,9 +673,67 @@ impl<'a> Cursor<'a> {
     }
 
     fn string(&mut self, what: &dyn fmt::Display) -> Result<String> {
+        self.str(what).map(str::to_string)
+    }
+
+    /// A string, borrowed from the file.
+    fn str(&mut self, what: &dyn fmt::Display) -> Result<&'a str> {
         let len = self.u64(what)?;
         let bytes = self.take(len, what)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| invalid(format!("{what} is not valid UTF-8")))
+        std::str::from_utf8(bytes).map_err(|_| invalid(format!("{what} is not valid UTF-8")))
+    }
+
+    /// A metadata entry's value: arrays of strings are validated and left in place, anything
+    /// else is parsed.
+    fn top_level_value(&mut self, ty: ValueType, key: &str) -> Result<StoredValue> {
+        if ty == ValueType::Array {
+            let what = ValueOf(key);
+            let header_at = self.pos;
+            let (elem, count) = self.array_header(&what)?;
+            if elem == ValueType::String {
+                let start = self.pos;
+                for i in 0..count {
+                    self.str(&format_args!("element {i} of the {what}"))?;
+                }
+                return Ok(StoredValue::Strings {
+                    start,
+                    // At most MAX_ARRAY_ELEMENTS (checked by `array_header`).
+                    count: count as usize,
+                    value: OnceLock::new(),
+                });
+            }
+            // Any other array: parsed from its header again, with its elements' budget back.
+            self.pos = header_at;
+            self.array_elements_left += count;
+        }
+        self.value(ty, key, 0).map(StoredValue::Parsed)
+    }
+
+    /// An array's element type and length, checked against the bytes that remain and the
+    /// elements the metadata may still hold (which the array's elements are charged to).
+    fn array_header(&mut self, what: &dyn fmt::Display) -> Result<(ValueType, u64)> {
+        let tag = self.u32(what)?;
+        let elem = ValueType::from_u32(tag)
+            .ok_or_else(|| invalid(format!("{what}: array of unknown value type {tag}")))?;
+        let len = self.u64(what)?;
+        let fits = len
+            .checked_mul(elem.min_encoded_size())
+            .is_some_and(|n| n <= self.remaining() as u64);
+        if !fits {
+            return Err(invalid(format!(
+                "{what}: array of {len} {} elements cannot fit in the {} bytes that remain",
+                elem.name(),
+                self.remaining()
+            )));
+        }
+        // Each element becomes a 32-byte Value, whatever its size in the file.
+        if len > self.array_elements_left {
+            return Err(invalid(format!(
+                "{what}: metadata arrays hold more than {MAX_ARRAY_ELEMENTS} elements in total"
+            )));
+        }
+        self.array_elements_left -= len;
+        Ok((elem, len))
     }
 
     fn value(&mut self, ty: ValueType, key: &str, depth: usize) -> Result<Value> {
@@ -577,27 +761,7 @@ impl<'a> Cursor<'a> {
                         "{what}: arrays nested more than {MAX_ARRAY_DEPTH} deep"
                     )));
                 }
-                let tag = self.u32(&what)?;
-                let elem = ValueType::from_u32(tag)
-                    .ok_or_else(|| invalid(format!("{what}: array of unknown value type {tag}")))?;
-                let len = self.u64(&what)?;
-                let fits = len
-                    .checked_mul(elem.min_encoded_size())
-                    .is_some_and(|n| n <= self.remaining() as u64);
-                if !fits {
-                    return Err(invalid(format!(
-                        "{what}: array of {len} {} elements cannot fit in the {} bytes that remain",
-                        elem.name(),
-                        self.remaining()
-                    )));
-                }
-                // Each element becomes a 32-byte Value, whatever its size in the file.
-                if len > self.array_elements_left {
-                    return Err(invalid(format!(
-                        "{what}: metadata arrays hold more than {MAX_ARRAY_ELEMENTS} elements in total"
-                    )));
-                }
-                self.array_elements_left -= len;
+                let (elem, len) = self.array_header(&what)?;
                 let mut items = Vec::with_capacity(initial_capacity(len));
                 for _ in 0..len {
                     items.push(self.value(elem, key, depth + 1)?);

@@ -142,7 +142,7 @@ impl Config {
         let rope_dims = opt("rope.dimension_count")?.unwrap_or(head_dim);
         let n_vocab = match opt("vocab_size")? {
             Some(n) => n,
-            None => file.get_array("tokenizer.ggml.tokens")?.len(),
+            None => file.array_len("tokenizer.ggml.tokens")?,
         };
         let freq_base = file.opt_f32(&key("rope.freq_base"))?.unwrap_or(10_000.0);
         let freq_scale = match file.opt_str(&key("rope.scaling.type"))? {

@@ -91,7 +91,7 @@ pub fn run(args: Args) -> Result<()> {
 
     let mut writer = GgufWriter::new();
     for (key, value) in input.metadata() {
-        writer.set(key.clone(), value.clone());
+        writer.set(key, value.clone());
     }
     writer.set("general.file_type", Value::U32(args.ty.file_type()));
 
