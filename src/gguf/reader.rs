@@ -63,12 +63,15 @@ impl Deref for Storage {
 /// A metadata value as the parser keeps it.
 enum StoredValue {
     Parsed(Value),
-    /// A top-level array of strings, validated at parse but left in the file's bytes: the
-    /// vocabulary and merge lists hold hundreds of thousands of strings, which the tokenizer reads
-    /// in place ([`GgufFile::get_str_array`]). One `Value` per string (a 32-byte enum and an
-    /// allocation each) is built only if the array is asked for as a [`Value`].
-    Strings {
-        /// Offset of the first element's length in the file.
+    /// A top-level array of strings or scalars, validated at parse but left in the file's
+    /// bytes: the vocabulary, merge, score and token-type lists hold hundreds of thousands of
+    /// elements, which the tokenizer reads in place ([`GgufFile::get_str_array`],
+    /// [`GgufFile::get_f32_array`], [`GgufFile::get_i64_array`]). One `Value` per element (a
+    /// 32-byte enum, and an allocation per string) is built only if the array is asked for as a
+    /// [`Value`].
+    InPlace {
+        elem: ValueType,
+        /// Offset of the first element in the file.
         start: usize,
         count: usize,
         value: OnceLock<Value>,
@@ -172,29 +175,71 @@ impl GgufFile {
     fn resolve<'a>(&'a self, stored: &'a StoredValue) -> &'a Value {
         match stored {
             StoredValue::Parsed(v) => v,
-            StoredValue::Strings {
+            StoredValue::InPlace {
+                elem,
                 start,
                 count,
                 value,
             } => value.get_or_init(|| {
-                let items = self
-                    .strings(*start, *count)
-                    .map(|s| Value::String(s.to_string()))
-                    .collect();
-                Value::Array(ValueType::String, items)
+                Value::Array(*elem, self.elements(*elem, *start, *count).collect())
             }),
         }
     }
 
-    /// The `count` strings of an array whose first element's length is at `start`. The parser
-    /// validated every one of them, and the bytes do not change, so this yields all `count`.
-    fn strings(&self, start: usize, count: usize) -> impl Iterator<Item = &str> + '_ {
-        let mut cur = Cursor {
+    /// A cursor at `start`, for reading an in-place array.
+    fn cursor_at(&self, start: usize) -> Cursor<'_> {
+        Cursor {
             bytes: &self.storage,
             pos: start,
             array_elements_left: 0,
-        };
-        (0..count).map_while(move |_| cur.str(&"string").ok())
+        }
+    }
+
+    /// The `count` strings of an in-place array. The parser validated every one of them and the
+    /// bytes do not change, so this yields all `count`.
+    fn strings(&self, start: usize, count: usize) -> impl Iterator<Item = &str> + '_ {
+        let mut cur = self.cursor_at(start);
+        (0..count).map_while(move |_| {
+            let len = cur.u64(&"string").ok()?;
+            let bytes = cur.take(len, &"string").ok()?;
+            // SAFETY: `top_level_value` checked that these very bytes are UTF-8 when the file was
+            // opened, and they cannot have changed since: an owned buffer is never written, and a
+            // map is only sound while its file is not modified (the contract of `open`, without
+            // which no byte of the map could be read safely). Validating again would cost a
+            // tenth of building a 262k-token vocab.
+            Some(unsafe { std::str::from_utf8_unchecked(bytes) })
+        })
+    }
+
+    /// The `count` elements of type `elem` (not an array) of an in-place array, as values;
+    /// validated at parse, as for [`GgufFile::strings`].
+    fn elements(
+        &self,
+        elem: ValueType,
+        start: usize,
+        count: usize,
+    ) -> impl Iterator<Item = Value> + '_ {
+        let mut cur = self.cursor_at(start);
+        (0..count).map_while(move |_| cur.value(elem, "", 1).ok())
+    }
+
+    /// The elements of the array under `key` as values, read in place when they can be.
+    fn array_elements(
+        &self,
+        key: &str,
+        expected: &'static str,
+    ) -> Result<Box<dyn Iterator<Item = Value> + '_>> {
+        if let Some(StoredValue::InPlace {
+            elem, start, count, ..
+        }) = self.stored(key)
+        {
+            return Ok(Box::new(self.elements(*elem, *start, *count)));
+        }
+        let v = self.require(key)?;
+        let items = v
+            .as_array()
+            .ok_or_else(|| Self::wrong_type(key, expected, v))?;
+        Ok(Box::new(items.iter().cloned()))
     }
 
     /// The tensor table in file order.
@@ -243,6 +288,11 @@ impl GgufFile {
         }
         #[cfg(not(unix))]
         let _ = info;
+    }
+
+    /// Whether there is a value under `key` (without building it).
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.index.contains_key(key)
     }
 
     /// The value stored under `key`.
@@ -336,14 +386,20 @@ impl GgufFile {
     /// The number of elements of the array under `key` (without building the elements).
     pub fn array_len(&self, key: &str) -> Result<usize> {
         match self.stored(key) {
-            Some(StoredValue::Strings { count, .. }) => Ok(*count),
+            Some(StoredValue::InPlace { count, .. }) => Ok(*count),
             _ => self.get_array(key).map(<[Value]>::len),
         }
     }
 
     /// The array of strings under `key`.
     pub fn get_str_array(&self, key: &str) -> Result<Vec<&str>> {
-        if let Some(StoredValue::Strings { start, count, .. }) = self.stored(key) {
+        if let Some(StoredValue::InPlace {
+            elem: ValueType::String,
+            start,
+            count,
+            ..
+        }) = self.stored(key)
+        {
             return Ok(self.strings(*start, *count).collect());
         }
         let v = self.require(key)?;
@@ -354,23 +410,28 @@ impl GgufFile {
 
     /// The array of numbers under `key` as f32.
     pub fn get_f32_array(&self, key: &str) -> Result<Vec<f32>> {
-        let v = self.require(key)?;
-        v.as_array()
-            .and_then(|items| items.iter().map(|x| x.as_f64().map(|f| f as f32)).collect())
-            .ok_or_else(|| Self::wrong_type(key, "array of f32", v))
+        const EXPECTED: &str = "array of f32";
+        self.array_elements(key, EXPECTED)?
+            .map(|x| x.as_f64().map(|f| f as f32))
+            .collect::<Option<Vec<f32>>>()
+            .ok_or_else(|| self.wrong_type_of(key, EXPECTED))
     }
 
     /// The array of integers under `key` as i64.
     pub fn get_i64_array(&self, key: &str) -> Result<Vec<i64>> {
-        let v = self.require(key)?;
-        v.as_array()
-            .and_then(|items| {
-                items
-                    .iter()
-                    .map(|x| x.as_integer().and_then(|i| i64::try_from(i).ok()))
-                    .collect()
-            })
-            .ok_or_else(|| Self::wrong_type(key, "array of integer", v))
+        const EXPECTED: &str = "array of integer";
+        self.array_elements(key, EXPECTED)?
+            .map(|x| x.as_integer().and_then(|i| i64::try_from(i).ok()))
+            .collect::<Option<Vec<i64>>>()
+            .ok_or_else(|| self.wrong_type_of(key, EXPECTED))
+    }
+
+    /// The type error for the value under `key` (which exists).
+    fn wrong_type_of(&self, key: &str, expected: &'static str) -> Error {
+        match self.require(key) {
+            Ok(v) => Self::wrong_type(key, expected, v),
+            Err(e) => e,
+        }
     }
 
     fn optional<'a, T>(
@@ -378,7 +439,7 @@ impl GgufFile {
         key: &str,
         get: impl FnOnce(&'a Self, &str) -> Result<T>,
     ) -> Result<Option<T>> {
-        if self.index.contains_key(key) {
+        if self.contains_key(key) {
             get(self, key).map(Some)
         } else {
             Ok(None)
@@ -540,10 +601,11 @@ impl Header {
                     v.type_description()
                 )))
             }
-            Some(StoredValue::Strings { .. }) => {
-                return Err(invalid(
-                    "general.alignment has type array of string, expected u32",
-                ))
+            Some(StoredValue::InPlace { elem, .. }) => {
+                return Err(invalid(format!(
+                    "general.alignment has type array of {}, expected u32",
+                    elem.name()
+                )))
             }
         };
 
@@ -683,19 +745,41 @@ impl<'a> Cursor<'a> {
         std::str::from_utf8(bytes).map_err(|_| invalid(format!("{what} is not valid UTF-8")))
     }
 
-    /// A metadata entry's value: arrays of strings are validated and left in place, anything
-    /// else is parsed.
+    /// A metadata entry's value: arrays of strings or scalars are validated and left in place,
+    /// anything else is parsed.
     fn top_level_value(&mut self, ty: ValueType, key: &str) -> Result<StoredValue> {
         if ty == ValueType::Array {
             let what = ValueOf(key);
             let header_at = self.pos;
             let (elem, count) = self.array_header(&what)?;
-            if elem == ValueType::String {
-                let start = self.pos;
-                for i in 0..count {
-                    self.str(&format_args!("element {i} of the {what}"))?;
+            let start = self.pos;
+            let in_place = match elem {
+                ValueType::Array => false,
+                ValueType::String => {
+                    for i in 0..count {
+                        self.str(&format_args!("element {i} of the {what}"))?;
+                    }
+                    true
                 }
-                return Ok(StoredValue::Strings {
+                ValueType::Bool => {
+                    let bytes = self.take(count, &what)?;
+                    if let Some(i) = bytes.iter().position(|&b| b > 1) {
+                        return Err(invalid(format!(
+                            "element {i} of the {what}: bool byte {} is neither 0 nor 1",
+                            bytes[i]
+                        )));
+                    }
+                    true
+                }
+                // Any bytes are a valid number; `array_header` checked that they fit.
+                scalar => {
+                    self.take(count * scalar.min_encoded_size(), &what)?;
+                    true
+                }
+            };
+            if in_place {
+                return Ok(StoredValue::InPlace {
+                    elem,
                     start,
                     // At most MAX_ARRAY_ELEMENTS (checked by `array_header`).
                     count: count as usize,

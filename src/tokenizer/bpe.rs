@@ -48,10 +48,8 @@ impl BpeModel {
         }
         let bytes = merges.iter().map(|m| m.len()).sum();
         let mut ranks = StrTable::with_capacity(merges.len(), bytes);
-        for m in merges {
-            // A repeated merge keeps its first rank (`find` answers the first position).
-            let _ = ranks.push(m);
-        }
+        // A repeated merge keeps its first rank (`find` answers the first position).
+        let _ = ranks.extend(&merges);
 
         let mut steps = Vec::with_capacity(pre.regexes.len() + 1);
         for re in &pre.regexes {

@@ -177,48 +177,49 @@ impl Vocab {
             add_space_prefix = v;
         }
 
-        let scores = match file.get(&key("scores")) {
-            Some(_) => {
-                let s = file.get_f32_array(&key("scores"))?;
-                if s.len() < n {
-                    return Err(Error::Tokenizer(format!(
-                        "{} scores for {n} tokens",
-                        s.len()
-                    )));
-                }
-                s
-            }
-            None => vec![0.0; n],
-        };
-        let mut attrs = match file.get(&key("token_type")) {
-            Some(_) => {
-                let t = file.get_i64_array(&key("token_type"))?;
-                if t.len() < n {
-                    return Err(Error::Tokenizer(format!(
-                        "{} token types for {n} tokens",
-                        t.len()
-                    )));
-                }
-                t[..n].iter().map(|&t| attr_of_type(t)).collect()
-            }
-            None => vec![attr::NORMAL; n],
-        };
-
-        let bytes = tokens.iter().map(|t| t.len()).sum();
-        let mut texts = StrTable::with_capacity(n, bytes);
-        for (id, &t) in tokens.iter().enumerate() {
-            let renamed;
-            let text = if t.is_empty() {
-                renamed = format!("[EMPTY_{id}]");
-                renamed.as_str()
-            } else {
-                t
-            };
-            if let Some(prev) = texts.push(text) {
+        let scores = if file.contains_key(&key("scores")) {
+            let s = file.get_f32_array(&key("scores"))?;
+            if s.len() < n {
                 return Err(Error::Tokenizer(format!(
-                    "duplicate token in vocabulary: {text:?} has ids {prev} and {id}"
+                    "{} scores for {n} tokens",
+                    s.len()
                 )));
             }
+            s
+        } else {
+            vec![0.0; n]
+        };
+        let mut attrs = if file.contains_key(&key("token_type")) {
+            let t = file.get_i64_array(&key("token_type"))?;
+            if t.len() < n {
+                return Err(Error::Tokenizer(format!(
+                    "{} token types for {n} tokens",
+                    t.len()
+                )));
+            }
+            t[..n].iter().map(|&t| attr_of_type(t)).collect()
+        } else {
+            vec![attr::NORMAL; n]
+        };
+
+        // llama.cpp renames empty entries; they are rare, so only they get a String.
+        let renamed: Vec<(usize, String)> = tokens
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.is_empty())
+            .map(|(id, _)| (id, format!("[EMPTY_{id}]")))
+            .collect();
+        let mut tokens = tokens;
+        for (id, name) in &renamed {
+            tokens[*id] = name;
+        }
+        let bytes = tokens.iter().map(|t| t.len()).sum();
+        let mut texts = StrTable::with_capacity(n, bytes);
+        if let Some((earlier, id)) = texts.extend(&tokens) {
+            return Err(Error::Tokenizer(format!(
+                "duplicate token in vocabulary: {:?} has ids {earlier} and {id}",
+                tokens[id as usize]
+            )));
         }
 
         // Special ids from metadata; an id outside the vocab keeps the default, and a default
