@@ -125,7 +125,7 @@ fn check(
     let mut twin = vec![f32::NAN; n_rows * n_cols];
     interleaved::matmul_groups_scalar(
         &packed,
-        0..packed.groups(),
+        0..packed.grouped().groups(),
         acts,
         stride,
         n_cols,
@@ -135,7 +135,7 @@ fn check(
     let mut out = vec![f32::NAN; n_rows * n_cols];
     let ran = interleaved::matmul_groups(
         &packed,
-        0..packed.groups(),
+        0..packed.grouped().groups(),
         acts,
         stride,
         n_cols,

@@ -478,7 +478,7 @@ fn check_packed_q4k(rows: &[Vec<u8>], x: &[f32], n_cols: usize) -> Result<(), Te
     let mut out = vec![f32::NAN; rows.len() * n_cols];
     let ran = matmul_groups(
         &packed,
-        0..packed.groups(),
+        0..packed.grouped().groups(),
         &acts,
         stride,
         n_cols,
@@ -579,7 +579,7 @@ fn check_packed_q6k(rows: &[Vec<u8>], x: &[f32], n_cols: usize) -> Result<(), Te
     let mut out = vec![f32::NAN; rows.len() * n_cols];
     let ran = matmul_groups(
         &packed,
-        0..packed.groups(),
+        0..packed.grouped().groups(),
         &acts,
         stride,
         n_cols,

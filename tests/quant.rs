@@ -345,7 +345,7 @@ fn check_packed_q4_0(
     let mut out = vec![f32::NAN; n_rows * n_cols];
     let ran = repack::matmul_groups(
         &packed,
-        0..packed.groups(),
+        0..packed.grouped().groups(),
         acts,
         stride,
         n_cols,
