@@ -371,6 +371,7 @@ pub(crate) mod x86 {
         CHUNK, GROUP_ROWS, LANES, Q5_GROUP_BLOCK, Q5_NIBBLES, Q8_GROUP_BLOCK, SCALE_BYTES,
     };
     use crate::quant::q8_0::BlockQ8_0;
+    use crate::quant::repack::x86::prefetch_ahead;
 
     /// One activation column: its Q8_0 blocks and their [`super::LaneSums`].
     #[derive(Clone, Copy)]
@@ -459,11 +460,7 @@ pub(crate) mod x86 {
             unsafe {
                 let block = group.add(i * block_bytes);
                 if prefetch {
-                    // Wrapping: the address may lie past the matrix, which a hint tolerates.
-                    let ahead = block.wrapping_add(PREFETCH_AHEAD);
-                    for line in 0..block_bytes.div_ceil(64) {
-                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line).cast());
-                    }
+                    prefetch_ahead(block, PREFETCH_AHEAD, block_bytes);
                 }
                 let dw = _mm512_cvtph_ps(_mm256_loadu_si256(block.cast()));
                 let mut scale = [_mm512_setzero_ps(); NC];

@@ -419,11 +419,23 @@ pub fn avx512_vnni() -> bool {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(crate) mod x86 {
     use std::arch::x86_64::*;
 
     use super::{GROUP_BLOCK_BYTES, GROUP_ROWS};
     use crate::quant::q8_0::BlockQ8_0;
+
+    /// Asks for the `bytes` bytes that start `ahead` bytes past `block` to be brought into the
+    /// cache (one-column calls stream the weights once, and their loads must not wait on memory).
+    #[inline(always)]
+    pub(crate) fn prefetch_ahead(block: *const u8, ahead: usize, bytes: usize) {
+        // Wrapping: the address may lie past the matrix, which a hint tolerates.
+        let ahead = block.wrapping_add(ahead);
+        for line in 0..bytes.div_ceil(64) {
+            // SAFETY: a prefetch is only a hint: it never faults, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line).cast()) };
+        }
+    }
 
     /// One activation column: its Q8_0 blocks and their [`super::ActivationSums`].
     #[derive(Clone, Copy)]
@@ -458,11 +470,7 @@ mod x86 {
             unsafe {
                 let block = group.add(i * GROUP_BLOCK_BYTES);
                 if prefetch {
-                    // Wrapping: the address may lie past the matrix, which a hint tolerates.
-                    let ahead = block.wrapping_add(PREFETCH_AHEAD);
-                    for line in 0..GROUP_BLOCK_BYTES.div_ceil(64) {
-                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line).cast());
-                    }
+                    prefetch_ahead(block, PREFETCH_AHEAD, GROUP_BLOCK_BYTES);
                 }
                 let dw = _mm512_cvtph_ps(_mm256_loadu_si256(block.cast()));
                 let mut lo = [_mm512_setzero_si512(); 4];

@@ -203,6 +203,7 @@ mod x86 {
 
     use super::{DMIN_AT, GROUP_BLOCK_BYTES, GROUP_ROWS, MINS_AT, QUANTS_AT, SCALES_AT};
     use crate::quant::k_quants::BlockQ8K;
+    use crate::quant::repack::x86::prefetch_ahead;
 
     /// One activation column: its Q8_K super-blocks and their [`super::ActivationSumsK`].
     #[derive(Clone, Copy)]
@@ -241,11 +242,7 @@ mod x86 {
             unsafe {
                 let block = group.add(i * GROUP_BLOCK_BYTES);
                 if NC == 1 {
-                    // Wrapping: the address may lie past the matrix, which a hint tolerates.
-                    let ahead = block.wrapping_add(PREFETCH_AHEAD);
-                    for line in 0..GROUP_BLOCK_BYTES.div_ceil(64) {
-                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line).cast());
-                    }
+                    prefetch_ahead(block, PREFETCH_AHEAD, GROUP_BLOCK_BYTES);
                 }
                 let d = _mm512_cvtph_ps(_mm256_loadu_si256(block.cast()));
                 let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(block.add(DMIN_AT).cast()));

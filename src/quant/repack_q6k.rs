@@ -152,6 +152,7 @@ mod x86 {
 
     use super::{GROUP_BLOCK_BYTES, GROUP_ROWS, QUANTS_AT, SCALES_AT};
     use crate::quant::k_quants::BlockQ8K;
+    use crate::quant::repack::x86::prefetch_ahead;
 
     /// Offsets in a Q8_K block: quants after the f32 scale, then the i16 sums of 16 quants.
     const Q8K_QUANTS: usize = 4;
@@ -261,11 +262,7 @@ mod x86 {
             unsafe {
                 let block = group.add(i * GROUP_BLOCK_BYTES);
                 if NC == 1 {
-                    // Wrapping: the address may lie past the matrix, which a hint tolerates.
-                    let ahead = block.wrapping_add(PREFETCH_AHEAD);
-                    for line in 0..GROUP_BLOCK_BYTES.div_ceil(64) {
-                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line).cast());
-                    }
+                    prefetch_ahead(block, PREFETCH_AHEAD, GROUP_BLOCK_BYTES);
                 }
                 let d = _mm512_cvtph_ps(_mm256_loadu_si256(block.cast()));
                 for c in 0..NC {
