@@ -4,7 +4,7 @@
 use half::f16;
 
 use super::q8_0::BlockQ8_0;
-use super::{as_blocks, check_blocks, check_tile, ByteBlock, Simd, QK};
+use super::{as_blocks, check_blocks, check_tile, ByteBlock, Simd, WeightBlock, QK};
 
 /// ggml `block_q4_0`: `d` (f16, little-endian), then 16 bytes; byte `j` holds element `j` in its
 /// low nibble and element `j + 16` in its high nibble.
@@ -19,6 +19,16 @@ pub struct BlockQ4_0 {
 const _: () = assert!(size_of::<BlockQ4_0>() == 18 && align_of::<BlockQ4_0>() == 1);
 // SAFETY: `#[repr(C)]` over byte arrays: alignment 1, no padding, every bit pattern is a block.
 unsafe impl ByteBlock for BlockQ4_0 {}
+
+impl WeightBlock for BlockQ4_0 {
+    fn scale(&self) -> f32 {
+        self.d().to_f32()
+    }
+
+    fn values(&self) -> [i8; QK] {
+        self.quants()
+    }
+}
 
 impl BlockQ4_0 {
     /// The scale.
@@ -54,15 +64,7 @@ pub fn dequantize_row(src: &[u8], dst: &mut [f32], simd: Simd) {
 
 /// Plain-Rust reference for [`dequantize_row`].
 pub fn dequantize_row_scalar(src: &[u8], dst: &mut [f32]) {
-    for (b, out) in as_blocks::<BlockQ4_0>(src)
-        .iter()
-        .zip(dst.chunks_exact_mut(QK))
-    {
-        let d = b.d().to_f32();
-        for (o, &q) in out.iter_mut().zip(b.quants().iter()) {
-            *o = q as f32 * d;
-        }
-    }
+    super::dequantize_scaled::<BlockQ4_0>(src, dst);
 }
 
 /// Dot product of whole weight blocks `w` with Q8_0 activations `act` (same element count).

@@ -4,7 +4,7 @@
 use half::f16;
 
 use super::q8::BlockQ8_1;
-use super::{as_blocks, check_blocks, check_tile, hsum8, lane_sums, ByteBlock, Simd, QK};
+use super::{check_blocks, check_tile, ByteBlock, MinWeightBlock, Simd, WeightBlock, QK};
 
 /// ggml `block_q5_1`: `d`, `m` (f16, little-endian), `qh` (u32, little-endian: bit `j` is the
 /// fifth bit of element `j`), then 16 bytes of low nibbles laid out as in Q4_0.
@@ -23,6 +23,22 @@ pub struct BlockQ5_1 {
 const _: () = assert!(size_of::<BlockQ5_1>() == 24 && align_of::<BlockQ5_1>() == 1);
 // SAFETY: `#[repr(C)]` over byte arrays: alignment 1, no padding, every bit pattern is a block.
 unsafe impl ByteBlock for BlockQ5_1 {}
+
+impl WeightBlock for BlockQ5_1 {
+    fn scale(&self) -> f32 {
+        self.d().to_f32()
+    }
+
+    fn values(&self) -> [i8; QK] {
+        self.quants()
+    }
+}
+
+impl MinWeightBlock for BlockQ5_1 {
+    fn min(&self) -> f32 {
+        self.m().to_f32()
+    }
+}
 
 impl BlockQ5_1 {
     /// The scale.
@@ -67,15 +83,7 @@ pub fn dequantize_row(src: &[u8], dst: &mut [f32], simd: Simd) {
 
 /// Plain-Rust reference for [`dequantize_row`].
 pub fn dequantize_row_scalar(src: &[u8], dst: &mut [f32]) {
-    for (b, out) in as_blocks::<BlockQ5_1>(src)
-        .iter()
-        .zip(dst.chunks_exact_mut(QK))
-    {
-        let (d, m) = (b.d().to_f32(), b.m().to_f32());
-        for (o, &q) in out.iter_mut().zip(b.quants().iter()) {
-            *o = q as f32 * d + m;
-        }
-    }
+    super::dequantize_with_min::<BlockQ5_1>(src, dst);
 }
 
 /// Dot product of whole weight blocks `w` with Q8_1 activations `act` (same element count).
@@ -113,17 +121,5 @@ pub fn vec_dot_tile<const R: usize, const N: usize>(
 /// (`ggml_vec_dot_q5_1_q8_1`): as Q4_1's, eight fused lanes plus a fused running sum of the
 /// minimum terms `m_w · s_a`.
 pub fn vec_dot_scalar(w: &[u8], act: &[u8]) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    let mut mins = 0.0f32;
-    for (bw, ba) in as_blocks::<BlockQ5_1>(w)
-        .iter()
-        .zip(as_blocks::<BlockQ8_1>(act))
-    {
-        let scale = bw.d().to_f32() * ba.d().to_f32();
-        mins = bw.m().to_f32().mul_add(ba.s().to_f32(), mins);
-        for (lane, isum) in lanes.iter_mut().zip(lane_sums(&bw.quants(), &ba.qs)) {
-            *lane = scale.mul_add(isum as f32, *lane);
-        }
-    }
-    hsum8(lanes) + mins
+    super::vec_dot_lanes_with_min::<BlockQ5_1>(w, act)
 }

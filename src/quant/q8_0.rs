@@ -4,7 +4,7 @@
 
 use half::f16;
 
-use super::{as_blocks, check_blocks, check_tile, hsum8, lane_sums, ByteBlock, Simd, QK};
+use super::{check_blocks, check_tile, ByteBlock, Simd, WeightBlock, QK};
 
 /// ggml `block_q8_0`: `d` (f16, little-endian), then 32 signed quants in element order.
 #[repr(C)]
@@ -18,6 +18,16 @@ pub struct BlockQ8_0 {
 const _: () = assert!(size_of::<BlockQ8_0>() == 34 && align_of::<BlockQ8_0>() == 1);
 // SAFETY: `#[repr(C)]` over byte arrays: alignment 1, no padding, every bit pattern is a block.
 unsafe impl ByteBlock for BlockQ8_0 {}
+
+impl WeightBlock for BlockQ8_0 {
+    fn scale(&self) -> f32 {
+        self.d().to_f32()
+    }
+
+    fn values(&self) -> [i8; QK] {
+        self.quants()
+    }
+}
 
 impl BlockQ8_0 {
     /// The scale.
@@ -48,15 +58,7 @@ pub fn dequantize_row(src: &[u8], dst: &mut [f32], simd: Simd) {
 
 /// Plain-Rust reference for [`dequantize_row`].
 pub fn dequantize_row_scalar(src: &[u8], dst: &mut [f32]) {
-    for (b, out) in as_blocks::<BlockQ8_0>(src)
-        .iter()
-        .zip(dst.chunks_exact_mut(QK))
-    {
-        let d = b.d().to_f32();
-        for (o, &q) in out.iter_mut().zip(b.quants().iter()) {
-            *o = q as f32 * d;
-        }
-    }
+    super::dequantize_scaled::<BlockQ8_0>(src, dst);
 }
 
 /// Dot product of whole weight blocks `w` with Q8_0 activations `act` (same element count).
@@ -92,17 +94,7 @@ pub fn vec_dot_tile<const R: usize, const N: usize>(
 
 /// Plain-Rust reference for [`vec_dot`], in the order of llama.cpp's x86 kernel
 /// (`ggml_vec_dot_q8_0_q8_0`): eight lanes, lane `l` accumulating `d_w·d_a · Σ(4 products)` of every
-/// block with a fused multiply-add, then reduced as [`hsum8`].
+/// block with a fused multiply-add, then reduced as [`super::hsum8`].
 pub fn vec_dot_scalar(w: &[u8], act: &[u8]) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    for (bw, ba) in as_blocks::<BlockQ8_0>(w)
-        .iter()
-        .zip(as_blocks::<BlockQ8_0>(act))
-    {
-        let scale = bw.d().to_f32() * ba.d().to_f32();
-        for (lane, isum) in lanes.iter_mut().zip(lane_sums(&bw.quants(), &ba.qs)) {
-            *lane = scale.mul_add(isum as f32, *lane);
-        }
-    }
-    hsum8(lanes)
+    super::vec_dot_lanes::<BlockQ8_0>(w, act)
 }
