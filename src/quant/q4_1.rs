@@ -3,8 +3,9 @@
 
 use half::f16;
 
+use super::block32::{MinWeightBlock, WeightBlock};
 use super::q8::BlockQ8_1;
-use super::{check_blocks, check_tile, ByteBlock, MinWeightBlock, Simd, WeightBlock, QK};
+use super::{ByteBlock, QK};
 
 /// ggml `block_q4_1`: `d`, `m` (f16, little-endian), then 16 bytes of nibbles laid out as in Q4_0
 /// (byte `j`: element `j` low, element `j + 16` high).
@@ -60,56 +61,19 @@ impl BlockQ4_1 {
     }
 }
 
-/// Dequantizes whole blocks in `src` into `dst` (ggml `dequantize_row_q4_1`: `q * d + m`, a
-/// product then a sum, each rounded to f32; no fused multiply-add).
-///
-/// # Panics
-/// If `src` is not exactly `dst.len()` elements in whole blocks.
-pub fn dequantize_row(src: &[u8], dst: &mut [f32], simd: Simd) {
-    check_blocks::<BlockQ4_1>(src.len(), dst.len());
-    match simd.or_supported() {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `or_supported` returned a level whose features (AVX2, FMA, F16C) this CPU has;
-        // the lengths were checked above.
-        Simd::Avx2 | Simd::Avx512 => unsafe { super::x86::dequantize_q4_1(src, dst) },
-        _ => dequantize_row_scalar(src, dst),
-    }
+block32_entry_points! {
+    /// Dequantizes whole blocks in `src` into `dst` (ggml `dequantize_row_q4_1`: `q * d + m`, a
+    /// product then a sum, each rounded to f32; no fused multiply-add).
+    weights: BlockQ4_1,
+    activations: BlockQ8_1,
+    activation_name: "Q8_1",
+    x86_dequantize: dequantize_q4_1,
+    x86_vec_dot: vec_dot_q4_1,
 }
 
 /// Plain-Rust reference for [`dequantize_row`].
 pub fn dequantize_row_scalar(src: &[u8], dst: &mut [f32]) {
-    super::dequantize_with_min::<BlockQ4_1>(src, dst);
-}
-
-/// Dot product of whole weight blocks `w` with Q8_1 activations `act` (same element count).
-///
-/// # Panics
-/// If the lengths are not matching whole blocks.
-pub fn vec_dot(w: &[u8], act: &[u8], simd: Simd) -> f32 {
-    vec_dot_tile([w], [act], simd)[0][0]
-}
-
-/// [`vec_dot`] of `R` weight rows (same length) with `N` activation columns at once,
-/// `out[r][c] = ws[r] · acts[c]`: each weight block is unpacked once and reused for every column,
-/// and each activation block is loaded once and reused for every row (the matmul's prompt path).
-///
-/// # Panics
-/// If the lengths are not matching whole blocks.
-pub fn vec_dot_tile<const R: usize, const N: usize>(
-    ws: [&[u8]; R],
-    acts: [&[u8]; N],
-    simd: Simd,
-) -> [[f32; N]; R] {
-    check_tile::<BlockQ4_1, BlockQ8_1, R, N>(&ws, &acts);
-    match simd.or_supported() {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `or_supported` returned a level this CPU supports; lengths checked above.
-        Simd::Avx2 if R > 0 => unsafe { super::x86::avx2::vec_dot_q4_1(ws, acts) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above, for the AVX-512 VNNI features.
-        Simd::Avx512 if R > 0 => unsafe { super::x86::avx512::vec_dot_q4_1(ws, acts) },
-        _ => ws.map(|w| acts.map(|act| vec_dot_scalar(w, act))),
-    }
+    super::block32::dequantize_with_min::<BlockQ4_1>(src, dst);
 }
 
 /// Plain-Rust reference for [`vec_dot`], in the order of llama.cpp's x86 kernel
@@ -117,5 +81,5 @@ pub fn vec_dot_tile<const R: usize, const N: usize>(
 /// every block with a fused multiply-add, the minimum terms `m_w · s_a` fused into one running
 /// sum, then the lanes reduced as [`super::hsum8`] and the minimum sum added.
 pub fn vec_dot_scalar(w: &[u8], act: &[u8]) -> f32 {
-    super::vec_dot_lanes_with_min::<BlockQ4_1>(w, act)
+    super::block32::vec_dot_lanes_with_min::<BlockQ4_1>(w, act)
 }
