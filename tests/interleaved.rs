@@ -3,90 +3,13 @@
 //! (llama.cpp's eight-lane arithmetic) bit for bit.
 
 use half::f16;
-use proptest::collection::vec;
 use proptest::prelude::*;
 
 use llmrt::quant::interleaved::{self, LaneSums, PackedLanes};
 use llmrt::quant::{q5_0, q8_0, GgmlType, QK};
 
-/// f16 weight scales: extremes, zero, subnormals, or random finite values.
-fn weight_scale() -> impl Strategy<Value = u16> {
-    prop_oneof![
-        Just(f16::MAX.to_bits()),
-        Just(f16::MIN_POSITIVE.to_bits()),
-        Just(0x0001u16),
-        Just(0x83FFu16),
-        Just(0u16),
-        0u16..0x7C00,
-        0x8000u16..0xFC00,
-    ]
-}
-
-/// f16 activation scales as the quantizer produces them (`amax / 127`, non-negative).
-fn act_scale() -> impl Strategy<Value = u16> {
-    prop_oneof![
-        Just(0u16),
-        Just(0x0001u16),
-        Just(f16::MIN_POSITIVE.to_bits()),
-        (0u16..=f16::from_f32(16.0).to_bits()),
-    ]
-}
-
-/// `len` quant bytes: all zero, extreme patterns, or random.
-fn quant_bytes(len: usize) -> impl Strategy<Value = Vec<u8>> {
-    prop_oneof![
-        Just(vec![0u8; len]),
-        Just(vec![0xFFu8; len]),
-        Just(vec![0x80u8; len]),
-        Just(vec![0x7Fu8; len]),
-        vec(any::<u8>(), len),
-    ]
-}
-
-/// One Q5_0 or Q8_0 weight block as bytes.
-fn weight_block(ty: GgmlType) -> BoxedStrategy<Vec<u8>> {
-    let body = ty.block_bytes() - 2;
-    (weight_scale(), quant_bytes(body))
-        .prop_map(|(d, body)| {
-            let mut b = d.to_le_bytes().to_vec();
-            b.extend(body);
-            b
-        })
-        .boxed()
-}
-
-/// One Q8_0 activation block, quants in -127..=127 as the quantizer guarantees.
-fn act_block() -> BoxedStrategy<Vec<u8>> {
-    let qs = prop_oneof![
-        Just(vec![127i8; QK]),
-        Just(vec![-127i8; QK]),
-        Just(vec![0i8; QK]),
-        vec(-127i8..=127, QK),
-    ];
-    (act_scale(), qs)
-        .prop_map(|(d, qs)| {
-            let mut b = d.to_le_bytes().to_vec();
-            b.extend(qs.iter().map(|&q| q as u8));
-            b
-        })
-        .boxed()
-}
-
-/// `(n_blocks, n_cols, weight rows of 16 or 32 rows, activation columns)`.
-fn operands(ty: GgmlType) -> impl Strategy<Value = (usize, usize, Vec<u8>, Vec<u8>)> {
-    (1usize..=5, 1usize..=13, 1usize..=2).prop_flat_map(move |(n_blocks, n_cols, groups)| {
-        (
-            Just(n_blocks),
-            Just(n_cols),
-            vec(weight_block(ty), 16 * groups * n_blocks).prop_map(|b| b.concat()),
-            vec(act_block(), n_cols * n_blocks).prop_map(|b| b.concat()),
-        )
-    })
-}
-
-fn same_bits(a: f32, b: f32) -> bool {
-    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
-}
+mod common;
+use common::{packed_operands, same_bits};
 
 /// Packs `rows`, checks the round trip, then runs the kernel (when the CPU has it) and the
 /// scalar twin against `vec_dot_scalar` for every (row, column).
@@ -125,7 +48,7 @@ fn check(
     let mut twin = vec![f32::NAN; n_rows * n_cols];
     interleaved::matmul_groups_scalar(
         &packed,
-        0..packed.groups(),
+        0..packed.grouped().groups(),
         acts,
         stride,
         n_cols,
@@ -135,7 +58,7 @@ fn check(
     let mut out = vec![f32::NAN; n_rows * n_cols];
     let ran = interleaved::matmul_groups(
         &packed,
-        0..packed.groups(),
+        0..packed.grouped().groups(),
         acts,
         stride,
         n_cols,
@@ -175,12 +98,12 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
     #[test]
-    fn q5_0_matches_scalar((n_blocks, n_cols, rows, acts) in operands(GgmlType::Q5_0)) {
+    fn q5_0_matches_scalar((n_blocks, n_cols, rows, acts) in packed_operands(GgmlType::Q5_0)) {
         check(GgmlType::Q5_0, n_blocks, n_cols, &rows, &acts)?;
     }
 
     #[test]
-    fn q8_0_matches_scalar((n_blocks, n_cols, rows, acts) in operands(GgmlType::Q8_0)) {
+    fn q8_0_matches_scalar((n_blocks, n_cols, rows, acts) in packed_operands(GgmlType::Q8_0)) {
         check(GgmlType::Q8_0, n_blocks, n_cols, &rows, &acts)?;
     }
 }

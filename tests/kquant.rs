@@ -12,6 +12,9 @@ use llmrt::quant::{iq4, k_quants, GgmlType, Simd, QK_K};
 use proptest::prelude::*;
 use serde_json::Value;
 
+mod common;
+use common::same_bits;
+
 /// Dequantized sample values must equal the reference to float32 precision: we compare the f32
 /// values exactly (the reference JSON holds the f32 values printed as f64).
 /// Tensor sums are f64 sums of f32 values; any difference beyond rounding of the printed value
@@ -449,43 +452,152 @@ proptest! {
     }
 }
 
-/// Q4_K weights repacked into 16-row groups ([`llmrt::quant::repack_q4k`]) and dotted with
-/// `n_cols` columns by the AVX-512 kernel: the columns in whole groups of four equal the
-/// four-column scalar twin, the rest the one-column twin, bit for bit; the packing keeps every
-/// row's scales and quants.
-fn check_packed_q4k(rows: &[Vec<u8>], x: &[f32], n_cols: usize) -> Result<(), TestCaseError> {
-    use llmrt::quant::repack::avx512_vnni;
-    use llmrt::quant::repack_q4k::{matmul_groups, ActivationSumsK, PackedQ4K};
-    let ty = GgmlType::Q4_K;
-    let cols = x.len() / n_cols;
-    let data = rows.concat();
-    let packed = PackedQ4K::pack(&data, rows.len(), cols).expect("whole groups");
-    for (r, row) in rows.iter().enumerate() {
-        for (i, (d, dmin, qs)) in packed.unpack_row(r).into_iter().enumerate() {
-            let b = &row[i * ty.block_bytes()..][..ty.block_bytes()];
+/// A 16-row packed K-quant form, as [`check_packed`] drives it.
+trait PackedForm: Sized {
+    /// The weight type packed.
+    const TY: GgmlType;
+    /// Columns up to which the property test goes (past the form's arithmetic switches).
+    const MAX_COLS: usize;
+    fn pack(data: &[u8], rows: usize, cols: usize) -> Option<Self>;
+    fn groups(&self) -> usize;
+    /// Checks that row `r`'s packing keeps what the file's row `row` holds.
+    fn check_row(&self, r: usize, row: &[u8]) -> Result<(), TestCaseError>;
+    /// The AVX-512 kernel over every group; `false` without computing when the CPU lacks it.
+    fn matmul(
+        &self,
+        acts: &[u8],
+        stride: usize,
+        n_cols: usize,
+        store: impl FnMut(usize, usize, f32),
+    ) -> bool;
+    /// The scalar twin that column `c` of `n_cols` must equal bit for bit.
+    fn scalar_twin(n_cols: usize, c: usize, w: &[u8], a: &[u8]) -> f32;
+}
+
+/// Q4_K weights repacked into 16-row groups ([`llmrt::quant::repack_q4k`]): the packing keeps
+/// every row's scales and quants; the columns in whole groups of four equal the four-column
+/// scalar twin, the rest the one-column twin.
+impl PackedForm for llmrt::quant::repack_q4k::PackedQ4K {
+    const TY: GgmlType = GgmlType::Q4_K;
+    const MAX_COLS: usize = 9;
+
+    fn pack(data: &[u8], rows: usize, cols: usize) -> Option<Self> {
+        Self::pack(data, rows, cols)
+    }
+
+    fn groups(&self) -> usize {
+        self.grouped().groups()
+    }
+
+    fn check_row(&self, r: usize, row: &[u8]) -> Result<(), TestCaseError> {
+        let bytes = Self::TY.block_bytes();
+        for (i, (d, dmin, qs)) in self.unpack_row(r).into_iter().enumerate() {
+            let b = &row[i * bytes..][..bytes];
             prop_assert_eq!(&d[..], &b[0..2]);
             prop_assert_eq!(&dmin[..], &b[2..4]);
             prop_assert_eq!(&qs[..], &b[16..]);
         }
+        Ok(())
+    }
+
+    fn matmul(
+        &self,
+        acts: &[u8],
+        stride: usize,
+        n_cols: usize,
+        store: impl FnMut(usize, usize, f32),
+    ) -> bool {
+        use llmrt::quant::repack_q4k::{matmul_groups, ActivationSumsK};
+        let sums = ActivationSumsK::compute(acts, stride, n_cols);
+        let chunked = n_cols - n_cols % 4;
+        let groups = 0..self.groups();
+        matmul_groups(self, groups, acts, stride, n_cols, chunked, &sums, store)
+    }
+
+    fn scalar_twin(n_cols: usize, c: usize, w: &[u8], a: &[u8]) -> f32 {
+        if c < n_cols - n_cols % 4 {
+            k_quants::vec_dot_four_columns(Self::TY, w, a, Simd::Scalar)
+        } else {
+            k_quants::vec_dot(Self::TY, w, a, Simd::Scalar)
+        }
+    }
+}
+
+/// Q6_K weights repacked into 16-row groups ([`llmrt::quant::repack_q6k`]): the packing keeps
+/// every row's scale, sub-block scales and quants; from 8 columns on every output equals the
+/// tiled scalar twin, below that the one-column twin.
+impl PackedForm for llmrt::quant::repack_q6k::PackedQ6K {
+    const TY: GgmlType = GgmlType::Q6_K;
+    const MAX_COLS: usize = 14;
+
+    fn pack(data: &[u8], rows: usize, cols: usize) -> Option<Self> {
+        Self::pack(data, rows, cols)
+    }
+
+    fn groups(&self) -> usize {
+        self.grouped().groups()
+    }
+
+    fn check_row(&self, r: usize, row: &[u8]) -> Result<(), TestCaseError> {
+        let bytes = Self::TY.block_bytes();
+        let mut deq = vec![0f32; row.len() / bytes * QK_K];
+        dequantize(Self::TY, row, &mut deq, Simd::Scalar);
+        for (i, (d, scales, qs)) in self.unpack_row(r).into_iter().enumerate() {
+            let b = &row[i * bytes..][..bytes];
+            prop_assert_eq!(&d[..], &b[208..210]);
+            prop_assert_eq!(&scales.map(|s| s as u8)[..], &b[192..208]);
+            // The quants, through the dequantized values `d · sc · (q − 32)`.
+            let d = half::f16::from_le_bytes(d).to_f32();
+            for (e, &q) in qs.iter().enumerate() {
+                let want = d * (scales[e / 16] as f32 * (q as i32 - 32) as f32);
+                prop_assert_eq!(want.to_bits(), deq[i * QK_K + e].to_bits(), "element {}", e);
+            }
+        }
+        Ok(())
+    }
+
+    fn matmul(
+        &self,
+        acts: &[u8],
+        stride: usize,
+        n_cols: usize,
+        store: impl FnMut(usize, usize, f32),
+    ) -> bool {
+        let groups = 0..self.groups();
+        llmrt::quant::repack_q6k::matmul_groups(self, groups, acts, stride, n_cols, store)
+    }
+
+    fn scalar_twin(n_cols: usize, _c: usize, w: &[u8], a: &[u8]) -> f32 {
+        if n_cols >= llmrt::quant::repack_q6k::TILED_MIN_COLS {
+            k_quants::vec_dot_tiled(Self::TY, w, a, Simd::Scalar)
+        } else {
+            k_quants::vec_dot(Self::TY, w, a, Simd::Scalar)
+        }
+    }
+}
+
+/// Packs `rows` (16 or 32 rows of `P::TY`) and checks each row's packing, then dots them with
+/// the `n_cols` columns of `x` (quantized to Q8_K) by the AVX-512 kernel, when the CPU has it,
+/// and holds every output to its scalar twin bit for bit.
+fn check_packed<P: PackedForm>(
+    rows: &[Vec<u8>],
+    x: &[f32],
+    n_cols: usize,
+) -> Result<(), TestCaseError> {
+    use llmrt::quant::repack::avx512_vnni;
+    let cols = x.len() / n_cols;
+    let data = rows.concat();
+    let packed = P::pack(&data, rows.len(), cols).expect("whole groups");
+    for (r, row) in rows.iter().enumerate() {
+        packed.check_row(r, row)?;
     }
     let acts: Vec<u8> = x
         .chunks_exact(cols)
-        .flat_map(|c| quantize_act(ty, c).0)
+        .flat_map(|c| quantize_act(P::TY, c).0)
         .collect();
     let stride = acts.len() / n_cols;
-    let sums = ActivationSumsK::compute(&acts, stride, n_cols);
-    let chunked = n_cols - n_cols % 4;
     let mut out = vec![f32::NAN; rows.len() * n_cols];
-    let ran = matmul_groups(
-        &packed,
-        0..packed.groups(),
-        &acts,
-        stride,
-        n_cols,
-        chunked,
-        &sums,
-        |c, r, v| out[c * rows.len() + r] = v,
-    );
+    let ran = packed.matmul(&acts, stride, n_cols, |c, r, v| out[c * rows.len() + r] = v);
     prop_assert_eq!(ran, avx512_vnni());
     if !ran {
         return Ok(());
@@ -493,18 +605,15 @@ fn check_packed_q4k(rows: &[Vec<u8>], x: &[f32], n_cols: usize) -> Result<(), Te
     for c in 0..n_cols {
         let a = &acts[c * stride..][..stride];
         for (r, w) in rows.iter().enumerate() {
-            let want = if c < chunked {
-                k_quants::vec_dot_four_columns(ty, w, a, Simd::Scalar)
-            } else {
-                k_quants::vec_dot(ty, w, a, Simd::Scalar)
-            };
+            let want = P::scalar_twin(n_cols, c, w, a);
             let got = out[c * rows.len() + r];
             prop_assert!(
-                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
-                "row {} column {} (chunked below {}): {} vs scalar {}",
+                same_bits(got, want),
+                "{} row {} column {} of {}: {} vs scalar {}",
+                P::TY,
                 r,
                 c,
-                chunked,
+                n_cols,
                 got,
                 want
             );
@@ -513,18 +622,33 @@ fn check_packed_q4k(rows: &[Vec<u8>], x: &[f32], n_cols: usize) -> Result<(), Te
     Ok(())
 }
 
+/// `(rows, x, n_cols)` for [`check_packed`]: 16 or 32 rows of one or two super-blocks of
+/// `P::TY`, and `1..=P::MAX_COLS` activation columns.
+fn packed_operands<P: PackedForm>() -> impl Strategy<Value = (Vec<Vec<u8>>, Vec<f32>, usize)> {
+    (1usize..=2, 1usize..=2, 1usize..=P::MAX_COLS).prop_flat_map(|(groups, n_super, n_cols)| {
+        (
+            prop::collection::vec(weight_row(P::TY, n_super), 16 * groups),
+            activations(n_cols * n_super * QK_K),
+            Just(n_cols),
+        )
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
     fn packed_q4_k_matches_scalar(
-        (rows, x, n_cols) in (1usize..=2, 1usize..=2, 1usize..=9).prop_flat_map(|(groups, n_super, n_cols)| (
-            prop::collection::vec(weight_row(GgmlType::Q4_K, n_super), 16 * groups),
-            activations(n_cols * n_super * QK_K),
-            Just(n_cols),
-        ))
+        (rows, x, n_cols) in packed_operands::<llmrt::quant::repack_q4k::PackedQ4K>()
     ) {
-        check_packed_q4k(&rows, &x, n_cols)?;
+        check_packed::<llmrt::quant::repack_q4k::PackedQ4K>(&rows, &x, n_cols)?;
+    }
+
+    #[test]
+    fn packed_q6_k_matches_scalar(
+        (rows, x, n_cols) in packed_operands::<llmrt::quant::repack_q6k::PackedQ6K>()
+    ) {
+        check_packed::<llmrt::quant::repack_q6k::PackedQ6K>(&rows, &x, n_cols)?;
     }
 }
 
@@ -543,86 +667,4 @@ fn packed_q4_k_rejects_shapes_outside_the_layout() {
         PackedQ4K::pack(&rows[..16 * 144], 16, 128).is_none(),
         "partial super-block"
     );
-}
-
-/// Q6_K weights repacked into 16-row groups ([`llmrt::quant::repack_q6k`]) and dotted with
-/// `n_cols` columns by the AVX-512 kernel: from 8 columns on every output equals the tiled scalar
-/// twin, below that the one-column twin, bit for bit; the packing keeps every row's scale,
-/// sub-block scales and quants.
-fn check_packed_q6k(rows: &[Vec<u8>], x: &[f32], n_cols: usize) -> Result<(), TestCaseError> {
-    use llmrt::quant::repack::avx512_vnni;
-    use llmrt::quant::repack_q6k::{matmul_groups, PackedQ6K, TILED_MIN_COLS};
-    let ty = GgmlType::Q6_K;
-    let cols = x.len() / n_cols;
-    let data = rows.concat();
-    let packed = PackedQ6K::pack(&data, rows.len(), cols).expect("whole groups");
-    for (r, row) in rows.iter().enumerate() {
-        let mut deq = vec![0f32; cols];
-        dequantize(ty, row, &mut deq, Simd::Scalar);
-        for (i, (d, scales, qs)) in packed.unpack_row(r).into_iter().enumerate() {
-            let b = &row[i * ty.block_bytes()..][..ty.block_bytes()];
-            prop_assert_eq!(&d[..], &b[208..210]);
-            prop_assert_eq!(&scales.map(|s| s as u8)[..], &b[192..208]);
-            // The quants, through the dequantized values `d · sc · (q − 32)`.
-            let d = half::f16::from_le_bytes(d).to_f32();
-            for (e, &q) in qs.iter().enumerate() {
-                let want = d * (scales[e / 16] as f32 * (q as i32 - 32) as f32);
-                prop_assert_eq!(want.to_bits(), deq[i * QK_K + e].to_bits(), "element {}", e);
-            }
-        }
-    }
-    let acts: Vec<u8> = x
-        .chunks_exact(cols)
-        .flat_map(|c| quantize_act(ty, c).0)
-        .collect();
-    let stride = acts.len() / n_cols;
-    let mut out = vec![f32::NAN; rows.len() * n_cols];
-    let ran = matmul_groups(
-        &packed,
-        0..packed.groups(),
-        &acts,
-        stride,
-        n_cols,
-        |c, r, v| out[c * rows.len() + r] = v,
-    );
-    prop_assert_eq!(ran, avx512_vnni());
-    if !ran {
-        return Ok(());
-    }
-    for c in 0..n_cols {
-        let a = &acts[c * stride..][..stride];
-        for (r, w) in rows.iter().enumerate() {
-            let want = if n_cols >= TILED_MIN_COLS {
-                k_quants::vec_dot_tiled(ty, w, a, Simd::Scalar)
-            } else {
-                k_quants::vec_dot(ty, w, a, Simd::Scalar)
-            };
-            let got = out[c * rows.len() + r];
-            prop_assert!(
-                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
-                "row {} column {} of {}: {} vs scalar {}",
-                r,
-                c,
-                n_cols,
-                got,
-                want
-            );
-        }
-    }
-    Ok(())
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
-
-    #[test]
-    fn packed_q6_k_matches_scalar(
-        (rows, x, n_cols) in (1usize..=2, 1usize..=2, 1usize..=14).prop_flat_map(|(groups, n_super, n_cols)| (
-            prop::collection::vec(weight_row(GgmlType::Q6_K, n_super), 16 * groups),
-            activations(n_cols * n_super * QK_K),
-            Just(n_cols),
-        ))
-    ) {
-        check_packed_q6k(&rows, &x, n_cols)?;
-    }
 }

@@ -18,6 +18,9 @@ use llmrt::quant::q8::{self, BlockQ8_1};
 use llmrt::quant::q8_0::BlockQ8_0;
 use llmrt::quant::{self, as_blocks, matmul, vec_dot_type, GgmlType, QMatrix, Simd, QK};
 
+mod common;
+use common::{act_block, packed_operands, same_bits, weight_block};
+
 /// Relative tolerance of a dequantized tensor's sums against the reference (float64 sums of the
 /// same float32 values, in another order).
 const SUM_REL_TOL: f64 = 1e-6;
@@ -125,85 +128,6 @@ fn dequantize_matches_reference_samples() {
 
 // ---------------------------------------------------------------------------------------------
 // Random blocks.
-
-/// f16 scale bits: the extremes (largest finite, smallest normal, subnormals, zero, negative) and
-/// random finite values.
-fn weight_scale() -> impl Strategy<Value = u16> {
-    prop_oneof![
-        Just(f16::MAX.to_bits()),
-        Just(f16::MIN.to_bits()),
-        Just(f16::MIN_POSITIVE.to_bits()),
-        Just(0x0001u16),
-        Just(0x83FFu16),
-        Just(0u16),
-        0u16..0x7C00,
-        0x8000u16..0xFC00,
-    ]
-}
-
-/// f16 activation scales as the quantizer produces them (`amax / 127`, non-negative): zero,
-/// subnormal, smallest normal, or random up to 16.
-fn act_scale() -> impl Strategy<Value = u16> {
-    prop_oneof![
-        Just(0u16),
-        Just(0x0001u16),
-        Just(f16::MIN_POSITIVE.to_bits()),
-        (0u16..=f16::from_f32(16.0).to_bits()),
-    ]
-}
-
-/// `len` quant bytes: all zero, maximal patterns, or random.
-fn quant_bytes(len: usize) -> impl Strategy<Value = Vec<u8>> {
-    prop_oneof![
-        Just(vec![0u8; len]),
-        Just(vec![0xFFu8; len]),
-        Just(vec![0x80u8; len]),
-        Just(vec![0x7Fu8; len]),
-        vec(any::<u8>(), len),
-    ]
-}
-
-/// One weight block of `ty` as bytes.
-fn weight_block(ty: GgmlType) -> BoxedStrategy<Vec<u8>> {
-    let (n_scales, body) = match ty {
-        GgmlType::Q4_0 => (1, 16),
-        GgmlType::Q4_1 => (2, 16),
-        GgmlType::Q5_0 => (1, 20),
-        GgmlType::Q5_1 => (2, 20),
-        GgmlType::Q8_0 => (1, 32),
-        _ => unreachable!("not a 32-element weight type: {ty}"),
-    };
-    (vec(weight_scale(), n_scales), quant_bytes(body))
-        .prop_map(|(scales, body)| {
-            let mut b: Vec<u8> = scales.iter().flat_map(|s| s.to_le_bytes()).collect();
-            b.extend(body);
-            b
-        })
-        .boxed()
-}
-
-/// One activation block of `act_ty` (Q8_0 or Q8_1) as bytes, quants in -127..=127 as the
-/// quantizer guarantees, and for Q8_1 `s = d * Σ q` as f16.
-fn act_block(act_ty: GgmlType) -> BoxedStrategy<Vec<u8>> {
-    let qs = prop_oneof![
-        Just(vec![127i8; QK]),
-        Just(vec![-127i8; QK]),
-        Just(vec![0i8; QK]),
-        vec(-127i8..=127, QK),
-    ];
-    (act_scale(), qs)
-        .prop_map(move |(d, qs)| {
-            let mut b = d.to_le_bytes().to_vec();
-            if act_ty == GgmlType::Q8_1 {
-                let sum: i32 = qs.iter().map(|&q| q as i32).sum();
-                let s = f16::from_f32(sum as f32 * f16::from_bits(d).to_f32());
-                b.extend(s.to_le_bytes());
-            }
-            b.extend(qs.iter().map(|&q| q as u8));
-            b
-        })
-        .boxed()
-}
 
 /// `(weights, activations)` of `1..=8` blocks.
 fn dot_operands(ty: GgmlType) -> impl Strategy<Value = (Vec<u8>, Vec<u8>)> {
@@ -345,7 +269,7 @@ fn check_packed_q4_0(
     let mut out = vec![f32::NAN; n_rows * n_cols];
     let ran = repack::matmul_groups(
         &packed,
-        0..packed.groups(),
+        0..packed.grouped().groups(),
         acts,
         stride,
         n_cols,
@@ -364,7 +288,7 @@ fn check_packed_q4_0(
             );
             let got = out[c * n_rows + r];
             prop_assert!(
-                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                same_bits(got, want),
                 "row {} column {}: {} vs scalar {}",
                 r,
                 c,
@@ -374,18 +298,6 @@ fn check_packed_q4_0(
         }
     }
     Ok(())
-}
-
-/// `(n_blocks, n_cols, weight rows of 16 or 32 rows, activation columns)`.
-fn packed_operands() -> impl Strategy<Value = (usize, usize, Vec<u8>, Vec<u8>)> {
-    (1usize..=5, 1usize..=13, 1usize..=2).prop_flat_map(|(n_blocks, n_cols, groups)| {
-        (
-            Just(n_blocks),
-            Just(n_cols),
-            vec(weight_block(GgmlType::Q4_0), 16 * groups * n_blocks).prop_map(|b| b.concat()),
-            vec(act_block(GgmlType::Q8_0), n_cols * n_blocks).prop_map(|b| b.concat()),
-        )
-    })
 }
 
 #[test]
@@ -404,7 +316,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
-    fn packed_q4_0_matches_scalar((n_blocks, n_cols, rows, acts) in packed_operands()) {
+    fn packed_q4_0_matches_scalar((n_blocks, n_cols, rows, acts) in packed_operands(GgmlType::Q4_0)) {
         check_packed_q4_0(n_blocks, n_cols, &rows, &acts)?;
     }
 

@@ -34,14 +34,13 @@
 //! bytes, offset 16), then every column tile runs over it from L1; one-column calls (token
 //! generation) unpack each block in registers as they stream the weights.
 
-use std::fmt;
-
 use super::q5_0::BlockQ5_0;
 use super::q8_0::BlockQ8_0;
+use super::repack::{q8_0_block_sums, store_tile, GroupedRows};
 use super::{as_blocks, hsum8, GgmlType, QK};
 
-/// Rows per interleaved group (the i32/f32 lanes of a 512-bit register).
-pub const GROUP_ROWS: usize = 16;
+/// Rows per interleaved group (the i32/f32 lanes of a 512-bit register), as for every packed form.
+pub use super::repack::GROUP_ROWS;
 /// Llama lanes per (row, column): one per four consecutive elements of a 32-element block.
 const LANES: usize = QK / 4;
 /// Bytes of the 16 f16 scales at the start of every group block.
@@ -68,23 +67,10 @@ fn offset(ty: GgmlType) -> i32 {
 
 /// A Q5_0 or Q8_0 matrix whose row count is a multiple of [`GROUP_ROWS`], repacked into
 /// interleaved row groups.
+#[derive(Debug)]
 pub struct PackedLanes {
     ty: GgmlType,
-    rows: usize,
-    cols: usize,
-    /// Anonymous memory from [`super::repack::packed_buffer`], as for the other packed types.
-    bytes: memmap2::MmapMut,
-}
-
-impl fmt::Debug for PackedLanes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PackedLanes")
-            .field("ty", &self.ty)
-            .field("rows", &self.rows)
-            .field("cols", &self.cols)
-            .field("bytes", &self.bytes.len())
-            .finish()
-    }
+    grouped: GroupedRows,
 }
 
 impl PackedLanes {
@@ -92,47 +78,21 @@ impl PackedLanes {
     /// blocks). `None` for another type, a shape that does not fit the layout (rows not a multiple
     /// of 16, a partial block) or sizes that disagree.
     pub fn pack(ty: GgmlType, data: &[u8], rows: usize, cols: usize) -> Option<PackedLanes> {
-        if !matches!(ty, GgmlType::Q5_0 | GgmlType::Q8_0)
-            || rows == 0
-            || !rows.is_multiple_of(GROUP_ROWS)
-            || cols == 0
-            || !cols.is_multiple_of(QK)
-        {
-            return None;
-        }
-        let row_bytes = cols / QK * ty.block_bytes();
-        if rows.checked_mul(row_bytes) != Some(data.len()) {
-            return None;
-        }
-        let mut bytes = super::repack::packed_buffer(data.len())?;
-        let group_bytes = GROUP_ROWS * row_bytes;
-        for (group, out) in data
-            .chunks_exact(group_bytes)
-            .zip(bytes.chunks_exact_mut(group_bytes))
-        {
-            let rows: Vec<&[u8]> = group.chunks_exact(row_bytes).collect();
-            if ty == GgmlType::Q8_0 {
-                pack_q8_0(&rows, out);
-            } else {
-                pack_q5_0(&rows, out);
+        let grouped = match ty {
+            GgmlType::Q8_0 => {
+                GroupedRows::pack(data, rows, cols, QK, as_blocks::<BlockQ8_0>, pack_q8_0)
             }
-        }
-        Some(PackedLanes {
-            ty,
-            rows,
-            cols,
-            bytes,
-        })
+            GgmlType::Q5_0 => {
+                GroupedRows::pack(data, rows, cols, QK, as_blocks::<BlockQ5_0>, pack_q5_0)
+            }
+            _ => None,
+        }?;
+        Some(PackedLanes { ty, grouped })
     }
 
-    /// Rows of the matrix.
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    /// Elements per row.
-    pub fn cols(&self) -> usize {
-        self.cols
+    /// The rows, shape and bytes.
+    pub fn grouped(&self) -> &GroupedRows {
+        &self.grouped
     }
 
     /// The weight type packed (Q5_0 or Q8_0).
@@ -140,25 +100,11 @@ impl PackedLanes {
         self.ty
     }
 
-    /// Row groups.
-    pub fn groups(&self) -> usize {
-        self.rows / GROUP_ROWS
-    }
-
-    fn n_blocks(&self) -> usize {
-        self.cols / QK
-    }
-
-    fn group_block_bytes(&self) -> usize {
-        GROUP_ROWS * self.ty.block_bytes()
-    }
-
     /// Row `r` as the file stores it (whole blocks): the inverse of the packing.
     pub fn unpack_row(&self, r: usize) -> Vec<u8> {
-        let group = self.group_bytes(r / GROUP_ROWS);
         let lane = r % GROUP_ROWS;
-        let mut out = Vec::with_capacity(self.n_blocks() * self.ty.block_bytes());
-        for block in group.chunks_exact(self.group_block_bytes()) {
+        let mut out = Vec::with_capacity(self.grouped.n_blocks() * self.ty.block_bytes());
+        for block in self.grouped.group_blocks(r / GROUP_ROWS) {
             out.extend_from_slice(&block[2 * lane..2 * lane + 2]);
             if self.ty == GgmlType::Q8_0 {
                 for l in 0..LANES {
@@ -182,11 +128,6 @@ impl PackedLanes {
         }
         out
     }
-
-    fn group_bytes(&self, g: usize) -> &[u8] {
-        let n = self.n_blocks() * self.group_block_bytes();
-        &self.bytes[g * n..][..n]
-    }
 }
 
 /// Mask `l` of a Q5_0 group block, as stored.
@@ -196,50 +137,29 @@ fn q5_mask_bytes(block: &[u8], l: usize) -> [u8; 8] {
     m
 }
 
-/// Interleaves 16 Q8_0 rows (whole blocks each) into `out` (see the module doc).
-fn pack_q8_0(rows: &[&[u8]], out: &mut [u8]) {
-    for (r, row) in rows.iter().enumerate() {
-        for (block, out) in as_blocks::<BlockQ8_0>(row)
-            .iter()
-            .zip(out.chunks_exact_mut(Q8_GROUP_BLOCK))
-        {
-            // Fixed-size views: the compiler sees every index below in bounds (packing is a
-            // visible part of the load time).
-            let Ok(out) = <&mut [u8; Q8_GROUP_BLOCK]>::try_from(out) else {
-                continue;
-            };
-            out[2 * r..2 * r + 2].copy_from_slice(&block.d);
-            for l in 0..LANES {
-                let q = [0, 1, 2, 3].map(|j| block.qs[4 * l + j] as u8 ^ 0x80);
-                out[SCALE_BYTES + CHUNK * l + 4 * r..][..4].copy_from_slice(&q);
-            }
-        }
+/// Puts block `block` of row `r` of a group of 16 Q8_0 rows into that group's block `out` (see
+/// the module doc).
+fn pack_q8_0(r: usize, block: &BlockQ8_0, out: &mut [u8; Q8_GROUP_BLOCK]) {
+    out[2 * r..2 * r + 2].copy_from_slice(&block.d);
+    for l in 0..LANES {
+        let q = [0, 1, 2, 3].map(|j| block.qs[4 * l + j] as u8 ^ 0x80);
+        out[SCALE_BYTES + CHUNK * l + 4 * r..][..4].copy_from_slice(&q);
     }
 }
 
-/// Interleaves 16 Q5_0 rows (whole blocks each) into `out` (see the module doc).
-fn pack_q5_0(rows: &[&[u8]], out: &mut [u8]) {
-    for (r, row) in rows.iter().enumerate() {
-        for (block, out) in as_blocks::<BlockQ5_0>(row)
-            .iter()
-            .zip(out.chunks_exact_mut(Q5_GROUP_BLOCK))
-        {
-            // Fixed-size views, as in `pack_q8_0`.
-            let Ok(out) = <&mut [u8; Q5_GROUP_BLOCK]>::try_from(out) else {
-                continue;
-            };
-            out[2 * r..2 * r + 2].copy_from_slice(&block.d);
-            let qh = u32::from_le_bytes(block.qh);
-            for l in 0..LANES {
-                // Row `r`'s four bits of mask `l` are bits 4r..4r + 4: nibble `r % 2` of the
-                // mask's byte `r / 2` (the copy starts zeroed).
-                let byte = &mut out[SCALE_BYTES + 8 * l + r / 2];
-                *byte |= (((qh >> (4 * l)) & 0xF) as u8) << (4 * (r % 2));
-            }
-            for l in 0..LANES / 2 {
-                out[Q5_NIBBLES + CHUNK * l + 4 * r..][..4].copy_from_slice(&block.qs[4 * l..][..4]);
-            }
-        }
+/// Puts block `block` of row `r` of a group of 16 Q5_0 rows into that group's block `out` (see
+/// the module doc).
+fn pack_q5_0(r: usize, block: &BlockQ5_0, out: &mut [u8; Q5_GROUP_BLOCK]) {
+    out[2 * r..2 * r + 2].copy_from_slice(&block.d);
+    let qh = u32::from_le_bytes(block.qh);
+    for l in 0..LANES {
+        // Row `r`'s four bits of mask `l` are bits 4r..4r + 4: nibble `r % 2` of the mask's byte
+        // `r / 2` (the copy starts zeroed).
+        let byte = &mut out[SCALE_BYTES + 8 * l + r / 2];
+        *byte |= (((qh >> (4 * l)) & 0xF) as u8) << (4 * (r % 2));
+    }
+    for l in 0..LANES / 2 {
+        out[Q5_NIBBLES + CHUNK * l + 4 * r..][..4].copy_from_slice(&block.qs[4 * l..][..4]);
     }
 }
 
@@ -259,41 +179,22 @@ impl LaneSums {
     /// for weights of type `ty` (Q5_0 or Q8_0: the offset differs), the columns shared among the
     /// threads of the current rayon pool (a serial step here would hold back every thread).
     pub fn compute(ty: GgmlType, acts: &[u8], stride: usize, n_cols: usize) -> LaneSums {
-        use rayon::prelude::*;
-        let n_blocks = stride / size_of::<BlockQ8_0>();
         let offset = offset(ty);
-        let mut sums = LaneSums {
-            scales: vec![0.0; n_cols * n_blocks],
-            starts: vec![[0; 8]; n_cols * n_blocks],
-            n_blocks,
+        let (scales, starts) = q8_0_block_sums(acts, stride, n_cols, |b: &BlockQ8_0| {
+            std::array::from_fn(|l| {
+                -offset
+                    * b.qs[4 * l..4 * l + 4]
+                        .iter()
+                        .map(|&q| i32::from(q))
+                        .sum::<i32>()
+            })
+        });
+        LaneSums {
+            scales,
+            starts,
+            n_blocks: stride / size_of::<BlockQ8_0>(),
             ty: Some(ty),
-        };
-        if n_blocks == 0 {
-            return sums;
         }
-        let columns = acts
-            .par_chunks_exact(stride)
-            .take(n_cols)
-            .zip(sums.scales.par_chunks_exact_mut(n_blocks))
-            .zip(sums.starts.par_chunks_exact_mut(n_blocks));
-        // Small batches in one piece: a task per column would cost more than the sums.
-        columns
-            .with_min_len(32)
-            .for_each(|((col, scales), starts)| {
-                for ((b, scale), start) in
-                    as_blocks::<BlockQ8_0>(col).iter().zip(scales).zip(starts)
-                {
-                    *scale = b.d().to_f32();
-                    *start = std::array::from_fn(|l| {
-                        -offset
-                            * b.qs[4 * l..4 * l + 4]
-                                .iter()
-                                .map(|&q| i32::from(q))
-                                .sum::<i32>()
-                    });
-                }
-            });
-        sums
     }
 }
 
@@ -307,7 +208,7 @@ fn check_operands(
     n_cols: usize,
     sums: &LaneSums,
 ) {
-    let n_blocks = w.n_blocks();
+    let n_blocks = w.grouped.n_blocks();
     assert!(
         stride == n_blocks * size_of::<BlockQ8_0>()
             && acts.len() >= n_cols * stride
@@ -315,7 +216,7 @@ fn check_operands(
             && sums.ty == Some(w.ty)
             && sums.scales.len() >= n_cols * n_blocks
             && sums.starts.len() >= n_cols * n_blocks
-            && groups.end <= w.groups(),
+            && groups.end <= w.grouped.groups(),
         "interleaved matmul: activations or sums do not match the matrix"
     );
 }
@@ -342,7 +243,7 @@ pub fn matmul_groups(
     check_operands(w, &groups, acts, stride, n_cols, sums);
     #[cfg(target_arch = "x86_64")]
     if avx512_vnni() {
-        let n_blocks = w.n_blocks();
+        let n_blocks = w.grouped.n_blocks();
         let column = |c: usize| x86::Column {
             quants: acts[c * stride..].as_ptr(),
             scales: sums.scales[c * n_blocks..].as_ptr(),
@@ -356,14 +257,7 @@ pub fn matmul_groups(
             Vec::new()
         };
         for g in groups {
-            let group = w.group_bytes(g).as_ptr();
-            let mut emit = |c: usize, v: &[[f32; GROUP_ROWS]]| {
-                for (k, lanes) in v.iter().enumerate() {
-                    for (r, &value) in lanes.iter().enumerate() {
-                        store(c + k, g * GROUP_ROWS + r, value);
-                    }
-                }
-            };
+            let group = w.grouped.group(g).as_ptr();
             if n_cols == 1 {
                 // SAFETY: the CPU has the features (checked above); the group holds `n_blocks`
                 // group blocks of the matrix's type and column 0 `n_blocks` activation blocks and
@@ -375,7 +269,7 @@ pub fn matmul_groups(
                         x86::group_dot::<1, false>(group, n_blocks, [column(0)], true)
                     }
                 };
-                emit(0, &v);
+                store_tile(g, 0, &v, &mut store);
                 continue;
             }
             let ready = if q5 {
@@ -395,7 +289,7 @@ pub fn matmul_groups(
                         // activation blocks and sums (asserted above, `c + k < n_cols`).
                         let v =
                             unsafe { x86::group_dot::<$nc, false>(ready, n_blocks, cols, false) };
-                        emit(c, &v);
+                        store_tile(g, c, &v, &mut store);
                         c += $nc;
                     }
                 };
@@ -431,13 +325,12 @@ pub fn matmul_groups_scalar(
     mut store: impl FnMut(usize, usize, f32),
 ) {
     check_operands(w, &groups, acts, stride, n_cols, sums);
-    let n_blocks = w.n_blocks();
+    let n_blocks = w.grouped.n_blocks();
     for g in groups {
-        let group = w.group_bytes(g);
         for c in 0..n_cols {
             let col = as_blocks::<BlockQ8_0>(&acts[c * stride..][..stride]);
             let mut lanes = [[0.0f32; LANES]; GROUP_ROWS];
-            for (i, block) in group.chunks_exact(w.group_block_bytes()).enumerate() {
+            for (i, block) in w.grouped.group_blocks(g).enumerate() {
                 let da = sums.scales[c * n_blocks + i];
                 let starts = &sums.starts[c * n_blocks + i];
                 for (r, lanes) in lanes.iter_mut().enumerate() {
@@ -478,6 +371,7 @@ pub(crate) mod x86 {
         CHUNK, GROUP_ROWS, LANES, Q5_GROUP_BLOCK, Q5_NIBBLES, Q8_GROUP_BLOCK, SCALE_BYTES,
     };
     use crate::quant::q8_0::BlockQ8_0;
+    use crate::quant::repack::x86::prefetch_ahead;
 
     /// One activation column: its Q8_0 blocks and their [`super::LaneSums`].
     #[derive(Clone, Copy)]
@@ -566,11 +460,7 @@ pub(crate) mod x86 {
             unsafe {
                 let block = group.add(i * block_bytes);
                 if prefetch {
-                    // Wrapping: the address may lie past the matrix, which a hint tolerates.
-                    let ahead = block.wrapping_add(PREFETCH_AHEAD);
-                    for line in 0..block_bytes.div_ceil(64) {
-                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line).cast());
-                    }
+                    prefetch_ahead(block, PREFETCH_AHEAD, block_bytes);
                 }
                 let dw = _mm512_cvtph_ps(_mm256_loadu_si256(block.cast()));
                 let mut scale = [_mm512_setzero_ps(); NC];

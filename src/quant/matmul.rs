@@ -308,7 +308,7 @@ pub fn matmul(
                     } else {
                         pool.install(|| ActivationSums::compute(bytes, stride, n_cols))
                     };
-                    run(p.groups(), &|range| {
+                    run(p.grouped().groups(), &|range| {
                         repack::matmul_groups(p, range, bytes, stride, n_cols, &sums, store);
                     });
                 }
@@ -318,7 +318,7 @@ pub fn matmul(
                     } else {
                         pool.install(|| LaneSums::compute(p.ty(), bytes, stride, n_cols))
                     };
-                    run(p.groups(), &|range| {
+                    run(p.grouped().groups(), &|range| {
                         interleaved::matmul_groups(p, range, bytes, stride, n_cols, &sums, store);
                     });
                 }
@@ -327,14 +327,14 @@ pub fn matmul(
                 PackedCopy::Q4K(p) => {
                     let sums = ActivationSumsK::compute(bytes, stride, n_cols);
                     let chunked = n_cols - n_cols % 4;
-                    run(p.groups(), &|range| {
+                    run(p.grouped().groups(), &|range| {
                         repack_q4k::matmul_groups(
                             p, range, bytes, stride, n_cols, chunked, &sums, store,
                         );
                     });
                 }
                 // The tiled arithmetic from `TILED_MIN_COLS` columns on, as `RowKernel::KTiled`.
-                PackedCopy::Q6K(p) => run(p.groups(), &|range| {
+                PackedCopy::Q6K(p) => run(p.grouped().groups(), &|range| {
                     repack_q6k::matmul_groups(p, range, bytes, stride, n_cols, store);
                 }),
             }

@@ -19,6 +19,9 @@
 //! kernel dispatches on it once per row, after [`Simd::or_supported`] has made sure the CPU can
 //! run it. aarch64 uses the scalar twins for now.
 
+// First: its macro writes the 32-element types' entry points.
+#[macro_use]
+mod block32;
 pub mod float;
 pub mod interleaved;
 pub mod iq4;

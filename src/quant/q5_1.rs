@@ -3,8 +3,9 @@
 
 use half::f16;
 
+use super::block32::{MinWeightBlock, WeightBlock};
 use super::q8::BlockQ8_1;
-use super::{as_blocks, check_blocks, check_tile, hsum8, lane_sums, ByteBlock, Simd, QK};
+use super::{ByteBlock, QK};
 
 /// ggml `block_q5_1`: `d`, `m` (f16, little-endian), `qh` (u32, little-endian: bit `j` is the
 /// fifth bit of element `j`), then 16 bytes of low nibbles laid out as in Q4_0.
@@ -23,6 +24,22 @@ pub struct BlockQ5_1 {
 const _: () = assert!(size_of::<BlockQ5_1>() == 24 && align_of::<BlockQ5_1>() == 1);
 // SAFETY: `#[repr(C)]` over byte arrays: alignment 1, no padding, every bit pattern is a block.
 unsafe impl ByteBlock for BlockQ5_1 {}
+
+impl WeightBlock for BlockQ5_1 {
+    fn scale(&self) -> f32 {
+        self.d().to_f32()
+    }
+
+    fn values(&self) -> [i8; QK] {
+        self.quants()
+    }
+}
+
+impl MinWeightBlock for BlockQ5_1 {
+    fn min(&self) -> f32 {
+        self.m().to_f32()
+    }
+}
 
 impl BlockQ5_1 {
     /// The scale.
@@ -49,81 +66,24 @@ impl BlockQ5_1 {
     }
 }
 
-/// Dequantizes whole blocks in `src` into `dst` (ggml `dequantize_row_q5_1`: `q * d + m`, a
-/// product then a sum, each rounded to f32; no fused multiply-add).
-///
-/// # Panics
-/// If `src` is not exactly `dst.len()` elements in whole blocks.
-pub fn dequantize_row(src: &[u8], dst: &mut [f32], simd: Simd) {
-    check_blocks::<BlockQ5_1>(src.len(), dst.len());
-    match simd.or_supported() {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `or_supported` returned a level whose features (AVX2, FMA, F16C) this CPU has;
-        // the lengths were checked above.
-        Simd::Avx2 | Simd::Avx512 => unsafe { super::x86::dequantize_q5_1(src, dst) },
-        _ => dequantize_row_scalar(src, dst),
-    }
+block32_entry_points! {
+    /// Dequantizes whole blocks in `src` into `dst` (ggml `dequantize_row_q5_1`: `q * d + m`, a
+    /// product then a sum, each rounded to f32; no fused multiply-add).
+    weights: BlockQ5_1,
+    activations: BlockQ8_1,
+    activation_name: "Q8_1",
+    x86_dequantize: dequantize_q5_1,
+    x86_vec_dot: vec_dot_q5_1,
 }
 
 /// Plain-Rust reference for [`dequantize_row`].
 pub fn dequantize_row_scalar(src: &[u8], dst: &mut [f32]) {
-    for (b, out) in as_blocks::<BlockQ5_1>(src)
-        .iter()
-        .zip(dst.chunks_exact_mut(QK))
-    {
-        let (d, m) = (b.d().to_f32(), b.m().to_f32());
-        for (o, &q) in out.iter_mut().zip(b.quants().iter()) {
-            *o = q as f32 * d + m;
-        }
-    }
-}
-
-/// Dot product of whole weight blocks `w` with Q8_1 activations `act` (same element count).
-///
-/// # Panics
-/// If the lengths are not matching whole blocks.
-pub fn vec_dot(w: &[u8], act: &[u8], simd: Simd) -> f32 {
-    vec_dot_tile([w], [act], simd)[0][0]
-}
-
-/// [`vec_dot`] of `R` weight rows (same length) with `N` activation columns at once,
-/// `out[r][c] = ws[r] · acts[c]`: each weight block is unpacked once and reused for every column,
-/// and each activation block is loaded once and reused for every row (the matmul's prompt path).
-///
-/// # Panics
-/// If the lengths are not matching whole blocks.
-pub fn vec_dot_tile<const R: usize, const N: usize>(
-    ws: [&[u8]; R],
-    acts: [&[u8]; N],
-    simd: Simd,
-) -> [[f32; N]; R] {
-    check_tile::<BlockQ5_1, BlockQ8_1, R, N>(&ws, &acts);
-    match simd.or_supported() {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `or_supported` returned a level this CPU supports; lengths checked above.
-        Simd::Avx2 if R > 0 => unsafe { super::x86::avx2::vec_dot_q5_1(ws, acts) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above, for the AVX-512 VNNI features.
-        Simd::Avx512 if R > 0 => unsafe { super::x86::avx512::vec_dot_q5_1(ws, acts) },
-        _ => ws.map(|w| acts.map(|act| vec_dot_scalar(w, act))),
-    }
+    super::block32::dequantize_with_min::<BlockQ5_1>(src, dst);
 }
 
 /// Plain-Rust reference for [`vec_dot`], in the order of llama.cpp's x86 kernel
 /// (`ggml_vec_dot_q5_1_q8_1`): as Q4_1's, eight fused lanes plus a fused running sum of the
 /// minimum terms `m_w · s_a`.
 pub fn vec_dot_scalar(w: &[u8], act: &[u8]) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    let mut mins = 0.0f32;
-    for (bw, ba) in as_blocks::<BlockQ5_1>(w)
-        .iter()
-        .zip(as_blocks::<BlockQ8_1>(act))
-    {
-        let scale = bw.d().to_f32() * ba.d().to_f32();
-        mins = bw.m().to_f32().mul_add(ba.s().to_f32(), mins);
-        for (lane, isum) in lanes.iter_mut().zip(lane_sums(&bw.quants(), &ba.qs)) {
-            *lane = scale.mul_add(isum as f32, *lane);
-        }
-    }
-    hsum8(lanes) + mins
+    super::block32::vec_dot_lanes_with_min::<BlockQ5_1>(w, act)
 }

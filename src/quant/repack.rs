@@ -95,29 +95,38 @@ impl PackedCopy {
         }
     }
 
+    /// The rows, shape and bytes, whatever the form.
+    pub fn grouped(&self) -> &GroupedRows {
+        match self {
+            PackedCopy::Q4_0(p) => p.grouped(),
+            PackedCopy::Q4K(p) => p.grouped(),
+            PackedCopy::Q6K(p) => p.grouped(),
+            PackedCopy::Lanes(p) => p.grouped(),
+        }
+    }
+
     /// `(rows, elements per row)` of the matrix.
     pub fn shape(&self) -> (usize, usize) {
-        match self {
-            PackedCopy::Q4_0(p) => (p.rows(), p.cols()),
-            PackedCopy::Q4K(p) => (p.rows(), p.cols()),
-            PackedCopy::Q6K(p) => (p.rows(), p.cols()),
-            PackedCopy::Lanes(p) => (p.rows(), p.cols()),
-        }
+        (self.grouped().rows(), self.grouped().cols())
     }
 }
 
-/// A Q4_0 matrix whose row count is a multiple of [`GROUP_ROWS`], repacked into row groups.
-pub struct PackedQ4_0 {
+/// A matrix's rows repacked in groups of [`GROUP_ROWS`]: the storage all packed forms share.
+/// Group `g` holds rows `16g..16g + 16` as `n_blocks` group blocks (the 16 rows' block `i`, in the
+/// form's own layout), the groups one after another.
+pub struct GroupedRows {
     rows: usize,
     cols: usize,
+    n_blocks: usize,
+    group_block_bytes: usize,
     /// Anonymous memory rather than a `Vec` ([`packed_buffer`]): it arrives zeroed by the kernel
     /// (no memset of the whole copy at load), and large copies can be backed by huge pages.
     bytes: memmap2::MmapMut,
 }
 
-impl fmt::Debug for PackedQ4_0 {
+impl fmt::Debug for GroupedRows {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PackedQ4_0")
+        f.debug_struct("GroupedRows")
             .field("rows", &self.rows)
             .field("cols", &self.cols)
             .field("bytes", &self.bytes.len())
@@ -125,40 +134,55 @@ impl fmt::Debug for PackedQ4_0 {
     }
 }
 
-impl PackedQ4_0 {
-    /// Repacks `rows` rows of `cols` Q4_0 weights (`data`, row-major in whole blocks). `None` if
-    /// the shape does not fit the layout (rows not a multiple of 16, or a partial block) or the
-    /// sizes disagree.
-    pub fn pack(data: &[u8], rows: usize, cols: usize) -> Option<PackedQ4_0> {
-        if rows == 0 || !rows.is_multiple_of(GROUP_ROWS) || !cols.is_multiple_of(QK) {
+impl GroupedRows {
+    /// Repacks `rows` rows of `cols` elements stored as blocks `B` of `block_elems` elements
+    /// (`data`, row-major in whole blocks; `view` reads a row as its blocks): `write(r, block,
+    /// out)` puts row `16g + r`'s block `i` into group `g`'s block `i` (zeroed before, and
+    /// shared by the 16 rows, each writing its own bytes). `None` if the shape does not fit the
+    /// layout (no rows or columns, rows not a multiple of 16, a partial block), the sizes
+    /// disagree or the system refuses the memory.
+    pub(crate) fn pack<B, const GROUP_BLOCK_BYTES: usize>(
+        data: &[u8],
+        rows: usize,
+        cols: usize,
+        block_elems: usize,
+        view: impl Fn(&[u8]) -> &[B],
+        mut write: impl FnMut(usize, &B, &mut [u8; GROUP_BLOCK_BYTES]),
+    ) -> Option<GroupedRows> {
+        if rows == 0
+            || !rows.is_multiple_of(GROUP_ROWS)
+            || cols == 0
+            || !cols.is_multiple_of(block_elems)
+        {
             return None;
         }
-        let n_blocks = cols / QK;
-        let row_bytes = n_blocks * size_of::<BlockQ4_0>();
+        let n_blocks = cols / block_elems;
+        let row_bytes = n_blocks * size_of::<B>();
         if rows.checked_mul(row_bytes) != Some(data.len()) {
             return None;
         }
-        let mut bytes = packed_buffer(data.len())?;
+        let group_bytes = n_blocks * GROUP_BLOCK_BYTES;
+        let mut bytes = packed_buffer(rows / GROUP_ROWS * group_bytes)?;
         for (group, out) in data
             .chunks_exact(GROUP_ROWS * row_bytes)
-            .zip(bytes.chunks_exact_mut(GROUP_ROWS * row_bytes))
+            .zip(bytes.chunks_exact_mut(group_bytes))
         {
-            let rows: Vec<&[BlockQ4_0]> = group
-                .chunks_exact(row_bytes)
-                .map(as_blocks::<BlockQ4_0>)
-                .collect();
-            for (i, out) in out.chunks_exact_mut(GROUP_BLOCK_BYTES).enumerate() {
-                let (scales, nibbles) = out.split_at_mut(2 * GROUP_ROWS);
-                for (r, row) in rows.iter().enumerate() {
-                    let block = &row[i];
-                    scales[2 * r..2 * r + 2].copy_from_slice(&block.d);
-                    for k in 0..NIBBLE_BYTES / 4 {
-                        nibbles[64 * k + 4 * r..][..4].copy_from_slice(&block.qs[4 * k..][..4]);
-                    }
+            // Fixed-size views: the writers' indexes are checked at compile time (packing is a
+            // visible part of the load time).
+            let (out, _) = out.as_chunks_mut::<GROUP_BLOCK_BYTES>();
+            for (r, row) in group.chunks_exact(row_bytes).enumerate() {
+                for (block, out) in view(row).iter().zip(out.iter_mut()) {
+                    write(r, block, out);
                 }
             }
         }
-        Some(PackedQ4_0 { rows, cols, bytes })
+        Some(GroupedRows {
+            rows,
+            cols,
+            n_blocks,
+            group_block_bytes: GROUP_BLOCK_BYTES,
+            bytes,
+        })
     }
 
     /// Rows of the matrix.
@@ -171,34 +195,93 @@ impl PackedQ4_0 {
         self.cols
     }
 
-    /// The weight type packed (always Q4_0).
-    pub fn ty(&self) -> GgmlType {
-        GgmlType::Q4_0
-    }
-
     /// Row groups.
     pub fn groups(&self) -> usize {
         self.rows / GROUP_ROWS
     }
 
+    /// Blocks per row.
+    pub(crate) fn n_blocks(&self) -> usize {
+        self.n_blocks
+    }
+
+    /// Group `g`'s bytes: its `n_blocks` group blocks.
+    pub(crate) fn group(&self, g: usize) -> &[u8] {
+        let n = self.n_blocks * self.group_block_bytes;
+        &self.bytes[g * n..][..n]
+    }
+
+    /// Group `g`'s blocks one by one.
+    pub(crate) fn group_blocks(&self, g: usize) -> std::slice::ChunksExact<'_, u8> {
+        self.group(g).chunks_exact(self.group_block_bytes)
+    }
+}
+
+/// Hands a kernel's outputs for group `g`, columns `c..c + tile.len()`, to
+/// `store(column, row, value)`.
+#[inline]
+pub(crate) fn store_tile(
+    g: usize,
+    c: usize,
+    tile: &[[f32; GROUP_ROWS]],
+    store: &mut impl FnMut(usize, usize, f32),
+) {
+    for (k, lanes) in tile.iter().enumerate() {
+        for (r, &value) in lanes.iter().enumerate() {
+            store(c + k, g * GROUP_ROWS + r, value);
+        }
+    }
+}
+
+/// A Q4_0 matrix whose row count is a multiple of [`GROUP_ROWS`], repacked into row groups.
+#[derive(Debug)]
+pub struct PackedQ4_0 {
+    grouped: GroupedRows,
+}
+
+impl PackedQ4_0 {
+    /// Repacks `rows` rows of `cols` Q4_0 weights (`data`, row-major in whole blocks). `None` if
+    /// the shape does not fit the layout (rows not a multiple of 16, or a partial block) or the
+    /// sizes disagree.
+    pub fn pack(data: &[u8], rows: usize, cols: usize) -> Option<PackedQ4_0> {
+        let grouped = GroupedRows::pack(
+            data,
+            rows,
+            cols,
+            QK,
+            as_blocks::<BlockQ4_0>,
+            |r, block, out: &mut [u8; GROUP_BLOCK_BYTES]| {
+                let (scales, nibbles) = out.split_at_mut(2 * GROUP_ROWS);
+                scales[2 * r..2 * r + 2].copy_from_slice(&block.d);
+                for k in 0..NIBBLE_BYTES / 4 {
+                    nibbles[64 * k + 4 * r..][..4].copy_from_slice(&block.qs[4 * k..][..4]);
+                }
+            },
+        )?;
+        Some(PackedQ4_0 { grouped })
+    }
+
+    /// The rows, shape and bytes.
+    pub fn grouped(&self) -> &GroupedRows {
+        &self.grouped
+    }
+
+    /// The weight type packed (always Q4_0).
+    pub fn ty(&self) -> GgmlType {
+        GgmlType::Q4_0
+    }
+
     /// Row `r` as the file stores it (whole Q4_0 blocks): the inverse of the packing.
     pub fn unpack_row(&self, r: usize) -> Vec<u8> {
-        let n_blocks = self.cols / QK;
-        let group = &self.group_bytes(r / GROUP_ROWS);
         let lane = r % GROUP_ROWS;
-        let mut out = Vec::with_capacity(n_blocks * size_of::<BlockQ4_0>());
-        for block in group.chunks_exact(GROUP_BLOCK_BYTES) {
+        let mut out = Vec::with_capacity(self.grouped.n_blocks() * size_of::<BlockQ4_0>());
+        for block in self.grouped.group_blocks(r / GROUP_ROWS) {
             out.extend_from_slice(&block[2 * lane..2 * lane + 2]);
             for k in 0..NIBBLE_BYTES / 4 {
                 out.extend_from_slice(&block[2 * GROUP_ROWS + 64 * k + 4 * lane..][..4]);
             }
         }
         out
-    }
-
-    fn group_bytes(&self, g: usize) -> &[u8] {
-        let n = self.bytes.len() / self.groups();
-        &self.bytes[g * n..][..n]
     }
 }
 
@@ -216,34 +299,48 @@ impl ActivationSums {
     /// Computes the sums of `n_cols` columns of Q8_0 activations (`stride` bytes each) in `acts`,
     /// the columns shared among the threads of the current rayon pool.
     pub fn compute(acts: &[u8], stride: usize, n_cols: usize) -> ActivationSums {
-        use rayon::prelude::*;
-        let n_blocks = stride / size_of::<BlockQ8_0>();
-        let mut sums = ActivationSums {
-            scales: vec![0.0; n_cols * n_blocks],
-            offsets: vec![0; n_cols * n_blocks],
-            n_blocks,
-        };
-        if n_blocks == 0 {
-            return sums;
+        let (scales, offsets) =
+            q8_0_block_sums(acts, stride, n_cols, |b: &BlockQ8_0| -8 * quant_sum(&b.qs));
+        ActivationSums {
+            scales,
+            offsets,
+            n_blocks: stride / size_of::<BlockQ8_0>(),
         }
-        let columns = acts
-            .par_chunks_exact(stride)
-            .take(n_cols)
-            .zip(sums.scales.par_chunks_exact_mut(n_blocks))
-            .zip(sums.offsets.par_chunks_exact_mut(n_blocks));
-        // Small batches in one piece: a task per column would cost more than the sums.
-        columns
-            .with_min_len(32)
-            .for_each(|((col, scales), offsets)| {
-                for ((b, scale), offset) in
-                    as_blocks::<BlockQ8_0>(col).iter().zip(scales).zip(offsets)
-                {
-                    *scale = b.d().to_f32();
-                    *offset = -8 * quant_sum(&b.qs);
-                }
-            });
-        sums
     }
+}
+
+/// Per Q8_0 activation block of the `n_cols` columns in `acts` (`stride` bytes each): its scale
+/// as f32, and `extra(block)`; column `c`, block `i` at `c * n_blocks + i`. The columns are
+/// shared among the threads of the current rayon pool (a serial step here would hold back every
+/// thread of the matmul that follows).
+pub(crate) fn q8_0_block_sums<T: Copy + Default + Send>(
+    acts: &[u8],
+    stride: usize,
+    n_cols: usize,
+    extra: impl Fn(&BlockQ8_0) -> T + Sync,
+) -> (Vec<f32>, Vec<T>) {
+    use rayon::prelude::*;
+    let n_blocks = stride / size_of::<BlockQ8_0>();
+    let mut scales = vec![0.0; n_cols * n_blocks];
+    let mut extras = vec![T::default(); n_cols * n_blocks];
+    if n_blocks == 0 {
+        return (scales, extras);
+    }
+    let columns = acts
+        .par_chunks_exact(stride)
+        .take(n_cols)
+        .zip(scales.par_chunks_exact_mut(n_blocks))
+        .zip(extras.par_chunks_exact_mut(n_blocks));
+    // Small batches in one piece: a task per column would cost more than the sums.
+    columns
+        .with_min_len(32)
+        .for_each(|((col, scales), extras)| {
+            for ((b, scale), e) in as_blocks::<BlockQ8_0>(col).iter().zip(scales).zip(extras) {
+                *scale = b.d().to_f32();
+                *e = extra(b);
+            }
+        });
+    (scales, extras)
 }
 
 /// The sum of a block's 32 quants (exact).
@@ -272,14 +369,14 @@ pub fn matmul_groups(
     sums: &ActivationSums,
     mut store: impl FnMut(usize, usize, f32),
 ) -> bool {
-    let n_blocks = w.cols / QK;
+    let n_blocks = w.grouped.n_blocks();
     assert!(
         stride == n_blocks * size_of::<BlockQ8_0>()
             && acts.len() >= n_cols * stride
             && sums.n_blocks == n_blocks
             && sums.scales.len() >= n_cols * n_blocks
             && sums.offsets.len() >= n_cols * n_blocks
-            && groups.end <= w.groups(),
+            && groups.end <= w.grouped.groups(),
         "packed Q4_0 matmul: activations or sums do not match the matrix"
     );
     #[cfg(target_arch = "x86_64")]
@@ -290,7 +387,7 @@ pub fn matmul_groups(
             offsets: sums.offsets[c * n_blocks..].as_ptr(),
         };
         for g in groups {
-            let group = w.group_bytes(g).as_ptr();
+            let group = w.grouped.group(g).as_ptr();
             let mut c = 0;
             macro_rules! tile {
                 ($nc:expr) => {
@@ -300,11 +397,7 @@ pub fn matmul_groups(
                         // `n_blocks` group blocks and each column `n_blocks` activation blocks and
                         // sums (asserted above, `c + k < n_cols`).
                         let v = unsafe { x86::group_dot(group, n_blocks, cols, $nc == 1) };
-                        for (k, lanes) in v.iter().enumerate() {
-                            for (r, &value) in lanes.iter().enumerate() {
-                                store(c + k, g * GROUP_ROWS + r, value);
-                            }
-                        }
+                        store_tile(g, c, &v, &mut store);
                         c += $nc;
                     }
                 };
@@ -326,11 +419,23 @@ pub fn avx512_vnni() -> bool {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(crate) mod x86 {
     use std::arch::x86_64::*;
 
     use super::{GROUP_BLOCK_BYTES, GROUP_ROWS};
     use crate::quant::q8_0::BlockQ8_0;
+
+    /// Asks for the `bytes` bytes that start `ahead` bytes past `block` to be brought into the
+    /// cache (one-column calls stream the weights once, and their loads must not wait on memory).
+    #[inline(always)]
+    pub(crate) fn prefetch_ahead(block: *const u8, ahead: usize, bytes: usize) {
+        // Wrapping: the address may lie past the matrix, which a hint tolerates.
+        let ahead = block.wrapping_add(ahead);
+        for line in 0..bytes.div_ceil(64) {
+            // SAFETY: a prefetch is only a hint: it never faults, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line).cast()) };
+        }
+    }
 
     /// One activation column: its Q8_0 blocks and their [`super::ActivationSums`].
     #[derive(Clone, Copy)]
@@ -365,11 +470,7 @@ mod x86 {
             unsafe {
                 let block = group.add(i * GROUP_BLOCK_BYTES);
                 if prefetch {
-                    // Wrapping: the address may lie past the matrix, which a hint tolerates.
-                    let ahead = block.wrapping_add(PREFETCH_AHEAD);
-                    for line in 0..GROUP_BLOCK_BYTES.div_ceil(64) {
-                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line).cast());
-                    }
+                    prefetch_ahead(block, PREFETCH_AHEAD, GROUP_BLOCK_BYTES);
                 }
                 let dw = _mm512_cvtph_ps(_mm256_loadu_si256(block.cast()));
                 let mut lo = [_mm512_setzero_si512(); 4];

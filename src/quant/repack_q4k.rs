@@ -26,11 +26,9 @@
 //!   quant bytes `32c + 4k..32c + 4k + 4` (low nibbles: elements `64c + 4k..+4` of sub-block
 //!   `2c`; high nibbles: elements `64c + 32 + 4k..+4` of sub-block `2c + 1`).
 
-use std::fmt;
-
 use super::k_quants::q4_k::{unpack_scales_mins, BlockQ4K};
 use super::k_quants::{as_blocks, BlockQ8K};
-use super::repack::GROUP_ROWS;
+use super::repack::{store_tile, GroupedRows, GROUP_ROWS};
 use super::QK_K;
 
 /// Bytes of one super-block of a group.
@@ -44,21 +42,9 @@ const QUANTS_AT: usize = MINS_AT + 8 * GROUP_ROWS;
 const COLUMN_TILE: usize = 4;
 
 /// A Q4_K matrix whose row count is a multiple of [`GROUP_ROWS`], repacked into row groups.
+#[derive(Debug)]
 pub struct PackedQ4K {
-    rows: usize,
-    cols: usize,
-    /// Anonymous memory from [`super::repack::packed_buffer`], as for the other packed types.
-    bytes: memmap2::MmapMut,
-}
-
-impl fmt::Debug for PackedQ4K {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PackedQ4K")
-            .field("rows", &self.rows)
-            .field("cols", &self.cols)
-            .field("bytes", &self.bytes.len())
-            .finish()
-    }
+    grouped: GroupedRows,
 }
 
 impl PackedQ4K {
@@ -66,61 +52,40 @@ impl PackedQ4K {
     /// `None` if the shape does not fit the layout (rows not a multiple of 16, or a partial
     /// super-block) or the sizes disagree.
     pub fn pack(data: &[u8], rows: usize, cols: usize) -> Option<PackedQ4K> {
-        if rows == 0 || !rows.is_multiple_of(GROUP_ROWS) || !cols.is_multiple_of(QK_K) {
-            return None;
-        }
-        let n_blocks = cols / QK_K;
-        let row_bytes = n_blocks * size_of::<BlockQ4K>();
-        if rows.checked_mul(row_bytes) != Some(data.len()) {
-            return None;
-        }
-        let mut bytes =
-            super::repack::packed_buffer(rows / GROUP_ROWS * n_blocks * GROUP_BLOCK_BYTES)?;
-        for (group, out) in data
-            .chunks_exact(GROUP_ROWS * row_bytes)
-            .zip(bytes.chunks_exact_mut(n_blocks * GROUP_BLOCK_BYTES))
-        {
-            for (i, out) in out.chunks_exact_mut(GROUP_BLOCK_BYTES).enumerate() {
-                for (r, row) in group.chunks_exact(row_bytes).enumerate() {
-                    let b = &as_blocks::<BlockQ4K>(row)[i];
-                    out[2 * r..2 * r + 2].copy_from_slice(&b.d);
-                    out[DMIN_AT + 2 * r..DMIN_AT + 2 * r + 2].copy_from_slice(&b.dmin);
-                    let sm = unpack_scales_mins(&b.scales);
-                    for j in 0..8 {
-                        out[SCALES_AT + GROUP_ROWS * j + r] = sm[j];
-                        out[MINS_AT + GROUP_ROWS * j + r] = sm[8 + j];
-                    }
-                    for chunk in 0..32 {
-                        out[QUANTS_AT + 64 * chunk + 4 * r..][..4]
-                            .copy_from_slice(&b.qs[4 * chunk..][..4]);
-                    }
+        let grouped = GroupedRows::pack(
+            data,
+            rows,
+            cols,
+            QK_K,
+            as_blocks::<BlockQ4K>,
+            |r, b, out: &mut [u8; GROUP_BLOCK_BYTES]| {
+                out[2 * r..2 * r + 2].copy_from_slice(&b.d);
+                out[DMIN_AT + 2 * r..DMIN_AT + 2 * r + 2].copy_from_slice(&b.dmin);
+                let sm = unpack_scales_mins(&b.scales);
+                for j in 0..8 {
+                    out[SCALES_AT + GROUP_ROWS * j + r] = sm[j];
+                    out[MINS_AT + GROUP_ROWS * j + r] = sm[8 + j];
                 }
-            }
-        }
-        Some(PackedQ4K { rows, cols, bytes })
+                for chunk in 0..32 {
+                    out[QUANTS_AT + 64 * chunk + 4 * r..][..4]
+                        .copy_from_slice(&b.qs[4 * chunk..][..4]);
+                }
+            },
+        )?;
+        Some(PackedQ4K { grouped })
     }
 
-    /// Rows of the matrix.
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    /// Elements per row.
-    pub fn cols(&self) -> usize {
-        self.cols
-    }
-
-    /// Row groups.
-    pub fn groups(&self) -> usize {
-        self.rows / GROUP_ROWS
+    /// The rows, shape and bytes.
+    pub fn grouped(&self) -> &GroupedRows {
+        &self.grouped
     }
 
     /// Row `r`'s `d`, `dmin` and quant bytes per super-block as the file stores them (the
     /// scales and mins are unpacked; the kernel tests check those through the products).
     pub fn unpack_row(&self, r: usize) -> Vec<([u8; 2], [u8; 2], [u8; QK_K / 2])> {
         let lane = r % GROUP_ROWS;
-        self.group_bytes(r / GROUP_ROWS)
-            .chunks_exact(GROUP_BLOCK_BYTES)
+        self.grouped
+            .group_blocks(r / GROUP_ROWS)
             .map(|b| {
                 let d = [b[2 * lane], b[2 * lane + 1]];
                 let dmin = [b[DMIN_AT + 2 * lane], b[DMIN_AT + 2 * lane + 1]];
@@ -128,11 +93,6 @@ impl PackedQ4K {
                 (d, dmin, qs)
             })
             .collect()
-    }
-
-    fn group_bytes(&self, g: usize) -> &[u8] {
-        let n = self.bytes.len() / self.groups();
-        &self.bytes[g * n..][..n]
     }
 }
 
@@ -193,14 +153,14 @@ pub fn matmul_groups(
     sums: &ActivationSumsK,
     mut store: impl FnMut(usize, usize, f32),
 ) -> bool {
-    let n_blocks = w.cols / QK_K;
+    let n_blocks = w.grouped.n_blocks();
     assert!(
         stride == n_blocks * size_of::<BlockQ8K>()
             && acts.len() >= n_cols * stride
             && sums.n_blocks == n_blocks
             && sums.scales.len() >= n_cols * n_blocks
             && sums.min_pairs.len() >= n_cols * n_blocks
-            && groups.end <= w.groups()
+            && groups.end <= w.grouped.groups()
             && chunked.is_multiple_of(4)
             && chunked <= n_cols,
         "packed Q4_K matmul: activations or sums do not match the matrix"
@@ -213,7 +173,7 @@ pub fn matmul_groups(
             min_pairs: sums.min_pairs[c * n_blocks..].as_ptr(),
         };
         for g in groups {
-            let group = w.group_bytes(g).as_ptr();
+            let group = w.grouped.group(g).as_ptr();
             let mut c = 0;
             macro_rules! tile {
                 ($nc:expr, $chunked:expr, $limit:expr) => {
@@ -223,11 +183,7 @@ pub fn matmul_groups(
                         // `n_blocks` group super-blocks and each column `n_blocks` activation
                         // super-blocks and sums (asserted above, `c + k < n_cols`).
                         let v = unsafe { x86::group_dot::<$nc, $chunked>(group, n_blocks, cols) };
-                        for (k, lanes) in v.iter().enumerate() {
-                            for (r, &value) in lanes.iter().enumerate() {
-                                store(c + k, g * GROUP_ROWS + r, value);
-                            }
-                        }
+                        store_tile(g, c, &v, &mut store);
                         c += $nc;
                     }
                 };
@@ -247,6 +203,7 @@ mod x86 {
 
     use super::{DMIN_AT, GROUP_BLOCK_BYTES, GROUP_ROWS, MINS_AT, QUANTS_AT, SCALES_AT};
     use crate::quant::k_quants::BlockQ8K;
+    use crate::quant::repack::x86::prefetch_ahead;
 
     /// One activation column: its Q8_K super-blocks and their [`super::ActivationSumsK`].
     #[derive(Clone, Copy)]
@@ -285,11 +242,7 @@ mod x86 {
             unsafe {
                 let block = group.add(i * GROUP_BLOCK_BYTES);
                 if NC == 1 {
-                    // Wrapping: the address may lie past the matrix, which a hint tolerates.
-                    let ahead = block.wrapping_add(PREFETCH_AHEAD);
-                    for line in 0..GROUP_BLOCK_BYTES.div_ceil(64) {
-                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line).cast());
-                    }
+                    prefetch_ahead(block, PREFETCH_AHEAD, GROUP_BLOCK_BYTES);
                 }
                 let d = _mm512_cvtph_ps(_mm256_loadu_si256(block.cast()));
                 let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(block.add(DMIN_AT).cast()));

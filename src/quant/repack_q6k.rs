@@ -23,11 +23,9 @@
 //! - 64 chunks of 64 bytes; chunk `G` holds, for row `r` at bytes `4r..4r + 4`, that row's
 //!   unsigned quants `4G..4G + 4` (0..=63, the offset of 32 not removed).
 
-use std::fmt;
-
 use super::k_quants::q6_k::BlockQ6K;
 use super::k_quants::{as_blocks, BlockQ8K};
-use super::repack::GROUP_ROWS;
+use super::repack::{store_tile, GroupedRows, GROUP_ROWS};
 use super::QK_K;
 
 /// Bytes of one super-block of a group.
@@ -39,21 +37,9 @@ const QUANTS_AT: usize = SCALES_AT + 16 * GROUP_ROWS;
 pub const TILED_MIN_COLS: usize = 8;
 
 /// A Q6_K matrix whose row count is a multiple of [`GROUP_ROWS`], repacked into row groups.
+#[derive(Debug)]
 pub struct PackedQ6K {
-    rows: usize,
-    cols: usize,
-    /// Anonymous memory from [`super::repack::packed_buffer`], as for the other packed types.
-    bytes: memmap2::MmapMut,
-}
-
-impl fmt::Debug for PackedQ6K {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PackedQ6K")
-            .field("rows", &self.rows)
-            .field("cols", &self.cols)
-            .field("bytes", &self.bytes.len())
-            .finish()
-    }
+    grouped: GroupedRows,
 }
 
 impl PackedQ6K {
@@ -61,58 +47,37 @@ impl PackedQ6K {
     /// `None` if the shape does not fit the layout (rows not a multiple of 16, or a partial
     /// super-block) or the sizes disagree.
     pub fn pack(data: &[u8], rows: usize, cols: usize) -> Option<PackedQ6K> {
-        if rows == 0 || !rows.is_multiple_of(GROUP_ROWS) || !cols.is_multiple_of(QK_K) {
-            return None;
-        }
-        let n_blocks = cols / QK_K;
-        let row_bytes = n_blocks * size_of::<BlockQ6K>();
-        if rows.checked_mul(row_bytes) != Some(data.len()) {
-            return None;
-        }
-        let mut bytes =
-            super::repack::packed_buffer(rows / GROUP_ROWS * n_blocks * GROUP_BLOCK_BYTES)?;
-        for (group, out) in data
-            .chunks_exact(GROUP_ROWS * row_bytes)
-            .zip(bytes.chunks_exact_mut(n_blocks * GROUP_BLOCK_BYTES))
-        {
-            for (i, out) in out.chunks_exact_mut(GROUP_BLOCK_BYTES).enumerate() {
-                for (r, row) in group.chunks_exact(row_bytes).enumerate() {
-                    let b = &as_blocks::<BlockQ6K>(row)[i];
-                    out[2 * r..2 * r + 2].copy_from_slice(&b.d);
-                    for (s, &sc) in b.scales.iter().enumerate() {
-                        out[SCALES_AT + GROUP_ROWS * s + r] = sc as u8;
-                    }
-                    for (g, q) in b.quants().chunks_exact(4).enumerate() {
-                        let unsigned = [0, 1, 2, 3].map(|k| (q[k] + 32) as u8);
-                        out[QUANTS_AT + 64 * g + 4 * r..][..4].copy_from_slice(&unsigned);
-                    }
+        let grouped = GroupedRows::pack(
+            data,
+            rows,
+            cols,
+            QK_K,
+            as_blocks::<BlockQ6K>,
+            |r, b, out: &mut [u8; GROUP_BLOCK_BYTES]| {
+                out[2 * r..2 * r + 2].copy_from_slice(&b.d);
+                for (s, &sc) in b.scales.iter().enumerate() {
+                    out[SCALES_AT + GROUP_ROWS * s + r] = sc as u8;
                 }
-            }
-        }
-        Some(PackedQ6K { rows, cols, bytes })
+                for (g, q) in b.quants().chunks_exact(4).enumerate() {
+                    let unsigned = [0, 1, 2, 3].map(|k| (q[k] + 32) as u8);
+                    out[QUANTS_AT + 64 * g + 4 * r..][..4].copy_from_slice(&unsigned);
+                }
+            },
+        )?;
+        Some(PackedQ6K { grouped })
     }
 
-    /// Rows of the matrix.
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    /// Elements per row.
-    pub fn cols(&self) -> usize {
-        self.cols
-    }
-
-    /// Row groups.
-    pub fn groups(&self) -> usize {
-        self.rows / GROUP_ROWS
+    /// The rows, shape and bytes.
+    pub fn grouped(&self) -> &GroupedRows {
+        &self.grouped
     }
 
     /// Row `r`'s `d`, sub-block scales and unsigned quants (0..=63) per super-block, to check the
     /// packing against the file.
     pub fn unpack_row(&self, r: usize) -> Vec<([u8; 2], [i8; 16], [u8; QK_K])> {
         let lane = r % GROUP_ROWS;
-        self.group_bytes(r / GROUP_ROWS)
-            .chunks_exact(GROUP_BLOCK_BYTES)
+        self.grouped
+            .group_blocks(r / GROUP_ROWS)
             .map(|b| {
                 let d = [b[2 * lane], b[2 * lane + 1]];
                 let scales = std::array::from_fn(|s| b[SCALES_AT + GROUP_ROWS * s + lane] as i8);
@@ -120,11 +85,6 @@ impl PackedQ6K {
                 (d, scales, qs)
             })
             .collect()
-    }
-
-    fn group_bytes(&self, g: usize) -> &[u8] {
-        let n = self.bytes.len() / self.groups();
-        &self.bytes[g * n..][..n]
     }
 }
 
@@ -146,18 +106,18 @@ pub fn matmul_groups(
     n_cols: usize,
     mut store: impl FnMut(usize, usize, f32),
 ) -> bool {
-    let n_blocks = w.cols / QK_K;
+    let n_blocks = w.grouped.n_blocks();
     assert!(
         stride == n_blocks * size_of::<BlockQ8K>()
             && acts.len() >= n_cols * stride
-            && groups.end <= w.groups(),
+            && groups.end <= w.grouped.groups(),
         "packed Q6_K matmul: activations do not match the matrix"
     );
     #[cfg(target_arch = "x86_64")]
     if super::repack::avx512_vnni() {
         let column = |c: usize| acts[c * stride..].as_ptr();
         for g in groups {
-            let group = w.group_bytes(g).as_ptr();
+            let group = w.grouped.group(g).as_ptr();
             let mut c = 0;
             macro_rules! tile {
                 ($nc:expr, $f:ident) => {
@@ -167,11 +127,7 @@ pub fn matmul_groups(
                         // `n_blocks` group super-blocks and each column `n_blocks` Q8_K blocks
                         // (asserted above, `c + k < n_cols`).
                         let v = unsafe { x86::$f::<$nc>(group, n_blocks, cols) };
-                        for (k, lanes) in v.iter().enumerate() {
-                            for (r, &value) in lanes.iter().enumerate() {
-                                store(c + k, g * GROUP_ROWS + r, value);
-                            }
-                        }
+                        store_tile(g, c, &v, &mut store);
                         c += $nc;
                     }
                 };
@@ -196,6 +152,7 @@ mod x86 {
 
     use super::{GROUP_BLOCK_BYTES, GROUP_ROWS, QUANTS_AT, SCALES_AT};
     use crate::quant::k_quants::BlockQ8K;
+    use crate::quant::repack::x86::prefetch_ahead;
 
     /// Offsets in a Q8_K block: quants after the f32 scale, then the i16 sums of 16 quants.
     const Q8K_QUANTS: usize = 4;
@@ -305,11 +262,7 @@ mod x86 {
             unsafe {
                 let block = group.add(i * GROUP_BLOCK_BYTES);
                 if NC == 1 {
-                    // Wrapping: the address may lie past the matrix, which a hint tolerates.
-                    let ahead = block.wrapping_add(PREFETCH_AHEAD);
-                    for line in 0..GROUP_BLOCK_BYTES.div_ceil(64) {
-                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line).cast());
-                    }
+                    prefetch_ahead(block, PREFETCH_AHEAD, GROUP_BLOCK_BYTES);
                 }
                 let d = _mm512_cvtph_ps(_mm256_loadu_si256(block.cast()));
                 for c in 0..NC {

@@ -167,62 +167,56 @@ unsafe fn store_block(q: __m256i, d: f32, m: Option<f32>, dst: *mut f32) {
     }
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn dequantize_q4_0(src: &[u8], dst: &mut [f32]) {
-    for i in 0..dst.len() / QK {
-        let p = src.as_ptr().add(i * Q4_0_BYTES);
-        let q = _mm256_sub_epi8(nibbles(p.add(2)), _mm256_set1_epi8(8));
-        store_block(q, f16_at(p), None, dst.as_mut_ptr().add(i * QK));
-    }
+/// A dequantizer of a 32-element type: `$quants` gives the 32 i8 quants of the block at `$p` and
+/// `$min` its minimum if it has one (its scale is the f16 at offset 0).
+macro_rules! dequantize_kernel {
+    ($name:ident, $bytes:expr, |$p:ident| $quants:expr, $min:expr) => {
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub(super) unsafe fn $name(src: &[u8], dst: &mut [f32]) {
+            for i in 0..dst.len() / QK {
+                let $p = src.as_ptr().add(i * $bytes);
+                store_block($quants, f16_at($p), $min, dst.as_mut_ptr().add(i * QK));
+            }
+        }
+    };
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn dequantize_q4_1(src: &[u8], dst: &mut [f32]) {
-    for i in 0..dst.len() / QK {
-        let p = src.as_ptr().add(i * Q4_1_BYTES);
-        let q = nibbles(p.add(4));
-        store_block(
-            q,
-            f16_at(p),
-            Some(f16_at(p.add(2))),
-            dst.as_mut_ptr().add(i * QK),
-        );
-    }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn dequantize_q5_0(src: &[u8], dst: &mut [f32]) {
-    for i in 0..dst.len() / QK {
-        let p = src.as_ptr().add(i * Q5_0_BYTES);
+dequantize_kernel!(
+    dequantize_q4_0,
+    Q4_0_BYTES,
+    |p| _mm256_sub_epi8(nibbles(p.add(2)), _mm256_set1_epi8(8)),
+    None
+);
+dequantize_kernel!(
+    dequantize_q4_1,
+    Q4_1_BYTES,
+    |p| nibbles(p.add(4)),
+    Some(f16_at(p.add(2)))
+);
+dequantize_kernel!(
+    dequantize_q5_0,
+    Q5_0_BYTES,
+    |p| {
         let qh = p.add(2).cast::<u32>().read_unaligned();
-        let q = q5_0_values(nibbles(p.add(6)), bits_to_bytes_avx2(u32::from_le(qh)));
-        store_block(q, f16_at(p), None, dst.as_mut_ptr().add(i * QK));
-    }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn dequantize_q5_1(src: &[u8], dst: &mut [f32]) {
-    for i in 0..dst.len() / QK {
-        let p = src.as_ptr().add(i * Q5_1_BYTES);
+        q5_0_values(nibbles(p.add(6)), bits_to_bytes_avx2(u32::from_le(qh)))
+    },
+    None
+);
+dequantize_kernel!(
+    dequantize_q5_1,
+    Q5_1_BYTES,
+    |p| {
         let qh = p.add(4).cast::<u32>().read_unaligned();
-        let q = q5_1_values(nibbles(p.add(8)), bits_to_bytes_avx2(u32::from_le(qh)));
-        store_block(
-            q,
-            f16_at(p),
-            Some(f16_at(p.add(2))),
-            dst.as_mut_ptr().add(i * QK),
-        );
-    }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn dequantize_q8_0(src: &[u8], dst: &mut [f32]) {
-    for i in 0..dst.len() / QK {
-        let p = src.as_ptr().add(i * Q8_0_BYTES);
-        let q = _mm256_loadu_si256(p.add(2).cast());
-        store_block(q, f16_at(p), None, dst.as_mut_ptr().add(i * QK));
-    }
-}
+        q5_1_values(nibbles(p.add(8)), bits_to_bytes_avx2(u32::from_le(qh)))
+    },
+    Some(f16_at(p.add(2)))
+);
+dequantize_kernel!(
+    dequantize_q8_0,
+    Q8_0_BYTES,
+    |p| _mm256_loadu_si256(p.add(2).cast()),
+    None
+);
 
 // ---------------------------------------------------------------------------------------------
 // Activation quantization (ggml's x86 `quantize_row_q8_0` / `_q8_1`), bit-identical to the
@@ -399,6 +393,83 @@ macro_rules! tile_loop {
     }};
 }
 
+/// Returns from a `vec_dot_*` kernel of `R` rows × `N` columns with the paired-row kernel
+/// `$pair`'s result when `R` is two or four and the level has a paired kernel for the type
+/// (`$pair` answers `None` where it has none).
+macro_rules! return_if_paired {
+    ($pair:ident, $ws:ident, $acts:ident) => {
+        if let &[w0, w1] = $ws.as_slice() {
+            if let Some([pair]) = $pair::<1, N, false>([[w0, w1]], &$acts, &[&[]; N]) {
+                let mut out = [[0.0f32; N]; R];
+                out.copy_from_slice(&pair);
+                return out;
+            }
+        }
+        if let &[w0, w1, w2, w3] = $ws.as_slice() {
+            if let Some([a, b]) = $pair::<2, N, false>([[w0, w1], [w2, w3]], &$acts, &[&[]; N]) {
+                let mut out = [[0.0f32; N]; R];
+                out[..2].copy_from_slice(&a);
+                out[2..].copy_from_slice(&b);
+                return out;
+            }
+        }
+    };
+}
+
+/// A kernel of a signed weight type (Q5_0, Q8_0) with Q8_0 activations, `R` rows × `N` columns:
+/// the paired-row kernel `$pair` where it applies, else `tile_loop!` over `signed_tile`, `$unpack`
+/// giving the 32 signed quants of the weight block at `$wp` (its scale is the f16 at offset 0).
+macro_rules! signed_kernel {
+    ($(#[$doc:meta])* $features:literal, $name:ident, $pair:ident, $bytes:expr,
+     |$wp:ident| $unpack:block) => {
+        $(#[$doc])*
+        #[target_feature(enable = $features)]
+        pub(in crate::quant) unsafe fn $name<const R: usize, const N: usize>(
+            ws: [&[u8]; R],
+            acts: [&[u8]; N],
+        ) -> [[f32; N]; R] {
+            return_if_paired!($pair, ws, acts);
+            tile_loop!(ws[0].len() / $bytes, |i, acc| {
+                let mut x = [_mm256_setzero_si256(); R];
+                let mut dw = [0.0f32; R];
+                for r in 0..R {
+                    let $wp = ws[r].as_ptr().add(i * $bytes);
+                    x[r] = $unpack;
+                    dw[r] = f16_at($wp);
+                }
+                signed_tile(acc, x, dw, &acts, i * Q8_0_BYTES);
+            })
+        }
+    };
+}
+
+/// A kernel of an unsigned weight type (Q4_1, Q5_1) with Q8_1 activations, as `signed_kernel!`
+/// over `unsigned_tile` (the minimum is the f16 at offset 2 of the weight block).
+macro_rules! unsigned_kernel {
+    ($(#[$doc:meta])* $features:literal, $name:ident, $pair:ident, $bytes:expr,
+     |$wp:ident| $unpack:block) => {
+        $(#[$doc])*
+        #[target_feature(enable = $features)]
+        pub(in crate::quant) unsafe fn $name<const R: usize, const N: usize>(
+            ws: [&[u8]; R],
+            acts: [&[u8]; N],
+        ) -> [[f32; N]; R] {
+            return_if_paired!($pair, ws, acts);
+            tile_loop!(ws[0].len() / $bytes, |i, acc| {
+                let mut x = [_mm256_setzero_si256(); R];
+                let (mut dw, mut mw) = ([0.0f32; R], [0.0f32; R]);
+                for r in 0..R {
+                    let $wp = ws[r].as_ptr().add(i * $bytes);
+                    x[r] = $unpack;
+                    dw[r] = f16_at($wp);
+                    mw[r] = f16_at($wp.add(2));
+                }
+                unsigned_tile(acc, x, dw, mw, &acts, i * Q8_1_BYTES);
+            })
+        }
+    };
+}
+
 macro_rules! block_dot_kernels {
     ($features:literal) => {
         /// Adds one signed-weight block per row (quants `x[r]`, scale `dw[r]`) dotted with the
@@ -559,148 +630,31 @@ macro_rules! block_dot_kernels {
             out
         }
 
-        /// Q5_0 weights · Q8_0 activations, `R` rows × `N` columns.
-        #[target_feature(enable = $features)]
-        pub(in crate::quant) unsafe fn vec_dot_q5_0<const R: usize, const N: usize>(
-            ws: [&[u8]; R],
-            acts: [&[u8]; N],
-        ) -> [[f32; N]; R] {
-            if let &[w0, w1] = ws.as_slice() {
-                if let Some([pair]) = pair_q5_0::<1, N, false>([[w0, w1]], &acts, &[&[]; N]) {
-                    let mut out = [[0.0f32; N]; R];
-                    out.copy_from_slice(&pair);
-                    return out;
-                }
+        signed_kernel! {
+            /// Q5_0 weights · Q8_0 activations, `R` rows × `N` columns.
+            $features, vec_dot_q5_0, pair_q5_0, Q5_0_BYTES, |wp| {
+                let qh = u32::from_le(wp.add(2).cast::<u32>().read_unaligned());
+                q5_0_values(nibbles(wp.add(6)), bits_to_bytes(qh))
             }
-            if let &[w0, w1, w2, w3] = ws.as_slice() {
-                if let Some([a, b]) =
-                    pair_q5_0::<2, N, false>([[w0, w1], [w2, w3]], &acts, &[&[]; N])
-                {
-                    let mut out = [[0.0f32; N]; R];
-                    out[..2].copy_from_slice(&a);
-                    out[2..].copy_from_slice(&b);
-                    return out;
-                }
-            }
-            tile_loop!(ws[0].len() / Q5_0_BYTES, |i, acc| {
-                let mut x = [_mm256_setzero_si256(); R];
-                let mut dw = [0.0f32; R];
-                for r in 0..R {
-                    let wp = ws[r].as_ptr().add(i * Q5_0_BYTES);
-                    let qh = u32::from_le(wp.add(2).cast::<u32>().read_unaligned());
-                    x[r] = q5_0_values(nibbles(wp.add(6)), bits_to_bytes(qh));
-                    dw[r] = f16_at(wp);
-                }
-                signed_tile(acc, x, dw, &acts, i * Q8_0_BYTES);
-            })
         }
-
-        /// Q8_0 weights · Q8_0 activations, `R` rows × `N` columns.
-        #[target_feature(enable = $features)]
-        pub(in crate::quant) unsafe fn vec_dot_q8_0<const R: usize, const N: usize>(
-            ws: [&[u8]; R],
-            acts: [&[u8]; N],
-        ) -> [[f32; N]; R] {
-            if let &[w0, w1] = ws.as_slice() {
-                if let Some([pair]) = pair_q8_0::<1, N, false>([[w0, w1]], &acts, &[&[]; N]) {
-                    let mut out = [[0.0f32; N]; R];
-                    out.copy_from_slice(&pair);
-                    return out;
-                }
+        signed_kernel! {
+            /// Q8_0 weights · Q8_0 activations, `R` rows × `N` columns.
+            $features, vec_dot_q8_0, pair_q8_0, Q8_0_BYTES, |wp| {
+                _mm256_loadu_si256(wp.add(2).cast())
             }
-            if let &[w0, w1, w2, w3] = ws.as_slice() {
-                if let Some([a, b]) =
-                    pair_q8_0::<2, N, false>([[w0, w1], [w2, w3]], &acts, &[&[]; N])
-                {
-                    let mut out = [[0.0f32; N]; R];
-                    out[..2].copy_from_slice(&a);
-                    out[2..].copy_from_slice(&b);
-                    return out;
-                }
-            }
-            tile_loop!(ws[0].len() / Q8_0_BYTES, |i, acc| {
-                let mut x = [_mm256_setzero_si256(); R];
-                let mut dw = [0.0f32; R];
-                for r in 0..R {
-                    let wp = ws[r].as_ptr().add(i * Q8_0_BYTES);
-                    x[r] = _mm256_loadu_si256(wp.add(2).cast());
-                    dw[r] = f16_at(wp);
-                }
-                signed_tile(acc, x, dw, &acts, i * Q8_0_BYTES);
-            })
         }
-
-        /// Q4_1 weights · Q8_1 activations, `R` rows × `N` columns.
-        #[target_feature(enable = $features)]
-        pub(in crate::quant) unsafe fn vec_dot_q4_1<const R: usize, const N: usize>(
-            ws: [&[u8]; R],
-            acts: [&[u8]; N],
-        ) -> [[f32; N]; R] {
-            if let &[w0, w1] = ws.as_slice() {
-                if let Some([pair]) = pair_q4_1::<1, N, false>([[w0, w1]], &acts, &[&[]; N]) {
-                    let mut out = [[0.0f32; N]; R];
-                    out.copy_from_slice(&pair);
-                    return out;
-                }
+        unsigned_kernel! {
+            /// Q4_1 weights · Q8_1 activations, `R` rows × `N` columns.
+            $features, vec_dot_q4_1, pair_q4_1, Q4_1_BYTES, |wp| {
+                nibbles(wp.add(4))
             }
-            if let &[w0, w1, w2, w3] = ws.as_slice() {
-                if let Some([a, b]) =
-                    pair_q4_1::<2, N, false>([[w0, w1], [w2, w3]], &acts, &[&[]; N])
-                {
-                    let mut out = [[0.0f32; N]; R];
-                    out[..2].copy_from_slice(&a);
-                    out[2..].copy_from_slice(&b);
-                    return out;
-                }
-            }
-            tile_loop!(ws[0].len() / Q4_1_BYTES, |i, acc| {
-                let mut x = [_mm256_setzero_si256(); R];
-                let (mut dw, mut mw) = ([0.0f32; R], [0.0f32; R]);
-                for r in 0..R {
-                    let wp = ws[r].as_ptr().add(i * Q4_1_BYTES);
-                    x[r] = nibbles(wp.add(4));
-                    dw[r] = f16_at(wp);
-                    mw[r] = f16_at(wp.add(2));
-                }
-                unsigned_tile(acc, x, dw, mw, &acts, i * Q8_1_BYTES);
-            })
         }
-
-        /// Q5_1 weights · Q8_1 activations, `R` rows × `N` columns.
-        #[target_feature(enable = $features)]
-        pub(in crate::quant) unsafe fn vec_dot_q5_1<const R: usize, const N: usize>(
-            ws: [&[u8]; R],
-            acts: [&[u8]; N],
-        ) -> [[f32; N]; R] {
-            if let &[w0, w1] = ws.as_slice() {
-                if let Some([pair]) = pair_q5_1::<1, N, false>([[w0, w1]], &acts, &[&[]; N]) {
-                    let mut out = [[0.0f32; N]; R];
-                    out.copy_from_slice(&pair);
-                    return out;
-                }
+        unsigned_kernel! {
+            /// Q5_1 weights · Q8_1 activations, `R` rows × `N` columns.
+            $features, vec_dot_q5_1, pair_q5_1, Q5_1_BYTES, |wp| {
+                let qh = u32::from_le(wp.add(4).cast::<u32>().read_unaligned());
+                q5_1_values(nibbles(wp.add(8)), bits_to_bytes(qh))
             }
-            if let &[w0, w1, w2, w3] = ws.as_slice() {
-                if let Some([a, b]) =
-                    pair_q5_1::<2, N, false>([[w0, w1], [w2, w3]], &acts, &[&[]; N])
-                {
-                    let mut out = [[0.0f32; N]; R];
-                    out[..2].copy_from_slice(&a);
-                    out[2..].copy_from_slice(&b);
-                    return out;
-                }
-            }
-            tile_loop!(ws[0].len() / Q5_1_BYTES, |i, acc| {
-                let mut x = [_mm256_setzero_si256(); R];
-                let (mut dw, mut mw) = ([0.0f32; R], [0.0f32; R]);
-                for r in 0..R {
-                    let wp = ws[r].as_ptr().add(i * Q5_1_BYTES);
-                    let qh = u32::from_le(wp.add(4).cast::<u32>().read_unaligned());
-                    x[r] = q5_1_values(nibbles(wp.add(8)), bits_to_bytes(qh));
-                    dw[r] = f16_at(wp);
-                    mw[r] = f16_at(wp.add(2));
-                }
-                unsigned_tile(acc, x, dw, mw, &acts, i * Q8_1_BYTES);
-            })
         }
     };
 }

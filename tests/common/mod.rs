@@ -1,0 +1,109 @@
+//! Random operands shared by the kernel tests (`tests/quant.rs`, `tests/interleaved.rs`,
+//! `tests/kquant.rs`): blocks of the 32-element formats with their extreme scales and quant
+//! patterns, and the bit-for-bit comparison.
+
+// Each test crate compiles this module and uses only part of it.
+#![allow(dead_code)]
+
+use half::f16;
+use proptest::collection::vec;
+use proptest::prelude::*;
+
+use llmrt::quant::{GgmlType, QK};
+
+/// Whether `a` and `b` are the same f32 bits (any NaN equal to any NaN).
+pub fn same_bits(a: f32, b: f32) -> bool {
+    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+}
+
+/// f16 scale bits: the extremes (largest finite, smallest normal, subnormals, zero, negative) and
+/// random finite values.
+pub fn weight_scale() -> impl Strategy<Value = u16> {
+    prop_oneof![
+        Just(f16::MAX.to_bits()),
+        Just(f16::MIN.to_bits()),
+        Just(f16::MIN_POSITIVE.to_bits()),
+        Just(0x0001u16),
+        Just(0x83FFu16),
+        Just(0u16),
+        0u16..0x7C00,
+        0x8000u16..0xFC00,
+    ]
+}
+
+/// f16 activation scales as the quantizer produces them (`amax / 127`, non-negative): zero,
+/// subnormal, smallest normal, or random up to 16.
+pub fn act_scale() -> impl Strategy<Value = u16> {
+    prop_oneof![
+        Just(0u16),
+        Just(0x0001u16),
+        Just(f16::MIN_POSITIVE.to_bits()),
+        (0u16..=f16::from_f32(16.0).to_bits()),
+    ]
+}
+
+/// `len` quant bytes: all zero, maximal patterns, or random.
+pub fn quant_bytes(len: usize) -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        Just(vec![0u8; len]),
+        Just(vec![0xFFu8; len]),
+        Just(vec![0x80u8; len]),
+        Just(vec![0x7Fu8; len]),
+        vec(any::<u8>(), len),
+    ]
+}
+
+/// One weight block of `ty` as bytes.
+pub fn weight_block(ty: GgmlType) -> BoxedStrategy<Vec<u8>> {
+    let (n_scales, body) = match ty {
+        GgmlType::Q4_0 => (1, 16),
+        GgmlType::Q4_1 => (2, 16),
+        GgmlType::Q5_0 => (1, 20),
+        GgmlType::Q5_1 => (2, 20),
+        GgmlType::Q8_0 => (1, 32),
+        _ => unreachable!("not a 32-element weight type: {ty}"),
+    };
+    (vec(weight_scale(), n_scales), quant_bytes(body))
+        .prop_map(|(scales, body)| {
+            let mut b: Vec<u8> = scales.iter().flat_map(|s| s.to_le_bytes()).collect();
+            b.extend(body);
+            b
+        })
+        .boxed()
+}
+
+/// One activation block of `act_ty` (Q8_0 or Q8_1) as bytes, quants in -127..=127 as the
+/// quantizer guarantees, and for Q8_1 `s = d * Σ q` as f16.
+pub fn act_block(act_ty: GgmlType) -> BoxedStrategy<Vec<u8>> {
+    let qs = prop_oneof![
+        Just(vec![127i8; QK]),
+        Just(vec![-127i8; QK]),
+        Just(vec![0i8; QK]),
+        vec(-127i8..=127, QK),
+    ];
+    (act_scale(), qs)
+        .prop_map(move |(d, qs)| {
+            let mut b = d.to_le_bytes().to_vec();
+            if act_ty == GgmlType::Q8_1 {
+                let sum: i32 = qs.iter().map(|&q| q as i32).sum();
+                let s = f16::from_f32(sum as f32 * f16::from_bits(d).to_f32());
+                b.extend(s.to_le_bytes());
+            }
+            b.extend(qs.iter().map(|&q| q as u8));
+            b
+        })
+        .boxed()
+}
+
+/// `(n_blocks, n_cols, weight rows of 16 or 32 rows, activation columns)`: operands of the
+/// 16-row packed kernels for weights of `ty` and Q8_0 activations.
+pub fn packed_operands(ty: GgmlType) -> impl Strategy<Value = (usize, usize, Vec<u8>, Vec<u8>)> {
+    (1usize..=5, 1usize..=13, 1usize..=2).prop_flat_map(move |(n_blocks, n_cols, groups)| {
+        (
+            Just(n_blocks),
+            Just(n_cols),
+            vec(weight_block(ty), 16 * groups * n_blocks).prop_map(|b| b.concat()),
+            vec(act_block(GgmlType::Q8_0), n_cols * n_blocks).prop_map(|b| b.concat()),
+        )
+    })
+}
