@@ -23,7 +23,7 @@ const SUM_REL_TOL: f64 = 1e-6;
 /// The types whose kernels compute llama.cpp's arithmetic (the ones in the test models): their
 /// SIMD kernels equal the scalar twins bit for bit, in every variant (one column, tiled, four
 /// columns).
-const LLAMA_CPP_ORDER: [GgmlType; 2] = [GgmlType::Q4_K, GgmlType::Q6_K];
+const LLAMA_CPP_ORDER: [GgmlType; 3] = [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K];
 /// For the other types a SIMD dot product may sum in another order than its scalar twin: allowed
 /// difference relative to the magnitude Σ|w_i a_i| of the terms (a few f32 roundings per
 /// super-block).
@@ -667,4 +667,53 @@ fn packed_q4_k_rejects_shapes_outside_the_layout() {
         PackedQ4K::pack(&rows[..16 * 144], 16, 128).is_none(),
         "partial super-block"
     );
+}
+
+fn from_hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+/// llama.cpp's own x86 dot-product kernels (`ggml_vec_dot_<type>_<activation type>`, called
+/// through its shared library by scripts/make_kernel_reference.py) on random blocks: our kernels
+/// must return their results to the bit, at every SIMD level and in the scalar twin (IQ4_XS: at
+/// the SIMD levels; its scalar twin sums in another order, within the proptest's tolerance).
+#[test]
+fn vec_dot_matches_llama_cpp_kernels() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/kernel-dots.json");
+    let reference: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("reference")).expect("JSON");
+    let cases = reference["cases"].as_array().expect("cases");
+    let mut per_type = std::collections::BTreeMap::<String, usize>::new();
+    for (i, case) in cases.iter().enumerate() {
+        let name = case["type"].as_str().expect("type");
+        let ty = (0..64)
+            .filter_map(GgmlType::from_u32)
+            .find(|t| format!("{t:?}") == name)
+            .unwrap_or_else(|| panic!("unexpected type {name}"));
+        let w = from_hex(case["w"].as_str().expect("w"));
+        let a = from_hex(case["a"].as_str().expect("a"));
+        let want = case["dot_bits"].as_u64().expect("dot_bits") as u32;
+        let levels = Simd::all_supported()
+            .into_iter()
+            .filter(|&s| !(ty == GgmlType::IQ4_XS && s == Simd::Scalar));
+        for simd in levels {
+            let got = match ty {
+                GgmlType::Q5_K | GgmlType::IQ4_XS => vec_dot(ty, &w, &a, simd),
+                _ => llmrt::quant::vec_dot(ty, &w, &a, simd),
+            };
+            assert_eq!(
+                got.to_bits(),
+                want,
+                "case {i} {ty:?} {simd:?}: {got} vs llama.cpp {}",
+                f32::from_bits(want)
+            );
+        }
+        *per_type.entry(name.to_string()).or_default() += 1;
+    }
+    // Every type the script writes is checked, each on many cases.
+    assert_eq!(per_type.len(), 6, "{per_type:?}");
+    assert!(per_type.values().all(|&n| n >= 32), "{per_type:?}");
 }

@@ -82,37 +82,52 @@ pub fn dequantize_scalar(src: &[BlockQ5K], dst: &mut [f32]) {
     }
 }
 
-/// As Q4_K: exact integer sums per sub-block, mins through the Q8_K `bsums`.
+/// Plain-Rust reference for [`vec_dot`], in the arithmetic of llama.cpp's `ggml_vec_dot_q5_K_q8_K`
+/// on x86 (which it runs for Q5_K: there is no x86 repacked form): per super-block, eight exact
+/// integer lanes (lane `k` takes elements `4k..4k + 4` of every 32-element half, times that
+/// half's sub-block scale), each added to its own float accumulator by a fused multiply-add with
+/// `d_w·d_a`; the mins as one exact integer `Σ_j m_j Σ a_j` (from the Q8_K `bsums`) per
+/// super-block, added by a fused multiply-add with `-dmin_w·d_a` to one running float; at the
+/// end the eight accumulators summed in `hsum_float_8`'s order, plus the mins.
 pub fn vec_dot_scalar(w: &[BlockQ5K], act: &[BlockQ8K]) -> f32 {
-    let mut sum = 0.0f32;
+    let mut acc = [0.0f32; 8];
+    let mut mins = 0.0f32;
     for (x, y) in w.iter().zip(act) {
+        let d = y.d() * x.d();
+        let dmin = -y.d() * x.dmin();
         let sm = unpack_scales_mins(&x.scales);
-        let mut sumi = 0i32;
-        for c in 0..4 {
-            let a = &y.qs[64 * c..64 * c + 64];
-            let (mut lo, mut hi) = (0i32, 0i32);
-            for l in 0..32 {
-                lo += x.quant(c, l, false) as i32 * a[l] as i32;
-                hi += x.quant(c, l, true) as i32 * a[32 + l] as i32;
-            }
-            sumi += sm[2 * c] as i32 * lo + sm[2 * c + 1] as i32 * hi;
-        }
         let summ: i32 = (0..8)
             .map(|j| sm[8 + j] as i32 * (y.bsum(2 * j) + y.bsum(2 * j + 1)))
             .sum();
-        sum += y.d() * x.d() * sumi as f32 - y.d() * x.dmin() * summ as f32;
+        mins = dmin.mul_add(summ as f32, mins);
+        let mut lanes = [0i32; 8];
+        for c in 0..4 {
+            for (k, lane) in lanes.iter_mut().enumerate() {
+                let (mut lo, mut hi) = (0i32, 0i32);
+                for l in 4 * k..4 * k + 4 {
+                    lo += x.quant(c, l, false) as i32 * y.qs[64 * c + l] as i32;
+                    hi += x.quant(c, l, true) as i32 * y.qs[64 * c + 32 + l] as i32;
+                }
+                *lane += sm[2 * c] as i32 * lo + sm[2 * c + 1] as i32 * hi;
+            }
+        }
+        for (a, &lane) in acc.iter_mut().zip(&lanes) {
+            *a = d.mul_add(lane as f32, *a);
+        }
     }
-    sum
+    crate::quant::hsum8(acc) + mins
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::super::x86::{broadcast_i16_ctrl, f16c_pair, hsum_ps_128, hsum_ps_256};
+    use super::super::x86::{broadcast_i16_ctrl, f16c_pair, hsum_ps_256};
     use super::*;
     use std::arch::x86_64::*;
 
-    /// As Q4_K's AVX2 kernel, with the fifth bit OR-ed in as 16 (quants 0..31: `maddubs` pair
-    /// sums at most 2·31·128, no saturation).
+    /// [`super::vec_dot_scalar`]'s arithmetic (llama.cpp's): eight integer lanes per super-block
+    /// from `maddubs` + `madd` with the sub-block scales, the fifth bit OR-ed in as 16 (quants
+    /// 0..31: `maddubs` pair sums at most 2·31·128, no saturation), one fused multiply-add per
+    /// lane; the mins' integer sum added to one scalar by a fused multiply-add.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn vec_dot_avx2(w: &[BlockQ5K], act: &[BlockQ8K]) -> f32 {
         let mask = _mm256_set1_epi8(0x0F);
@@ -128,7 +143,7 @@ mod x86 {
             broadcast_i16_ctrl(7, 7),
         ];
         let mut acc = _mm256_setzero_ps();
-        let mut acc_m = _mm_setzero_ps();
+        let mut mins = 0.0f32;
         for (x, y) in w.iter().zip(act) {
             let (dw, dminw) = f16c_pair(x.d, x.dmin);
             let d = y.d() * dw;
@@ -142,7 +157,9 @@ mod x86 {
                 let pairs =
                     _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
                 let prod_m = _mm_madd_epi16(m16, pairs);
-                acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod_m), acc_m);
+                let s = _mm_add_epi32(prod_m, _mm_unpackhi_epi64(prod_m, prod_m));
+                let summ = _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01)));
+                mins = dmin.mul_add(summ as f32, mins);
                 let sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64(
                     sm.as_ptr().cast(),
                 )));
@@ -178,6 +195,6 @@ mod x86 {
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
             }
         }
-        hsum_ps_256(acc) + hsum_ps_128(acc_m)
+        hsum_ps_256(acc) + mins
     }
 }
