@@ -28,7 +28,8 @@ fn load(name: &str) -> Option<Arc<Model>> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("models/{name}.gguf"));
     if !path.exists() {
         eprintln!(
-            "SKIP {name}: {} is missing (run scripts/fetch-models.sh)",
+            "SKIP {name}: {} is missing (run scripts/fetch-models.sh, and for the requantized \
+             files scripts/make-requantized-models.sh)",
             path.display()
         );
         return None;
@@ -288,4 +289,8 @@ model_tests! {
     smollm2_q8_0 => "smollm2-135m-instruct-q8_0",
     gemma3_q4_k_m => "gemma-3-270m-q4_k_m",
     qwen25_q4_k_m => "qwen2.5-coder-0.5b-instruct-q4_k_m",
+    // Made by llama.cpp's quantizer (scripts/make-requantized-models.sh; skipped without them).
+    smollm2_q5_k_m_requantized => "smollm2-135m-instruct-q5_k_m",
+    smollm2_q5_1_requantized => "smollm2-135m-instruct-q5_1",
+    smollm2_q5_0_requantized => "smollm2-135m-instruct-q5_0",
 }

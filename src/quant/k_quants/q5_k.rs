@@ -53,15 +53,53 @@ pub(crate) fn dequantize(src: &[BlockQ5K], dst: &mut [f32], _simd: Simd) {
     dequantize_scalar(src, dst);
 }
 
+/// The dot product in the arithmetic of llama.cpp's one-column kernel: see [`vec_dot_scalar`].
 pub(crate) fn vec_dot(w: &[BlockQ5K], act: &[BlockQ8K], simd: Simd) -> f32 {
+    vec_dot_by::<false>(w, act, simd)
+}
+
+/// The dot product in the arithmetic of llama.cpp's tiled K-quant matrix multiply, which it uses
+/// for 8 or more activation columns: see [`vec_dot_tiled_scalar`].
+pub(crate) fn vec_dot_tiled(w: &[BlockQ5K], act: &[BlockQ8K], simd: Simd) -> f32 {
+    vec_dot_by::<true>(w, act, simd)
+}
+
+fn vec_dot_by<const TILED: bool>(w: &[BlockQ5K], act: &[BlockQ8K], simd: Simd) -> f32 {
     match simd {
         #[cfg(target_arch = "x86_64")]
         Simd::Avx2 | Simd::Avx512 => {
             // SAFETY: `simd` passed `Simd::is_supported`: both levels include AVX2/FMA/F16C.
-            unsafe { x86::vec_dot_avx2(w, act) }
+            unsafe { x86::vec_dot_avx2::<TILED>(w, act) }
         }
+        _ if TILED => vec_dot_tiled_scalar(w, act),
         _ => vec_dot_scalar(w, act),
     }
+}
+
+/// Plain-Rust reference for [`vec_dot_tiled`], in the arithmetic of llama.cpp's tiled K-quant
+/// kernels: per super-block the exact integers `isum = Σ_j sc_j (q_j · a_j)` and
+/// `imin = Σ_j m_j Σ a_j`, then `r = isum · d_w`, `r = r − dmin_w · imin` (fused) and
+/// `acc = r · d_a + acc` (fused, as GCC compiles its separate multiply and add intrinsics).
+pub fn vec_dot_tiled_scalar(w: &[BlockQ5K], act: &[BlockQ8K]) -> f32 {
+    let mut acc = 0.0f32;
+    for (x, y) in w.iter().zip(act) {
+        let sm = unpack_scales_mins(&x.scales);
+        let mut isum = 0i32;
+        for c in 0..4 {
+            let (mut lo, mut hi) = (0i32, 0i32);
+            for l in 0..32 {
+                lo += x.quant(c, l, false) as i32 * y.qs[64 * c + l] as i32;
+                hi += x.quant(c, l, true) as i32 * y.qs[64 * c + 32 + l] as i32;
+            }
+            isum += sm[2 * c] as i32 * lo + sm[2 * c + 1] as i32 * hi;
+        }
+        let imin: i32 = (0..8)
+            .map(|j| sm[8 + j] as i32 * (y.bsum(2 * j) + y.bsum(2 * j + 1)))
+            .sum();
+        let r = (-x.dmin()).mul_add(imin as f32, isum as f32 * x.d());
+        acc = r.mul_add(y.d(), acc);
+    }
+    acc
 }
 
 /// ggml `dequantize_row_q5_K`: `d1 = d * sc`, `m1 = dmin * m`, then `d1 * q - m1`.
@@ -120,16 +158,17 @@ pub fn vec_dot_scalar(w: &[BlockQ5K], act: &[BlockQ8K]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::super::x86::{broadcast_i16_ctrl, f16c_pair, hsum_ps_256};
+    use super::super::x86::{broadcast_i16_ctrl, f16c_pair, hsum_epi32, hsum_ps_256};
     use super::*;
     use std::arch::x86_64::*;
 
     /// [`super::vec_dot_scalar`]'s arithmetic (llama.cpp's): eight integer lanes per super-block
     /// from `maddubs` + `madd` with the sub-block scales, the fifth bit OR-ed in as 16 (quants
     /// 0..31: `maddubs` pair sums at most 2·31·128, no saturation), one fused multiply-add per
-    /// lane; the mins' integer sum added to one scalar by a fused multiply-add.
+    /// lane; the mins' integer sum added to one scalar by a fused multiply-add. `TILED`:
+    /// [`super::vec_dot_tiled_scalar`]'s arithmetic from the same integer sums.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn vec_dot_avx2(w: &[BlockQ5K], act: &[BlockQ8K]) -> f32 {
+    pub(super) unsafe fn vec_dot_avx2<const TILED: bool>(w: &[BlockQ5K], act: &[BlockQ8K]) -> f32 {
         let mask = _mm256_set1_epi8(0x0F);
         let sixteen = _mm256_set1_epi8(16);
         let ctrl: [__m256i; 8] = [
@@ -144,6 +183,7 @@ mod x86 {
         ];
         let mut acc = _mm256_setzero_ps();
         let mut mins = 0.0f32;
+        let mut tiled = 0.0f32;
         for (x, y) in w.iter().zip(act) {
             let (dw, dminw) = f16c_pair(x.d, x.dmin);
             let d = y.d() * dw;
@@ -159,7 +199,9 @@ mod x86 {
                 let prod_m = _mm_madd_epi16(m16, pairs);
                 let s = _mm_add_epi32(prod_m, _mm_unpackhi_epi64(prod_m, prod_m));
                 let summ = _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01)));
-                mins = dmin.mul_add(summ as f32, mins);
+                if !TILED {
+                    mins = dmin.mul_add(summ as f32, mins);
+                }
                 let sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64(
                     sm.as_ptr().cast(),
                 )));
@@ -192,9 +234,18 @@ mod x86 {
                     );
                     sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
                 }
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+                if TILED {
+                    let r = (-dminw).mul_add(summ as f32, hsum_epi32(sumi) as f32 * dw);
+                    tiled = r.mul_add(y.d(), tiled);
+                } else {
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+                }
             }
         }
-        hsum_ps_256(acc) + mins
+        if TILED {
+            tiled
+        } else {
+            hsum_ps_256(acc) + mins
+        }
     }
 }
