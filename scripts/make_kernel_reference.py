@@ -1,8 +1,7 @@
 #!/usr/bin/env python3
 """llama.cpp's own dot-product kernels on random blocks: the kernel-level reference of
-tests/kquant.rs for types whose arithmetic no test model exercises in full (Q5_K, Q5_1, IQ4_XS)
-and for the one-column kernels of some that they do (Q4_1, Q5_0, Q8_0). Q3_K is left out: ours
-does not compute llama.cpp's arithmetic yet.
+tests/kquant.rs for types whose arithmetic no test model exercises in full (Q5_K, Q3_K, Q5_1, IQ4_XS)
+and for the one-column kernels of some that they do (Q4_1, Q5_0, Q8_0).
 
 usage (with the Python that /work/shared/tools/llcpp-bench.sh builds, which has llama.cpp's
 libggml-cpu.so): make_kernel_reference.py OUT.json
@@ -22,6 +21,7 @@ ACTIVATIONS = {"q8_K": (256, 4 + 256 + 32), "q8_1": (32, 36), "q8_0": (32, 34)}
 # weight type -> (bytes per block, offsets of its f16 scales, activation type)
 TYPES = {
     "Q5_K": (176, [0, 2], "q8_K"),
+    "Q3_K": (110, [108], "q8_K"),
     "IQ4_XS": (136, [0], "q8_K"),
     "Q4_1": (20, [0, 2], "q8_1"),
     "Q5_1": (24, [0, 2], "q8_1"),

@@ -23,7 +23,12 @@ const SUM_REL_TOL: f64 = 1e-6;
 /// The types whose kernels compute llama.cpp's arithmetic (the ones in the test models): their
 /// SIMD kernels equal the scalar twins bit for bit, in every variant (one column, tiled, four
 /// columns).
-const LLAMA_CPP_ORDER: [GgmlType; 3] = [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K];
+const LLAMA_CPP_ORDER: [GgmlType; 4] = [
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
 /// For the other types a SIMD dot product may sum in another order than its scalar twin: allowed
 /// difference relative to the magnitude Σ|w_i a_i| of the terms (a few f32 roundings per
 /// super-block).
@@ -701,7 +706,7 @@ fn vec_dot_matches_llama_cpp_kernels() {
             .filter(|&s| !(ty == GgmlType::IQ4_XS && s == Simd::Scalar));
         for simd in levels {
             let got = match ty {
-                GgmlType::Q5_K | GgmlType::IQ4_XS => vec_dot(ty, &w, &a, simd),
+                GgmlType::Q5_K | GgmlType::Q3_K | GgmlType::IQ4_XS => vec_dot(ty, &w, &a, simd),
                 _ => llmrt::quant::vec_dot(ty, &w, &a, simd),
             };
             assert_eq!(
@@ -714,6 +719,6 @@ fn vec_dot_matches_llama_cpp_kernels() {
         *per_type.entry(name.to_string()).or_default() += 1;
     }
     // Every type the script writes is checked, each on many cases.
-    assert_eq!(per_type.len(), 6, "{per_type:?}");
+    assert_eq!(per_type.len(), 7, "{per_type:?}");
     assert!(per_type.values().all(|&n| n >= 32), "{per_type:?}");
 }

@@ -141,7 +141,7 @@ impl RowKernel {
             Q5_1 => block32!(q5_1),
             Q8_0 => block32!(q8_0),
             F32 | F16 | BF16 => RowKernel::Float(ty),
-            Q5_K | Q6_K if n_cols >= TILED_MIN_COLS => RowKernel::KTiled(ty),
+            Q3_K | Q5_K | Q6_K if n_cols >= TILED_MIN_COLS => RowKernel::KTiled(ty),
             Q4_K => RowKernel::KRepacked(ty, n_cols - n_cols % 4),
             _ => RowKernel::Other(ty),
         }

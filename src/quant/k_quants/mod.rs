@@ -122,6 +122,7 @@ pub fn vec_dot_tiled(ty: GgmlType, w: &[u8], act: &[u8], simd: Simd) -> f32 {
     match ty {
         GgmlType::Q6_K => q6_k::vec_dot_tiled(as_blocks(w), as_blocks(act), runnable(simd)),
         GgmlType::Q5_K => q5_k::vec_dot_tiled(as_blocks(w), as_blocks(act), runnable(simd)),
+        GgmlType::Q3_K => q3_k::vec_dot_tiled(as_blocks(w), as_blocks(act), runnable(simd)),
         _ => vec_dot(ty, w, act, simd),
     }
 }

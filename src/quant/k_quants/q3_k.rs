@@ -80,17 +80,27 @@ pub(crate) fn dequantize(src: &[BlockQ3K], dst: &mut [f32], _simd: Simd) {
 }
 
 pub(crate) fn vec_dot(w: &[BlockQ3K], act: &[BlockQ8K], simd: Simd) -> f32 {
+    vec_dot_by::<false>(w, act, simd)
+}
+
+/// The dot product in the arithmetic of llama.cpp's tiled K-quant matrix multiply (8 or more
+/// activation columns): see [`vec_dot_tiled_scalar`].
+pub(crate) fn vec_dot_tiled(w: &[BlockQ3K], act: &[BlockQ8K], simd: Simd) -> f32 {
+    vec_dot_by::<true>(w, act, simd)
+}
+
+fn vec_dot_by<const TILED: bool>(w: &[BlockQ3K], act: &[BlockQ8K], simd: Simd) -> f32 {
     match simd {
         #[cfg(target_arch = "x86_64")]
         Simd::Avx2 | Simd::Avx512 => {
             // SAFETY: `simd` passed `Simd::is_supported`: both levels include AVX2/FMA/F16C.
-            unsafe { x86::vec_dot_avx2(w, act) }
+            unsafe { x86::vec_dot_avx2::<TILED>(w, act) }
         }
+        _ if TILED => vec_dot_tiled_scalar(w, act),
         _ => vec_dot_scalar(w, act),
     }
 }
 
-/// ggml `dequantize_row_q3_K`: `dl = d * (sc - 32)`, then `dl * q`.
 pub fn dequantize_scalar(src: &[BlockQ3K], dst: &mut [f32]) {
     for (b, y) in src.iter().zip(dst.chunks_exact_mut(QK_K)) {
         let d = f16_le(b.d);
@@ -114,33 +124,64 @@ pub fn dequantize_scalar(src: &[BlockQ3K], dst: &mut [f32]) {
     }
 }
 
-/// Exact integer sums per sub-block, one float multiply per super-block.
+/// Plain-Rust reference for [`vec_dot`], in the arithmetic of llama.cpp's
+/// `ggml_vec_dot_q3_K_q8_K` on x86: per super-block eight exact integer lanes, lane `k` taking
+/// elements `4k..4k + 4` of every 32-element chunk (signed quants -4..3) times the scale of the
+/// 16-element sub-block they lie in; each lane fused into its own float accumulator with
+/// `d_a·d_w`; the accumulators summed in `hsum_float_8`'s order.
 pub fn vec_dot_scalar(w: &[BlockQ3K], act: &[BlockQ8K]) -> f32 {
-    let mut sum = 0.0f32;
+    let mut acc = [0.0f32; 8];
     for (x, y) in w.iter().zip(act) {
-        let mut sumi = 0i32;
-        for s in 0..QK_K / 16 {
-            let dot: i32 = (16 * s..16 * s + 16)
-                .map(|e| x.quant(e) * y.qs[e] as i32)
-                .sum();
-            sumi += x.scale(s) * dot;
+        let mut lanes = [0i32; 8];
+        for chunk in 0..QK_K / 32 {
+            for (k, lane) in lanes.iter_mut().enumerate() {
+                let dot: i32 = (32 * chunk + 4 * k..32 * chunk + 4 * k + 4)
+                    .map(|e| x.quant(e) * y.qs[e] as i32)
+                    .sum();
+                *lane += x.scale(2 * chunk + k / 4) * dot;
+            }
         }
-        sum += f16_le(x.d) * y.d() * sumi as f32;
+        let d = y.d() * f16_le(x.d);
+        for (a, &lane) in acc.iter_mut().zip(&lanes) {
+            *a = d.mul_add(lane as f32, *a);
+        }
     }
-    sum
+    crate::quant::hsum8(acc)
+}
+
+/// Plain-Rust reference for [`vec_dot_tiled`], in the arithmetic of llama.cpp's tiled K-quant
+/// kernels (8 or more activation columns): per super-block the exact integer
+/// `Σ_s sc_s Σ q·a`, then `acc = (isum · d_w) · d_a + acc` with the last multiply and the add
+/// fused.
+pub fn vec_dot_tiled_scalar(w: &[BlockQ3K], act: &[BlockQ8K]) -> f32 {
+    let mut acc = 0.0f32;
+    for (x, y) in w.iter().zip(act) {
+        let isum: i32 = (0..QK_K / 16)
+            .map(|s| {
+                let dot: i32 = (16 * s..16 * s + 16)
+                    .map(|e| x.quant(e) * y.qs[e] as i32)
+                    .sum();
+                x.scale(s) * dot
+            })
+            .sum();
+        acc = (isum as f32 * f16_le(x.d)).mul_add(y.d(), acc);
+    }
+    acc
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::super::x86::{broadcast_i16_ctrl, f16c, hsum_ps_256};
+    use super::super::x86::{broadcast_i16_ctrl, f16c, hsum_epi32, hsum_ps_256};
     use super::*;
     use std::arch::x86_64::*;
 
-    /// Quants are dotted unsigned as `q + 4` (0..7: low 2 bits plus 4 when the high bit is set),
-    /// and `4 · Σ_s sc_s · bsum_s` is subtracted once per super-block. `maddubs` pair sums are at
-    /// most 2·7·128; `madd` applies the signed sub-block scale per 128-bit lane.
+    /// [`super::vec_dot_scalar`]'s arithmetic (llama.cpp's): the low two bits and the "high bit
+    /// clear" 4 are dotted separately by `maddubs` (pair sums at most 2·4·128) and subtracted,
+    /// which leaves the signed quants' products exact in every 16-bit lane; `madd` applies the
+    /// signed sub-block scale per 128-bit lane. `TILED`: [`super::vec_dot_tiled_scalar`]'s
+    /// arithmetic from the same integer sums.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn vec_dot_avx2(w: &[BlockQ3K], act: &[BlockQ8K]) -> f32 {
+    pub(super) unsafe fn vec_dot_avx2<const TILED: bool>(w: &[BlockQ3K], act: &[BlockQ8K]) -> f32 {
         let m3 = _mm256_set1_epi8(3);
         let one = _mm256_set1_epi8(1);
         let off = _mm_set1_epi8(32);
@@ -151,16 +192,16 @@ mod x86 {
             broadcast_i16_ctrl(6, 7),
         ];
         let mut acc = _mm256_setzero_ps();
+        let mut tiled = 0.0f32;
         for (x, y) in w.iter().zip(act) {
-            let d = y.d() * f16c(x.d);
+            let dw = f16c(x.d);
+            let d = y.d() * dw;
             let scales = x.unpack_scales();
             // SAFETY: loads read `scales` (16 bytes), `y.bsums` (32), `x.hmask` (32), `x.qs` at
             // 32n (32 bytes, n < 2) and `y.qs` at 128n + 32j (32 bytes, j < 4), all in bounds.
             unsafe {
                 let sc = _mm_sub_epi8(_mm_loadu_si128(scales.as_ptr().cast()), off);
                 let sc16 = _mm256_cvtepi8_epi16(sc);
-                let bs = _mm256_loadu_si256(y.bsums.as_ptr().cast());
-                let corr = _mm256_madd_epi16(sc16, bs);
                 let halves = [
                     _mm256_broadcastsi128_si256(_mm256_castsi256_si128(sc16)),
                     _mm256_broadcastsi128_si256(_mm256_extracti128_si256(sc16, 1)),
@@ -176,17 +217,28 @@ mod x86 {
                         // masked to bit 0 of each byte, which only receives its own byte's bit).
                         let hshift = _mm_cvtsi32_si128((4 * n + j) as i32);
                         let high = _mm256_and_si256(_mm256_srl_epi16(hm, hshift), one);
-                        let qu = _mm256_or_si256(low, _mm256_slli_epi16(high, 2));
+                        // 4 where the high bit is clear, else 0 (bytes hold 0 or 1: no carry).
+                        let minus = _mm256_slli_epi16(_mm256_xor_si256(high, one), 2);
                         let a = _mm256_loadu_si256(y.qs.as_ptr().add(128 * n + 32 * j).cast());
-                        let p = _mm256_maddubs_epi16(qu, a);
+                        let p = _mm256_sub_epi16(
+                            _mm256_maddubs_epi16(low, a),
+                            _mm256_maddubs_epi16(minus, a),
+                        );
                         let p = _mm256_madd_epi16(p, _mm256_shuffle_epi8(*sc, *ctrl));
                         sumi = _mm256_add_epi32(sumi, p);
                     }
                 }
-                let sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, 2));
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+                if TILED {
+                    tiled = (hsum_epi32(sumi) as f32 * dw).mul_add(y.d(), tiled);
+                } else {
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+                }
             }
         }
-        hsum_ps_256(acc)
+        if TILED {
+            tiled
+        } else {
+            hsum_ps_256(acc)
+        }
     }
 }
