@@ -6,6 +6,7 @@
 #   smollm2-135m-instruct-q5_1.gguf    every matrix Q5_1
 #   smollm2-135m-instruct-q5_0.gguf    every matrix Q5_0
 #   smollm2-135m-instruct-q3_k.gguf    every matrix Q3_K where rows allow (FFN down), else Q4_0
+#   smollm2-135m-instruct-iq4_xs.gguf  IQ4_XS mix (IQ4_XS, IQ4_NL, Q5_K, Q8_0)
 # tests/model.rs compares them with tests/reference/<name>.json (made from these files by
 # /work/shared/tools/make_reference.py); without the files those tests are skipped.
 # Needs the llama.cpp build of /work/shared/tools/llcpp-bench.sh ($LLCPP_VENV) and
@@ -32,4 +33,5 @@ q5_k_m 17 0
 q5_1 9 1
 q5_0 8 1
 q3_k 12 1
+iq4_xs 30 0
 LIST

@@ -410,6 +410,17 @@ proptest! {
                 for v in [tiled, four] {
                     prop_assert!((v as f64 - dot_f64).abs() <= INT_FORMULATION_REL_TOL * magnitude);
                 }
+            } else if matches!(c.ty, GgmlType::IQ4_NL | GgmlType::IQ4_XS) {
+                // Also llama.cpp's arithmetic (one column; IQ4_XS's tiled kernel too).
+                prop_assert_eq!(dot.to_bits(), dot_scalar.to_bits(), "{:?} {:?}: vec_dot {} vs scalar {}", c.ty, simd, dot, dot_scalar);
+                if c.ty == GgmlType::IQ4_XS {
+                    let (tiled, tiled_scalar) = (
+                        iq4::vec_dot_xs_tiled(&c.w, &a, simd),
+                        iq4::vec_dot_xs_tiled(&c.w, &a, Simd::Scalar),
+                    );
+                    prop_assert_eq!(tiled.to_bits(), tiled_scalar.to_bits(), "{:?} {:?}: tiled", c.ty, simd);
+                    prop_assert!((tiled as f64 - dot_f64).abs() <= INT_FORMULATION_REL_TOL * magnitude);
+                }
             } else {
                 prop_assert!(
                     (dot as f64 - dot_scalar as f64).abs() <= SIMD_DOT_REL_TOL * magnitude,
@@ -683,8 +694,7 @@ fn from_hex(s: &str) -> Vec<u8> {
 
 /// llama.cpp's own x86 dot-product kernels (`ggml_vec_dot_<type>_<activation type>`, called
 /// through its shared library by scripts/make_kernel_reference.py) on random blocks: our kernels
-/// must return their results to the bit, at every SIMD level and in the scalar twin (IQ4_XS: at
-/// the SIMD levels; its scalar twin sums in another order, within the proptest's tolerance).
+/// must return their results to the bit, at every SIMD level and in the scalar twin.
 #[test]
 fn vec_dot_matches_llama_cpp_kernels() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/kernel-dots.json");
@@ -701,10 +711,7 @@ fn vec_dot_matches_llama_cpp_kernels() {
         let w = from_hex(case["w"].as_str().expect("w"));
         let a = from_hex(case["a"].as_str().expect("a"));
         let want = case["dot_bits"].as_u64().expect("dot_bits") as u32;
-        let levels = Simd::all_supported()
-            .into_iter()
-            .filter(|&s| !(ty == GgmlType::IQ4_XS && s == Simd::Scalar));
-        for simd in levels {
+        for simd in Simd::all_supported() {
             let got = match ty {
                 GgmlType::Q5_K | GgmlType::Q3_K | GgmlType::IQ4_XS => vec_dot(ty, &w, &a, simd),
                 _ => llmrt::quant::vec_dot(ty, &w, &a, simd),

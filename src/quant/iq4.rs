@@ -100,7 +100,7 @@ pub fn vec_dot(ty: GgmlType, w: &[u8], act: &[u8], simd: Simd) -> f32 {
         #[cfg(target_arch = "x86_64")]
         (GgmlType::IQ4_XS, Simd::Avx2 | Simd::Avx512) => {
             // SAFETY: as above.
-            unsafe { x86::vec_dot_xs_avx2(as_blocks(w), as_blocks(act)) }
+            unsafe { x86::vec_dot_xs_avx2::<false>(as_blocks(w), as_blocks(act)) }
         }
         (GgmlType::IQ4_NL, _) => vec_dot_nl_scalar(as_blocks(w), as_blocks(act)),
         (GgmlType::IQ4_XS, _) => vec_dot_xs_scalar(as_blocks(w), as_blocks(act)),
@@ -147,31 +147,82 @@ fn dot_levels(q: &[u8], a: &[i8]) -> i32 {
         .sum()
 }
 
-/// ggml `vec_dot_iq4_nl_q8_0`: `(d_w * d_a) * Σ level · a` per block.
+/// Plain-Rust reference for IQ4_NL's [`vec_dot`], in the arithmetic of llama.cpp's repacked
+/// IQ4_NL kernels (`ggml_gemv/gemm_iq4_nl_8x8_q8_0`, Q4_0's with a table of levels, which it
+/// uses on x86 for every matrix with a multiple of 8 rows): each block's 32 products summed
+/// exactly as integers, then one fused multiply-add per block, `sum = isum · (d_w · d_a) + sum`.
 pub fn vec_dot_nl_scalar(w: &[BlockIq4Nl], act: &[BlockQ8_0View]) -> f32 {
-    w.iter()
-        .zip(act)
-        .map(|(x, y)| f16_le(x.d) * f16_le(y.d) * dot_levels(&x.qs, &y.qs) as f32)
-        .sum()
-}
-
-/// ggml `vec_dot_iq4_xs_q8_K`: `d_w * d_a * Σ_ib (ls_ib - 32) · Σ level · a`.
-pub fn vec_dot_xs_scalar(w: &[BlockIq4Xs], act: &[BlockQ8K]) -> f32 {
     let mut sum = 0.0f32;
     for (x, y) in w.iter().zip(act) {
-        let sumi: i32 = (0..8)
-            .map(|ib| {
-                x.scale(ib) * dot_levels(&x.qs[16 * ib..16 * ib + 16], &y.qs[32 * ib..32 * ib + 32])
-            })
-            .sum();
-        sum += f16_le(x.d) * y.d() * sumi as f32;
+        let isum = dot_levels(&x.qs, &y.qs);
+        sum = (isum as f32).mul_add(f16_le(x.d) * f16_le(y.d), sum);
     }
     sum
 }
 
+/// The integer lanes of llama.cpp's IQ4_XS kernels for one super-block: lane `k` holds
+/// elements `4k..4k + 4` of every 32-element sub-block, times that sub-block's scale.
+fn xs_lanes(x: &BlockIq4Xs, y: &BlockQ8K) -> [i32; 8] {
+    let mut lanes = [0i32; 8];
+    for ib in 0..8 {
+        let q = &x.qs[16 * ib..16 * ib + 16];
+        let a = &y.qs[32 * ib..32 * ib + 32];
+        // Element e of the sub-block: low nibble of q[e] (e < 16), high nibble of q[e - 16].
+        let level = |e: usize| {
+            let nibble = if e < 16 { q[e] & 0xF } else { q[e - 16] >> 4 };
+            IQ4NL_LEVELS[nibble as usize] as i32
+        };
+        for (k, lane) in lanes.iter_mut().enumerate() {
+            let dot: i32 = (4 * k..4 * k + 4).map(|e| level(e) * a[e] as i32).sum();
+            *lane += x.scale(ib) * dot;
+        }
+    }
+    lanes
+}
+
+/// Plain-Rust reference for IQ4_XS's [`vec_dot`], in the arithmetic of llama.cpp's
+/// `ggml_vec_dot_iq4_xs_q8_K` on x86: the eight integer lanes of [`xs_lanes`] per super-block,
+/// each fused into its own float accumulator with `d_w·d_a`, summed in `hsum_float_8`'s order.
+pub fn vec_dot_xs_scalar(w: &[BlockIq4Xs], act: &[BlockQ8K]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    for (x, y) in w.iter().zip(act) {
+        let d = f16_le(x.d) * y.d();
+        for (a, lane) in acc.iter_mut().zip(xs_lanes(x, y)) {
+            *a = d.mul_add(lane as f32, *a);
+        }
+    }
+    super::hsum8(acc)
+}
+
+/// IQ4_XS in the arithmetic of llama.cpp's tiled K-quant kernels (8 or more activation
+/// columns): see [`vec_dot_xs_tiled_scalar`].
+pub fn vec_dot_xs_tiled(w: &[u8], act: &[u8], simd: Simd) -> f32 {
+    let (w, act) = (as_blocks(w), as_blocks(act));
+    match runnable(simd) {
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 | Simd::Avx512 => {
+            // SAFETY: `runnable` keeps only supported levels; both include AVX2/FMA/F16C.
+            unsafe { x86::vec_dot_xs_avx2::<true>(w, act) }
+        }
+        _ => vec_dot_xs_tiled_scalar(w, act),
+    }
+}
+
+/// Plain-Rust reference for [`vec_dot_xs_tiled`]: per super-block the exact integer
+/// `Σ_ib ls_ib Σ level·a`, then `acc = (isum · d_w) · d_a + acc` with the last multiply and the
+/// add fused.
+pub fn vec_dot_xs_tiled_scalar(w: &[BlockIq4Xs], act: &[BlockQ8K]) -> f32 {
+    let mut acc = 0.0f32;
+    for (x, y) in w.iter().zip(act) {
+        let isum: i32 = xs_lanes(x, y).iter().sum();
+        acc = (isum as f32 * f16_le(x.d)).mul_add(y.d(), acc);
+    }
+    acc
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::super::k_quants::x86::{f16c, f16c_pair, hsum_ps_256};
+    use super::super::k_quants::x86::{f16c, f16c_pair, hsum_epi32, hsum_ps_256};
     use super::*;
     use std::arch::x86_64::*;
 
@@ -205,7 +256,7 @@ mod x86 {
         let table =
             unsafe { _mm256_broadcastsi128_si256(_mm_loadu_si128(IQ4NL_LEVELS.as_ptr().cast())) };
         let ones = _mm256_set1_epi16(1);
-        let mut acc = _mm256_setzero_ps();
+        let mut sum = 0.0f32;
         for (x, y) in w.iter().zip(act) {
             // SAFETY: `x.qs` has 16 bytes, `y.qs` 32.
             let (lv, a) = unsafe {
@@ -214,20 +265,25 @@ mod x86 {
                     _mm256_loadu_si256(y.qs.as_ptr().cast()),
                 )
             };
-            let s = _mm256_madd_epi16(signed_pairs(lv, a), ones);
+            let isum = hsum_epi32(_mm256_madd_epi16(signed_pairs(lv, a), ones));
             let (dx, dy) = f16c_pair(x.d, y.d);
-            let d = _mm256_set1_ps(dx * dy);
-            acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc);
+            sum = (isum as f32).mul_add(dx * dy, sum);
         }
-        hsum_ps_256(acc)
+        sum
     }
 
+    /// [`super::vec_dot_xs_scalar`]'s arithmetic (llama.cpp's one-column kernel); `TILED`:
+    /// [`super::vec_dot_xs_tiled_scalar`]'s from the same integer lanes.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn vec_dot_xs_avx2(w: &[BlockIq4Xs], act: &[BlockQ8K]) -> f32 {
+    pub(super) unsafe fn vec_dot_xs_avx2<const TILED: bool>(
+        w: &[BlockIq4Xs],
+        act: &[BlockQ8K],
+    ) -> f32 {
         // SAFETY: IQ4NL_LEVELS is 16 bytes.
         let table =
             unsafe { _mm256_broadcastsi128_si256(_mm_loadu_si128(IQ4NL_LEVELS.as_ptr().cast())) };
         let mut acc = _mm256_setzero_ps();
+        let mut tiled = 0.0f32;
         for (x, y) in w.iter().zip(act) {
             let mut sumi = _mm256_setzero_si256();
             for ib in 0..8 {
@@ -241,9 +297,17 @@ mod x86 {
                 let scale = _mm256_set1_epi16(x.scale(ib) as i16);
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(signed_pairs(lv, a), scale));
             }
-            let d = _mm256_set1_ps(f16c(x.d) * y.d());
-            acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
+            if TILED {
+                tiled = (hsum_epi32(sumi) as f32 * f16c(x.d)).mul_add(y.d(), tiled);
+            } else {
+                let d = _mm256_set1_ps(f16c(x.d) * y.d());
+                acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
+            }
         }
-        hsum_ps_256(acc)
+        if TILED {
+            tiled
+        } else {
+            hsum_ps_256(acc)
+        }
     }
 }

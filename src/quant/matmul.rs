@@ -107,8 +107,8 @@ enum RowKernel {
     },
     /// Any other quantized type, through the per-type dispatch of [`vec_dot`].
     Other(GgmlType),
-    /// A K-quant type with 8 or more activation columns, in the arithmetic of llama.cpp's tiled
-    /// K-quant matrix multiply ([`k_quants::vec_dot_tiled`]).
+    /// Q3_K, Q5_K, Q6_K or IQ4_XS with 8 or more activation columns, in the arithmetic of
+    /// llama.cpp's tiled K-quant matrix multiply ([`k_quants::vec_dot_tiled`]).
     KTiled(GgmlType),
     /// Q4_K, which llama.cpp repacks: columns in whole groups of four take its four-column
     /// kernel's arithmetic ([`k_quants::vec_dot_four_columns`]), the rest its one-column kernel's.
@@ -141,7 +141,7 @@ impl RowKernel {
             Q5_1 => block32!(q5_1),
             Q8_0 => block32!(q8_0),
             F32 | F16 | BF16 => RowKernel::Float(ty),
-            Q3_K | Q5_K | Q6_K if n_cols >= TILED_MIN_COLS => RowKernel::KTiled(ty),
+            Q3_K | Q5_K | Q6_K | IQ4_XS if n_cols >= TILED_MIN_COLS => RowKernel::KTiled(ty),
             Q4_K => RowKernel::KRepacked(ty, n_cols - n_cols % 4),
             _ => RowKernel::Other(ty),
         }

@@ -115,14 +115,16 @@ pub fn vec_dot(ty: GgmlType, w: &[u8], act: &[u8], simd: Simd) -> f32 {
 }
 
 /// [`vec_dot`] in the arithmetic llama.cpp uses when 8 or more activation columns are multiplied
-/// at once (its tiled K-quant matrix multiply): for Q6_K, per super-block the exact integer dot,
-/// then `(isum · d_w) · d_a + acc` (the last multiply and add fused). Other types keep the
-/// single-column arithmetic.
+/// at once (its tiled K-quant matrix multiply, ggml-cpu/tiled): for Q3_K, Q6_K and IQ4_XS, per
+/// super-block the exact integer dot, then `(isum · d_w) · d_a + acc` (the last multiply and add
+/// fused); for Q5_K the same with the mins fused in before. Other types keep the single-column
+/// arithmetic.
 pub fn vec_dot_tiled(ty: GgmlType, w: &[u8], act: &[u8], simd: Simd) -> f32 {
     match ty {
         GgmlType::Q6_K => q6_k::vec_dot_tiled(as_blocks(w), as_blocks(act), runnable(simd)),
         GgmlType::Q5_K => q5_k::vec_dot_tiled(as_blocks(w), as_blocks(act), runnable(simd)),
         GgmlType::Q3_K => q3_k::vec_dot_tiled(as_blocks(w), as_blocks(act), runnable(simd)),
+        GgmlType::IQ4_XS => super::iq4::vec_dot_xs_tiled(w, act, simd),
         _ => vec_dot(ty, w, act, simd),
     }
 }
