@@ -7,6 +7,7 @@
 #   smollm2-135m-instruct-q5_0.gguf    every matrix Q5_0
 #   smollm2-135m-instruct-q3_k.gguf    every matrix Q3_K where rows allow (FFN down), else Q4_0
 #   smollm2-135m-instruct-iq4_xs.gguf  IQ4_XS mix (IQ4_XS, IQ4_NL, Q5_K, Q8_0)
+#   smollm2-135m-instruct-q2_k.gguf    every matrix Q2_K where rows allow (FFN down), else Q4_0
 # tests/model.rs compares them with tests/reference/<name>.json (made from these files by
 # /work/shared/tools/make_reference.py); without the files those tests are skipped.
 # Needs the llama.cpp build of /work/shared/tools/llcpp-bench.sh ($LLCPP_VENV) and
@@ -34,4 +35,5 @@ q5_1 9 1
 q5_0 8 1
 q3_k 12 1
 iq4_xs 30 0
+q2_k 10 1
 LIST

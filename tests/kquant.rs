@@ -23,7 +23,8 @@ const SUM_REL_TOL: f64 = 1e-6;
 /// The types whose kernels compute llama.cpp's arithmetic (the ones in the test models): their
 /// SIMD kernels equal the scalar twins bit for bit, in every variant (one column, tiled, four
 /// columns).
-const LLAMA_CPP_ORDER: [GgmlType; 4] = [
+const LLAMA_CPP_ORDER: [GgmlType; 5] = [
+    GgmlType::Q2_K,
     GgmlType::Q3_K,
     GgmlType::Q4_K,
     GgmlType::Q5_K,

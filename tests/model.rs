@@ -295,4 +295,5 @@ model_tests! {
     smollm2_q5_0_requantized => "smollm2-135m-instruct-q5_0",
     smollm2_q3_k_requantized => "smollm2-135m-instruct-q3_k",
     smollm2_iq4_xs_requantized => "smollm2-135m-instruct-iq4_xs",
+    smollm2_q2_k_requantized => "smollm2-135m-instruct-q2_k",
 }

@@ -110,8 +110,9 @@ enum RowKernel {
     /// Q3_K, Q5_K, Q6_K or IQ4_XS with 8 or more activation columns, in the arithmetic of
     /// llama.cpp's tiled K-quant matrix multiply ([`k_quants::vec_dot_tiled`]).
     KTiled(GgmlType),
-    /// Q4_K, which llama.cpp repacks: columns in whole groups of four take its four-column
-    /// kernel's arithmetic ([`k_quants::vec_dot_four_columns`]), the rest its one-column kernel's.
+    /// Q2_K or Q4_K, which llama.cpp repacks: columns in whole groups of four take its
+    /// four-column kernel's arithmetic ([`k_quants::vec_dot_four_columns`]), the rest its
+    /// one-column kernel's.
     /// Holds the number of columns in whole groups.
     KRepacked(GgmlType, usize),
     /// Float weights dotted with the f32 activations directly.
@@ -142,7 +143,7 @@ impl RowKernel {
             Q8_0 => block32!(q8_0),
             F32 | F16 | BF16 => RowKernel::Float(ty),
             Q3_K | Q5_K | Q6_K | IQ4_XS if n_cols >= TILED_MIN_COLS => RowKernel::KTiled(ty),
-            Q4_K => RowKernel::KRepacked(ty, n_cols - n_cols % 4),
+            Q2_K | Q4_K => RowKernel::KRepacked(ty, n_cols - n_cols % 4),
             _ => RowKernel::Other(ty),
         }
     }

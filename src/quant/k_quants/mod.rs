@@ -130,11 +130,13 @@ pub fn vec_dot_tiled(ty: GgmlType, w: &[u8], act: &[u8], simd: Simd) -> f32 {
 }
 
 /// [`vec_dot`] in the arithmetic llama.cpp uses for activation columns that fall in a whole
-/// group of four (its repacked four-column kernels): for Q4_K the fused running sums step per 64
-/// elements instead of per super-block. Other types keep the single-column arithmetic.
+/// group of four (its repacked four-column kernels): the fused running sums step per 64 elements
+/// (Q4_K) or per 128 (Q2_K) instead of per super-block. Other types keep the single-column
+/// arithmetic.
 pub fn vec_dot_four_columns(ty: GgmlType, w: &[u8], act: &[u8], simd: Simd) -> f32 {
     match ty {
         GgmlType::Q4_K => q4_k::vec_dot_chunked(as_blocks(w), as_blocks(act), runnable(simd)),
+        GgmlType::Q2_K => q2_k::vec_dot_chunked(as_blocks(w), as_blocks(act), runnable(simd)),
         _ => vec_dot(ty, w, act, simd),
     }
 }
