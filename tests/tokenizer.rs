@@ -61,25 +61,51 @@ fn str_of<'a>(v: &'a Json, key: &str) -> &'a str {
 fn tokenize_cases_match_llama_cpp() {
     for model in MODELS {
         let Some(tok) = load(model) else { continue };
-        let r = reference(model);
-        let cases = r["tokenize"].as_array().expect("tokenize cases");
-        assert!(!cases.is_empty());
-        for case in cases {
-            let text = str_of(case, "text");
-            let with = tok.encode(text, true, false).unwrap();
-            assert_eq!(with, ids(&case["ids"]), "{model}: ids of {text:?}");
-            let without = tok.encode(text, false, false).unwrap();
-            let expected = ids(&case["ids_without_special"]);
-            assert_eq!(
-                without, expected,
-                "{model}: ids_without_special of {text:?}"
-            );
-            assert_eq!(
-                tok.decode(&expected),
-                str_of(case, "detokenized"),
-                "{model}: detokenized {text:?}"
-            );
-        }
+        check_tokenize_cases(model, &tok, &reference(model));
+    }
+}
+
+/// Harder texts (unassigned and combining code points, a byte character SmolLM2's vocab lacks,
+/// emoji sequences, many scripts, control and format characters, special-token text as plain
+/// text), tokenized by llama.cpp through /work/shared/tools/make_reference.py with
+/// tests/reference/tokenize-extra/cases.json.
+#[test]
+fn extra_tokenize_cases_match_llama_cpp() {
+    for model in [
+        "smollm2-135m-instruct-q8_0",
+        "gemma-3-270m-q4_k_m",
+        "qwen2.5-coder-0.5b-instruct-q4_k_m",
+    ] {
+        let Some(tok) = load(model) else { continue };
+        let path = root()
+            .join("tests/reference/tokenize-extra")
+            .join(format!("{model}.json"));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        check_tokenize_cases(model, &tok, &serde_json::from_str(&text).expect("JSON"));
+    }
+}
+
+/// Every `tokenize` case of a reference: ids with and without special tokens, and the text
+/// of the latter.
+fn check_tokenize_cases(model: &str, tok: &Tokenizer, r: &Json) {
+    let cases = r["tokenize"].as_array().expect("tokenize cases");
+    assert!(!cases.is_empty());
+    for case in cases {
+        let text = str_of(case, "text");
+        let with = tok.encode(text, true, false).unwrap();
+        assert_eq!(with, ids(&case["ids"]), "{model}: ids of {text:?}");
+        let without = tok.encode(text, false, false).unwrap();
+        let expected = ids(&case["ids_without_special"]);
+        assert_eq!(
+            without, expected,
+            "{model}: ids_without_special of {text:?}"
+        );
+        assert_eq!(
+            tok.decode(&expected),
+            str_of(case, "detokenized"),
+            "{model}: detokenized {text:?}"
+        );
     }
 }
 

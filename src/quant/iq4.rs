@@ -222,7 +222,7 @@ pub fn vec_dot_xs_tiled_scalar(w: &[BlockIq4Xs], act: &[BlockQ8K]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::super::k_quants::x86::{f16c, f16c_pair, hsum_epi32, hsum_ps_256};
+    use super::super::k_quants::x86::{f16c, f16c_pair, hsum_epi32, LaneDot};
     use super::*;
     use std::arch::x86_64::*;
 
@@ -282,8 +282,7 @@ mod x86 {
         // SAFETY: IQ4NL_LEVELS is 16 bytes.
         let table =
             unsafe { _mm256_broadcastsi128_si256(_mm_loadu_si128(IQ4NL_LEVELS.as_ptr().cast())) };
-        let mut acc = _mm256_setzero_ps();
-        let mut tiled = 0.0f32;
+        let mut dot = LaneDot::<TILED>::new();
         for (x, y) in w.iter().zip(act) {
             let mut sumi = _mm256_setzero_si256();
             for ib in 0..8 {
@@ -297,17 +296,8 @@ mod x86 {
                 let scale = _mm256_set1_epi16(x.scale(ib) as i16);
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(signed_pairs(lv, a), scale));
             }
-            if TILED {
-                tiled = (hsum_epi32(sumi) as f32 * f16c(x.d)).mul_add(y.d(), tiled);
-            } else {
-                let d = _mm256_set1_ps(f16c(x.d) * y.d());
-                acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
-            }
+            dot.add(sumi, f16c(x.d), y.d());
         }
-        if TILED {
-            tiled
-        } else {
-            hsum_ps_256(acc)
-        }
+        dot.total()
     }
 }

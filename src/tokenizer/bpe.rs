@@ -246,8 +246,28 @@ mod tests {
         let bpe = ours.bpe.as_ref().expect("a BPE model");
         let cases = std::cell::Cell::new(0);
         let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(512));
+        // GPT-2's byte → character mapping, to see which byte characters the vocab lacks.
+        let byte_chars: Vec<char> = {
+            let decoder = byte_level_decoder();
+            let mut chars = vec!['\0'; 256];
+            for (c, b) in decoder {
+                chars[b as usize] = c;
+            }
+            chars
+        };
         runner
             .run(&text(), |s| {
+                // The crate drops a byte character missing from the vocab before merging (so
+                // its neighbours may merge); llama.cpp keeps it as a symbol that emits nothing
+                // and blocks merges across it, as we do: SmolLM2 lacks the character of 0xF1, and
+                // "\u{319}\u{42000}" is one of tests/reference/tokenize-extra's cases.
+                prop_assume!(s.bytes().all(|b| {
+                    let mut buf = [0; 4];
+                    ours.vocab
+                        .texts
+                        .find(byte_chars[b as usize].encode_utf8(&mut buf))
+                        .is_some()
+                }));
                 let mut got = Vec::new();
                 bpe.encode(&s, &ours.vocab.texts, &mut got).unwrap();
                 let expected = hf.encode(s.as_str(), false).unwrap().get_ids().to_vec();

@@ -110,20 +110,30 @@ impl StrTable {
     /// string is indexed: then returns that one's position.
     #[inline]
     fn insert(&mut self, position: u32, h: u64) -> Option<u32> {
+        match self.probe(h, |earlier| self.get(earlier) == self.get(position)) {
+            Ok(earlier) => Some(earlier),
+            Err(empty) => {
+                self.slots[empty] = (h << 32) | (u64::from(position) + 1);
+                None
+            }
+        }
+    }
+
+    /// Walks the probe sequence of hash `h`: `Ok` with the first indexed position whose tag
+    /// matches and that `is_match` accepts, or `Err` with the empty slot where the walk ended
+    /// (there always is one: the table is at most 3/4 full).
+    #[inline]
+    fn probe(&self, h: u64, is_match: impl Fn(u32) -> bool) -> Result<u32, usize> {
         let tag = h << 32;
         let mask = self.slots.len() - 1;
         let mut slot = self.first_slot(h);
         loop {
             let entry = self.slots[slot];
             if entry == 0 {
-                self.slots[slot] = tag | (u64::from(position) + 1);
-                return None;
+                return Err(slot);
             }
-            if entry & !0xFFFF_FFFF == tag {
-                let earlier = (entry as u32) - 1;
-                if self.get(earlier) == self.get(position) {
-                    return Some(earlier);
-                }
+            if entry & !0xFFFF_FFFF == tag && is_match((entry as u32) - 1) {
+                return Ok((entry as u32) - 1);
             }
             slot = (slot + 1) & mask;
         }
@@ -147,23 +157,8 @@ impl StrTable {
     /// The first position holding exactly `s`.
     #[inline]
     pub fn find(&self, s: &str) -> Option<u32> {
-        let h = hash(s);
-        let tag = h << 32;
-        let mask = self.slots.len() - 1;
-        let mut slot = self.first_slot(h);
-        loop {
-            let entry = self.slots[slot];
-            if entry == 0 {
-                return None;
-            }
-            if entry & !0xFFFF_FFFF == tag {
-                let position = (entry as u32) - 1;
-                if self.get(position) == Some(s) {
-                    return Some(position);
-                }
-            }
-            slot = (slot + 1) & mask;
-        }
+        self.probe(hash(s), |position| self.get(position) == Some(s))
+            .ok()
     }
 
     /// The slot where the probe for hash `h` starts: the multiply-based hash mixes its high bits

@@ -215,6 +215,49 @@ pub(crate) mod x86 {
         _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01)))
     }
 
+    /// The running sum of a dot product built from eight integer lanes per super-block, in
+    /// llama.cpp's one-column arithmetic (each lane fused into its own float accumulator with
+    /// `d_w·d_a`, the accumulators summed as `hsum_float_8` at the end) or, with `TILED`, in its
+    /// tiled kernels' (`acc = (Σ lanes · d_w) · d_a + acc`, the last two fused).
+    pub(crate) struct LaneDot<const TILED: bool> {
+        lanes: __m256,
+        tiled: f32,
+    }
+
+    impl<const TILED: bool> LaneDot<TILED> {
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub(crate) fn new() -> Self {
+            LaneDot {
+                lanes: _mm256_setzero_ps(),
+                tiled: 0.0,
+            }
+        }
+
+        /// Adds one super-block: its eight exact integer lanes and the two scales.
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub(crate) fn add(&mut self, sumi: __m256i, d_w: f32, d_a: f32) {
+            if TILED {
+                self.tiled = (hsum_epi32(sumi) as f32 * d_w).mul_add(d_a, self.tiled);
+            } else {
+                let d = _mm256_set1_ps(d_w * d_a);
+                self.lanes = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), self.lanes);
+            }
+        }
+
+        /// The dot product.
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub(crate) fn total(&self) -> f32 {
+            if TILED {
+                self.tiled
+            } else {
+                hsum_ps_256(self.lanes)
+            }
+        }
+    }
+
     /// Sum of the eight lanes (upper half onto lower, then pairs).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]

@@ -171,7 +171,7 @@ pub fn vec_dot_tiled_scalar(w: &[BlockQ3K], act: &[BlockQ8K]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::super::x86::{broadcast_i16_ctrl, f16c, hsum_epi32, hsum_ps_256};
+    use super::super::x86::{broadcast_i16_ctrl, f16c, LaneDot};
     use super::*;
     use std::arch::x86_64::*;
 
@@ -191,11 +191,8 @@ mod x86 {
             broadcast_i16_ctrl(4, 5),
             broadcast_i16_ctrl(6, 7),
         ];
-        let mut acc = _mm256_setzero_ps();
-        let mut tiled = 0.0f32;
+        let mut dot = LaneDot::<TILED>::new();
         for (x, y) in w.iter().zip(act) {
-            let dw = f16c(x.d);
-            let d = y.d() * dw;
             let scales = x.unpack_scales();
             // SAFETY: loads read `scales` (16 bytes), `y.bsums` (32), `x.hmask` (32), `x.qs` at
             // 32n (32 bytes, n < 2) and `y.qs` at 128n + 32j (32 bytes, j < 4), all in bounds.
@@ -228,17 +225,9 @@ mod x86 {
                         sumi = _mm256_add_epi32(sumi, p);
                     }
                 }
-                if TILED {
-                    tiled = (hsum_epi32(sumi) as f32 * dw).mul_add(y.d(), tiled);
-                } else {
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-                }
+                dot.add(sumi, f16c(x.d), y.d());
             }
         }
-        if TILED {
-            tiled
-        } else {
-            hsum_ps_256(acc)
-        }
+        dot.total()
     }
 }

@@ -164,7 +164,7 @@ fn superblock_dot(x: &BlockQ6K, y: &BlockQ8K) -> i32 {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::super::x86::{broadcast_i16_ctrl, f16c, hsum_epi32, hsum_ps_256};
+    use super::super::x86::{broadcast_i16_ctrl, f16c, hsum_epi32, LaneDot};
     use super::*;
     use std::arch::x86_64::*;
 
@@ -252,10 +252,8 @@ mod x86 {
             broadcast_i16_ctrl(4, 5),
             broadcast_i16_ctrl(6, 7),
         ];
-        let mut acc = _mm256_setzero_ps();
-        let mut tiled = 0.0f32;
+        let mut dot = LaneDot::<TILED>::new();
         for (x, y) in w.iter().zip(act) {
-            let d = f16c(x.d) * y.d();
             // SAFETY: `scales` has 16 bytes; every `y.qs` load is at 128n + 32k < 256 - 31.
             unsafe {
                 let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.scales.as_ptr().cast()));
@@ -275,18 +273,10 @@ mod x86 {
                     }
                 }
                 let sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, 5));
-                if TILED {
-                    tiled = (hsum_epi32(sumi) as f32 * f16c(x.d)).mul_add(y.d(), tiled);
-                } else {
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-                }
+                dot.add(sumi, f16c(x.d), y.d());
             }
         }
-        if TILED {
-            tiled
-        } else {
-            hsum_ps_256(acc)
-        }
+        dot.total()
     }
 
     /// The unsigned 6-bit quants (0..63) of half `n` (< 2) of a block as two 64-byte vectors:
@@ -333,10 +323,8 @@ mod x86 {
                 1,
             );
         }
-        let mut acc = _mm256_setzero_ps();
-        let mut tiled = 0.0f32;
+        let mut dot = LaneDot::<TILED>::new();
         for (x, y) in w.iter().zip(act) {
-            let d = f16c(x.d) * y.d();
             // SAFETY: loads read `scales` (16 bytes), `ql` at 64n (64 bytes, n < 2), `qh` at
             // 32n (32 bytes), `y.qs` at 128n and 128n + 64 (64 bytes each), all in bounds.
             unsafe {
@@ -359,18 +347,10 @@ mod x86 {
                     _mm512_extracti64x4_epi64(sumi, 1),
                 );
                 let sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, 5));
-                if TILED {
-                    tiled = (hsum_epi32(sumi) as f32 * f16c(x.d)).mul_add(y.d(), tiled);
-                } else {
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-                }
+                dot.add(sumi, f16c(x.d), y.d());
             }
         }
-        if TILED {
-            tiled
-        } else {
-            hsum_ps_256(acc)
-        }
+        dot.total()
     }
 
     /// [`vec_dot_avx512`] with `TILED`, for four activation columns at once: each weight
