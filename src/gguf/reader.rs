@@ -171,7 +171,7 @@ impl GgufFile {
         Metadata { file: self }
     }
 
-    /// The value as a [`Value`], built on first use for arrays of strings.
+    /// The value as a [`Value`], built on first use for an array kept in place.
     fn resolve<'a>(&'a self, stored: &'a StoredValue) -> &'a Value {
         match stored {
             StoredValue::Parsed(v) => v,
@@ -447,7 +447,6 @@ impl GgufFile {
     }
 }
 
-/// Everything before the data section.
 /// The metadata entries of a [`GgufFile`], in file order.
 #[derive(Clone, Copy)]
 pub struct Metadata<'a> {
@@ -507,6 +506,7 @@ impl<'a> Iterator for MetadataIter<'a> {
 
 impl ExactSizeIterator for MetadataIter<'_> {}
 
+/// Everything before the data section.
 struct Header {
     version: u32,
     metadata: Vec<(String, StoredValue)>,
