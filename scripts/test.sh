@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# Every test: fetches the test models, builds, runs the Rust suite (release mode: the model tests
-# need it) and the Python suite. CI (.ci/run) runs exactly this.
+# Every test: builds the command line exactly as scripts/generate.sh does (so neither script
+# rebuilds what the other built), fetches the test models, runs the Rust suite in release mode
+# (the model tests need it; a missing model fails here instead of skipping), checks the C header,
+# formatting and lints, and runs the Python suite. CI (.ci/run) runs exactly this.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+export LLMRT_REQUIRE_MODELS=1
+cargo build --release --bin llmrt
+cargo build --release   # libllmrt.so and libllmrt.a, for C and Python
 scripts/fetch-models.sh
-cargo build --release --all-targets
-cargo test --release
+cargo test --release --workspace
+scripts/gen-header.sh --check
+cargo fmt --all --check
 if [ -f bindings/python/pyproject.toml ]; then
   venv=target/pytest-venv
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-  "$venv/bin/pip" install -q pytest numpy ./bindings/python
+  "$venv/bin/pip" install -q --disable-pip-version-check pytest numpy ./bindings/python
   LLMRT_LIB="$root/target/release/libllmrt.so" "$venv/bin/python" -m pytest -q bindings/python/tests
 fi

@@ -118,7 +118,23 @@ impl Explanation {
     /// pair, row = the attending token, column = the attended one. Colour is the viridis map
     /// of the square root of the weight (so that small weights stay visible); positions after
     /// the attending token (never attended, by causality) are light grey.
+    #[cfg(feature = "heatmap-png")]
     pub fn heatmap_png(&self, cell_px: usize) -> Result<Vec<u8>> {
+        let (pixels, side) = self.heatmap_pixels(cell_px)?;
+        encode_rgb_png(&pixels, side)
+    }
+
+    /// Without the image encoder (the `heatmap-png` feature) there is no PNG to return.
+    #[cfg(not(feature = "heatmap-png"))]
+    pub fn heatmap_png(&self, _cell_px: usize) -> Result<Vec<u8>> {
+        Err(Error::InvalidArgument(
+            "llmrt was built without the `heatmap-png` feature: no PNG encoder".into(),
+        ))
+    }
+
+    /// The heatmap's RGB pixels, row-major, and the image side in pixels.
+    #[cfg_attr(not(feature = "heatmap-png"), allow(dead_code))]
+    fn heatmap_pixels(&self, cell_px: usize) -> Result<(Vec<u8>, usize)> {
         let n = self.attention.len();
         let side = n
             .checked_mul(cell_px)
@@ -128,7 +144,11 @@ impl Explanation {
                     "heatmap of {n} tokens with {cell_px}-pixel cells: the side must be 1..={MAX_PNG_SIDE} pixels"
                 ))
             })?;
-        let mut pixels = vec![0u8; side * side * 3];
+        let mut pixels = Vec::new();
+        pixels
+            .try_reserve_exact(side * side * 3)
+            .map_err(|_| Error::InvalidArgument(format!("no memory for a {side}-pixel heatmap")))?;
+        pixels.resize(side * side * 3, 0);
         for (i, image_row) in pixels.chunks_exact_mut(side * 3).enumerate() {
             let weights = &self.attention[i / cell_px];
             for (x, px) in image_row.chunks_exact_mut(3).enumerate() {
@@ -139,18 +159,7 @@ impl Explanation {
                 px.copy_from_slice(&rgb);
             }
         }
-        let mut out = Vec::new();
-        // `side` <= MAX_PNG_SIDE, which fits in u32.
-        let mut encoder = png::Encoder::new(&mut out, side as u32, side as u32);
-        encoder.set_color(png::ColorType::Rgb);
-        encoder.set_depth(png::BitDepth::Eight);
-        let png_error = |e: png::EncodingError| {
-            Error::InvalidArgument(format!("cannot encode the heatmap PNG: {e}"))
-        };
-        let mut writer = encoder.write_header().map_err(png_error)?;
-        writer.write_image_data(&pixels).map_err(png_error)?;
-        writer.finish().map_err(png_error)?;
-        Ok(out)
+        Ok((pixels, side))
     }
 
     /// A self-contained HTML page (inline CSS, the heatmap embedded as a PNG data URI, no
@@ -255,17 +264,37 @@ impl Explanation {
                 }
                 h.push_str("</table>\n");
             }
-            let cell = (HTML_IMAGE_SIDE / n).clamp(1, 16);
-            let png = self.heatmap_png(cell)?;
-            h.push_str(&format!(
-                "<p><img class=\"heatimg\" alt=\"attention heatmap\" width=\"{0}\" height=\"{0}\" src=\"data:image/png;base64,{1}\"></p>\n",
-                n * cell,
-                base64(&png)
-            ));
+            if cfg!(feature = "heatmap-png") {
+                let cell = (HTML_IMAGE_SIDE / n).clamp(1, 16);
+                let png = self.heatmap_png(cell)?;
+                h.push_str(&format!(
+                    "<p><img class=\"heatimg\" alt=\"attention heatmap\" width=\"{0}\" height=\"{0}\" src=\"data:image/png;base64,{1}\"></p>\n",
+                    n * cell,
+                    base64(&png)
+                ));
+            }
         }
         h.push_str("</body></html>\n");
         Ok(h)
     }
+}
+
+/// `side` × `side` RGB pixels as PNG file bytes.
+#[cfg(feature = "heatmap-png")]
+fn encode_rgb_png(pixels: &[u8], side: usize) -> Result<Vec<u8>> {
+    let png_error = |e: png::EncodingError| {
+        Error::InvalidArgument(format!("cannot encode the heatmap PNG: {e}"))
+    };
+    let side = u32::try_from(side)
+        .map_err(|_| Error::InvalidArgument(format!("a heatmap of {side} pixels")))?;
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, side, side);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().map_err(png_error)?;
+    writer.write_image_data(pixels).map_err(png_error)?;
+    writer.finish().map_err(png_error)?;
+    Ok(out)
 }
 
 /// Largest heatmap image side, in pixels (bounds the memory a huge context could ask for).

@@ -1,14 +1,17 @@
 //! `llmrt::explain` and `llmrt explain` on a real model: the recorded candidates against logits
 //! recomputed in a separate session, greedy choices against llama.cpp's reference continuation,
-//! the attention rows as causal probability distributions, and the PNG, HTML and CLI outputs.
+//! the attention rows as causal probability distributions, and the PNG and HTML outputs (the CLI's are tested with the CLI).
 
-use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use llmrt::explain::{explain, visible_piece, ExplainParams, Explanation};
 use llmrt::{Model, ModelParams, Session, SessionParams};
 use serde_json::Value;
+
+mod common;
+use common::heatmap::assert_heatmap;
+use common::models;
 
 const MODEL: &str = "smollm2-135m-instruct-q4_1";
 /// The first greedy case of the reference file.
@@ -26,18 +29,11 @@ const MAX_ROW_SUM_ERROR: f32 = 1e-3;
 const MAX_HEAD_MEAN_DIFF: f32 = 1e-5;
 
 fn model_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("models/{MODEL}.gguf"))
+    models::repo_root().join(format!("models/{MODEL}.gguf"))
 }
 
 fn load() -> Option<Arc<Model>> {
-    let path = model_path();
-    if !path.exists() {
-        eprintln!(
-            "SKIP {MODEL}: {} is missing (run scripts/fetch-models.sh)",
-            path.display()
-        );
-        return None;
-    }
+    let path = models::model_path(&format!("{MODEL}.gguf"))?;
     Some(Arc::new(
         Model::load(&path, &ModelParams::default()).expect("model loads"),
     ))
@@ -55,9 +51,7 @@ fn session(model: &Arc<Model>) -> Session {
 }
 
 fn reference_greedy_ids() -> (Vec<u32>, Vec<u32>) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/reference/{MODEL}.json"));
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("reference file"))
-        .expect("reference JSON");
+    let r = models::reference_json(&format!("{MODEL}.json"));
     let case = &r["greedy"][0];
     assert_eq!(
         case["prompt"], REF_PROMPT,
@@ -290,38 +284,6 @@ fn bad_layer_or_head_is_an_error_and_leaves_no_probe() {
     assert!(matches!(err, llmrt::Error::InvalidArgument(_)), "{err}");
 }
 
-/// Decodes a PNG into (width, height, RGB bytes).
-fn decode_png(bytes: &[u8]) -> (u32, u32, Vec<u8>) {
-    let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
-    let mut reader = decoder.read_info().expect("PNG header");
-    let mut buf = vec![0; reader.output_buffer_size().expect("buffer size")];
-    let info = reader.next_frame(&mut buf).expect("PNG data");
-    assert_eq!(info.color_type, png::ColorType::Rgb);
-    assert_eq!(info.bit_depth, png::BitDepth::Eight);
-    buf.truncate(info.buffer_size());
-    (info.width, info.height, buf)
-}
-
-/// Checks a heatmap PNG of `n` tokens with `cell`-pixel cells: its size, that it is not flat,
-/// and that the cells above the diagonal share one colour distinct from every cell on it.
-fn assert_heatmap(bytes: &[u8], n: usize, cell: usize) {
-    let (w, h, rgb) = decode_png(bytes);
-    assert_eq!((w as usize, h as usize), (n * cell, n * cell), "PNG size");
-    let pixel = |row: usize, col: usize| {
-        let at = ((row * cell + cell / 2) * n * cell + col * cell + cell / 2) * 3;
-        [rgb[at], rgb[at + 1], rgb[at + 2]]
-    };
-    let colours: HashSet<[u8; 3]> = rgb.chunks_exact(3).map(|p| [p[0], p[1], p[2]]).collect();
-    assert!(colours.len() > 8, "only {} colours", colours.len());
-    let future = pixel(0, n - 1);
-    for i in 0..n {
-        for j in i + 1..n {
-            assert_eq!(pixel(i, j), future, "cell [{i}][{j}] above the diagonal");
-        }
-        assert_ne!(pixel(i, i), future, "diagonal cell {i}");
-    }
-}
-
 #[test]
 fn heatmap_png_and_html_page_show_the_run() {
     let Some(model) = load() else { return };
@@ -367,59 +329,6 @@ fn heatmap_png_and_html_page_show_the_run() {
     }
     let json = serde_json::to_value(&ex).expect("serializable");
     assert_eq!(json["steps"].as_array().map(Vec::len), Some(ex.steps.len()));
-}
-
-#[test]
-fn cli_prints_steps_and_writes_png_and_html() {
-    if !model_path().exists() {
-        eprintln!("SKIP: {} is missing", model_path().display());
-        return;
-    }
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("explain-cli");
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let (png_path, html_path) = (dir.join("a.png"), dir.join("a.html"));
-    let _ = std::fs::remove_file(&png_path);
-    let _ = std::fs::remove_file(&html_path);
-    let n_steps = 4;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_llmrt"))
-        .arg("explain")
-        .arg("-m")
-        .arg(model_path())
-        .args(["-p", REF_PROMPT, "-n", &n_steps.to_string(), "--top-k", "3"])
-        .arg("--png")
-        .arg(&png_path)
-        .arg("--html")
-        .arg(&html_path)
-        .output()
-        .expect("run llmrt");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "llmrt explain failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (_, ref_ids) = reference_greedy_ids();
-    assert!(stdout.contains("808:·first"), "token strip:\n{stdout}");
-    assert!(
-        stdout.contains(&format!("step {n_steps}:")),
-        "step tables:\n{stdout}"
-    );
-    assert!(
-        !stdout.contains(&format!("step {}:", n_steps + 1)),
-        "{stdout}"
-    );
-    assert!(stdout.contains('█'), "probability bars:\n{stdout}");
-    assert!(
-        stdout.contains(&format!("step 1: {}:", ref_ids[0])),
-        "greedy first token:\n{stdout}"
-    );
-    let n = 6 + n_steps - 1;
-    let png_bytes = std::fs::read(&png_path).expect("PNG written");
-    let (w, _, _) = decode_png(&png_bytes);
-    assert_eq!(w as usize % n, 0, "{w} pixels for {n} tokens");
-    assert_heatmap(&png_bytes, n, w as usize / n);
-    let html = std::fs::read_to_string(&html_path).expect("HTML written");
-    assert_eq!(html.matches("<table class=\"step\">").count(), n_steps);
 }
 
 /// The C ABI returns what the Rust API returns, in its three forms (JSON, square attention

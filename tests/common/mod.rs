@@ -6,6 +6,9 @@
 #![allow(dead_code)]
 
 use half::f16;
+pub mod heatmap;
+pub mod models;
+
 use proptest::collection::vec;
 use proptest::prelude::*;
 

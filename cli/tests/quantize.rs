@@ -9,6 +9,10 @@ use llmrt::gguf::{GgufFile, GgufWriter, Value};
 use llmrt::quant::{quantize::quantize_row, GgmlType};
 use sha2::{Digest, Sha256};
 
+#[path = "../../tests/common/models.rs"]
+mod models;
+use models::{model_path, reference_json};
+
 const SOURCE_MODEL: &str = "smollm2-135m-instruct-q4_1.gguf";
 
 /// A scratch directory for this test binary's outputs, removed when dropped.
@@ -60,9 +64,7 @@ fn tensor_data_sha256(file: &GgufFile) -> String {
 }
 
 fn reference_digest(file_name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/dequant-samples.json");
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let json = reference_json("dequant-samples.json");
     json["models"]
         .as_array()
         .unwrap()
@@ -98,16 +100,9 @@ fn check_conversion(source: &GgufFile, output: &GgufFile, target: GgmlType, file
 
 #[test]
 fn smollm2_q4_0_and_q8_0_match_the_reference_digests() {
-    let source_path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("models")
-        .join(SOURCE_MODEL);
-    if !source_path.is_file() {
-        eprintln!(
-            "skipping: {} is absent (run scripts/fetch-models.sh)",
-            source_path.display()
-        );
+    let Some(source_path) = model_path(SOURCE_MODEL) else {
         return;
-    }
+    };
     let source = GgufFile::open(&source_path).unwrap();
     let scratch = Scratch::new("smollm2");
     for (ty, target, file_type, name) in [
