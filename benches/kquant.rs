@@ -3,7 +3,8 @@
 //! `cargo bench --bench kquant -- --warm-up-time 1 --measurement-time 2`
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use llmrt::quant::{iq4, k_quants, GgmlType, Simd, QK_K};
+use llmrt::quant::dispatch::k_quants;
+use llmrt::quant::{GgmlType, Simd, QK_K};
 
 /// Row length and row count of the benchmarked matrix: a typical hidden size, and enough rows
 /// that the weights (100-200 KiB) come from L2 as in a real matmul slice.
@@ -67,17 +68,11 @@ fn activations(ty: GgmlType) -> Vec<u8> {
 }
 
 fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32], simd: Simd) {
-    match ty {
-        GgmlType::IQ4_NL | GgmlType::IQ4_XS => iq4::dequantize_row(ty, src, dst, simd),
-        _ => k_quants::dequantize_row(ty, src, dst, simd),
-    }
+    k_quants::dequantize_row(ty, src, dst, simd)
 }
 
 fn vec_dot(ty: GgmlType, w: &[u8], a: &[u8], simd: Simd) -> f32 {
-    match ty {
-        GgmlType::IQ4_NL | GgmlType::IQ4_XS => iq4::vec_dot(ty, w, a, simd),
-        _ => k_quants::vec_dot(ty, w, a, simd),
-    }
+    k_quants::vec_dot(ty, w, a, simd)
 }
 
 fn bench(c: &mut Criterion) {

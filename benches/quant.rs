@@ -94,7 +94,9 @@ fn kernels(c: &mut Criterion) {
         for simd in Simd::all_supported() {
             g.bench_function(BenchmarkId::from_parameter(simd.name()), |b| {
                 if act_ty == GgmlType::F32 {
-                    b.iter(|| quant::float::vec_dot_f32(ty, black_box(&w), black_box(&x), simd))
+                    b.iter(|| {
+                        quant::dispatch::float::vec_dot_f32(ty, black_box(&w), black_box(&x), simd)
+                    })
                 } else {
                     b.iter(|| quant::vec_dot(ty, black_box(&w), black_box(&act), simd))
                 }

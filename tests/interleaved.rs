@@ -5,8 +5,9 @@
 use half::f16;
 use proptest::prelude::*;
 
-use llmrt::quant::interleaved::{self, LaneSums, PackedLanes};
-use llmrt::quant::{q5_0, q8_0, GgmlType, QK};
+use llmrt::quant::formats::{q5_0, q8_0};
+use llmrt::quant::packed::lanes::{self as interleaved, LaneSums, PackedLanes};
+use llmrt::quant::{GgmlType, QK};
 
 mod common;
 use common::{packed_operands, same_bits};

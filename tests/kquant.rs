@@ -8,7 +8,8 @@ use std::ops::Range;
 use std::path::Path;
 
 use llmrt::gguf::GgufFile;
-use llmrt::quant::{iq4, k_quants, GgmlType, Simd, QK_K};
+use llmrt::quant::dispatch::k_quants;
+use llmrt::quant::{GgmlType, Simd, QK_K};
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -47,10 +48,7 @@ const Q8_K_ROUNDING_SLACK: f64 = 1e-4;
 // ---------------------------------------------------------------------------------------------
 
 fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32], simd: Simd) {
-    match ty {
-        GgmlType::IQ4_NL | GgmlType::IQ4_XS => iq4::dequantize_row(ty, src, dst, simd),
-        _ => k_quants::dequantize_row(ty, src, dst, simd),
-    }
+    k_quants::dequantize_row(ty, src, dst, simd)
 }
 
 fn f64_list(v: &Value) -> Vec<f64> {
@@ -334,10 +332,7 @@ fn quantize_act(ty: GgmlType, x: &[f32]) -> (Vec<u8>, Vec<f32>) {
 }
 
 fn vec_dot(ty: GgmlType, w: &[u8], a: &[u8], simd: Simd) -> f32 {
-    match ty {
-        GgmlType::IQ4_NL | GgmlType::IQ4_XS => iq4::vec_dot(ty, w, a, simd),
-        _ => k_quants::vec_dot(ty, w, a, simd),
-    }
+    k_quants::vec_dot(ty, w, a, simd)
 }
 
 /// Σ (|w_i| + |offset_i|) · |a_i| in f64: the size of the terms a dot product adds, including the
@@ -416,8 +411,8 @@ proptest! {
                 prop_assert_eq!(dot.to_bits(), dot_scalar.to_bits(), "{:?} {:?}: vec_dot {} vs scalar {}", c.ty, simd, dot, dot_scalar);
                 if c.ty == GgmlType::IQ4_XS {
                     let (tiled, tiled_scalar) = (
-                        iq4::vec_dot_xs_tiled(&c.w, &a, simd),
-                        iq4::vec_dot_xs_tiled(&c.w, &a, Simd::Scalar),
+                        k_quants::vec_dot_tiled(GgmlType::IQ4_XS, &c.w, &a, simd),
+                        k_quants::vec_dot_tiled(GgmlType::IQ4_XS, &c.w, &a, Simd::Scalar),
                     );
                     prop_assert_eq!(tiled.to_bits(), tiled_scalar.to_bits(), "{:?} {:?}: tiled", c.ty, simd);
                     prop_assert!((tiled as f64 - dot_f64).abs() <= INT_FORMULATION_REL_TOL * magnitude);
@@ -491,10 +486,10 @@ trait PackedForm: Sized {
     fn scalar_twin(n_cols: usize, c: usize, w: &[u8], a: &[u8]) -> f32;
 }
 
-/// Q4_K weights repacked into 16-row groups ([`llmrt::quant::repack_q4k`]): the packing keeps
+/// Q4_K weights repacked into 16-row groups ([`llmrt::quant::packed::q4_k`]): the packing keeps
 /// every row's scales and quants; the columns in whole groups of four equal the four-column
 /// scalar twin, the rest the one-column twin.
-impl PackedForm for llmrt::quant::repack_q4k::PackedQ4K {
+impl PackedForm for llmrt::quant::packed::q4_k::PackedQ4K {
     const TY: GgmlType = GgmlType::Q4_K;
     const MAX_COLS: usize = 9;
 
@@ -524,7 +519,7 @@ impl PackedForm for llmrt::quant::repack_q4k::PackedQ4K {
         n_cols: usize,
         store: impl FnMut(usize, usize, f32),
     ) -> bool {
-        use llmrt::quant::repack_q4k::{matmul_groups, ActivationSumsK};
+        use llmrt::quant::packed::q4_k::{matmul_groups, ActivationSumsK};
         let sums = ActivationSumsK::compute(acts, stride, n_cols);
         let chunked = n_cols - n_cols % 4;
         let groups = 0..self.groups();
@@ -540,10 +535,10 @@ impl PackedForm for llmrt::quant::repack_q4k::PackedQ4K {
     }
 }
 
-/// Q6_K weights repacked into 16-row groups ([`llmrt::quant::repack_q6k`]): the packing keeps
+/// Q6_K weights repacked into 16-row groups ([`llmrt::quant::packed::q6_k`]): the packing keeps
 /// every row's scale, sub-block scales and quants; from 8 columns on every output equals the
 /// tiled scalar twin, below that the one-column twin.
-impl PackedForm for llmrt::quant::repack_q6k::PackedQ6K {
+impl PackedForm for llmrt::quant::packed::q6_k::PackedQ6K {
     const TY: GgmlType = GgmlType::Q6_K;
     const MAX_COLS: usize = 14;
 
@@ -581,11 +576,11 @@ impl PackedForm for llmrt::quant::repack_q6k::PackedQ6K {
         store: impl FnMut(usize, usize, f32),
     ) -> bool {
         let groups = 0..self.groups();
-        llmrt::quant::repack_q6k::matmul_groups(self, groups, acts, stride, n_cols, store)
+        llmrt::quant::packed::q6_k::matmul_groups(self, groups, acts, stride, n_cols, store)
     }
 
     fn scalar_twin(n_cols: usize, _c: usize, w: &[u8], a: &[u8]) -> f32 {
-        if n_cols >= llmrt::quant::repack_q6k::TILED_MIN_COLS {
+        if n_cols >= llmrt::quant::packed::q6_k::TILED_MIN_COLS {
             k_quants::vec_dot_tiled(Self::TY, w, a, Simd::Scalar)
         } else {
             k_quants::vec_dot(Self::TY, w, a, Simd::Scalar)
@@ -656,22 +651,22 @@ proptest! {
 
     #[test]
     fn packed_q4_k_matches_scalar(
-        (rows, x, n_cols) in packed_operands::<llmrt::quant::repack_q4k::PackedQ4K>()
+        (rows, x, n_cols) in packed_operands::<llmrt::quant::packed::q4_k::PackedQ4K>()
     ) {
-        check_packed::<llmrt::quant::repack_q4k::PackedQ4K>(&rows, &x, n_cols)?;
+        check_packed::<llmrt::quant::packed::q4_k::PackedQ4K>(&rows, &x, n_cols)?;
     }
 
     #[test]
     fn packed_q6_k_matches_scalar(
-        (rows, x, n_cols) in packed_operands::<llmrt::quant::repack_q6k::PackedQ6K>()
+        (rows, x, n_cols) in packed_operands::<llmrt::quant::packed::q6_k::PackedQ6K>()
     ) {
-        check_packed::<llmrt::quant::repack_q6k::PackedQ6K>(&rows, &x, n_cols)?;
+        check_packed::<llmrt::quant::packed::q6_k::PackedQ6K>(&rows, &x, n_cols)?;
     }
 }
 
 #[test]
 fn packed_q4_k_rejects_shapes_outside_the_layout() {
-    use llmrt::quant::repack_q4k::PackedQ4K;
+    use llmrt::quant::packed::q4_k::PackedQ4K;
     let row = vec![0u8; GgmlType::Q4_K.block_bytes()];
     let rows: Vec<u8> = (0..24).flat_map(|_| row.clone()).collect();
     assert!(

@@ -5,7 +5,8 @@
 //!
 //! Run with `cargo test --release --test q8k`.
 
-use llmrt::quant::{k_quants, GgmlType, Simd, QK_K};
+use llmrt::quant::dispatch::k_quants;
+use llmrt::quant::{GgmlType, Simd, QK_K};
 use proptest::collection::vec;
 use proptest::prelude::*;
 

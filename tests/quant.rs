@@ -10,12 +10,13 @@ use proptest::prelude::*;
 use serde_json::Value as Json;
 
 use llmrt::gguf::GgufFile;
-use llmrt::quant::q4_0::BlockQ4_0;
-use llmrt::quant::q4_1::BlockQ4_1;
-use llmrt::quant::q5_0::BlockQ5_0;
-use llmrt::quant::q5_1::BlockQ5_1;
-use llmrt::quant::q8::{self, BlockQ8_1};
-use llmrt::quant::q8_0::BlockQ8_0;
+use llmrt::quant::dispatch::activations as q8;
+use llmrt::quant::formats::q4_0::BlockQ4_0;
+use llmrt::quant::formats::q4_1::BlockQ4_1;
+use llmrt::quant::formats::q5_0::BlockQ5_0;
+use llmrt::quant::formats::q5_1::BlockQ5_1;
+use llmrt::quant::formats::q8_0::BlockQ8_0;
+use llmrt::quant::formats::q8_1::BlockQ8_1;
 use llmrt::quant::{self, as_blocks, matmul, vec_dot_type, GgmlType, QMatrix, Simd, QK};
 
 mod common;
@@ -254,7 +255,7 @@ fn check_packed_q4_0(
     rows: &[u8],
     acts: &[u8],
 ) -> Result<(), TestCaseError> {
-    use llmrt::quant::repack::{self, ActivationSums, PackedQ4_0};
+    use llmrt::quant::packed::q4_0::{self as repack, ActivationSums, PackedQ4_0};
     let row_bytes = n_blocks * size_of::<BlockQ4_0>();
     let stride = n_blocks * size_of::<BlockQ8_0>();
     let n_rows = rows.len() / row_bytes;
@@ -276,13 +277,13 @@ fn check_packed_q4_0(
         &sums,
         |c, r, v| out[c * n_rows + r] = v,
     );
-    prop_assert_eq!(ran, repack::avx512_vnni());
+    prop_assert_eq!(ran, llmrt::quant::packed::avx512_vnni());
     if !ran {
         return Ok(());
     }
     for c in 0..n_cols {
         for r in 0..n_rows {
-            let want = quant::q4_0::vec_dot_scalar(
+            let want = quant::formats::q4_0::vec_dot_scalar(
                 &rows[r * row_bytes..][..row_bytes],
                 &acts[c * stride..][..stride],
             );
@@ -302,7 +303,7 @@ fn check_packed_q4_0(
 
 #[test]
 fn packed_q4_0_rejects_shapes_outside_the_layout() {
-    use llmrt::quant::repack::PackedQ4_0;
+    use llmrt::quant::packed::q4_0::PackedQ4_0;
     let data = random_weights(GgmlType::Q4_0, 24, 64, 5);
     assert!(
         PackedQ4_0::pack(&data, 24, 64).is_none(),
@@ -375,12 +376,12 @@ proptest! {
         for ty in FLOAT_TYPES {
             let w = encode_float(ty, &values);
             let want_deq = dequantize(ty, &w, values.len(), Simd::Scalar);
-            let want_dot = quant::float::vec_dot_f32(ty, &w, &x, Simd::Scalar);
+            let want_dot = quant::dispatch::float::vec_dot_f32(ty, &w, &x, Simd::Scalar);
             let magnitude: f64 = want_deq.iter().zip(&x).map(|(a, b)| (a * b).abs() as f64).sum();
             for simd in Simd::all_supported() {
                 let got = dequantize(ty, &w, values.len(), simd);
                 prop_assert!(got.iter().zip(&want_deq).all(|(a, b)| a.to_bits() == b.to_bits()));
-                let got = quant::float::vec_dot_f32(ty, &w, &x, simd);
+                let got = quant::dispatch::float::vec_dot_f32(ty, &w, &x, simd);
                 prop_assert!((got as f64 - want_dot as f64).abs() <= DOT_REL_TOL * magnitude,
                     "{} {:?}: {} vs {}", ty, simd, got, want_dot);
             }
@@ -485,7 +486,10 @@ fn naive_matmul(w: &QMatrix<'_>, x: &[f32], n_cols: usize) -> (Vec<f32>, Vec<f64
             let (v, m) = if FLOAT_TYPES.contains(&w.ty) {
                 let deq = dequantize(w.ty, row, w.cols, Simd::Scalar);
                 let m = deq.iter().zip(xc).map(|(a, b)| (a * b).abs() as f64).sum();
-                (quant::float::vec_dot_f32(w.ty, row, xc, Simd::Scalar), m)
+                (
+                    quant::dispatch::float::vec_dot_f32(w.ty, row, xc, Simd::Scalar),
+                    m,
+                )
             } else {
                 let act_ty = vec_dot_type(w.ty);
                 let mut act = vec![0u8; act_ty.row_bytes(w.cols as u64).unwrap() as usize];

@@ -1,7 +1,7 @@
 //! Matrix multiply: quantized weights × f32 activations.
 //!
 //! The activations are quantized once per call into the weight type's `vec_dot_type` (Q8_0, Q8_1,
-//! or Q8_K through `k_quants::quantize_row_q8_k`) in `scratch`, then the weight rows are split
+//! or Q8_K) in `scratch`, then the weight rows are split
 //! into chunks that run in parallel on the caller's pool. With one activation column (token generation) each task streams its rows once: the work
 //! is bound by memory bandwidth. With many columns (prompt batches) each task walks its rows in
 //! tiles of [`ROW_TILE`] rows and, for each group of [`COL_TILE`] columns, dots the tile's rows
@@ -12,14 +12,17 @@
 
 use rayon::prelude::*;
 
-use super::interleaved::{self, LaneSums};
-use super::repack::{self, ActivationSums, PackedCopy};
-use super::repack_q4k::{self, ActivationSumsK};
-use super::repack_q6k;
-use super::{
-    float, k_quants, q4_0, q4_1, q5_0, q5_1, q8_0, quantize_activations, vec_dot, vec_dot_type,
-    GgmlType, Simd,
-};
+use super::dispatch::block32::{self, Block32};
+use super::dispatch::{float, k_quants, quantize_activations, vec_dot, vec_dot_type, vec_dot_wide};
+use super::formats::q8_0::BlockQ8_0;
+use super::formats::{q4_0::BlockQ4_0, q4_1::BlockQ4_1, q5_0::BlockQ5_0, q5_1::BlockQ5_1};
+use super::packed::lanes::{self, LaneSums};
+use super::packed::q4_0::{self as packed_q4_0, ActivationSums};
+use super::packed::q4_k::{self as packed_q4_k, ActivationSumsK};
+use super::packed::q6_k as packed_q6_k;
+use super::packed::{grouped, PackedCopy};
+use super::simd::Simd;
+use super::types::GgmlType;
 use crate::{Error, Result};
 
 /// A weight matrix of `rows` rows of `cols` elements of `ty`, borrowed from the model file.
@@ -61,7 +64,7 @@ pub const WIDE_COLS: usize = 8;
 pub const ROW_TILE: usize = 16;
 /// Fewest activation columns for which llama.cpp multiplies K-quants with its tiled kernel (whose
 /// arithmetic differs from its single-column dot product; we follow whichever it uses).
-const TILED_MIN_COLS: usize = super::repack_q6k::TILED_MIN_COLS;
+const TILED_MIN_COLS: usize = packed_q6_k::TILED_MIN_COLS;
 /// How far ahead (bytes) the one-column path prefetches weight rows: this machine's hardware
 /// prefetchers barely help (without the hints generation runs 3x slower); of 4.5, 6 and 8 KiB
 /// ahead, 8 measured best overall (SmolLM2 Q8_0 159 -> 167 tok/s, Gemma 3 99 -> 103 against a
@@ -120,27 +123,27 @@ enum RowKernel {
 }
 
 impl RowKernel {
+    /// The kernels of the 32-element format `B` (of type `ty`).
+    fn block32<B: Block32>(ty: GgmlType) -> RowKernel {
+        RowKernel::Block32 {
+            ty,
+            one: block32::vec_dot::<B>,
+            row: block32::vec_dot_tile::<B, 1, COL_TILE>,
+            tile: block32::vec_dot_tile::<B, REG_ROWS, COL_TILE>,
+            quad: block32::vec_dot_tile::<B, QUAD_ROWS, COL_TILE>,
+            wide: block32::vec_dot_tile::<B, QUAD_ROWS, WIDE_COLS>,
+            quad_one: block32::vec_dot_tile::<B, QUAD_ROWS, 1>,
+        }
+    }
+
     fn for_type(ty: GgmlType, n_cols: usize) -> RowKernel {
         use GgmlType::*;
-        macro_rules! block32 {
-            ($m:ident) => {
-                RowKernel::Block32 {
-                    ty,
-                    one: $m::vec_dot,
-                    row: $m::vec_dot_tile::<1, COL_TILE>,
-                    tile: $m::vec_dot_tile::<REG_ROWS, COL_TILE>,
-                    quad: $m::vec_dot_tile::<QUAD_ROWS, COL_TILE>,
-                    wide: $m::vec_dot_tile::<QUAD_ROWS, WIDE_COLS>,
-                    quad_one: $m::vec_dot_tile::<QUAD_ROWS, 1>,
-                }
-            };
-        }
         match ty {
-            Q4_0 => block32!(q4_0),
-            Q4_1 => block32!(q4_1),
-            Q5_0 => block32!(q5_0),
-            Q5_1 => block32!(q5_1),
-            Q8_0 => block32!(q8_0),
+            Q4_0 => RowKernel::block32::<BlockQ4_0>(ty),
+            Q4_1 => RowKernel::block32::<BlockQ4_1>(ty),
+            Q5_0 => RowKernel::block32::<BlockQ5_0>(ty),
+            Q5_1 => RowKernel::block32::<BlockQ5_1>(ty),
+            Q8_0 => RowKernel::block32::<BlockQ8_0>(ty),
             F32 | F16 | BF16 => RowKernel::Float(ty),
             Q3_K | Q5_K | Q6_K | IQ4_XS if n_cols >= TILED_MIN_COLS => RowKernel::KTiled(ty),
             Q2_K | Q4_K => RowKernel::KRepacked(ty, n_cols - n_cols % 4),
@@ -298,7 +301,7 @@ pub fn matmul(
     if let (Some(packed), Simd::Avx512, Acts::Quantized { bytes, stride, .. }) =
         (w.packed, simd, acts)
     {
-        if packed.ty() == w.ty && packed.shape() == (rows, cols) && repack::avx512_vnni() {
+        if packed.ty() == w.ty && packed.shape() == (rows, cols) && grouped::avx512_vnni() {
             let run = |groups: usize, task: &(dyn Fn(std::ops::Range<usize>) + Sync)| {
                 run_groups(pool, groups, n_cols, n_threads, task)
             };
@@ -310,7 +313,7 @@ pub fn matmul(
                         pool.install(|| ActivationSums::compute(bytes, stride, n_cols))
                     };
                     run(p.grouped().groups(), &|range| {
-                        repack::matmul_groups(p, range, bytes, stride, n_cols, &sums, store);
+                        packed_q4_0::matmul_groups(p, range, bytes, stride, n_cols, &sums, store);
                     });
                 }
                 PackedCopy::Lanes(p) => {
@@ -320,7 +323,7 @@ pub fn matmul(
                         pool.install(|| LaneSums::compute(p.ty(), bytes, stride, n_cols))
                     };
                     run(p.grouped().groups(), &|range| {
-                        interleaved::matmul_groups(p, range, bytes, stride, n_cols, &sums, store);
+                        lanes::matmul_groups(p, range, bytes, stride, n_cols, &sums, store);
                     });
                 }
                 // Columns in whole groups of four take the four-column arithmetic, as
@@ -329,14 +332,14 @@ pub fn matmul(
                     let sums = ActivationSumsK::compute(bytes, stride, n_cols);
                     let chunked = n_cols - n_cols % 4;
                     run(p.grouped().groups(), &|range| {
-                        repack_q4k::matmul_groups(
+                        packed_q4_k::matmul_groups(
                             p, range, bytes, stride, n_cols, chunked, &sums, store,
                         );
                     });
                 }
                 // The tiled arithmetic from `TILED_MIN_COLS` columns on, as `RowKernel::KTiled`.
                 PackedCopy::Q6K(p) => run(p.grouped().groups(), &|range| {
-                    repack_q6k::matmul_groups(p, range, bytes, stride, n_cols, store);
+                    packed_q6_k::matmul_groups(p, range, bytes, stride, n_cols, store);
                 }),
             }
             return Ok(());
@@ -386,7 +389,7 @@ fn run_groups(
     task: &(dyn Fn(std::ops::Range<usize>) + Sync),
 ) {
     let min_groups = if n_cols == 1 {
-        MIN_TASK_ROWS_GEN / repack::GROUP_ROWS
+        MIN_TASK_ROWS_GEN / grouped::GROUP_ROWS
     } else {
         1
     };
@@ -502,7 +505,7 @@ fn run_rows(
                         std::array::from_fn(|k| &scales[(c + k) * n_blocks..][..n_blocks]);
                     for r in tile.clone().step_by(QUAD_ROWS) {
                         let ws = std::array::from_fn(|k| w_row(r + k));
-                        let v = super::vec_dot_wide(kernel_ty, ws, cols, col_scales, simd)
+                        let v = vec_dot_wide(kernel_ty, ws, cols, col_scales, simd)
                             .unwrap_or_else(|| wide(ws, cols, simd));
                         for (dr, vr) in v.iter().enumerate() {
                             for (k, &v) in vr.iter().enumerate() {
