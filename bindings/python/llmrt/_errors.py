@@ -8,6 +8,7 @@ means the same thing, the subclass also derives from it (an :class:`IoError` is 
 
 from __future__ import annotations
 
+import ctypes
 import enum
 from typing import Dict, Optional, Type, Union
 
@@ -141,3 +142,18 @@ def error_for(status: int, message: str) -> LlmError:
         return LlmError(message or f"unknown llmrt status {status}", status)
     cls = ERROR_CLASSES.get(known, LlmError)
     return cls(message or known.name, known)
+
+
+def last_error(lib: ctypes.CDLL, status: Optional[int] = None) -> LlmError:
+    """The exception for the failure just reported on this thread (the message is thread-local,
+    so this must run on the thread that made the call, before any other llmrt call)."""
+    message = lib.llm_last_error().decode("utf-8", "replace")
+    if status is None:
+        status = lib.llm_last_status()
+    return error_for(status, message)
+
+
+def check(lib: ctypes.CDLL, status: int) -> None:
+    """Raises the exception for ``status`` unless it is ``OK``."""
+    if status != Status.OK:
+        raise last_error(lib, status)

@@ -254,34 +254,44 @@ elif sys.platform == "win32":
     LIBRARY_FILE = "llmrt.dll"
 else:
     LIBRARY_FILE = "libllmrt.so"
+#: The command-line program built beside the library.
+BINARY_FILE = "llmrt.exe" if sys.platform == "win32" else "llmrt"
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
+#: Where a wheel (scripts/build-wheel.sh) puts the library and the program it was built with.
+NATIVE_DIR = _PACKAGE_DIR / "_native"
 
 
-def _target_release_candidates(start: Path) -> List[Path]:
-    """``target/release/<library>`` in ``start`` and each of its parents (a repository checkout)."""
-    return [d / "target" / "release" / LIBRARY_FILE for d in [start, *start.parents]]
+def _search_path(file: str) -> List[Path]:
+    """Where ``file`` (the library or the program) is looked for, in order: the copy bundled in
+    the package, then ``$LLMRT_LIB``'s directory, then ``target/release`` of a checkout, walking up
+    from the package and from the current directory. When ``LLMRT_LIB`` is set, the checkout is
+    not searched: a wrong setting must not silently fall back to another build."""
+    paths = [NATIVE_DIR / file]
+    env = os.environ.get("LLMRT_LIB")
+    if env:
+        lib = Path(env)
+        paths.append(lib if file == LIBRARY_FILE else lib.parent / file)
+        return paths
+    for start in (_PACKAGE_DIR, Path.cwd().resolve()):
+        for d in (start, *start.parents):
+            p = d / "target" / "release" / file
+            if p not in paths:
+                paths.append(p)
+    return paths
 
 
 def candidate_paths() -> List[Path]:
-    """Where the library is looked for, in order: ``$LLMRT_LIB``, a copy inside the package, then
-    ``target/release`` of the enclosing repository, walking up from the package and from the
-    current directory. When ``LLMRT_LIB`` is set it is the only candidate (a wrong setting must not
-    silently fall back to another build)."""
-    env = os.environ.get("LLMRT_LIB")
-    if env:
-        return [Path(env)]
-    seen = set()
-    paths = []
-    for p in [
-        _PACKAGE_DIR / LIBRARY_FILE,
-        *_target_release_candidates(_PACKAGE_DIR),
-        *_target_release_candidates(Path.cwd().resolve()),
-    ]:
-        if p not in seen:
-            seen.add(p)
-            paths.append(p)
-    return paths
+    """Where the library is looked for, in order: the copy bundled in the package
+    (``llmrt/_native``), then ``$LLMRT_LIB``, then ``target/release`` of an llmrt checkout above
+    the package or the current directory (not searched when ``LLMRT_LIB`` is set)."""
+    return _search_path(LIBRARY_FILE)
+
+
+def binary_candidates() -> List[Path]:
+    """Where the ``llmrt`` program is looked for: as :func:`candidate_paths`, with the program's
+    name, and beside ``$LLMRT_LIB`` instead of at it."""
+    return _search_path(BINARY_FILE)
 
 
 def _declare(lib: ctypes.CDLL) -> None:
@@ -294,6 +304,11 @@ def _declare(lib: ctypes.CDLL) -> None:
 _loaded: Optional[ctypes.CDLL] = None
 _loaded_path: Optional[Path] = None
 _load_lock = threading.Lock()
+
+_HOW_TO_GET_IT = (
+    "Install a wheel built with scripts/build-wheel.sh (it bundles the library), or build it with "
+    "`cargo build --release` in the llmrt repository and set LLMRT_LIB to its path."
+)
 
 
 def load_library() -> ctypes.CDLL:
@@ -323,9 +338,8 @@ def load_library() -> ctypes.CDLL:
         raise LibraryNotFoundError(
             f"cannot find the llmrt shared library {LIBRARY_FILE}; looked at:\n"
             + "\n".join(tried)
-            + "\nBuild it with `cargo build --release` in the llmrt repository, or set LLMRT_LIB "
-            "to its path, or copy it into the installed package directory "
-            f"({_PACKAGE_DIR})."
+            + "\n"
+            + _HOW_TO_GET_IT
         )
 
 
@@ -334,3 +348,38 @@ def library_path() -> Path:
     load_library()
     assert _loaded_path is not None  # set together with _loaded
     return _loaded_path
+
+
+def find_binary() -> Path:
+    """The ``llmrt`` program (see :func:`binary_candidates`); raises :class:`LibraryNotFoundError`
+    listing the places looked at when there is none."""
+    candidates = binary_candidates()
+    for path in candidates:
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+    raise LibraryNotFoundError(
+        f"cannot find the llmrt program {BINARY_FILE}; looked at:\n"
+        + "\n".join(f"  {p}: not found or not executable" for p in candidates)
+        + "\n"
+        + _HOW_TO_GET_IT
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Facts about the loaded library
+# ---------------------------------------------------------------------------------------------
+
+
+def version() -> str:
+    """The version of the loaded shared library (``llm_version()``)."""
+    return load_library().llm_version().decode()
+
+
+def system_info() -> str:
+    """The library's build and kernel description, e.g. "llmrt 0.1.0; simd avx2; 8 cpus"."""
+    return load_library().llm_system_info().decode()
+
+
+def status_str(status: int) -> str:
+    """The library's short description of a status number."""
+    return load_library().llm_status_str(int(status)).decode()

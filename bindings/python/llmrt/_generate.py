@@ -1,0 +1,135 @@
+"""Running a generation: its statistics, and the worker threads that let a caller stream the
+pieces or wait for the end while Ctrl-C still works."""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
+
+from . import _lib
+
+_STOP_REASONS = {
+    _lib.LLM_STOP_NONE: "none",
+    _lib.LLM_STOP_MAX_TOKENS: "max_tokens",
+    _lib.LLM_STOP_END_OF_GENERATION: "end_of_generation",
+    _lib.LLM_STOP_STRING: "stop_string",
+    _lib.LLM_STOP_CANCELLED: "cancelled",
+    _lib.LLM_STOP_CONTEXT_FULL: "context_full",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationStats:
+    """Counts and timings of one generation (``llm_generate_stats``).
+
+    ``stop_reason`` is one of "max_tokens", "end_of_generation", "stop_string", "cancelled",
+    "context_full" (or "none" when nothing was generated)."""
+
+    stop_reason: str
+    prompt_tokens: int
+    reused_tokens: int
+    generated_tokens: int
+    prompt_seconds: float
+    generate_seconds: float
+    prompt_tokens_per_second: float
+    generate_tokens_per_second: float
+
+    @property
+    def finish_reason(self) -> str:
+        """The OpenAI name: "length" when a token limit ended the text, else "stop"."""
+        if self.stop_reason in ("max_tokens", "context_full"):
+            return "length"
+        return "stop"
+
+    @classmethod
+    def of(cls, s: _lib.llm_generate_stats) -> "GenerationStats":
+        return cls(
+            stop_reason=_STOP_REASONS.get(s.stop_reason, f"unknown({s.stop_reason})"),
+            prompt_tokens=s.prompt_tokens,
+            reused_tokens=s.reused_tokens,
+            generated_tokens=s.generated_tokens,
+            prompt_seconds=s.prompt_seconds,
+            generate_seconds=s.generate_seconds,
+            prompt_tokens_per_second=s.prompt_tokens_per_second,
+            generate_tokens_per_second=s.generate_tokens_per_second,
+        )
+
+
+#: ``run(on_piece)``: one generation to its end, calling ``on_piece`` with each piece (it returns
+#: False to stop); gives the whole text and the statistics.
+Run = Callable[[Callable[[bytes], bool]], Tuple[bytes, GenerationStats]]
+
+
+@dataclasses.dataclass
+class _StreamEnd:
+    """Queue item: the generation finished (with ``stats``) or failed (with ``error``)."""
+
+    stats: Optional[GenerationStats] = None
+    error: Optional[BaseException] = None
+
+
+def stream(run: Run, end: Optional[List[GenerationStats]] = None) -> Iterator[str]:
+    """Runs ``run`` on a worker thread and yields the pieces as text while it goes. Leaving the
+    loop early (``break``, an exception, dropping the iterator) cancels the generation and waits
+    for it to stop, so the session is free again afterwards. The statistics are appended to
+    ``end`` when given."""
+    items: "queue.Queue[Union[bytes, _StreamEnd]]" = queue.Queue()
+    cancel = threading.Event()
+
+    def on_piece(piece: bytes) -> bool:
+        if cancel.is_set():
+            return False
+        items.put(piece)
+        return not cancel.is_set()
+
+    def work() -> None:
+        try:
+            _, stats = run(on_piece)
+            items.put(_StreamEnd(stats=stats))
+        except BaseException as e:  # noqa: BLE001 - handed to the consuming thread
+            items.put(_StreamEnd(error=e))
+
+    worker = threading.Thread(target=work, name="llmrt-stream", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = items.get()
+            if isinstance(item, _StreamEnd):
+                if item.error is not None:
+                    raise item.error
+                if end is not None and item.stats is not None:
+                    end.append(item.stats)
+                return
+            # Pieces are whole UTF-8 characters (llm_token_callback).
+            yield item.decode("utf-8", "replace")
+    finally:
+        cancel.set()
+        worker.join()
+
+
+def complete(run: Run) -> Tuple[bytes, GenerationStats]:
+    """Runs ``run`` to the end on a worker thread while this thread waits, so that Ctrl-C
+    (KeyboardInterrupt) is seen at once: it cancels the generation, waits for it to stop, and
+    propagates."""
+    cancel = threading.Event()
+    outcome: List[Any] = []
+
+    def work() -> None:
+        try:
+            outcome.append(run(lambda _piece: not cancel.is_set()))
+        except BaseException as e:  # noqa: BLE001 - re-raised on the calling thread
+            outcome.append(e)
+
+    worker = threading.Thread(target=work, name="llmrt-generate", daemon=True)
+    worker.start()
+    try:
+        worker.join()
+    except BaseException:
+        cancel.set()
+        worker.join()
+        raise
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
