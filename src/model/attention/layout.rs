@@ -16,7 +16,7 @@ pub enum HeadSource<'a> {
         layer: usize,
         kv_head: usize,
     },
-    /// The same rows already widened to f32 by [`widen_head`], row `pos - base` holding
+    /// The same rows already widened to f32 by [`widen_head_batched`], row `pos - base` holding
     /// position `pos` (many queries of a batch share one widening); keys `dim` and values
     /// `dim_v` wide.
     Widened {
@@ -59,29 +59,6 @@ pub struct TiledRows<'a> {
     pub dim_v: usize,
 }
 
-/// Copies the keys and values of KV head `kv_head` of `layer` at positions `base..=last` into
-/// `keys`/`values` as f32 rows (resized as needed); the source borrows them.
-pub fn widen_head<'v>(
-    kv: &KvCache,
-    layer: usize,
-    kv_head: usize,
-    base: usize,
-    last: usize,
-    keys: &'v mut Vec<f32>,
-    values: &'v mut Vec<f32>,
-) -> HeadSource<'v> {
-    let (dim, dim_v) = (kv.head_dim(), kv.head_dim_v());
-    widen_rows(kv.key_rows(layer, kv_head), dim, base, last, keys);
-    widen_rows(kv.value_rows(layer, kv_head), dim_v, base, last, values);
-    HeadSource::Widened {
-        keys,
-        values,
-        base,
-        dim,
-        dim_v,
-    }
-}
-
 /// Widens the keys and values of KV head `kv_head` of `layer` at positions `base..=last` for a
 /// batch of queries, in the layout the batched kernel of level `simd` reads: blocks
 /// ([`HeadSource::Tiled`]) for AVX-512, rows ([`HeadSource::Widened`]) otherwise. The buffers
@@ -99,7 +76,15 @@ pub fn widen_head_batched<'v>(
 ) -> HeadSource<'v> {
     let (dim, dim_v) = (kv.head_dim(), kv.head_dim_v());
     if !(avx512(simd) && whole_registers(dim, dim_v)) {
-        return widen_head(kv, layer, kv_head, base, last, keys, values);
+        widen_rows(kv.key_rows(layer, kv_head), dim, base, last, keys);
+        widen_rows(kv.value_rows(layer, kv_head), dim_v, base, last, values);
+        return HeadSource::Widened {
+            keys,
+            values,
+            base,
+            dim,
+            dim_v,
+        };
     }
     HeadSource::Tiled(widen_tiled(
         kv.key_rows(layer, kv_head),

@@ -46,7 +46,7 @@ mod portable;
 #[cfg(test)]
 mod tests;
 
-pub use layout::{widen_head, widen_head_batched, HeadSource, TiledRows};
+pub use layout::{widen_head_batched, HeadSource, TiledRows};
 pub use portable::{reduce16, softmax_chunked};
 
 use super::ops::vexp;

@@ -383,3 +383,45 @@ fn single_kernel_is_the_portable_path_to_the_bit() {
     }
     assert!(compared > 1000);
 }
+
+/// Every level the CPU runs gives the same bits through the public entry: the AVX-512 level
+/// takes the batched kernel, the others the portable path reading the same tiled layout (so
+/// that a session forced to a level really runs that level's attention).
+#[test]
+fn every_level_attends_to_the_same_bits() {
+    let mut rng = Rng(0x51_7cc1_b727_220a);
+    let (dim, dim_v, n) = (64, 64, 300);
+    let data = Case::new(&mut rng, n, dim, dim_v, true);
+    let (mut keys, mut values) = (Vec::new(), Vec::new());
+    let source = HeadSource::Tiled(widen_tiled(
+        data.rows(true),
+        data.rows(false),
+        (dim, dim_v),
+        0,
+        n - 1,
+        &mut keys,
+        &mut values,
+    ));
+    let spans: Vec<Span<'_>> = (0..24)
+        .map(|i| Span {
+            source,
+            first: i * 7,
+            last: n - 1 - i,
+            scale: 0.125,
+            precision: data.precision,
+            kernel: AttentionKernel::Batched,
+        })
+        .collect();
+    let qs: Vec<f32> = (0..spans.len() * dim).map(|_| rng.float(2.0)).collect();
+    let queries: Vec<&[f32]> = qs.chunks_exact(dim).collect();
+    let outputs = |simd: Simd| {
+        let mut out = vec![0.0f32; spans.len() * dim_v];
+        let mut outs: Vec<&mut [f32]> = out.chunks_exact_mut(dim_v).collect();
+        attend_batch(simd, &spans, &queries, &mut outs);
+        out.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+    };
+    let scalar = outputs(Simd::Scalar);
+    for simd in Simd::all_supported() {
+        assert_eq!(outputs(simd), scalar, "{}", simd.name());
+    }
+}
