@@ -18,6 +18,13 @@ pub const DEFAULT_MAX_CTX: usize = 4096;
 /// Tokens evaluated per forward pass when processing a prompt.
 pub const DEFAULT_BATCH: usize = 512;
 
+/// The SIMD level a new session runs at: the one `LLMRT_SIMD` names (`scalar`, `avx2`, `avx512`,
+/// `neon`) if this CPU supports it, else the best it supports. [`Session::set_simd`] changes it
+/// for one session.
+pub fn default_simd() -> Simd {
+    Simd::detect()
+}
+
 /// Options for a new session.
 #[derive(Debug, Clone, Default)]
 pub struct SessionParams {
@@ -35,6 +42,8 @@ pub struct SessionParams {
 pub struct Session {
     model: Arc<Model>,
     pool: rayon::ThreadPool,
+    /// The level of every kernel of this session's forward passes: matmuls, attention, RoPE,
+    /// activations.
     simd: Simd,
     kv: KvCache,
     state: RunState,
@@ -89,7 +98,7 @@ impl Session {
         Ok(Session {
             model,
             pool,
-            simd: Simd::detect(),
+            simd: default_simd(),
             kv,
             state,
             tokens: Vec::new(),
@@ -119,7 +128,9 @@ impl Session {
         self.simd
     }
 
-    /// Forces a SIMD level (tests compare levels); it must be supported by this CPU.
+    /// Runs every kernel of the following evaluations (matmuls, attention, RoPE, activations) at
+    /// `simd`, which this CPU must support (tests and benchmarks compare levels). The cache is
+    /// kept.
     pub fn set_simd(&mut self, simd: Simd) -> Result<()> {
         if !simd.is_supported() {
             return Err(Error::InvalidArgument(format!(

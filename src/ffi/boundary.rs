@@ -8,7 +8,6 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Once, OnceLock};
 
-use crate::quant::Simd;
 use crate::Error;
 
 /// Result of an llmrt call.
@@ -348,7 +347,7 @@ pub extern "C" fn llm_system_info() -> *const c_char {
         format!(
             "llmrt {}; simd {}; {cpus} cpus\0",
             env!("CARGO_PKG_VERSION"),
-            Simd::detect().name()
+            crate::session::default_simd().name()
         )
     })
     .as_ptr()

@@ -1,18 +1,20 @@
 //! The transformer forward pass over a batch of tokens, for every supported architecture.
 //!
-//! One function, read top to bottom; the steps only some families take are marked with the
-//! family's name. Buffers live in [`RunState`], allocated once per session for `n_batch` tokens.
+//! [`Model::forward`] and [`Batch::layers`] read top to bottom: each step of the pass is one
+//! named call, the steps only some families take marked with the family's name; each step's
+//! method follows, and how attention splits its work over threads lives in
+//! `Batch::attend_one_token` and `Batch::attend_tokens`. Buffers live in [`RunState`], allocated
+//! once per session for `n_batch` tokens.
 
 use rayon::prelude::*;
 
 use super::attention::{
-    attend_batch, widen_head_batched, AttentionKernel, AttentionPrecision, GroupAttention,
-    HeadAttention, HeadSource, Query,
+    attend_batch, widen_head_batched, AttentionKernel, AttentionPrecision, HeadSource, Span,
 };
 use super::config::{Config, FfnActivation};
 use super::kv_cache::{KvCache, KvType};
 use super::ops::{geglu, rms_norm_rows, rms_norm_rows_in_place, rope_heads, swiglu};
-use super::weights::Matrix;
+use super::weights::{LayerWeights, Matrix};
 use super::Model;
 use crate::quant::{self, Simd};
 use crate::{Error, Result};
@@ -22,6 +24,9 @@ macro_rules! trace {
     ($name:expr, $layer:expr, $values:expr) => {
         #[cfg(feature = "trace")]
         super::trace::emit($name, $layer, $values);
+        // The layer is an argument of the steps that trace; without the hook, still used.
+        #[cfg(not(feature = "trace"))]
+        let _ = $layer;
     };
 }
 
@@ -132,40 +137,160 @@ impl Model {
     /// keys and values to the cache, and produces the logits `want`ed.
     pub fn forward(
         &self,
-        pass: Pass<'_>,
+        mut pass: Pass<'_>,
         tokens: &[u32],
         pos0: usize,
         want: Logits<'_>,
     ) -> Result<()> {
-        let c = self.config();
-        let w = self.weights();
-        let file = self.gguf();
-        let Pass {
-            state: s,
-            kv,
-            pool,
-            simd,
-            probe,
-        } = pass;
         let n = tokens.len();
-        if n == 0 || n > s.n_batch {
+        if n == 0 || n > pass.state.n_batch {
             return Err(Error::InvalidArgument(format!(
                 "batch of {n} tokens (1 to {} allowed)",
-                s.n_batch
+                pass.state.n_batch
             )));
         }
-        if pos0 + n > kv.n_ctx() {
+        if pos0 + n > pass.kv.n_ctx() {
             return Err(Error::ContextFull {
                 needed: pos0 + n,
-                n_ctx: kv.n_ctx(),
+                n_ctx: pass.kv.n_ctx(),
             });
         }
-        let d = c.n_embd;
+        let batch = Batch {
+            model: self,
+            pool: pass.pool,
+            simd: pass.simd,
+            n,
+            pos0,
+        };
 
-        // 1. Token embeddings: one dequantized row of the embedding table per token
-        //    (gemma scales them by √d_model).
-        let embd = &w.token_embd;
-        let embd_data = embd.view(file).data;
+        // 1. Token embeddings (gemma scales them by √d_model).
+        batch.embed(pass.state, tokens)?;
+
+        // 2. The rotation of every new position, for global and sliding-window layers.
+        batch.rope_angles(pass.state);
+
+        // 3-4. The layers. They run inside the pool: the nested `install`s of the matmuls and
+        // attention then run on the current worker at once, instead of each handing its job to a
+        // pool thread and waiting for it to be scheduled (which, ~9 times per layer, dominated
+        // single-token steps on a loaded machine).
+        pass.pool.install(|| batch.layers(&mut pass))?;
+
+        // 5. Final norm and output projection, for the rows whose logits are wanted.
+        batch.logits(pass.state, want)
+    }
+}
+
+/// One forward pass over a batch of `n` tokens at positions `pos0..`: the model, and the
+/// threads and SIMD level of the [`Pass`] every kernel runs with. Its methods are the steps of
+/// the pass.
+#[derive(Clone, Copy)]
+struct Batch<'a> {
+    model: &'a Model,
+    pool: &'a rayon::ThreadPool,
+    simd: Simd,
+    n: usize,
+    pos0: usize,
+}
+
+impl Batch<'_> {
+    /// Every layer over the batch, whose embeddings are in `state.x` and rotations in
+    /// `state.rope_cos`/`state.rope_sin`: attention, then feed-forward, each a normalized
+    /// sub-layer added to the residual stream.
+    fn layers(&self, pass: &mut Pass<'_>) -> Result<()> {
+        let c = self.model.config();
+        let (s, kv) = (&mut *pass.state, &mut *pass.kv);
+        let n = self.n;
+        let (d, attn_dim) = (n * c.n_embd, n * c.n_head * c.head_dim_v);
+        let ff = n * c.n_ff;
+        for (il, lw) in self.model.weights().layers.iter().enumerate() {
+            // 3. Attention block.
+            // 3a. Normalize the residual stream.
+            rms_norm_rows(&s.x[..d], &lw.attn_norm, c.rms_eps, &mut s.xb[..d]);
+            trace!("attn_norm", il, &s.xb[..d]);
+
+            // 3b. Project to queries, keys and values (qwen2 adds biases).
+            self.project_qkv(s, lw, il)?;
+
+            // 3c. gemma3: RMS-normalize each query and key head.
+            self.normalize_qk_heads(s, lw);
+
+            // 3d. Rotate queries and keys by their positions (RoPE).
+            self.rotate_qk(s, il);
+
+            // 3e. gemma3: the queries carry the attention scale; otherwise the scores do.
+            let score_scale = self.scale_queries(s);
+
+            // 3f. Append the new keys and values to the cache.
+            self.store_kv(s, kv, il);
+
+            // 3g. Each query head attends over its KV head's cached positions up to its own
+            //     (causal), or over the last `sliding_window` of them on sliding-window layers.
+            self.attend(s, kv, il, score_scale);
+            trace!("kqv_out", il, &s.attn[..attn_dim]);
+
+            // (explain) Record this layer's attention weights if asked to.
+            if let Some(probe) = pass.probe.as_deref_mut().filter(|p| p.layer == il) {
+                self.record_attention(probe, s, kv, il, score_scale);
+            }
+
+            // 3h. Project the heads back to the residual width, normalize the result (gemma3),
+            //     and add it to the residual stream.
+            self.matmul(
+                &lw.wo,
+                &s.attn[..attn_dim],
+                &mut s.proj[..d],
+                &mut s.scratch,
+            )?;
+            trace!("attn_out", il, &s.proj[..d]);
+            add_residual(
+                &mut s.x[..d],
+                &mut s.proj[..d],
+                lw.post_attn_norm.as_deref(),
+                c,
+            );
+
+            // 4. Feed-forward block: down(act(gate(x)) · up(x)) on the normalized stream.
+            // 4a. Normalize the residual stream.
+            rms_norm_rows(&s.x[..d], &lw.ffn_norm, c.rms_eps, &mut s.xb[..d]);
+            trace!("ffn_inp", il, &s.x[..d]);
+            trace!("ffn_norm", il, &s.xb[..d]);
+
+            // 4b. Gate and up projections.
+            self.matmul(&lw.w_gate, &s.xb[..d], &mut s.gate[..ff], &mut s.scratch)?;
+            self.matmul(&lw.w_up, &s.xb[..d], &mut s.up[..ff], &mut s.scratch)?;
+            trace!("ffn_gate", il, &s.gate[..ff]);
+            trace!("ffn_up", il, &s.up[..ff]);
+
+            // 4c. The gated activation, into the gate buffer.
+            self.activate(s);
+            trace!("ffn_swiglu", il, &s.gate[..ff]);
+
+            // 4d. Down projection, normalized (gemma3) and added to the residual stream.
+            self.matmul(&lw.w_down, &s.gate[..ff], &mut s.proj[..d], &mut s.scratch)?;
+            trace!("ffn_out", il, &s.proj[..d]);
+            add_residual(
+                &mut s.x[..d],
+                &mut s.proj[..d],
+                lw.post_ffn_norm.as_deref(),
+                c,
+            );
+            trace!("l_out", il, &s.x[..d]);
+        }
+        Ok(())
+    }
+
+    /// `out = m · x` for the batch's `n` rows of `x`.
+    fn matmul(&self, m: &Matrix, x: &[f32], out: &mut [f32], scratch: &mut Vec<u8>) -> Result<()> {
+        let view = m.view(self.model.gguf());
+        quant::matmul(self.pool, &view, x, self.n, out, scratch, self.simd)
+    }
+
+    /// Step 1: one dequantized row of the embedding table per token into `s.x`.
+    fn embed(&self, s: &mut RunState, tokens: &[u32]) -> Result<()> {
+        let c = self.model.config();
+        let embd = &self.model.weights().token_embd;
+        let embd_data = embd.view(self.model.gguf()).data;
+        let d = c.n_embd;
         for (t, &id) in tokens.iter().enumerate() {
             let id = id as usize;
             if id >= c.n_vocab {
@@ -176,37 +301,307 @@ impl Model {
             }
             let row = &embd_data[id * embd.row_bytes()..(id + 1) * embd.row_bytes()];
             let x = &mut s.x[t * d..(t + 1) * d];
-            quant::dequantize_row(embd.ty, row, x, simd)?;
+            quant::dequantize_row(embd.ty, row, x, self.simd)?;
             if c.embed_scale != 1.0 {
                 x.iter_mut().for_each(|v| *v *= c.embed_scale);
             }
         }
+        Ok(())
+    }
 
-        // 2. The rotation of every new position, for global (0) and sliding-window (1) layers.
+    /// Step 2: the cos and sin of every new position's angles, for global (0) and
+    /// sliding-window (1) layers.
+    fn rope_angles(&self, s: &mut RunState) {
+        let c = self.model.config();
         let half = c.rope_dims / 2;
         for (kind, layer) in [
             (0, c.layer_is_swa.iter().position(|&swa| !swa)),
             (1, c.layer_is_swa.iter().position(|&swa| swa)),
         ] {
             let Some(layer) = layer else { continue };
-            let frequencies = self.rope_frequencies(layer);
-            for t in 0..n {
+            let frequencies = self.model.rope_frequencies(layer);
+            for t in 0..self.n {
                 let r = t * half..(t + 1) * half;
                 frequencies.angles(
-                    pos0 + t,
+                    self.pos0 + t,
                     &mut s.rope_cos[kind][r.clone()],
                     &mut s.rope_sin[kind][r],
                 );
             }
         }
+    }
 
-        // The layers run inside the pool: the nested `install`s of the matmuls and attention
-        // then run on the current worker at once, instead of each handing its job to a pool
-        // thread and waiting for it to be scheduled (which, ~9 times per layer, dominated
-        // single-token steps on a loaded machine).
-        pool.install(|| self.layers(s, kv, pool, simd, probe, n, pos0))?;
+    /// Step 3b: `s.q`, `s.k`, `s.v` from the normalized stream `s.xb`, biases added.
+    fn project_qkv(&self, s: &mut RunState, lw: &LayerWeights, il: usize) -> Result<()> {
+        let c = self.model.config();
+        let n = self.n;
+        let (q_dim, k_dim, v_dim) = (c.q_dim(), c.k_dim(), c.v_dim());
+        let xb = &s.xb[..n * c.n_embd];
+        self.matmul(&lw.wq, xb, &mut s.q[..n * q_dim], &mut s.scratch)?;
+        self.matmul(&lw.wk, xb, &mut s.k[..n * k_dim], &mut s.scratch)?;
+        self.matmul(&lw.wv, xb, &mut s.v[..n * v_dim], &mut s.scratch)?;
+        for (buf, bias, width) in [
+            (&mut s.q, &lw.bq, q_dim),
+            (&mut s.k, &lw.bk, k_dim),
+            (&mut s.v, &lw.bv, v_dim),
+        ] {
+            if let Some(bias) = bias {
+                for row in buf[..n * width].chunks_exact_mut(width) {
+                    row.iter_mut().zip(bias).for_each(|(x, b)| *x += b);
+                }
+            }
+        }
+        trace!("Qcur", il, &s.q[..n * q_dim]);
+        trace!("Kcur", il, &s.k[..n * k_dim]);
+        trace!("Vcur", il, &s.v[..n * v_dim]);
+        Ok(())
+    }
 
-        // 5. Final norm and output projection, for the rows whose logits are wanted.
+    /// Step 3c: gemma3's RMS norm of each query and key head, when the layer has one.
+    fn normalize_qk_heads(&self, s: &mut RunState, lw: &LayerWeights) {
+        let c = self.model.config();
+        if let (Some(q_norm), Some(k_norm)) = (&lw.q_norm, &lw.k_norm) {
+            let hd = c.head_dim;
+            rms_norm_rows_in_place(&mut s.q[..self.n * c.q_dim()], &q_norm[..hd], c.rms_eps);
+            rms_norm_rows_in_place(&mut s.k[..self.n * c.k_dim()], &k_norm[..hd], c.rms_eps);
+        }
+    }
+
+    /// Step 3d: every query and key head rotated by its token's angles (those of layer `il`'s
+    /// kind, global or sliding-window).
+    fn rotate_qk(&self, s: &mut RunState, il: usize) {
+        let c = self.model.config();
+        let (q_dim, k_dim, half) = (c.q_dim(), c.k_dim(), c.rope_dims / 2);
+        let kind = usize::from(c.layer_is_swa[il]);
+        for t in 0..self.n {
+            let cos = &s.rope_cos[kind][t * half..(t + 1) * half];
+            let sin = &s.rope_sin[kind][t * half..(t + 1) * half];
+            let q = &mut s.q[t * q_dim..(t + 1) * q_dim];
+            rope_heads(self.simd, q, c.head_dim, cos, sin, c.rope_style);
+            let k = &mut s.k[t * k_dim..(t + 1) * k_dim];
+            rope_heads(self.simd, k, c.head_dim, cos, sin, c.rope_style);
+        }
+        trace!("Qcur_rope", il, &s.q[..self.n * q_dim]);
+        trace!("Kcur_rope", il, &s.k[..self.n * k_dim]);
+    }
+
+    /// Step 3e: the factor of the attention scores. gemma3 multiplies the queries by the
+    /// attention scale instead (then 1).
+    fn scale_queries(&self, s: &mut RunState) -> f32 {
+        let c = self.model.config();
+        if c.scale_queries {
+            let q = &mut s.q[..self.n * c.q_dim()];
+            q.iter_mut().for_each(|v| *v *= c.attn_scale);
+            1.0
+        } else {
+            c.attn_scale
+        }
+    }
+
+    /// Step 3f: the batch's keys and values into the cache at their positions.
+    fn store_kv(&self, s: &RunState, kv: &mut KvCache, il: usize) {
+        let c = self.model.config();
+        let (k_dim, v_dim) = (c.k_dim(), c.v_dim());
+        for t in 0..self.n {
+            kv.store(
+                il,
+                self.pos0 + t,
+                &s.k[t * k_dim..(t + 1) * k_dim],
+                &s.v[t * v_dim..(t + 1) * v_dim],
+            );
+        }
+    }
+
+    /// The span of layer `il` of the query at position `pos` over `source`, scores times
+    /// `scale`: causal, within the layer's sliding window, rounded as the cache's type implies,
+    /// in the arithmetic of the batch's size.
+    fn span<'k>(
+        &self,
+        kv: &KvCache,
+        il: usize,
+        source: HeadSource<'k>,
+        pos: usize,
+        scale: f32,
+    ) -> Span<'k> {
+        let c = self.model.config();
+        let window = if c.layer_is_swa[il] {
+            c.sliding_window
+        } else {
+            usize::MAX
+        };
+        let precision = match kv.kv_type() {
+            KvType::F16 => AttentionPrecision::F16,
+            KvType::F32 => AttentionPrecision::F32,
+        };
+        let kernel = if self.n == 1 {
+            AttentionKernel::Single
+        } else {
+            AttentionKernel::Batched
+        };
+        Span::causal(source, pos, window, scale, precision, kernel)
+    }
+
+    /// Step 3g: `s.attn` = every query head of `s.q` attending over layer `il`'s cache, the work
+    /// split over the pool's threads as suits one token or many.
+    fn attend(&self, s: &mut RunState, kv: &KvCache, il: usize, scale: f32) {
+        if self.n == 1 {
+            self.attend_one_token(s, kv, il, scale);
+        } else {
+            self.attend_tokens(s, kv, il, scale);
+        }
+    }
+
+    /// One token: a task per KV head, reading the cache directly and widening each key and
+    /// value once for all its query heads. With several threads and few KV heads, the query
+    /// heads of each are split into parts, so that every thread has about two tasks.
+    fn attend_one_token(&self, s: &mut RunState, kv: &KvCache, il: usize, scale: f32) {
+        let c = self.model.config();
+        let (hd, hdv) = (c.head_dim, c.head_dim_v);
+        let group = c.n_head / c.n_head_kv;
+        let threads = self.pool.current_num_threads();
+        let parts = if threads > 1 {
+            (2 * threads).div_ceil(c.n_head_kv).clamp(1, group)
+        } else {
+            1
+        };
+        let per_task = group.div_ceil(parts);
+        let q = &s.q;
+        let tasks = s.attn[..c.n_head * hdv]
+            .par_chunks_mut(group * hdv)
+            .enumerate()
+            .flat_map(|(kv_head, out)| {
+                out.par_chunks_mut(per_task * hdv)
+                    .enumerate()
+                    .map(move |(part, out)| (kv_head, kv_head * group + part * per_task, out))
+            });
+        self.pool.install(|| {
+            tasks.for_each(|(kv_head, h0, out)| {
+                let heads = out.len() / hdv;
+                let source = HeadSource::Cache {
+                    kv,
+                    layer: il,
+                    kv_head,
+                };
+                self.span(kv, il, source, self.pos0, scale).attend(
+                    self.simd,
+                    &q[h0 * hd..][..heads * hd],
+                    out,
+                );
+            });
+        });
+    }
+
+    /// Several tokens: tasks of up to [`ATTENTION_TOKENS`] tokens, each widening the keys and
+    /// values of every KV head once for all its tokens and query heads.
+    fn attend_tokens(&self, s: &mut RunState, kv: &KvCache, il: usize, scale: f32) {
+        let c = self.model.config();
+        let (hd, hdv, q_dim) = (c.head_dim, c.head_dim_v, c.q_dim());
+        let attn_dim = c.n_head * hdv;
+        let group = c.n_head / c.n_head_kv;
+        let window = if c.layer_is_swa[il] {
+            c.sliding_window
+        } else {
+            usize::MAX
+        };
+        let q = &s.q;
+        self.pool.install(|| {
+            s.attn[..self.n * attn_dim]
+                .par_chunks_mut(ATTENTION_TOKENS * attn_dim)
+                .enumerate()
+                .for_each(|(chunk, out)| {
+                    let t0 = chunk * ATTENTION_TOKENS;
+                    let tokens = t0..t0 + out.len() / attn_dim;
+                    let base = (self.pos0 + t0 + 1).saturating_sub(window);
+                    let last = self.pos0 + tokens.end - 1;
+                    WIDENED.with_borrow_mut(|(keys, values)| {
+                        for g in 0..c.n_head_kv {
+                            let source =
+                                widen_head_batched(self.simd, kv, il, g, base, last, keys, values);
+                            // All queries of this KV head at once: the AVX-512 kernel shares its
+                            // loads of keys and values among them.
+                            let heads = g * group..(g + 1) * group;
+                            let mut spans = Vec::with_capacity(tokens.len() * group);
+                            let mut queries = Vec::with_capacity(tokens.len() * group);
+                            for t in tokens.clone() {
+                                let span = self.span(kv, il, source, self.pos0 + t, scale);
+                                for h in heads.clone() {
+                                    spans.push(span);
+                                    queries.push(&q[t * q_dim + h * hd..][..hd]);
+                                }
+                            }
+                            let mut outs: Vec<&mut [f32]> = out
+                                .chunks_exact_mut(attn_dim)
+                                .flat_map(|out| {
+                                    out[g * group * hdv..(g + 1) * group * hdv]
+                                        .chunks_exact_mut(hdv)
+                                })
+                                .collect();
+                            attend_batch(self.simd, &spans, &queries, &mut outs);
+                        }
+                    });
+                });
+        });
+    }
+
+    /// (explain) Layer `il`'s attention weights of every token of the batch, over all positions
+    /// up to its own: of the probe's head, or the mean over heads.
+    fn record_attention(
+        &self,
+        probe: &mut AttentionProbe,
+        s: &RunState,
+        kv: &KvCache,
+        il: usize,
+        scale: f32,
+    ) {
+        let c = self.model.config();
+        let (hd, q_dim) = (c.head_dim, c.q_dim());
+        let group = c.n_head / c.n_head_kv;
+        let heads: Vec<usize> = match probe.head {
+            Some(h) => vec![h.min(c.n_head - 1)],
+            None => (0..c.n_head).collect(),
+        };
+        for t in 0..self.n {
+            let pos = self.pos0 + t;
+            let mut row = vec![0.0f32; pos + 1];
+            for &h in &heads {
+                let q_head = &s.q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
+                let source = HeadSource::Cache {
+                    kv,
+                    layer: il,
+                    kv_head: h / group,
+                };
+                let span = self.span(kv, il, source, pos, scale);
+                let mut weights = vec![0.0f32; pos + 1 - span.first];
+                span.weights(self.simd, q_head, &mut weights);
+                for (r, w) in row[span.first..].iter_mut().zip(&weights) {
+                    *r += w / heads.len() as f32;
+                }
+            }
+            probe.rows.push(row);
+        }
+    }
+
+    /// Step 4c: `gate = act(gate) · up` token by token, over the pool's threads.
+    fn activate(&self, s: &mut RunState) {
+        let c = self.model.config();
+        let (n_ff, ff) = (c.n_ff, self.n * c.n_ff);
+        let (activation, simd) = (c.ffn_activation, self.simd);
+        let rows = s.gate[..ff]
+            .par_chunks_mut(n_ff)
+            .zip(s.up[..ff].par_chunks(n_ff));
+        self.pool.install(|| {
+            rows.for_each(|(g, u)| match activation {
+                FfnActivation::Silu => swiglu(simd, g, u),
+                FfnActivation::GeluTanh => geglu(simd, g, u),
+            });
+        });
+    }
+
+    /// Step 5: the final norm and the output projection of the rows whose logits are `want`ed.
+    fn logits(&self, s: &mut RunState, want: Logits<'_>) -> Result<()> {
+        let c = self.model.config();
+        let w = self.model.weights();
+        let (n, d) = (self.n, c.n_embd);
         let rows: Box<dyn Iterator<Item = std::ops::Range<usize>>> = match want {
             Logits::Last => Box::new(std::iter::once(n - 1..n)),
             Logits::All(_) => Box::new(
@@ -225,13 +620,13 @@ impl Model {
                 &mut s.out_norm[..m * d],
             );
             quant::matmul(
-                pool,
-                &w.output.view(file),
+                self.pool,
+                &w.output.view(self.model.gguf()),
                 &s.out_norm[..m * d],
                 m,
                 &mut s.logits[..m * c.n_vocab],
                 &mut s.scratch,
-                simd,
+                self.simd,
             )?;
             if let Logits::All(f) = &mut want {
                 for (i, t) in range.enumerate() {
@@ -239,306 +634,6 @@ impl Model {
                 }
             }
         }
-        Ok(())
-    }
-    /// Step 3-4 for every layer: attention and feed-forward sub-layers over the batch of `n`
-    /// tokens at positions `pos0..`, whose embeddings are in `s.x` and rotations in
-    /// `s.rope_cos`/`s.rope_sin`.
-    #[allow(clippy::too_many_arguments)]
-    fn layers(
-        &self,
-        s: &mut RunState,
-        kv: &mut KvCache,
-        pool: &rayon::ThreadPool,
-        simd: Simd,
-        mut probe: Option<&mut AttentionProbe>,
-        n: usize,
-        pos0: usize,
-    ) -> Result<()> {
-        let c = self.config();
-        let w = self.weights();
-        let file = self.gguf();
-        let (d, q_dim, k_dim, v_dim) = (c.n_embd, c.q_dim(), c.k_dim(), c.v_dim());
-        let (hd, hdv) = (c.head_dim, c.head_dim_v);
-        let attn_dim = c.n_head * hdv;
-        let half = c.rope_dims / 2;
-        let matmul = |m: &Matrix, x: &[f32], out: &mut [f32], scratch: &mut Vec<u8>| {
-            quant::matmul(pool, &m.view(file), x, n, out, scratch, simd)
-        };
-        for (il, lw) in w.layers.iter().enumerate() {
-            // 3. Attention sub-layer. Normalize the residual stream.
-            rms_norm_rows(&s.x[..n * d], &lw.attn_norm, c.rms_eps, &mut s.xb[..n * d]);
-            let xb = &s.xb[..n * d];
-            trace!("attn_norm", il, xb);
-
-            // 3a. Project to queries, keys and values (qwen2 adds biases).
-            matmul(&lw.wq, xb, &mut s.q[..n * q_dim], &mut s.scratch)?;
-            matmul(&lw.wk, xb, &mut s.k[..n * k_dim], &mut s.scratch)?;
-            matmul(&lw.wv, xb, &mut s.v[..n * v_dim], &mut s.scratch)?;
-            for (buf, bias, width) in [
-                (&mut s.q, &lw.bq, q_dim),
-                (&mut s.k, &lw.bk, k_dim),
-                (&mut s.v, &lw.bv, v_dim),
-            ] {
-                if let Some(bias) = bias {
-                    for row in buf[..n * width].chunks_exact_mut(width) {
-                        row.iter_mut().zip(bias).for_each(|(x, b)| *x += b);
-                    }
-                }
-            }
-
-            trace!("Qcur", il, &s.q[..n * q_dim]);
-            trace!("Kcur", il, &s.k[..n * k_dim]);
-            trace!("Vcur", il, &s.v[..n * v_dim]);
-
-            // 3b. gemma3: RMS-normalize each query and key head.
-            if let (Some(q_norm), Some(k_norm)) = (&lw.q_norm, &lw.k_norm) {
-                rms_norm_rows_in_place(&mut s.q[..n * q_dim], &q_norm[..hd], c.rms_eps);
-                rms_norm_rows_in_place(&mut s.k[..n * k_dim], &k_norm[..hd], c.rms_eps);
-            }
-
-            // 3c. Rotate queries and keys by their positions (RoPE).
-            let kind = usize::from(c.layer_is_swa[il]);
-            for t in 0..n {
-                let cos = &s.rope_cos[kind][t * half..(t + 1) * half];
-                let sin = &s.rope_sin[kind][t * half..(t + 1) * half];
-                rope_heads(
-                    &mut s.q[t * q_dim..(t + 1) * q_dim],
-                    hd,
-                    cos,
-                    sin,
-                    c.rope_style,
-                );
-                rope_heads(
-                    &mut s.k[t * k_dim..(t + 1) * k_dim],
-                    hd,
-                    cos,
-                    sin,
-                    c.rope_style,
-                );
-            }
-
-            trace!("Qcur_rope", il, &s.q[..n * q_dim]);
-            // gemma3: the queries carry the attention scale.
-            let score_scale = if c.scale_queries {
-                s.q[..n * q_dim].iter_mut().for_each(|v| *v *= c.attn_scale);
-                1.0
-            } else {
-                c.attn_scale
-            };
-            trace!("Kcur_rope", il, &s.k[..n * k_dim]);
-
-            // 3d. Append the new keys and values to the cache.
-            for t in 0..n {
-                kv.store(
-                    il,
-                    pos0 + t,
-                    &s.k[t * k_dim..(t + 1) * k_dim],
-                    &s.v[t * v_dim..(t + 1) * v_dim],
-                );
-            }
-
-            // 3e. Each query head attends over its KV head's cached positions up to its own
-            //     (causal), or over the last `sliding_window` of them on sliding-window layers.
-            let group = c.n_head / c.n_head_kv;
-            let window = if c.layer_is_swa[il] {
-                c.sliding_window
-            } else {
-                usize::MAX
-            };
-            let (q, kv_ref) = (&s.q, &*kv);
-            let precision = match kv.kv_type() {
-                KvType::F16 => AttentionPrecision::F16,
-                KvType::F32 => AttentionPrecision::F32,
-            };
-            let kernel = if n == 1 {
-                AttentionKernel::Single
-            } else {
-                AttentionKernel::Batched
-            };
-            fn head_attention(
-                source: HeadSource<'_>,
-                pos: usize,
-                window: usize,
-                scale: f32,
-                precision: AttentionPrecision,
-                kernel: AttentionKernel,
-            ) -> HeadAttention<'_> {
-                HeadAttention {
-                    source,
-                    first: (pos + 1).saturating_sub(window),
-                    last: pos,
-                    scale,
-                    precision,
-                    kernel,
-                }
-            }
-            // One token: a task per KV head, reading the cache directly and widening each key
-            // and value once for all its query heads. With several threads and few KV heads,
-            // the query heads of each are split into parts, so that every thread has about two
-            // tasks.
-            if n == 1 {
-                let threads = pool.current_num_threads();
-                let parts = if threads > 1 {
-                    (2 * threads).div_ceil(c.n_head_kv).clamp(1, group)
-                } else {
-                    1
-                };
-                let per_task = group.div_ceil(parts);
-                pool.install(|| {
-                    s.attn[..attn_dim]
-                        .par_chunks_mut(group * hdv)
-                        .enumerate()
-                        .flat_map(|(g, out)| {
-                            out.par_chunks_mut(per_task * hdv)
-                                .enumerate()
-                                .map(move |(part, out)| (g, g * group + part * per_task, out))
-                        })
-                        .for_each(|(kv_head, h0, out)| {
-                            let heads = out.len() / hdv;
-                            GroupAttention {
-                                kv: kv_ref,
-                                layer: il,
-                                kv_head,
-                                first: (pos0 + 1).saturating_sub(window),
-                                last: pos0,
-                                scale: score_scale,
-                                precision,
-                            }
-                            .attend(&q[h0 * hd..][..heads * hd], out);
-                        });
-                });
-            }
-            // Tasks of up to ATTENTION_TOKENS tokens: each widens the keys and values of every
-            // KV head once, for all its tokens and query heads.
-            if n > 1 {
-                pool.install(|| {
-                    s.attn[..n * attn_dim]
-                        .par_chunks_mut(ATTENTION_TOKENS * attn_dim)
-                        .enumerate()
-                        .for_each(|(chunk, out)| {
-                            let t0 = chunk * ATTENTION_TOKENS;
-                            let tokens = t0..t0 + out.len() / attn_dim;
-                            let base = (pos0 + t0 + 1).saturating_sub(window);
-                            let last = pos0 + tokens.end - 1;
-                            WIDENED.with_borrow_mut(|(keys, values)| {
-                                for g in 0..c.n_head_kv {
-                                    let source =
-                                        widen_head_batched(kv_ref, il, g, base, last, keys, values);
-                                    // All queries of this KV head at once: the AVX-512 kernel
-                                    // shares its loads of keys and values among them.
-                                    let heads = g * group * hdv..(g + 1) * group * hdv;
-                                    let mut queries: Vec<Query<'_, '_>> = tokens
-                                        .clone()
-                                        .zip(out.chunks_exact_mut(attn_dim))
-                                        .flat_map(|(t, out)| {
-                                            (g * group..(g + 1) * group)
-                                                .zip(out[heads.clone()].chunks_exact_mut(hdv))
-                                                .map(move |(h, out)| Query {
-                                                    head: head_attention(
-                                                        source,
-                                                        pos0 + t,
-                                                        window,
-                                                        score_scale,
-                                                        precision,
-                                                        kernel,
-                                                    ),
-                                                    q: &q[t * q_dim + h * hd..][..hd],
-                                                    out,
-                                                })
-                                        })
-                                        .collect();
-                                    attend_batch(&mut queries);
-                                }
-                            });
-                        });
-                });
-            }
-
-            trace!("kqv_out", il, &s.attn[..n * attn_dim]);
-
-            // (explain) Record this layer's attention weights if asked to.
-            if let Some(probe) = probe.as_deref_mut().filter(|p| p.layer == il) {
-                let heads: Vec<usize> = match probe.head {
-                    Some(h) => vec![h.min(c.n_head - 1)],
-                    None => (0..c.n_head).collect(),
-                };
-                for t in 0..n {
-                    let pos = pos0 + t;
-                    let first = (pos + 1).saturating_sub(window);
-                    let mut row = vec![0.0f32; pos + 1];
-                    let mut weights = vec![0.0f32; pos + 1 - first];
-                    for &h in &heads {
-                        let q_head = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
-                        let source = HeadSource::Cache {
-                            kv: kv_ref,
-                            layer: il,
-                            kv_head: h / group,
-                        };
-                        head_attention(source, pos, window, score_scale, precision, kernel)
-                            .weights(q_head, &mut weights);
-                        for (r, w) in row[first..].iter_mut().zip(&weights) {
-                            *r += w / heads.len() as f32;
-                        }
-                    }
-                    probe.rows.push(row);
-                }
-            }
-
-            // 3f. Project the heads back to the residual width (gemma3 normalizes the result),
-            //     and add to the residual stream.
-            matmul(
-                &lw.wo,
-                &s.attn[..n * attn_dim],
-                &mut s.proj[..n * d],
-                &mut s.scratch,
-            )?;
-            trace!("attn_out", il, &s.proj[..n * d]);
-            add_residual(
-                &mut s.x[..n * d],
-                &mut s.proj[..n * d],
-                lw.post_attn_norm.as_deref(),
-                c,
-            );
-
-            // 4. Feed-forward sub-layer: down(act(gate(x)) · up(x)) on the normalized stream.
-            rms_norm_rows(&s.x[..n * d], &lw.ffn_norm, c.rms_eps, &mut s.xb[..n * d]);
-            let xb = &s.xb[..n * d];
-            trace!("ffn_inp", il, &s.x[..n * d]);
-            trace!("ffn_norm", il, xb);
-            let ff = n * c.n_ff;
-            matmul(&lw.w_gate, xb, &mut s.gate[..ff], &mut s.scratch)?;
-            matmul(&lw.w_up, xb, &mut s.up[..ff], &mut s.scratch)?;
-            trace!("ffn_gate", il, &s.gate[..ff]);
-            trace!("ffn_up", il, &s.up[..ff]);
-            let n_ff = c.n_ff;
-            let activation = c.ffn_activation;
-            pool.install(|| {
-                s.gate[..ff]
-                    .par_chunks_mut(n_ff)
-                    .zip(s.up[..ff].par_chunks(n_ff))
-                    .for_each(|(g, u)| match activation {
-                        FfnActivation::Silu => swiglu(g, u),
-                        FfnActivation::GeluTanh => geglu(g, u),
-                    });
-            });
-            trace!("ffn_swiglu", il, &s.gate[..ff]);
-            matmul(
-                &lw.w_down,
-                &s.gate[..ff],
-                &mut s.proj[..n * d],
-                &mut s.scratch,
-            )?;
-            trace!("ffn_out", il, &s.proj[..n * d]);
-            add_residual(
-                &mut s.x[..n * d],
-                &mut s.proj[..n * d],
-                lw.post_ffn_norm.as_deref(),
-                c,
-            );
-            trace!("l_out", il, &s.x[..n * d]);
-        }
-
         Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! The element-wise and per-head operations of the forward pass.
 
 use super::config::RopeStyle;
+use crate::quant::Simd;
 
 /// `1 / rms(x)`, with rms(x) = sqrt(mean(x²) + eps), evaluated as ggml does: squares in f32,
 /// summed in f64, the mean rounded to f32.
@@ -108,21 +109,21 @@ pub fn silu(x: f32) -> f32 {
     x / (1.0 + vexp(0.0 - x))
 }
 
-/// Whether the CPU has AVX2, FMA and F16C: the hot element-wise loops
-/// then run in copies compiled with hardware fused multiply-add, instead of calling `fmaf`.
-#[cfg(target_arch = "x86_64")]
+/// Whether level `simd` runs the copies of the hot element-wise loops compiled with hardware
+/// fused multiply-add (AVX2, FMA and F16C, which both x86 levels include and this CPU has),
+/// instead of the plain ones that call `fmaf`. The results are the same bits either way.
 #[inline]
-pub(crate) fn has_fma() -> bool {
-    // The AVX2 level is exactly these three features, and its answer is cached.
-    crate::quant::Simd::Avx2.is_supported()
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) fn has_fma(simd: Simd) -> bool {
+    matches!(simd.or_supported(), Simd::Avx2 | Simd::Avx512)
 }
 
 /// SiLU of the gate times the up projection, element by element, as llama.cpp's SwiGLU kernel
 /// computes it: [`silu`] on whole 16-element groups, then for the remainder the C library's
 /// `expf` in place of [`vexp`].
-pub fn swiglu(gate: &mut [f32], up: &[f32]) {
+pub fn swiglu(simd: Simd, gate: &mut [f32], up: &[f32]) {
     #[cfg(target_arch = "x86_64")]
-    if has_fma() {
+    if has_fma(simd) {
         // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
         return unsafe { swiglu_fma(gate, up) };
     }
@@ -217,10 +218,10 @@ fn gelu_lookup(table: &[half::f16; GELU_TABLE_LEN], x: f32) -> f32 {
 /// the f16 roundings of eight inputs and of their eight table entries are one F16C instruction
 /// each (the same round-to-nearest-even conversions `half` makes one value at a time), so the
 /// result is [`geglu_any`]'s bit for bit.
-pub fn geglu(gate: &mut [f32], up: &[f32]) {
+pub fn geglu(simd: Simd, gate: &mut [f32], up: &[f32]) {
     let table = gelu_table();
     #[cfg(target_arch = "x86_64")]
-    if has_fma() {
+    if has_fma(simd) {
         // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
         return unsafe { geglu_f16c(table, gate, up) };
     }
@@ -322,9 +323,16 @@ impl RopeFrequencies {
 }
 
 /// Rotates every `head_dim`-wide head of `heads` in place by [`rope_head`].
-pub fn rope_heads(heads: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32], style: RopeStyle) {
+pub fn rope_heads(
+    simd: Simd,
+    heads: &mut [f32],
+    head_dim: usize,
+    cos: &[f32],
+    sin: &[f32],
+    style: RopeStyle,
+) {
     #[cfg(target_arch = "x86_64")]
-    if has_fma() {
+    if has_fma(simd) {
         // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
         return unsafe { rope_heads_fma(heads, head_dim, cos, sin, style) };
     }
@@ -473,10 +481,14 @@ mod tests {
             let up = &up[..gate.len()];
             let mut want = gate.clone();
             geglu_any(gelu_table(), &mut want, up);
-            let mut got = gate.clone();
-            geglu(&mut got, up);
-            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                proptest::prop_assert_eq!(g.to_bits(), w.to_bits(), "element {} of {:?}", i, gate[i]);
+            for simd in Simd::all_supported() {
+                let mut got = gate.clone();
+                geglu(simd, &mut got, up);
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    proptest::prop_assert_eq!(
+                        g.to_bits(), w.to_bits(), "{}: element {} of {:?}", simd.name(), i, gate[i]
+                    );
+                }
             }
             for ((w, &x), &u) in want.iter().zip(&gate).zip(up) {
                 let single = gelu_tanh_f16_table(x) * u;

@@ -214,7 +214,8 @@ impl Weights {
     /// pages of each packed matrix are dropped from memory; sessions forced to another SIMD level
     /// read (and fault back) the file's bytes. Up to `n_threads` threads share the work.
     pub fn repack(&mut self, file: &GgufFile, n_threads: usize) {
-        if !crate::quant::repack::avx512_vnni() {
+        // The packed kernels are AVX-512 (with VNNI) ones: exactly that level's features.
+        if !crate::quant::Simd::Avx512.is_supported() {
             return;
         }
         let tied = self.output.info.offset == self.token_embd.info.offset;
