@@ -19,3 +19,5 @@ if [ -f bindings/python/pyproject.toml ]; then
   "$venv/bin/pip" install -q --disable-pip-version-check pytest numpy ./bindings/python
   LLMRT_LIB="$root/target/release/libllmrt.so" "$venv/bin/python" -m pytest -q bindings/python/tests
 fi
+# The wheel, installed in a fresh venv outside the checkout, generates.
+scripts/test-wheel.sh
