@@ -1,6 +1,7 @@
 //! `llmrt::explain` and `llmrt explain` on a real model: the recorded candidates against logits
 //! recomputed in a separate session, greedy choices against llama.cpp's reference continuation,
-//! the attention rows as causal probability distributions, and the PNG and HTML outputs (the CLI's are tested with the CLI).
+//! the attention rows as causal probability distributions, and the PNG and HTML outputs (the
+//! CLI's are tested with the CLI, in cli/tests/explain.rs).
 
 use std::path::PathBuf;
 use std::sync::Arc;

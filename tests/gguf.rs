@@ -1,6 +1,7 @@
 //! The GGUF reader and writer: one test per class of malformed file (each must be refused with
 //! an `InvalidGguf` message naming the problem, never a panic), property tests (writer → reader
-//! round trips; byte flips and truncations never panic), and `llmrt inspect` on the test models.
+//! round trips; byte flips and truncations never panic) and the real test models (`llmrt inspect`
+//! is tested with the CLI, in cli/tests/inspect.rs).
 
 use std::borrow::Cow;
 
