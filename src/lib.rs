@@ -5,6 +5,10 @@
 //! with `tokenizer` and `chat` turning text into ids and back. `ffi` is the C ABI over all of it.
 //! The library never prints; errors are [`Error`].
 
+// Printing is the interfaces' business (the CLI, the bindings); the library reports through its
+// return values only.
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
+
 pub mod chat;
 pub mod error;
 pub mod explain;

@@ -353,7 +353,7 @@ fn c_abi_explain_matches_the_rust_api() {
 
     let path = CString::new(model_path().to_str().expect("UTF-8 path")).unwrap();
     let prompt = CString::new(REF_PROMPT).unwrap();
-    // SAFETY (whole block): every pointer passed is NULL or comes from the calls above it and
+    // SAFETY: (whole block) every pointer passed is NULL or comes from the calls above it and
     // is freed exactly once at the end; buffers are sized as passed.
     unsafe {
         let c_model = ffi::llm_load(path.as_ptr(), null());

@@ -87,7 +87,7 @@ fn str_at<'a>(value: &'a serde_json::Value, pointer: &str) -> &'a str {
 }
 
 /// A greedy step whose top-2 logits are closer than this is a near-tie, after which our tokens
-/// may part from llama.cpp's (the rule); otherwise they must be identical.
+/// may part from llama.cpp's (the rule in tests/reference/README.md); otherwise identical.
 const NEAR_TIE: f32 = 0.1;
 
 fn load(path: &Path) -> Arc<Model> {

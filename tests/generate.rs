@@ -11,7 +11,7 @@ use llmrt::{Error, Model, ModelParams, Session, SessionParams};
 use serde_json::Value;
 
 /// A greedy step whose top-2 logits are closer than this is a near-tie, after which our reply
-/// may part from llama.cpp's (the rule); otherwise they must be identical.
+/// may part from llama.cpp's (the rule in tests/reference/README.md); otherwise identical.
 const NEAR_TIE: f32 = 0.1;
 
 fn load(name: &str) -> Option<Arc<Model>> {

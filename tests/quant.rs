@@ -277,7 +277,7 @@ fn check_packed_q4_0(
         &sums,
         |c, r, v| out[c * n_rows + r] = v,
     );
-    prop_assert_eq!(ran, llmrt::quant::packed::avx512_vnni());
+    prop_assert_eq!(ran, quant::packed::avx512_vnni());
     if !ran {
         return Ok(());
     }

@@ -24,7 +24,7 @@ fn inspect_json(model: &Path) -> serde_json::Value {
 }
 
 /// What each test model holds: architecture, tensor count, tensors per type
-/// (all types listed where the issue gives them), and the tokenizer.
+/// (every type the file holds), and the tokenizer.
 struct Expected {
     file: &'static str,
     architecture: &'static str,

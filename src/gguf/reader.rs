@@ -91,8 +91,8 @@ pub struct GgufFile {
     data_start: usize,
 }
 
-impl std::fmt::Debug for GgufFile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for GgufFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GgufFile")
             .field("version", &self.version)
             .field("metadata", &self.metadata.len())

@@ -174,7 +174,17 @@ mod tests {
             .join("models")
             .join(format!("{model}.gguf"));
         if !path.exists() {
-            eprintln!("skipping {model}: {} not found", path.display());
+            // Same policy as the integration tests' `tests/common/models.rs`: the test command
+            // requires the models; elsewhere a missing one is a loud skip.
+            assert!(
+                std::env::var_os("LLMRT_REQUIRE_MODELS").is_none(),
+                "{} not found (LLMRT_REQUIRE_MODELS is set): run scripts/fetch-models.sh",
+                path.display()
+            );
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("SKIP {model}: {} not found", path.display());
+            }
             return None;
         }
         let file = GgufFile::open(&path).expect("open the model");

@@ -403,7 +403,7 @@ unsafe fn scores<E: Elem, const G: usize>(
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
 #[inline]
 fn prefetch_row<E>(row: *const E, width: usize) {
-    let bytes = width * std::mem::size_of::<E>();
+    let bytes = width * size_of::<E>();
     for offset in (0..bytes).step_by(64) {
         _mm_prefetch::<_MM_HINT_T0>(row.cast::<i8>().wrapping_add(offset));
     }
