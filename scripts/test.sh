@@ -7,6 +7,11 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 export LLMRT_REQUIRE_MODELS=1
+# The C ABI test runs the examples under valgrind; a missing valgrind fails it here.
+if ! command -v valgrind >/dev/null; then
+  sudo=$(command -v sudo || true)
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq valgrind >/dev/null
+fi
 cargo build --release --bin llmrt
 cargo build --release   # libllmrt.so and libllmrt.a, for C and Python
 scripts/fetch-models.sh

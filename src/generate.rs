@@ -14,7 +14,8 @@ use crate::{Error, Result};
 /// What to generate and when to stop.
 #[derive(Debug, Clone)]
 pub struct GenerateParams {
-    /// Most tokens to generate (0 = until the context is full).
+    /// Most tokens to generate (0 = until the context is full). Generation also ends, with
+    /// [`StopReason::ContextFull`], when the context fills up first.
     pub max_tokens: usize,
     /// How the next token is chosen.
     pub sampler: SamplerParams,
@@ -50,8 +51,21 @@ pub enum StopReason {
     StopString,
     /// The callback returned false.
     Cancelled,
-    /// The context window is full (only when `max_tokens` is 0).
+    /// The context window filled up before `max_tokens` were generated.
     ContextFull,
+}
+
+impl StopReason {
+    /// How llama.cpp's tools word the reason: "max tokens", "context full", ….
+    pub fn describe(self) -> &'static str {
+        match self {
+            StopReason::MaxTokens => "max tokens",
+            StopReason::EndOfGeneration => "end of generation",
+            StopReason::StopString => "stop string",
+            StopReason::Cancelled => "cancelled",
+            StopReason::ContextFull => "context full",
+        }
+    }
 }
 
 /// Counts and timings of one generation.
@@ -182,10 +196,11 @@ pub fn generate_tokens(
     } else {
         params.max_tokens
     };
-    if prompt.len() >= n_ctx || (params.max_tokens > 0 && prompt.len() + params.max_tokens > n_ctx)
-    {
+    // As llama.cpp: a prompt that leaves room generates until the context is full; one that
+    // leaves no room for a single token is refused before any work.
+    if prompt.len() >= n_ctx {
         return Err(Error::ContextFull {
-            needed: prompt.len() + params.max_tokens.max(1),
+            needed: prompt.len() + 1,
             n_ctx,
         });
     }

@@ -1,6 +1,8 @@
 //! The generation loop end to end on SmolLM2 and Qwen: chat prompts as llama.cpp renders and
 //! tokenizes them, reproducible seeds, stop strings, streaming, prefix reuse and the context limit.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -15,14 +17,7 @@ use serde_json::Value;
 const NEAR_TIE: f32 = 0.1;
 
 fn load(name: &str) -> Option<Arc<Model>> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("models/{name}.gguf"));
-    if !path.exists() {
-        eprintln!(
-            "SKIP {name}: {} is missing (run scripts/fetch-models.sh)",
-            path.display()
-        );
-        return None;
-    }
+    let path = common::models::model_path(&format!("{name}.gguf"))?;
     Some(Arc::new(
         Model::load(&path, &ModelParams::default()).expect("model loads"),
     ))
@@ -269,4 +264,46 @@ fn a_prompt_longer_than_the_context_is_a_clear_error() {
     // The session stays usable.
     let (g, _) = run(&mut s, "Hi", &sampled(0.0, 0, 4));
     assert_eq!(g.tokens.len(), 4);
+}
+
+#[test]
+fn generation_runs_until_the_context_is_full() {
+    let Some(model) = load("smollm2-135m-instruct-q4_1") else {
+        return;
+    };
+    let n_ctx = 32;
+    let mut s = Session::new(
+        model.clone(),
+        &SessionParams {
+            n_ctx,
+            ..Default::default()
+        },
+    )
+    .expect("session");
+    // A prompt that leaves room, and a token budget far beyond it: llama.cpp generates until
+    // the context is full and stops there; so do we.
+    let prompt = "The quick brown fox jumps over the lazy dog. The quick brown fox";
+    let prompt_ids = model
+        .tokenizer()
+        .encode(prompt, true, false)
+        .expect("encode");
+    assert!(prompt_ids.len() < n_ctx, "the prompt must leave room");
+    let mut params = sampled(0.0, 0, 100);
+    params.stop.clear();
+    let (g, _) = run(&mut s, prompt, &params);
+    if g.stop_reason == StopReason::EndOfGeneration {
+        panic!(
+            "the model ended the text early; pick a prompt it continues: {:?}",
+            g.text
+        );
+    }
+    assert_eq!(g.stop_reason, StopReason::ContextFull, "{:?}", g.stats);
+    assert_eq!(s.tokens().len(), n_ctx, "the whole context is used");
+    assert_eq!(g.tokens.len(), n_ctx - prompt_ids.len());
+    assert_eq!(g.stop_reason.describe(), "context full");
+
+    // The same prompt with a budget that fits stops at the budget.
+    let (g, _) = run(&mut s, prompt, &sampled(0.0, 0, 3));
+    assert_eq!(g.stop_reason, StopReason::MaxTokens);
+    assert_eq!(g.tokens.len(), 3);
 }

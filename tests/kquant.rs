@@ -86,8 +86,7 @@ fn dequantize_matches_llama_cpp_reference() {
         if samples.is_empty() {
             continue;
         }
-        if !path.exists() {
-            println!("skipping {file}: models/{file} is absent");
+        if common::models::model_path(file).is_none() {
             continue;
         }
         let gguf = GgufFile::open(&path).expect("open model");

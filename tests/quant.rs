@@ -2,8 +2,6 @@
 //! llama.cpp's reference values from real model files, every SIMD level against its scalar twin,
 //! activation quantization, and the parallel matmul against a naive loop.
 
-use std::path::Path;
-
 use half::{bf16, f16};
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -58,11 +56,9 @@ fn dequantize_matches_reference_samples() {
     let mut checked = 0;
     for model in reference["models"].as_array().unwrap() {
         let file = model["file"].as_str().unwrap();
-        let path = Path::new("models").join(file);
-        if !path.exists() {
-            println!("skipping {file}: not in models/");
+        let Some(path) = common::models::model_path(file) else {
             continue;
-        }
+        };
         let gguf = GgufFile::open(&path).unwrap();
         for sample in model["samples"].as_array().unwrap() {
             let name = sample["tensor"].as_str().unwrap();

@@ -6,6 +6,8 @@
 //! templates exercising whitespace control, loop controls, Python methods, `tojson` and
 //! `raise_exception`; made by `tests/reference/make_chat_template_cases.py`).
 
+mod common;
+
 use std::path::Path;
 
 use llmrt::chat::{format_time, ChatMessage, ChatTemplate, BUILTIN_NAMES};
@@ -32,13 +34,7 @@ fn reference(file: &str) -> Json {
 
 /// The model file, or `None` (with a message) when it is not present.
 fn open_model(name: &str) -> Option<GgufFile> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("models")
-        .join(format!("{name}.gguf"));
-    if !path.exists() {
-        eprintln!("skipping {name}: {} is absent", path.display());
-        return None;
-    }
+    let path = common::models::model_path(&format!("{name}.gguf"))?;
     Some(GgufFile::open(&path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display())))
 }
 

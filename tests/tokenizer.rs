@@ -1,6 +1,8 @@
 //! The tokenizer against llama.cpp's reference tokenizations (tests/reference/<model>.json) on
 //! the three test models, plus synthetic vocabs for the error paths.
 
+mod common;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -34,11 +36,7 @@ fn reference(model: &str) -> Json {
 
 /// The model's tokenizer, or None (with a message) when the model file is absent.
 fn load(model: &str) -> Option<Tokenizer> {
-    let path = root().join("models").join(format!("{model}.gguf"));
-    if !path.exists() {
-        eprintln!("skipping {model}: {} not found", path.display());
-        return None;
-    }
+    let path = common::models::model_path(&format!("{model}.gguf"))?;
     let file = GgufFile::open(&path).expect("open model");
     Some(Tokenizer::from_gguf(&file).expect("build tokenizer"))
 }
@@ -294,11 +292,9 @@ fn thread_cpu_seconds() -> Option<f64> {
 #[test]
 fn building_large_vocabs_is_fast() {
     for model in MODELS {
-        let path = root().join("models").join(format!("{model}.gguf"));
-        if !path.exists() {
-            eprintln!("skipping {model}: not found");
+        let Some(path) = common::models::model_path(&format!("{model}.gguf")) else {
             continue;
-        }
+        };
         let file = GgufFile::open(&path).unwrap();
         let cpu0 = thread_cpu_seconds();
         let t = Instant::now();

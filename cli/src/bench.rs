@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use llmrt::{Model, ModelParams, Session, SessionParams};
 use serde_json::json;
 
@@ -80,25 +81,48 @@ pub fn run(args: Args) -> llmrt::Result<()> {
         }
         Ok(args.n_gen as f64 / t.elapsed().as_secs_f64())
     };
-    // Warm-up: page in the weights, size the buffers.
-    if args.n_prompt > 0 {
-        run_pp(&mut session)?;
-    }
-    if args.n_gen > 0 {
-        run_tg(&mut session)?;
-    }
-    let mut pp = Vec::new();
-    let mut tg = Vec::new();
-    for _ in 0..args.reps.max(1) {
-        if args.n_prompt > 0 {
-            pp.push(run_pp(&mut session)?);
+    // Progress on stderr, drawn only on a terminal and never with --json: results go to stdout.
+    let reps = args.reps.max(1);
+    let tests = usize::from(args.n_prompt > 0) + usize::from(args.n_gen > 0);
+    let target = if args.json {
+        ProgressDrawTarget::hidden()
+    } else {
+        ProgressDrawTarget::stderr()
+    };
+    let progress = ProgressBar::with_draw_target(Some((tests * (reps + 1)) as u64), target);
+    progress.set_style(
+        ProgressStyle::with_template("{spinner} [{pos}/{len}] {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    // A warm-up run pages in the weights and sizes the buffers; then `reps` measured runs.
+    let measure = |test: String,
+                       session: &mut Session,
+                       run: &dyn Fn(&mut Session) -> llmrt::Result<f64>|
+     -> llmrt::Result<Vec<f64>> {
+        let mut rates = Vec::new();
+        for rep in 0..=reps {
+            progress.set_message(match rep {
+                0 => format!("{test} warm-up"),
+                _ => format!("{test} repetition {rep}/{reps}"),
+            });
+            progress.tick();
+            let rate = run(session)?;
+            if rep > 0 {
+                rates.push(rate);
+            }
+            progress.inc(1);
         }
-    }
-    for _ in 0..args.reps.max(1) {
-        if args.n_gen > 0 {
-            tg.push(run_tg(&mut session)?);
-        }
-    }
+        Ok(rates)
+    };
+    let pp = match args.n_prompt {
+        0 => Vec::new(),
+        n => measure(format!("pp{n}"), &mut session, &run_pp)?,
+    };
+    let tg = match args.n_gen {
+        0 => Vec::new(),
+        n => measure(format!("tg{n}"), &mut session, &run_tg)?,
+    };
+    progress.finish_and_clear();
     let (pp, tg) = (median(pp), median(tg));
     let rss = peak_rss_bytes();
     let file = args

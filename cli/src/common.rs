@@ -1,6 +1,7 @@
 //! Options shared by the commands that run a model.
 
-use std::path::PathBuf;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use llmrt::model::KvType;
@@ -28,7 +29,9 @@ impl ModelArgs {
     /// Loads the model and opens a session on it.
     pub fn open(&self) -> llmrt::Result<Session> {
         let model = Arc::new(Model::load(&self.model, &ModelParams::default())?);
-        self.session(model)
+        let session = self.session(model)?;
+        warn_if_beyond_training(&session);
+        Ok(session)
     }
 
     /// A new session on `model` with these options.
@@ -91,5 +94,64 @@ impl SamplingArgs {
             }),
             ..SamplerParams::default()
         }
+    }
+}
+
+/// Where the prompt comes from: `-p TEXT`, or `-f FILE` (`-f -` reads standard input), as in
+/// llama.cpp's tools.
+#[derive(clap::Args, Debug, Clone)]
+#[group(required = true, multiple = false)]
+pub struct PromptArgs {
+    /// The prompt.
+    #[arg(short, long)]
+    pub prompt: Option<String>,
+    /// Read the prompt from FILE (`-` = standard input).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+}
+
+impl PromptArgs {
+    /// The prompt text.
+    pub fn text(&self) -> llmrt::Result<String> {
+        match (&self.prompt, &self.file) {
+            (Some(p), _) => Ok(p.clone()),
+            // As llama.cpp's `-f`: the file's final newline ends the file, not the prompt.
+            (None, Some(file)) => {
+                let mut text = read_text(file)?;
+                if text.ends_with('\n') {
+                    text.pop();
+                }
+                Ok(text)
+            }
+            (None, None) => Err(llmrt::Error::InvalidArgument(
+                "give a prompt with -p TEXT or -f FILE".into(),
+            )),
+        }
+    }
+}
+
+/// The UTF-8 text of `file`, or of standard input when it is `-`.
+pub fn read_text(file: &Path) -> llmrt::Result<String> {
+    let bytes = if file == Path::new("-") {
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .map_err(|e| llmrt::Error::io("standard input", e))?;
+        bytes
+    } else {
+        std::fs::read(file).map_err(|e| llmrt::Error::io(file, e))?
+    };
+    String::from_utf8(bytes).map_err(|_| llmrt::Error::InvalidUtf8("the prompt file"))
+}
+
+/// llama.cpp's warning when the context asked for is longer than the model was trained on.
+pub fn warn_if_beyond_training(session: &Session) {
+    let trained = session.model().config().n_ctx_train;
+    if trained > 0 && session.n_ctx() > trained {
+        eprintln!(
+            "llmrt: warning: the model was trained with a context of {trained} tokens; \
+             -c {} goes beyond it and may give poor results",
+            session.n_ctx()
+        );
     }
 }

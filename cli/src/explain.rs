@@ -7,15 +7,14 @@ use std::path::Path;
 use llmrt::explain::{explain, visible_piece, ExplainParams, Explanation};
 use llmrt::sample::SamplerParams;
 
-use crate::common::ModelArgs;
+use crate::common::{ModelArgs, PromptArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// The prompt to continue.
-    #[arg(short, long)]
-    pub prompt: String,
+    #[command(flatten)]
+    pub prompt: PromptArgs,
     /// Most tokens to generate.
     #[arg(short = 'n', long = "n-predict", default_value_t = 8)]
     pub n_predict: usize,
@@ -70,8 +69,9 @@ pub fn run(args: Args) -> llmrt::Result<()> {
         head: args.head,
         sampler,
     };
-    let ex = explain(&mut session, &args.prompt, &params)?;
-    print_report(&args.prompt, &ex);
+    let prompt = args.prompt.text()?;
+    let ex = explain(&mut session, &prompt, &params)?;
+    print_report(&prompt, &ex);
 
     let title = args
         .model

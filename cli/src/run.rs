@@ -4,15 +4,14 @@ use std::io::Write;
 
 use llmrt::generate::{generate, GenerateParams};
 
-use crate::common::{ModelArgs, SamplingArgs};
+use crate::common::{ModelArgs, PromptArgs, SamplingArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// The prompt to continue.
-    #[arg(short, long)]
-    pub prompt: String,
+    #[command(flatten)]
+    pub prompt: PromptArgs,
     /// Most tokens to generate.
     #[arg(short = 'n', long = "n-predict", default_value_t = 128)]
     pub n_predict: usize,
@@ -30,6 +29,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> llmrt::Result<()> {
+    let prompt = args.prompt.text()?;
     let mut session = args.model.open()?;
     let params = GenerateParams {
         max_tokens: args.n_predict,
@@ -40,23 +40,23 @@ pub fn run(args: Args) -> llmrt::Result<()> {
     };
     let mut out = std::io::stdout().lock();
     if !args.no_echo {
-        let _ = write!(out, "{}", args.prompt);
+        let _ = write!(out, "{prompt}");
         let _ = out.flush();
     }
-    let generation = generate(&mut session, &args.prompt, &params, &mut |piece| {
+    let generation = generate(&mut session, &prompt, &params, &mut |piece| {
         // Stop quietly when stdout is closed (e.g. piped into `head`).
         write!(out, "{piece}").and_then(|_| out.flush()).is_ok()
     })?;
     let _ = writeln!(out);
     let s = generation.stats;
     eprintln!(
-        "\n[{} prompt tokens ({} reused) at {:.1} tok/s, {} generated at {:.1} tok/s, stop: {:?}]",
+        "\n[{} prompt tokens ({} reused) at {:.1} tok/s, {} generated at {:.1} tok/s, stop: {}]",
         s.prompt_tokens,
         s.reused_tokens,
         s.prompt_tokens_per_second(),
         s.generated_tokens,
         s.generate_tokens_per_second(),
-        generation.stop_reason
+        generation.stop_reason.describe()
     );
     Ok(())
 }

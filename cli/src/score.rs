@@ -27,8 +27,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> llmrt::Result<()> {
-    let text = std::fs::read(&args.file).map_err(|e| llmrt::Error::io(&args.file, e))?;
-    let text = String::from_utf8(text).map_err(|_| llmrt::Error::InvalidUtf8("the text file"))?;
+    let text = crate::common::read_text(&args.file)?;
     let model = std::sync::Arc::new(llmrt::Model::load(&args.model.model, &Default::default())?);
     let mut ids = model.tokenizer().encode(&text, true, false)?;
     ids.truncate(args.max_tokens);
@@ -37,6 +36,7 @@ pub fn run(args: Args) -> llmrt::Result<()> {
         model_args.ctx_size = ids.len().max(1);
     }
     let mut session = model_args.session(model)?;
+    crate::common::warn_if_beyond_training(&session);
     if ids.len() < 2 {
         return Err(llmrt::Error::InvalidArgument(
             "the text needs at least two tokens to score".into(),

@@ -1,5 +1,5 @@
-//! `llmrt tokenize -m MODEL [--no-special] [--parse-special] [--json] TEXT`: the ids of TEXT with
-//! the piece each one stands for.
+//! `llmrt tokenize -m MODEL [--no-special] [--parse-special] [--json] (TEXT | -f FILE)`: the ids of
+//! the text with the piece each one stands for.
 
 use llmrt::gguf::GgufFile;
 use llmrt::tokenizer::Tokenizer;
@@ -19,13 +19,22 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
     /// The text to tokenize.
-    pub text: String,
+    #[arg(required_unless_present = "file", conflicts_with = "file")]
+    pub text: Option<String>,
+    /// Read the text from FILE (`-` = standard input).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: Args) -> llmrt::Result<()> {
     let file = GgufFile::open(&args.model)?;
     let tok = Tokenizer::from_gguf(&file)?;
-    let ids = tok.encode(&args.text, !args.no_special, args.parse_special)?;
+    let text = match (args.text, &args.file) {
+        (Some(text), _) => text,
+        (None, Some(file)) => crate::common::read_text(file)?,
+        (None, None) => unreachable!("clap requires TEXT or -f"),
+    };
+    let ids = tok.encode(&text, !args.no_special, args.parse_special)?;
     // A piece may be part of a multi-byte character; show such bytes lossily.
     let pieces: Vec<String> = ids
         .iter()

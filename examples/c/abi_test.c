@@ -314,10 +314,18 @@ static void with_a_model(const char *path) {
     bad.stop = bad_stop;
     EXPECT(llm_generate(session, prompt, &bad, NULL, NULL, out, sizeof out, &stats),
            LLM_ERR_INVALID_UTF8);
+    /* A budget beyond the context (it holds 64): generation runs until the context is full. */
     bad = gp;
-    bad.max_tokens = 100; /* the context holds 64 */
-    EXPECT(llm_generate(session, prompt, &bad, NULL, NULL, out, sizeof out, &stats),
+    bad.max_tokens = 100;
+    EXPECT(llm_generate(session, prompt, &bad, NULL, NULL, out, sizeof out, &stats), LLM_OK);
+    CHECK(stats.stop_reason == LLM_STOP_CONTEXT_FULL || stats.stop_reason == LLM_STOP_END_OF_GENERATION);
+    if (stats.stop_reason == LLM_STOP_CONTEXT_FULL) CHECK(llm_session_n_past(session) == 64);
+    /* A prompt that leaves no room for one token is refused. */
+    char long_prompt[64 * 6 + 1] = {0};
+    for (int i = 0; i < 64; i++) strcat(long_prompt, "word ");
+    EXPECT(llm_generate(session, long_prompt, &gp, NULL, NULL, out, sizeof out, &stats),
            LLM_ERR_CONTEXT_FULL);
+    EXPECT(llm_session_reset(session), LLM_OK);
 
     /* Generation: streamed pieces, the buffer and the stats agree. */
     collected c = {0};

@@ -82,7 +82,7 @@ pub enum llm_stop_reason {
     LLM_STOP_STRING = 3,
     /// The callback returned false.
     LLM_STOP_CANCELLED = 4,
-    /// The context window is full (only when `max_tokens` is 0).
+    /// The context window filled up before `max_tokens` were generated.
     LLM_STOP_CONTEXT_FULL = 5,
 }
 
@@ -344,7 +344,9 @@ unsafe fn run(
 /// - `stats` receives counts and timings (zeroed when the call fails before generating).
 ///
 /// Returns LLM_OK; LLM_ERR_NULL; LLM_ERR_INVALID_UTF8; LLM_ERR_INVALID_ARGUMENT (bad params, empty
-/// prompt); LLM_ERR_CONTEXT_FULL (prompt plus max_tokens exceed the context); LLM_ERR_TOKENIZER;
+/// prompt); LLM_ERR_CONTEXT_FULL (the prompt leaves no room in the context
+/// for a generated token; a prompt that leaves room generates until `max_tokens` or a full
+/// context, LLM_STOP_CONTEXT_FULL); LLM_ERR_TOKENIZER;
 /// LLM_ERR_BUFFER_TOO_SMALL (see above).
 ///
 /// # Safety

@@ -107,11 +107,21 @@ impl GgufFile {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        // Mapping a directory fails with a bare "No such device"; say what is wrong instead.
+        if file.metadata().is_ok_and(|m| m.is_dir()) {
+            return Err(Error::io(
+                path,
+                std::io::Error::other("is a directory, not a GGUF file"),
+            ));
+        }
         // SAFETY: the map is read-only and private to this process. Like every mmap-based loader
         // (llama.cpp included) we rely on the file not being truncated or rewritten while mapped;
         // all parsing is bounds-checked against the map's length, which is fixed at map time.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        Self::parse(Storage::Mapped(map))
+        Self::parse(Storage::Mapped(map)).map_err(|e| match e {
+            Error::InvalidGguf(what) => Error::InvalidGguf(format!("{}: {what}", path.display())),
+            other => other,
+        })
     }
 
     /// Validates a GGUF image held in memory.
@@ -529,10 +539,17 @@ impl Header {
             pos: 0,
             array_elements_left: MAX_ARRAY_ELEMENTS,
         };
+        if bytes.len() < MAGIC.len() {
+            return Err(invalid(format!(
+                "not a GGUF file: {} bytes long, shorter than the 4-byte \"GGUF\" magic",
+                bytes.len()
+            )));
+        }
         let magic = cur.take(4, &"magic")?;
         if magic != MAGIC {
             return Err(invalid(format!(
-                "bad magic {magic:02x?}: not a GGUF file (expected \"GGUF\")"
+                "not a GGUF file: it starts with \"{}\" (a GGUF file's magic is \"GGUF\")",
+                magic.escape_ascii()
             )));
         }
         let version = cur.u32(&"version")?;

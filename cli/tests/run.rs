@@ -1,0 +1,266 @@
+//! `llmrt run` and friends as a llama.cpp user expects them: generation until the context is
+//! full, a warning past the trained context, the prompt from a file or standard input, and clear
+//! messages for files that are not models.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+#[path = "../../tests/common/models.rs"]
+mod models;
+use models::model_path;
+
+const MODEL: &str = "smollm2-135m-instruct-q4_1.gguf";
+
+fn llmrt(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_llmrt"))
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start llmrt");
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("write stdin");
+    }
+    child.wait_with_output().expect("llmrt runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+#[test]
+fn generates_until_the_context_is_full() {
+    let Some(model) = model_path(MODEL) else {
+        return;
+    };
+    let out = llmrt(
+        &[
+            "run",
+            "-m",
+            path_str(&model),
+            "-p",
+            "The quick brown fox",
+            "-n",
+            "200",
+            "-c",
+            "24",
+            "--temp",
+            "0",
+        ],
+        None,
+    );
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // Four prompt tokens, twenty generated: the context of 24 is full.
+    assert!(stderr.contains("stop: context full"), "{stderr}");
+    assert!(stderr.contains("4 prompt tokens"), "{stderr}");
+    assert!(stderr.contains("20 generated"), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+}
+
+#[test]
+fn a_prompt_that_fills_the_context_is_refused() {
+    let Some(model) = model_path(MODEL) else {
+        return;
+    };
+    let long = "word ".repeat(40);
+    let out = llmrt(
+        &["run", "-m", path_str(&model), "-p", &long, "-c", "16"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("context is full"), "{stderr}");
+    assert!(stderr.contains("the context holds 16"), "{stderr}");
+}
+
+#[test]
+fn warns_when_the_context_exceeds_the_trained_one() {
+    let Some(model) = model_path(MODEL) else {
+        return;
+    };
+    // SmolLM2 was trained with 8192 tokens of context.
+    let args = |ctx: &'static str| {
+        vec![
+            "run".to_string(),
+            "-m".into(),
+            path_str(&model).into(),
+            "-p".into(),
+            "Hello".into(),
+            "-n".into(),
+            "2".into(),
+            "-c".into(),
+            ctx.into(),
+            "--temp".into(),
+            "0".into(),
+        ]
+    };
+    let run = |ctx| {
+        let a = args(ctx);
+        llmrt(&a.iter().map(String::as_str).collect::<Vec<_>>(), None)
+    };
+    let beyond = run("8200");
+    let stderr = text(&beyond.stderr);
+    assert!(beyond.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: the model was trained with a context of 8192 tokens")
+            && stderr.contains("-c 8200"),
+        "{stderr}"
+    );
+    let within = run("8192");
+    assert!(within.status.success());
+    assert!(!text(&within.stderr).contains("warning"));
+}
+
+#[test]
+fn the_prompt_comes_from_a_file_or_standard_input() {
+    let Some(model) = model_path(MODEL) else {
+        return;
+    };
+    let model = path_str(&model);
+    let prompt = "The capital of France is";
+    let dir = temp_dir("run-prompt-file");
+    let file = dir.join("prompt.txt");
+    // A final newline ends the file, not the prompt (llama.cpp's `-f` drops it too).
+    std::fs::write(&file, format!("{prompt}\n")).expect("write prompt");
+    let common = ["-n", "6", "--temp", "0"];
+    let with = |source: &[&str], stdin| {
+        let mut a = vec!["run", "-m", model];
+        a.extend_from_slice(source);
+        a.extend_from_slice(&common);
+        let out = llmrt(&a, stdin);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let from_arg = with(&["-p", prompt], None);
+    assert!(from_arg.starts_with(prompt), "{from_arg}");
+    assert!(from_arg.len() > prompt.len() + 1, "something was generated");
+    assert_eq!(with(&["-f", path_str(&file)], None), from_arg);
+    assert_eq!(with(&["-f", "-"], Some(&format!("{prompt}\n"))), from_arg);
+
+    // tokenize takes -f too: the file's text, newline included, as given.
+    let out = llmrt(
+        &["tokenize", "-m", model, "--json", "-f", path_str(&file)],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let direct = llmrt(
+        &["tokenize", "-m", model, "--json", &format!("{prompt}\n")],
+        None,
+    );
+    assert_eq!(text(&out.stdout), text(&direct.stdout));
+
+    // -p and -f together are a usage error, and so is neither.
+    let both = llmrt(
+        &["run", "-m", model, "-p", "x", "-f", path_str(&file)],
+        None,
+    );
+    assert_eq!(both.status.code(), Some(2));
+    assert!(text(&both.stderr).contains("cannot be used with"));
+    let neither = llmrt(&["run", "-m", model], None);
+    assert_eq!(neither.status.code(), Some(2));
+}
+
+#[test]
+fn files_that_are_not_models_get_clear_messages() {
+    let dir = temp_dir("run-not-a-model");
+    let cases: &[(&str, &[u8], &str)] = &[
+        (
+            "notes.txt",
+            b"hello, world\n",
+            r#"it starts with "hell" (a GGUF file's magic is "GGUF")"#,
+        ),
+        (
+            "page.gguf",
+            b"<html><body>404</body></html>",
+            r#"it starts with "<htm""#,
+        ),
+        (
+            "archive.gguf",
+            b"PK\x03\x04rest",
+            r#"it starts with "PK\x03\x04""#,
+        ),
+        ("empty.gguf", b"", "0 bytes long"),
+        ("short.gguf", b"GGU", "3 bytes long"),
+    ];
+    for (name, bytes, expected) in cases {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).expect("write file");
+        let out = llmrt(&["run", "-m", path_str(&path), "-p", "hi"], None);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        assert!(stderr.contains("not a GGUF file"), "{name}: {stderr}");
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+        assert!(
+            stderr.contains(name),
+            "{name}: the message names the file: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+
+    let out = llmrt(&["run", "-m", path_str(&dir), "-p", "hi"], None);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains("is a directory, not a GGUF file"),
+        "{stderr}"
+    );
+
+    let missing = dir.join("no-such-model.gguf");
+    let out = llmrt(&["inspect", path_str(&missing)], None);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains("no-such-model.gguf") && stderr.contains("No such file"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bench_keeps_stdout_for_results() {
+    let Some(model) = model_path(MODEL) else {
+        return;
+    };
+    let out = llmrt(
+        &[
+            "bench",
+            "-m",
+            path_str(&model),
+            "-p",
+            "8",
+            "-n",
+            "2",
+            "-r",
+            "1",
+            "--json",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert!(json["pp8"].as_f64().is_some_and(|v| v > 0.0), "{json}");
+    assert!(json["tg2"].as_f64().is_some_and(|v| v > 0.0), "{json}");
+    // Progress is drawn only on a terminal; piped, stderr stays empty.
+    assert_eq!(text(&out.stderr), "");
+}
