@@ -96,8 +96,8 @@ pub fn run(args: Args) -> llmrt::Result<()> {
     );
     // A warm-up run pages in the weights and sizes the buffers; then `reps` measured runs.
     let measure = |test: String,
-                       session: &mut Session,
-                       run: &dyn Fn(&mut Session) -> llmrt::Result<f64>|
+                   session: &mut Session,
+                   run: &dyn Fn(&mut Session) -> llmrt::Result<f64>|
      -> llmrt::Result<Vec<f64>> {
         let mut rates = Vec::new();
         for rep in 0..=reps {
