@@ -639,12 +639,14 @@ int32_t llm_explanation_attention(const struct llm_explanation *explanation,
                                   float *buf,
                                   size_t len);
 
-// The attention heatmap as PNG file bytes (no NUL added) in `buf`: `cell_px` × `cell_px` pixels
-// per (token, token) cell, viridis colours of √weight, light grey above the diagonal.
+// The attention heatmap as a PNG figure (file bytes, no NUL added) in `buf`: a grid of
+// `cell_px` × `cell_px` pixels per (token, token) cell, viridis colours of √weight, light grey
+// above the diagonal, token pieces on both axes, a colour bar and a title naming the layer, head
+// and model (also in the PNG's `Title` text chunk; `llmrt:grid` holds "left top cell n").
 //
 // Returns the bytes written; -(bytes needed) if `len` is too small (nothing written);
-// LLM_FAILED otherwise (LLM_ERR_NULL, LLM_ERR_INVALID_ARGUMENT for a side of 0 or more than 16384
-// pixels).
+// LLM_FAILED otherwise (LLM_ERR_NULL, LLM_ERR_INVALID_ARGUMENT for a grid side of 0 or more than
+// 16384 pixels).
 //
 // # Safety
 // `explanation` is NULL or live; `buf` is NULL or has `len` writable bytes.

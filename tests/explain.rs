@@ -292,12 +292,26 @@ fn heatmap_png_and_html_page_show_the_run() {
     let ex = explain(&mut s, REF_PROMPT, &ExplainParams::default()).expect("explain");
     let n = ex.attention.len();
     const CELL: usize = 5;
-    assert_heatmap(&ex.heatmap_png(CELL).expect("png"), n, CELL);
+    let (png, cell) = assert_heatmap(&ex.heatmap_png(CELL).expect("png"), n);
+    assert_eq!(cell, CELL);
+    let title = ex.heatmap_title();
+    assert_eq!(png.text["Title"], title);
+    let layer = format!("layer {} of {}", ex.layer, ex.n_layer);
+    assert!(
+        title.contains(&layer) && title.contains(&ex.model),
+        "{title}"
+    );
+    assert!(
+        ex.model.contains("135M"),
+        "the model's general.name: {}",
+        ex.model
+    );
     assert!(ex.heatmap_png(0).is_err(), "zero-pixel cells");
 
     let html = ex.to_html("a <model> & co").expect("html");
     assert!(html.starts_with("<!DOCTYPE html>") && html.trim_end().ends_with("</html>"));
     assert!(html.contains("a &lt;model&gt; &amp; co"), "title escaped");
+    assert!(html.contains(&title), "the figure's title in the page");
     for t in ex.prompt.iter().chain(ex.steps.iter().map(|s| &s.chosen)) {
         assert!(
             html.contains(&visible_piece(&t.piece)),

@@ -12,7 +12,7 @@ from ._errors import InvalidArgumentError
 from ._marshal import check_count, read_bytes, utf8
 from ._options import keyword_names
 
-#: Aimed-at side of a heatmap PNG written by ``explain(png=...)``, in pixels.
+#: Aimed-at side of the heatmap grid in a PNG written by ``explain(png=...)``, in pixels.
 PNG_SIDE = 640
 _INT32_MAX = 2**31 - 1
 

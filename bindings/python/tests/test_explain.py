@@ -78,7 +78,9 @@ def test_explain_attention_is_causal_and_files_are_written(model, tmp_path):
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", data[16:24])
-    assert width == height and width % n == 0 and width >= n
+    # A labelled figure: the grid of n×n cells plus title, token labels and colour bar.
+    assert width > n and height > n and width != height
+    assert b"iTXtTitle" in data and b"layer 0 of" in data and b"head 1 of" in data
     page = html.read_text(encoding="utf-8")
     assert "<title>llmrt explain: smol</title>" in page
     assert page.count('<table class="step">') == len(ex["steps"])

@@ -18,6 +18,11 @@ use crate::session::{AttentionProbe, Session};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
 use crate::{Error, Result};
 
+#[cfg(feature = "heatmap-png")]
+mod figure;
+#[cfg(feature = "heatmap-png")]
+pub use figure::{Grid, GRID_KEYWORD};
+
 /// What to explain.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExplainParams {
@@ -92,6 +97,8 @@ pub struct Explanation {
     pub layer: usize,
     /// The head whose attention is in `attention`, or `None` for the mean over heads.
     pub head: Option<usize>,
+    /// The model's name (`general.name`, else its architecture).
+    pub model: String,
     /// The model's layer and query-head counts.
     pub n_layer: usize,
     pub n_head: usize,
@@ -114,52 +121,25 @@ impl Explanation {
             .collect()
     }
 
-    /// The attention matrix as a PNG image: one `cell_px` × `cell_px` square per (token, token)
-    /// pair, row = the attending token, column = the attended one. Colour is the viridis map
-    /// of the square root of the weight (so that small weights stay visible); positions after
-    /// the attending token (never attended, by causality) are light grey.
-    #[cfg(feature = "heatmap-png")]
-    pub fn heatmap_png(&self, cell_px: usize) -> Result<Vec<u8>> {
-        let (pixels, side) = self.heatmap_pixels(cell_px)?;
-        encode_rgb_png(&pixels, side)
+    /// The figure's title: which attention it shows, and of which model.
+    pub fn heatmap_title(&self) -> String {
+        let head = match self.head {
+            Some(h) => format!("head {h} of {}", self.n_head),
+            None => format!("mean of {} heads", self.n_head),
+        };
+        format!(
+            "Attention, layer {} of {}, {head} — {}",
+            self.layer, self.n_layer, self.model
+        )
     }
 
-    /// Without the image encoder (the `heatmap-png` feature) there is no PNG to return.
+    /// Without the figure's drawing and image crates (the `heatmap-png` feature) there is no
+    /// PNG to return.
     #[cfg(not(feature = "heatmap-png"))]
     pub fn heatmap_png(&self, _cell_px: usize) -> Result<Vec<u8>> {
         Err(Error::InvalidArgument(
             "llmrt was built without the `heatmap-png` feature: no PNG encoder".into(),
         ))
-    }
-
-    /// The heatmap's RGB pixels, row-major, and the image side in pixels.
-    #[cfg_attr(not(feature = "heatmap-png"), allow(dead_code))]
-    fn heatmap_pixels(&self, cell_px: usize) -> Result<(Vec<u8>, usize)> {
-        let n = self.attention.len();
-        let side = n
-            .checked_mul(cell_px)
-            .filter(|&s| s > 0 && s <= MAX_PNG_SIDE)
-            .ok_or_else(|| {
-                Error::InvalidArgument(format!(
-                    "heatmap of {n} tokens with {cell_px}-pixel cells: the side must be 1..={MAX_PNG_SIDE} pixels"
-                ))
-            })?;
-        let mut pixels = Vec::new();
-        pixels
-            .try_reserve_exact(side * side * 3)
-            .map_err(|_| Error::InvalidArgument(format!("no memory for a {side}-pixel heatmap")))?;
-        pixels.resize(side * side * 3, 0);
-        for (i, image_row) in pixels.chunks_exact_mut(side * 3).enumerate() {
-            let weights = &self.attention[i / cell_px];
-            for (x, px) in image_row.chunks_exact_mut(3).enumerate() {
-                let rgb = match weights.get(x / cell_px) {
-                    Some(&w) => weight_colour(w),
-                    None => FUTURE_RGB,
-                };
-                px.copy_from_slice(&rgb);
-            }
-        }
-        Ok((pixels, side))
     }
 
     /// A self-contained HTML page (inline CSS, the heatmap embedded as a PNG data URI, no
@@ -226,7 +206,11 @@ impl Explanation {
             None => format!("mean of {} heads", self.n_head),
         };
         h.push_str(&format!(
-            "<h2>Attention</h2>\n<p class=\"note\">Layer {} of {}, {head}. Row = the token being processed, column = a token it looks at; brighter = more weight (colour ∝ √weight). Each row sums to 1, and nothing is looked at above the diagonal: a token sees only the tokens before it. The last generated token was never processed, so it has no row.</p>\n",
+            "<h2>Attention</h2>\n<p class=\"figtitle\">{}</p>\n",
+            esc(&self.heatmap_title())
+        ));
+        h.push_str(&format!(
+            "<p class=\"note\">Layer {} of {}, {head}. Row = the token being processed, column = a token it looks at; brighter = more weight (colour ∝ √weight). Each row sums to 1, and nothing is looked at above the diagonal: a token sees only the tokens before it. The last generated token was never processed, so it has no row.</p>\n",
             self.layer, self.n_layer
         ));
         if n == 0 {
@@ -268,8 +252,8 @@ impl Explanation {
                 let cell = (HTML_IMAGE_SIDE / n).clamp(1, 16);
                 let png = self.heatmap_png(cell)?;
                 h.push_str(&format!(
-                    "<p><img class=\"heatimg\" alt=\"attention heatmap\" width=\"{0}\" height=\"{0}\" src=\"data:image/png;base64,{1}\"></p>\n",
-                    n * cell,
+                    "<p><img class=\"heatimg\" alt=\"{}\" title=\"{0}\" src=\"data:image/png;base64,{1}\"></p>\n",
+                    esc(&self.heatmap_title()),
                     base64(&png)
                 ));
             }
@@ -279,24 +263,6 @@ impl Explanation {
     }
 }
 
-/// `side` × `side` RGB pixels as PNG file bytes.
-#[cfg(feature = "heatmap-png")]
-fn encode_rgb_png(pixels: &[u8], side: usize) -> Result<Vec<u8>> {
-    let png_error = |e: png::EncodingError| {
-        Error::InvalidArgument(format!("cannot encode the heatmap PNG: {e}"))
-    };
-    let side = u32::try_from(side)
-        .map_err(|_| Error::InvalidArgument(format!("a heatmap of {side} pixels")))?;
-    let mut out = Vec::new();
-    let mut encoder = png::Encoder::new(&mut out, side, side);
-    encoder.set_color(png::ColorType::Rgb);
-    encoder.set_depth(png::BitDepth::Eight);
-    let mut writer = encoder.write_header().map_err(png_error)?;
-    writer.write_image_data(pixels).map_err(png_error)?;
-    writer.finish().map_err(png_error)?;
-    Ok(out)
-}
-
 /// Largest heatmap image side, in pixels (bounds the memory a huge context could ask for).
 pub const MAX_PNG_SIDE: usize = 16384;
 /// The HTML page draws the attention as a labelled table up to this many tokens.
@@ -304,6 +270,7 @@ const MAX_HTML_TABLE_TOKENS: usize = 64;
 /// Aimed-at side of the heatmap image in the HTML page, in pixels.
 const HTML_IMAGE_SIDE: usize = 512;
 /// Colour of the cells above the diagonal (positions a token cannot see).
+#[cfg_attr(not(feature = "heatmap-png"), allow(dead_code))]
 const FUTURE_RGB: [u8; 3] = [0xee, 0xee, 0xee];
 
 const HTML_STYLE: &str = "
@@ -361,6 +328,10 @@ pub fn explain(session: &mut Session, prompt: &str, params: &ExplainParams) -> R
     let model = session.model().clone();
     let c = model.config();
     let (n_layer, n_head) = (c.n_layer, c.n_head);
+    let model_name = match model.gguf().get_str("general.name") {
+        Ok(name) if !name.trim().is_empty() => name.trim().to_string(),
+        _ => c.arch.name().to_string(),
+    };
     let layer = params.layer.unwrap_or(n_layer.saturating_sub(1));
     let tokenizer = model.tokenizer();
     let prompt_ids = tokenizer.encode(prompt, true, false)?;
@@ -406,6 +377,7 @@ pub fn explain(session: &mut Session, prompt: &str, params: &ExplainParams) -> R
         text,
         layer,
         head: params.head,
+        model: model_name,
         n_layer,
         n_head,
         attention,
