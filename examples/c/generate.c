@@ -8,7 +8,7 @@
  *       -Wl,-rpath,$PWD/target/release -o generate
  * or the static one:
  *   gcc -O2 examples/c/generate.c -Iinclude target/release/libllmrt.a -lpthread -ldl -lm \
- *       -o generate
+ *       -o generate-static
  */
 #include <stdio.h>
 #include <stdlib.h>
