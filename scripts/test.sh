@@ -18,6 +18,8 @@ scripts/fetch-models.sh
 cargo test --release --workspace
 scripts/gen-header.sh --check
 cargo fmt --all --check
+# Lints of every target (the [lints] tables in Cargo.toml say which), warnings as errors.
+cargo clippy --workspace --all-targets --release -- -D warnings
 if [ -f bindings/python/pyproject.toml ]; then
   venv=target/pytest-venv
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
