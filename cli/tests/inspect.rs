@@ -204,5 +204,8 @@ fn inspect_text_output_and_errors() {
     std::fs::remove_dir_all(&dir).ok();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("invalid GGUF: version 1"), "{stderr}");
+    assert!(
+        stderr.contains("invalid GGUF: ") && stderr.contains("bad.gguf: version 1"),
+        "the message names the file and the version: {stderr}"
+    );
 }
