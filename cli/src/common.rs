@@ -29,14 +29,13 @@ impl ModelArgs {
     /// Loads the model and opens a session on it.
     pub fn open(&self) -> llmrt::Result<Session> {
         let model = Arc::new(Model::load(&self.model, &ModelParams::default())?);
-        let session = self.session(model)?;
-        warn_if_beyond_training(&session);
-        Ok(session)
+        self.session(model)
     }
 
-    /// A new session on `model` with these options.
+    /// A new session on `model` with these options; warns when the context is longer than the
+    /// model was trained on.
     pub fn session(&self, model: Arc<Model>) -> llmrt::Result<Session> {
-        Session::new(
+        let session = Session::new(
             model,
             &SessionParams {
                 n_ctx: self.ctx_size,
@@ -48,7 +47,9 @@ impl ModelArgs {
                 },
                 n_batch: 0,
             },
-        )
+        )?;
+        warn_if_beyond_training(&session);
+        Ok(session)
     }
 }
 
@@ -145,7 +146,7 @@ pub fn read_text(file: &Path) -> llmrt::Result<String> {
 }
 
 /// llama.cpp's warning when the context asked for is longer than the model was trained on.
-pub fn warn_if_beyond_training(session: &Session) {
+fn warn_if_beyond_training(session: &Session) {
     let trained = session.model().config().n_ctx_train;
     if trained > 0 && session.n_ctx() > trained {
         eprintln!(

@@ -36,7 +36,6 @@ pub fn run(args: Args) -> llmrt::Result<()> {
         model_args.ctx_size = ids.len().max(1);
     }
     let mut session = model_args.session(model)?;
-    crate::common::warn_if_beyond_training(&session);
     if ids.len() < 2 {
         return Err(llmrt::Error::InvalidArgument(
             "the text needs at least two tokens to score".into(),

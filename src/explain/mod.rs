@@ -123,14 +123,21 @@ impl Explanation {
 
     /// The figure's title: which attention it shows, and of which model.
     pub fn heatmap_title(&self) -> String {
-        let head = match self.head {
+        format!(
+            "Attention, layer {} of {}, {} — {}",
+            self.layer,
+            self.n_layer,
+            self.head_label(),
+            self.model
+        )
+    }
+
+    /// Which head the attention is: "head 3 of 9" or "mean of 9 heads".
+    fn head_label(&self) -> String {
+        match self.head {
             Some(h) => format!("head {h} of {}", self.n_head),
             None => format!("mean of {} heads", self.n_head),
-        };
-        format!(
-            "Attention, layer {} of {}, {head} — {}",
-            self.layer, self.n_layer, self.model
-        )
+        }
     }
 
     /// Without the figure's drawing and image crates (the `heatmap-png` feature) there is no
@@ -201,10 +208,7 @@ impl Explanation {
         h.push_str("</div>\n");
 
         // The heatmap: a labelled table when small enough to read, and the image always.
-        let head = match self.head {
-            Some(hd) => format!("head {hd} of {}", self.n_head),
-            None => format!("mean of {} heads", self.n_head),
-        };
+        let head = self.head_label();
         h.push_str(&format!(
             "<h2>Attention</h2>\n<p class=\"figtitle\">{}</p>\n",
             esc(&self.heatmap_title())
