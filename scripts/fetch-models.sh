@@ -79,3 +79,6 @@ for ty in q4_0 q8_0; do
   echo "making $(basename "$out") with llmrt quantize" >&2
   "$llmrt" quantize "$models/smollm2-135m-instruct-q4_1.gguf" "$out" "$ty" >&2
 done
+
+# The synthetic models of the architectures no downloadable file has (SmolLM2's tokenizer).
+"$root/scripts/make-synthetic-models.sh"

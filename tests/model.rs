@@ -27,6 +27,9 @@ const HALF_4TH_DECIMAL: f64 = 0.5e-4 + 1e-9;
 const PERPLEXITY_REL_DIGITS: f64 = 1e-12;
 /// Models this size or smaller are also run on the scalar kernels.
 const SCALAR_MAX_PARAMS: &str = "135m";
+/// The synthetic models (scripts/make-synthetic-models.sh) are small enough for the scalar
+/// kernels too.
+const SYNTHETIC: &str = "synthetic/";
 
 fn load(name: &str) -> Option<Arc<Model>> {
     let path = models::model_path(&format!("{name}.gguf"))?;
@@ -39,7 +42,9 @@ fn load(name: &str) -> Option<Arc<Model>> {
 fn levels(name: &str) -> Vec<Simd> {
     Simd::all_supported()
         .into_iter()
-        .filter(|&s| s != Simd::Scalar || name.contains(SCALAR_MAX_PARAMS))
+        .filter(|&s| {
+            s != Simd::Scalar || name.contains(SCALAR_MAX_PARAMS) || name.starts_with(SYNTHETIC)
+        })
         .collect()
 }
 
@@ -251,4 +256,49 @@ model_tests! {
     smollm2_iq4_xs_requantized => "smollm2-135m-instruct-iq4_xs",
     #[ignore = "needs llama.cpp's quantizer: scripts/make-requantized-models.sh makes the file"]
     smollm2_q2_k_requantized => "smollm2-135m-instruct-q2_k",
+}
+
+// The architectures no downloadable file has, on random-weight files of every weight variant
+// (scripts/make_synthetic_models.py says what each holds).
+model_tests! {
+    llama3_q8_0 => "synthetic/llama3-q8_0",
+    llama3_q4_0 => "synthetic/llama3-q4_0",
+    llama3_kmix => "synthetic/llama3-kmix",
+    #[ignore = "F16 and BF16 matrices do not yet compute with llama.cpp's arithmetic"]
+    llama3_f16 => "synthetic/llama3-f16",
+    #[ignore = "F16 and BF16 matrices do not yet compute with llama.cpp's arithmetic"]
+    llama3_bf16 => "synthetic/llama3-bf16",
+    qwen3_q8_0 => "synthetic/qwen3-q8_0",
+    qwen3_q4_0 => "synthetic/qwen3-q4_0",
+    qwen3_kmix => "synthetic/qwen3-kmix",
+    #[ignore = "F16 and BF16 matrices do not yet compute with llama.cpp's arithmetic"]
+    qwen3_f16 => "synthetic/qwen3-f16",
+    #[ignore = "F16 and BF16 matrices do not yet compute with llama.cpp's arithmetic"]
+    qwen3_bf16 => "synthetic/qwen3-bf16",
+}
+
+/// Every synthetic reference was computed on the file whose digest SHA256SUMS holds (which
+/// scripts/make-synthetic-models.sh checks the generated files against), and every file there
+/// has a reference and a test above.
+#[test]
+fn synthetic_references_match_the_generated_files() {
+    let sums = std::fs::read_to_string(models::reference_path("synthetic/SHA256SUMS"))
+        .expect("SHA256SUMS");
+    let source = include_str!("model.rs");
+    let mut n = 0;
+    for line in sums.lines() {
+        let (digest, file) = line.split_once("  ").expect("sha256sum line");
+        let name = file.strip_suffix(".gguf").expect("a .gguf file");
+        let reference = models::reference_json(&format!("synthetic/{name}.json"));
+        assert_eq!(
+            reference["model_sha256"], digest,
+            "{name}: reference of another file"
+        );
+        assert!(
+            source.contains(&format!("\"synthetic/{name}\"")),
+            "synthetic/{name} has no test"
+        );
+        n += 1;
+    }
+    assert!(n > 0, "SHA256SUMS lists no file");
 }

@@ -11,13 +11,16 @@ pub enum Arch {
     Llama,
     /// Qwen2 / Qwen2.5: llama plus biases on Q/K/V, RoPE in NEOX (split-half) mode.
     Qwen2,
+    /// Qwen3: qwen2 without the Q/K/V biases, with an RMS norm of every query and key head
+    /// before RoPE.
+    Qwen3,
     /// Gemma 3: scaled embeddings, QK-norm, sandwich norms, GELU-tanh FFN, interleaved
     /// sliding-window and global attention.
     Gemma3,
 }
 
 /// `general.architecture` values llmrt accepts.
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "qwen2", "gemma3"];
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3", "gemma3"];
 
 impl Arch {
     /// The family for a `general.architecture` value.
@@ -25,6 +28,7 @@ impl Arch {
         match name {
             "llama" => Ok(Arch::Llama),
             "qwen2" => Ok(Arch::Qwen2),
+            "qwen3" => Ok(Arch::Qwen3),
             "gemma3" => Ok(Arch::Gemma3),
             other => Err(Error::UnsupportedArchitecture {
                 arch: other.to_string(),
@@ -38,6 +42,7 @@ impl Arch {
         match self {
             Arch::Llama => "llama",
             Arch::Qwen2 => "qwen2",
+            Arch::Qwen3 => "qwen3",
             Arch::Gemma3 => "gemma3",
         }
     }
@@ -184,7 +189,7 @@ impl Config {
         };
         match arch {
             Arch::Llama => {}
-            Arch::Qwen2 => config.rope_style = RopeStyle::Neox,
+            Arch::Qwen2 | Arch::Qwen3 => config.rope_style = RopeStyle::Neox,
             Arch::Gemma3 => {
                 config.rope_style = RopeStyle::Neox;
                 config.ffn_activation = FfnActivation::GeluTanh;

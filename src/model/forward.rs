@@ -604,11 +604,7 @@ impl Batch<'_> {
         let (n, d) = (self.n, c.n_embd);
         let rows: Box<dyn Iterator<Item = std::ops::Range<usize>>> = match want {
             Logits::Last => Box::new(std::iter::once(n - 1..n)),
-            Logits::All(_) => Box::new(
-                (0..n)
-                    .step_by(LOGIT_ROWS)
-                    .map(|r| r..(r + LOGIT_ROWS).min(n)),
-            ),
+            Logits::All(_) => Box::new(logit_chunks(n)),
         };
         let mut want = want;
         for range in rows {
@@ -638,10 +634,55 @@ impl Batch<'_> {
     }
 }
 
+/// The rows of a batch of `n` whose logits are computed together, when all are wanted: at most
+/// [`LOGIT_ROWS`] at once, each chunk computing what llama.cpp's one matmul of all `n` rows
+/// computes. Its K-quant kernels take another arithmetic from 8 rows on and group rows by four
+/// from the first, so no chunk but a lone one has fewer than 8 rows and every chunk but the last
+/// is a multiple of four: a remainder under 8 shares the last 16 + r rows as 8 and 8 + r.
+fn logit_chunks(n: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    const MIN_TILED_ROWS: usize = 8;
+    let r = n % LOGIT_ROWS;
+    let mut bounds: Vec<usize> = (0..n).step_by(LOGIT_ROWS).collect();
+    if n > LOGIT_ROWS && r != 0 && r < MIN_TILED_ROWS {
+        // Replace the last two starts (n - r - 16, n - r) by (n - r - 16, n - r - 8).
+        if let Some(last) = bounds.last_mut() {
+            *last -= MIN_TILED_ROWS;
+        }
+    }
+    bounds.push(n);
+    (0..bounds.len() - 1).map(move |i| bounds[i]..bounds[i + 1])
+}
+
 /// `x += norm(proj)` (gemma3's post-norms) or `x += proj`, token by token.
 fn add_residual(x: &mut [f32], proj: &mut [f32], post_norm: Option<&[f32]>, c: &Config) {
     if let Some(weight) = post_norm {
         rms_norm_rows_in_place(proj, weight, c.rms_eps);
     }
     x.iter_mut().zip(proj.iter()).for_each(|(a, b)| *a += b);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{logit_chunks, LOGIT_ROWS};
+
+    /// Chunks cover 0..n in order, none longer than LOGIT_ROWS, all but the last a multiple of
+    /// four, none under 8 rows unless it is the only one.
+    #[test]
+    fn logit_chunks_follow_llama_cpp_s_row_grouping() {
+        for n in 1..200 {
+            let chunks: Vec<_> = logit_chunks(n).collect();
+            assert_eq!(chunks.first().map(|c| c.start), Some(0), "n {n}");
+            assert_eq!(chunks.last().map(|c| c.end), Some(n), "n {n}");
+            for (i, c) in chunks.iter().enumerate() {
+                assert!(!c.is_empty() && c.len() <= LOGIT_ROWS, "n {n}: {c:?}");
+                if i + 1 < chunks.len() {
+                    assert_eq!(c.end, chunks[i + 1].start);
+                    assert_eq!(c.len() % 4, 0, "n {n}: {c:?}");
+                }
+                if chunks.len() > 1 {
+                    assert!(c.len() >= 8, "n {n}: {c:?}");
+                }
+            }
+        }
+    }
 }

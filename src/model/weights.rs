@@ -168,6 +168,7 @@ impl Weights {
         };
         let gemma = c.arch == Arch::Gemma3;
         let qwen = c.arch == Arch::Qwen2;
+        let qk_norm = matches!(c.arch, Arch::Gemma3 | Arch::Qwen3);
         let mut layers = Vec::with_capacity(c.n_layer);
         for il in 0..c.n_layer {
             let n = |s: &str| format!("blk.{il}.{s}");
@@ -187,8 +188,8 @@ impl Weights {
                 bq: required_if(qwen, "attn_q.bias", c.q_dim())?,
                 bk: required_if(qwen, "attn_k.bias", c.k_dim())?,
                 bv: required_if(qwen, "attn_v.bias", c.v_dim())?,
-                q_norm: required_if(gemma, "attn_q_norm.weight", c.head_dim)?,
-                k_norm: required_if(gemma, "attn_k_norm.weight", c.head_dim)?,
+                q_norm: required_if(qk_norm, "attn_q_norm.weight", c.head_dim)?,
+                k_norm: required_if(qk_norm, "attn_k_norm.weight", c.head_dim)?,
                 post_attn_norm: required_if(gemma, "post_attention_norm.weight", c.n_embd)?,
                 ffn_norm: b.vector(&n("ffn_norm.weight"), c.n_embd)?,
                 w_gate: b.matrix(&n("ffn_gate.weight"), c.n_ff, c.n_embd)?,
