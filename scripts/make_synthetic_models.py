@@ -121,7 +121,78 @@ def qwen3():
     return Spec("qwen3", "qwen3", meta, tensors)
 
 
-SPECS = {s.name: s for s in (f() for f in (llama3, qwen3))}
+def llama_like_layers(n_head, n_head_kv, hd, *, qk_norm=None, post_norms=False, pre_norms=True):
+    tensors = []
+    for il in range(N_LAYER):
+        b = f"blk.{il}."
+        if pre_norms:
+            tensors.append((b + "attn_norm.weight", [N_EMBD], "norm"))
+        tensors += attention_tensors(il, n_head * hd, n_head_kv * hd, qk_norm=qk_norm)
+        if post_norms:
+            tensors.append((b + "post_attention_norm.weight", [N_EMBD], "norm"))
+        if pre_norms:
+            tensors.append((b + "ffn_norm.weight", [N_EMBD], "norm"))
+        tensors += gated_ffn_tensors(il)
+        if post_norms:
+            tensors.append((b + "post_ffw_norm.weight", [N_EMBD], "norm"))
+    return tensors
+
+
+def gemma2():
+    """Gemma 2: sandwich norms, GELU, a sliding window (shorter than the test texts) on every
+    other layer, soft-capped attention scores and logits, the output tied to the embedding."""
+    n_head, n_head_kv, hd = 4, 2, 64
+    meta = common_meta("gemma2", n_head, n_head_kv, hd)
+    meta["gemma2.attention.sliding_window"] = ("u32", 32)
+    meta["gemma2.attn_logit_softcapping"] = ("f32", 50.0)
+    meta["gemma2.final_logit_softcapping"] = ("f32", 30.0)
+    tensors = [("token_embd.weight", [N_EMBD, None], "embd"),
+               ("output_norm.weight", [N_EMBD], "norm")]
+    tensors += llama_like_layers(n_head, n_head_kv, hd, post_norms=True)
+    return Spec("gemma2", "gemma2", meta, tensors)
+
+
+def olmo2():
+    """OLMo 2: no pre-norms, an RMS norm over all queries and over all keys, post-norms, an
+    untied output."""
+    n_head, n_head_kv, hd = 4, 2, N_EMBD // 4
+    meta = common_meta("olmo2", n_head, n_head_kv, hd)
+    meta["olmo2.rope.freq_base"] = ("f32", 500000.0)
+    tensors = [("token_embd.weight", [N_EMBD, None], "embd"),
+               ("output_norm.weight", [N_EMBD], "norm"),
+               ("output.weight", [N_EMBD, None], "output")]
+    tensors += llama_like_layers(n_head, n_head_kv, hd, qk_norm=(n_head * hd, n_head_kv * hd),
+                                 post_norms=True, pre_norms=False)
+    return Spec("olmo2", "olmo2", meta, tensors)
+
+
+def granite():
+    """Granite 3: llama with Granite 3.1 2B's multipliers of the embeddings, the residual
+    branches, the attention scores and the logits."""
+    n_head, n_head_kv, hd = 4, 1, 64
+    meta = common_meta("granite", n_head, n_head_kv, hd)
+    meta["granite.embedding_scale"] = ("f32", 12.0)
+    meta["granite.residual_scale"] = ("f32", 0.22)
+    meta["granite.attention.scale"] = ("f32", 0.015625)
+    meta["granite.logit_scale"] = ("f32", 8.0)
+    tensors = [("token_embd.weight", [N_EMBD, None], "embd"),
+               ("output_norm.weight", [N_EMBD], "norm")]
+    tensors += llama_like_layers(n_head, n_head_kv, hd)
+    return Spec("granite", "granite", meta, tensors)
+
+
+def smollm3():
+    """SmolLM3: llama whose every fourth layer has no RoPE."""
+    n_head, n_head_kv, hd = 4, 1, 64
+    meta = common_meta("smollm3", n_head, n_head_kv, hd)
+    meta["smollm3.rope.freq_base"] = ("f32", 5000000.0)
+    tensors = [("token_embd.weight", [N_EMBD, None], "embd"),
+               ("output_norm.weight", [N_EMBD], "norm")]
+    tensors += llama_like_layers(n_head, n_head_kv, hd)
+    return Spec("smollm3", "smollm3", meta, tensors)
+
+
+SPECS = {s.name: s for s in (f() for f in (llama3, qwen3, gemma2, olmo2, granite, smollm3))}
 
 # The K-quant mix: the type of a matrix by its name and layer, like llama.cpp's Q4_K_M choices
 # (Q6_K for half the value and down projections, Q4_K elsewhere) with the other types its files

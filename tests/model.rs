@@ -275,6 +275,34 @@ model_tests! {
     qwen3_f16 => "synthetic/qwen3-f16",
     #[ignore = "F16 and BF16 matrices do not yet compute with llama.cpp's arithmetic"]
     qwen3_bf16 => "synthetic/qwen3-bf16",
+    gemma2_q8_0 => "synthetic/gemma2-q8_0",
+    gemma2_q4_0 => "synthetic/gemma2-q4_0",
+    gemma2_kmix => "synthetic/gemma2-kmix",
+    #[ignore = "F16 and BF16 matrices do not yet compute with llama.cpp's arithmetic"]
+    gemma2_f16 => "synthetic/gemma2-f16",
+    #[ignore = "F16 and BF16 matrices do not yet compute with llama.cpp's arithmetic"]
+    gemma2_bf16 => "synthetic/gemma2-bf16",
+    olmo2_q8_0 => "synthetic/olmo2-q8_0",
+    olmo2_q4_0 => "synthetic/olmo2-q4_0",
+    olmo2_kmix => "synthetic/olmo2-kmix",
+    #[ignore = "F16 and BF16 matrices do not yet compute with llama.cpp's arithmetic"]
+    olmo2_f16 => "synthetic/olmo2-f16",
+    #[ignore = "F16 and BF16 matrices do not yet compute with llama.cpp's arithmetic"]
+    olmo2_bf16 => "synthetic/olmo2-bf16",
+    granite_q8_0 => "synthetic/granite-q8_0",
+    granite_q4_0 => "synthetic/granite-q4_0",
+    granite_kmix => "synthetic/granite-kmix",
+    #[ignore = "F16 and BF16 matrices do not yet compute with llama.cpp's arithmetic"]
+    granite_f16 => "synthetic/granite-f16",
+    #[ignore = "F16 and BF16 matrices do not yet compute with llama.cpp's arithmetic"]
+    granite_bf16 => "synthetic/granite-bf16",
+    smollm3_q8_0 => "synthetic/smollm3-q8_0",
+    smollm3_q4_0 => "synthetic/smollm3-q4_0",
+    smollm3_kmix => "synthetic/smollm3-kmix",
+    #[ignore = "F16 and BF16 matrices do not yet compute with llama.cpp's arithmetic"]
+    smollm3_f16 => "synthetic/smollm3-f16",
+    #[ignore = "F16 and BF16 matrices do not yet compute with llama.cpp's arithmetic"]
+    smollm3_bf16 => "synthetic/smollm3-bf16",
 }
 
 /// Every synthetic reference was computed on the file whose digest SHA256SUMS holds (which

@@ -1,6 +1,6 @@
 //! The model's hyper-parameters, read from GGUF metadata.
 
-use crate::gguf::GgufFile;
+use crate::gguf::{GgufFile, Value};
 use crate::{Error, Result};
 
 /// The transformer families llmrt implements.
@@ -14,13 +14,25 @@ pub enum Arch {
     /// Qwen3: qwen2 without the Q/K/V biases, with an RMS norm of every query and key head
     /// before RoPE.
     Qwen3,
+    /// Gemma 2: scaled embeddings, sandwich norms, GELU-tanh FFN, sliding-window attention on
+    /// alternate layers, soft-capped attention scores and logits.
+    Gemma2,
+    /// OLMo 2: no pre-norms, an RMS norm over all queries and over all keys, post-norms.
+    Olmo2,
+    /// Granite 3: llama with multipliers of the embeddings, the residual branches, the
+    /// attention scores and the logits.
+    Granite,
+    /// SmolLM3: llama without RoPE on every fourth layer.
+    Smollm3,
     /// Gemma 3: scaled embeddings, QK-norm, sandwich norms, GELU-tanh FFN, interleaved
     /// sliding-window and global attention.
     Gemma3,
 }
 
 /// `general.architecture` values llmrt accepts.
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3", "gemma3"];
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &[
+    "llama", "qwen2", "qwen3", "gemma2", "gemma3", "olmo2", "granite", "smollm3",
+];
 
 impl Arch {
     /// The family for a `general.architecture` value.
@@ -29,6 +41,10 @@ impl Arch {
             "llama" => Ok(Arch::Llama),
             "qwen2" => Ok(Arch::Qwen2),
             "qwen3" => Ok(Arch::Qwen3),
+            "gemma2" => Ok(Arch::Gemma2),
+            "olmo2" => Ok(Arch::Olmo2),
+            "granite" => Ok(Arch::Granite),
+            "smollm3" => Ok(Arch::Smollm3),
             "gemma3" => Ok(Arch::Gemma3),
             other => Err(Error::UnsupportedArchitecture {
                 arch: other.to_string(),
@@ -43,6 +59,10 @@ impl Arch {
             Arch::Llama => "llama",
             Arch::Qwen2 => "qwen2",
             Arch::Qwen3 => "qwen3",
+            Arch::Gemma2 => "gemma2",
+            Arch::Olmo2 => "olmo2",
+            Arch::Granite => "granite",
+            Arch::Smollm3 => "smollm3",
             Arch::Gemma3 => "gemma3",
         }
     }
@@ -64,6 +84,16 @@ pub enum FfnActivation {
     Silu,
     /// GELU with the tanh approximation (GeGLU), gemma.
     GeluTanh,
+}
+
+/// Which RMS norm the queries and keys get after their projection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QkNorm {
+    None,
+    /// Each head alone, one weight of `head_dim` shared by the heads (qwen3, gemma3).
+    PerHead,
+    /// All heads of a token together, a weight per element (olmo2).
+    Whole,
 }
 
 /// Rotary embedding parameters for one layer.
@@ -116,9 +146,25 @@ pub struct Config {
     /// llama.cpp builds it) instead of the scores after. The two differ in rounding where the
     /// f16-rounded query would be subnormal.
     pub scale_queries: bool,
-    /// Multiplier applied to token embeddings (√d_model for gemma, 1 otherwise).
+    /// Multiplier applied to token embeddings (√d_model for gemma, granite's
+    /// `embedding_scale`, 1 otherwise).
     pub embed_scale: f32,
     pub ffn_activation: FfnActivation,
+    /// Whether each sub-layer normalizes its input (all but olmo2, which normalizes only the
+    /// sub-layers' outputs).
+    pub pre_norm: bool,
+    pub qk_norm: QkNorm,
+    /// Per layer: whether queries and keys are rotated (smollm3 leaves every fourth alone).
+    pub layer_has_rope: Vec<bool>,
+    /// Soft-capping of the attention scores, `cap · tanh(score / cap)` (gemma2); 0 for none.
+    pub attn_softcap: f32,
+    /// Soft-capping of the logits (gemma2); 0 for none.
+    pub final_softcap: f32,
+    /// Multiplier of each sub-layer's output before it joins the residual stream (granite);
+    /// 1 for none.
+    pub residual_scale: f32,
+    /// Multiplier of the logits (granite's 1 / `logit_scale`); 1 for none.
+    pub logit_scale: f32,
 }
 
 impl Config {
@@ -150,19 +196,28 @@ impl Config {
             None => file.array_len("tokenizer.ggml.tokens")?,
         };
         let freq_base = file.opt_f32(&key("rope.freq_base"))?.unwrap_or(10_000.0);
+        // llama.cpp's default scaling is linear; a factor of 0 (or none) means no scaling.
         let freq_scale = match file.opt_str(&key("rope.scaling.type"))? {
-            Some("linear") => 1.0 / file.opt_f32(&key("rope.scaling.factor"))?.unwrap_or(1.0),
-            Some("none") | None => 1.0,
-            Some(other) => {
-                return Err(Error::InvalidArgument(format!(
-                    "unsupported RoPE scaling `{other}`"
-                )))
+            Some("linear") | Some("none") | None => {
+                match file.opt_f32(&key("rope.scaling.factor"))? {
+                    Some(f) if f != 0.0 => 1.0 / f,
+                    _ => 1.0,
+                }
             }
+            Some(other) => return Err(unsupported(&key("rope.scaling.type"), other)),
         };
         let rope_global = Rope {
             freq_base,
             freq_scale,
         };
+        for (field, value) in [
+            ("expert_count", opt("expert_count")?),
+            ("expert_used_count", opt("expert_used_count")?),
+        ] {
+            if value.is_some_and(|n| n > 0) {
+                return Err(unsupported(&key(field), &format!("{value:?}")));
+            }
+        }
 
         let mut config = Config {
             arch,
@@ -186,31 +241,129 @@ impl Config {
             scale_queries: false,
             embed_scale: 1.0,
             ffn_activation: FfnActivation::Silu,
+            pre_norm: true,
+            qk_norm: QkNorm::None,
+            layer_has_rope: vec![true; n_layer],
+            attn_softcap: 0.0,
+            final_softcap: 0.0,
+            residual_scale: 1.0,
+            logit_scale: 1.0,
         };
+        // The sliding-window layers: every layer but each `period`-th (the last of each period)
+        // unless the file lists them (`attention.sliding_window_pattern` as an array of bools).
+        let sliding = |config: &mut Config, period: usize| -> Result<()> {
+            config.sliding_window = get("attention.sliding_window")?;
+            let pattern_key = key("attention.sliding_window_pattern");
+            config.layer_is_swa = match file.get(&pattern_key) {
+                Some(Value::Array(_, flags)) => {
+                    let flags: Option<Vec<bool>> = flags
+                        .iter()
+                        .map(|v| match v {
+                            Value::Bool(b) => Some(*b),
+                            _ => None,
+                        })
+                        .collect();
+                    match flags {
+                        Some(f) if f.len() == n_layer => f,
+                        _ => {
+                            return Err(unsupported(
+                                &pattern_key,
+                                "an array that is not a bool per layer",
+                            ))
+                        }
+                    }
+                }
+                _ => {
+                    let period = opt("attention.sliding_window_pattern")?.unwrap_or(period);
+                    (0..n_layer)
+                        .map(|il| period == 0 || il % period < period - 1)
+                        .collect()
+                }
+            };
+            Ok(())
+        };
+        let base_swa = file.opt_f32(&key("rope.freq_base_swa"))?;
         match arch {
             Arch::Llama => {}
-            Arch::Qwen2 | Arch::Qwen3 => config.rope_style = RopeStyle::Neox,
+            Arch::Qwen2 => config.rope_style = RopeStyle::Neox,
+            Arch::Qwen3 => {
+                config.rope_style = RopeStyle::Neox;
+                config.qk_norm = QkNorm::PerHead;
+            }
+            Arch::Gemma2 => {
+                config.rope_style = RopeStyle::Neox;
+                config.ffn_activation = FfnActivation::GeluTanh;
+                config.embed_scale = (n_embd as f32).sqrt();
+                config.scale_queries = true;
+                sliding(&mut config, 2)?;
+                config.rope_local = Rope {
+                    freq_base: base_swa.unwrap_or(freq_base),
+                    freq_scale,
+                };
+                config.attn_softcap = file
+                    .opt_f32(&key("attn_logit_softcapping"))?
+                    .unwrap_or(50.0);
+                config.final_softcap = file
+                    .opt_f32(&key("final_logit_softcapping"))?
+                    .unwrap_or(30.0);
+                // Gemma 2 27B (46 layers) scales queries by 1/√(d_model/heads).
+                if n_layer == 46 {
+                    config.attn_scale = 1.0 / ((n_embd / n_head) as f32).sqrt();
+                } else {
+                    config.attn_scale = 1.0 / (head_dim as f32).sqrt();
+                }
+            }
             Arch::Gemma3 => {
                 config.rope_style = RopeStyle::Neox;
                 config.ffn_activation = FfnActivation::GeluTanh;
                 config.embed_scale = (n_embd as f32).sqrt();
                 config.scale_queries = true;
+                config.qk_norm = QkNorm::PerHead;
                 // Five sliding-window layers, then one global layer, repeating (llama.cpp's
                 // swa pattern 6); the local layers use RoPE base 10 000 without scaling.
-                const SWA_PERIOD: usize = 6;
-                config.sliding_window = get("attention.sliding_window")?;
-                config.layer_is_swa = (0..n_layer)
-                    .map(|il| il % SWA_PERIOD < SWA_PERIOD - 1)
-                    .collect();
+                sliding(&mut config, 6)?;
                 config.rope_local = Rope {
-                    freq_base: 10_000.0,
+                    freq_base: base_swa.unwrap_or(10_000.0),
                     freq_scale: 1.0,
                 };
                 // Gemma 3 270M/1B/4B/12B scale queries by 1/√head_dim; 27B by 1/√(d_model/heads).
                 let is_27b = n_layer == 62;
-                if is_27b {
-                    config.attn_scale = 1.0 / ((n_embd / n_head) as f32).sqrt();
+                config.attn_scale = if is_27b {
+                    1.0 / ((n_embd / n_head) as f32).sqrt()
+                } else {
+                    1.0 / (head_dim as f32).sqrt()
+                };
+            }
+            Arch::Olmo2 => {
+                config.rope_style = RopeStyle::Neox;
+                config.pre_norm = false;
+                config.qk_norm = QkNorm::Whole;
+                config.attn_scale = 1.0 / (head_dim as f32).sqrt();
+                if opt("attention.sliding_window")?.is_some_and(|w| w > 0) {
+                    // OLMo 3: sliding windows on three layers of four, unscaled RoPE there.
+                    sliding(&mut config, 4)?;
+                    config.rope_local = Rope {
+                        freq_base: base_swa.unwrap_or(freq_base),
+                        freq_scale: 1.0,
+                    };
                 }
+            }
+            Arch::Granite => {
+                config.embed_scale = file.opt_f32(&key("embedding_scale"))?.unwrap_or(1.0);
+                config.residual_scale = file
+                    .opt_f32(&key("residual_scale"))?
+                    .filter(|&s| s != 0.0)
+                    .unwrap_or(1.0);
+                config.logit_scale = 1.0 / file.get_f32(&key("logit_scale"))?;
+                if let Some(scale) = file.opt_f32(&key("attention.scale"))?.filter(|&s| s != 0.0) {
+                    config.attn_scale = scale;
+                }
+            }
+            Arch::Smollm3 => {
+                const NO_ROPE_STEP: usize = 4;
+                config.layer_has_rope = (0..n_layer)
+                    .map(|il| (il + 1) % NO_ROPE_STEP != 0)
+                    .collect();
             }
         }
         if rope_dims > head_dim || rope_dims % 2 != 0 || head_dim > MAX_HEAD_DIM {
@@ -244,6 +397,14 @@ impl Config {
             self.rope_global
         }
     }
+}
+
+/// The error for a metadata field whose value llmrt does not implement: refused rather than run
+/// wrongly.
+fn unsupported(field: &str, value: &str) -> Error {
+    Error::InvalidArgument(format!(
+        "unsupported model: {field} = {value} is not implemented"
+    ))
 }
 
 /// Largest head dimension the attention kernel's stack buffers hold.

@@ -204,17 +204,23 @@ impl Batch<'_> {
         let ff = n * c.n_ff;
         for (il, lw) in self.model.weights().layers.iter().enumerate() {
             // 3. Attention block.
-            // 3a. Normalize the residual stream.
-            rms_norm_rows(&s.x[..d], &lw.attn_norm, c.rms_eps, &mut s.xb[..d]);
+            // 3a. Normalize the residual stream (olmo2 takes it as it is).
+            pre_norm(
+                &s.x[..d],
+                lw.attn_norm.as_deref(),
+                c.rms_eps,
+                &mut s.xb[..d],
+            );
             trace!("attn_norm", il, &s.xb[..d]);
 
             // 3b. Project to queries, keys and values (qwen2 adds biases).
             self.project_qkv(s, lw, il)?;
 
-            // 3c. gemma3: RMS-normalize each query and key head.
+            // 3c. qwen3, gemma3: RMS-normalize each query and key head; olmo2: all queries and
+            //     all keys of a token.
             self.normalize_qk_heads(s, lw);
 
-            // 3d. Rotate queries and keys by their positions (RoPE).
+            // 3d. Rotate queries and keys by their positions (RoPE; smollm3 skips some layers).
             self.rotate_qk(s, il);
 
             // 3e. gemma3: the queries carry the attention scale; otherwise the scores do.
@@ -233,8 +239,8 @@ impl Batch<'_> {
                 self.record_attention(probe, s, kv, il, score_scale);
             }
 
-            // 3h. Project the heads back to the residual width, normalize the result (gemma3),
-            //     and add it to the residual stream.
+            // 3h. Project the heads back to the residual width, normalize the result (gemma,
+            //     olmo2) or scale it (granite), and add it to the residual stream.
             self.matmul(
                 &lw.wo,
                 &s.attn[..attn_dim],
@@ -250,8 +256,8 @@ impl Batch<'_> {
             );
 
             // 4. Feed-forward block: down(act(gate(x)) · up(x)) on the normalized stream.
-            // 4a. Normalize the residual stream.
-            rms_norm_rows(&s.x[..d], &lw.ffn_norm, c.rms_eps, &mut s.xb[..d]);
+            // 4a. Normalize the residual stream (olmo2 takes it as it is).
+            pre_norm(&s.x[..d], lw.ffn_norm.as_deref(), c.rms_eps, &mut s.xb[..d]);
             trace!("ffn_inp", il, &s.x[..d]);
             trace!("ffn_norm", il, &s.xb[..d]);
 
@@ -265,7 +271,8 @@ impl Batch<'_> {
             self.activate(s);
             trace!("ffn_swiglu", il, &s.gate[..ff]);
 
-            // 4d. Down projection, normalized (gemma3) and added to the residual stream.
+            // 4d. Down projection, normalized (gemma, olmo2) or scaled (granite), and added to
+            //     the residual stream.
             self.matmul(&lw.w_down, &s.gate[..ff], &mut s.proj[..d], &mut s.scratch)?;
             trace!("ffn_out", il, &s.proj[..d]);
             add_residual(
@@ -357,13 +364,13 @@ impl Batch<'_> {
         Ok(())
     }
 
-    /// Step 3c: gemma3's RMS norm of each query and key head, when the layer has one.
+    /// Step 3c: the RMS norm of queries and keys, when the layer has one: of each head
+    /// (qwen3, gemma3) or of each token's heads together (olmo2), as wide as its weight.
     fn normalize_qk_heads(&self, s: &mut RunState, lw: &LayerWeights) {
         let c = self.model.config();
         if let (Some(q_norm), Some(k_norm)) = (&lw.q_norm, &lw.k_norm) {
-            let hd = c.head_dim;
-            rms_norm_rows_in_place(&mut s.q[..self.n * c.q_dim()], &q_norm[..hd], c.rms_eps);
-            rms_norm_rows_in_place(&mut s.k[..self.n * c.k_dim()], &k_norm[..hd], c.rms_eps);
+            rms_norm_rows_in_place(&mut s.q[..self.n * c.q_dim()], q_norm, c.rms_eps);
+            rms_norm_rows_in_place(&mut s.k[..self.n * c.k_dim()], k_norm, c.rms_eps);
         }
     }
 
@@ -371,6 +378,9 @@ impl Batch<'_> {
     /// kind, global or sliding-window).
     fn rotate_qk(&self, s: &mut RunState, il: usize) {
         let c = self.model.config();
+        if !c.layer_has_rope[il] {
+            return;
+        }
         let (q_dim, k_dim, half) = (c.q_dim(), c.k_dim(), c.rope_dims / 2);
         let kind = usize::from(c.layer_is_swa[il]);
         for t in 0..self.n {
@@ -438,7 +448,7 @@ impl Batch<'_> {
         } else {
             AttentionKernel::Batched
         };
-        Span::causal(source, pos, window, scale, precision, kernel)
+        Span::causal(source, pos, window, scale, precision, kernel).with_softcap(c.attn_softcap)
     }
 
     /// Step 3g: `s.attn` = every query head of `s.q` attending over layer `il`'s cache, the work
@@ -624,6 +634,7 @@ impl Batch<'_> {
                 &mut s.scratch,
                 self.simd,
             )?;
+            cap_logits(&mut s.logits[..m * c.n_vocab], c);
             if let Logits::All(f) = &mut want {
                 for (i, t) in range.enumerate() {
                     f(t, &s.logits[i * c.n_vocab..(i + 1) * c.n_vocab]);
@@ -653,12 +664,37 @@ fn logit_chunks(n: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
     (0..bounds.len() - 1).map(move |i| bounds[i]..bounds[i + 1])
 }
 
-/// `x += norm(proj)` (gemma3's post-norms) or `x += proj`, token by token.
+/// `out = norm(x)` row by row with `weight`, or `out = x` when the sub-layer has no pre-norm.
+fn pre_norm(x: &[f32], weight: Option<&[f32]>, eps: f32, out: &mut [f32]) {
+    match weight {
+        Some(weight) => rms_norm_rows(x, weight, eps, out),
+        None => out.copy_from_slice(x),
+    }
+}
+
+/// `x += norm(proj)` (the post-norms of gemma and olmo2), `x += proj · scale` (granite) or
+/// `x += proj`, token by token; each product rounded before the sum, as llama.cpp's separate
+/// scale and add do.
 fn add_residual(x: &mut [f32], proj: &mut [f32], post_norm: Option<&[f32]>, c: &Config) {
     if let Some(weight) = post_norm {
         rms_norm_rows_in_place(proj, weight, c.rms_eps);
     }
+    if c.residual_scale != 1.0 {
+        proj.iter_mut().for_each(|v| *v *= c.residual_scale);
+    }
     x.iter_mut().zip(proj.iter()).for_each(|(a, b)| *a += b);
+}
+
+/// The logits' last steps in some families: granite's multiplier, gemma2's soft-capping
+/// (`cap · tanh(logit / cap)`, three roundings as llama.cpp's scale, tanh, scale).
+fn cap_logits(logits: &mut [f32], c: &Config) {
+    if c.logit_scale != 1.0 {
+        logits.iter_mut().for_each(|v| *v *= c.logit_scale);
+    }
+    if c.final_softcap != 0.0 {
+        let (inv, cap) = (1.0 / c.final_softcap, c.final_softcap);
+        logits.iter_mut().for_each(|v| *v = (*v * inv).tanh() * cap);
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Weights bound by their GGUF names. A weight is a location in the mapped file (no copy); the
 //! model slices the map when a kernel needs the bytes.
 
-use super::config::{Arch, Config};
+use super::config::{Arch, Config, QkNorm};
 use crate::gguf::{GgufFile, TensorInfo};
 use std::sync::Arc;
 
@@ -44,7 +44,8 @@ impl Matrix {
 /// One transformer block's weights.
 #[derive(Debug, Clone)]
 pub struct LayerWeights {
-    pub attn_norm: Vec<f32>,
+    /// Norm of the attention block's input (every family but olmo2).
+    pub attn_norm: Option<Vec<f32>>,
     pub wq: Matrix,
     pub wk: Matrix,
     pub wv: Matrix,
@@ -53,16 +54,18 @@ pub struct LayerWeights {
     pub bq: Option<Vec<f32>>,
     pub bk: Option<Vec<f32>>,
     pub bv: Option<Vec<f32>>,
-    /// Per-head RMSNorm weights of queries and keys (gemma3).
+    /// RMSNorm weights of queries and keys: one head's width (qwen3, gemma3) or all heads'
+    /// (olmo2).
     pub q_norm: Option<Vec<f32>>,
     pub k_norm: Option<Vec<f32>>,
-    /// Norm of the attention output before the residual add (gemma3).
+    /// Norm of the attention output before the residual add (gemma2/3, olmo2).
     pub post_attn_norm: Option<Vec<f32>>,
-    pub ffn_norm: Vec<f32>,
+    /// Norm of the FFN block's input (every family but olmo2).
+    pub ffn_norm: Option<Vec<f32>>,
     pub w_gate: Matrix,
     pub w_up: Matrix,
     pub w_down: Matrix,
-    /// Norm of the FFN output before the residual add (gemma3).
+    /// Norm of the FFN output before the residual add (gemma2/3, olmo2).
     pub post_ffn_norm: Option<Vec<f32>>,
 }
 
@@ -166,9 +169,13 @@ impl Weights {
         } else {
             token_embd.clone()
         };
-        let gemma = c.arch == Arch::Gemma3;
+        let post_norms = matches!(c.arch, Arch::Gemma2 | Arch::Gemma3 | Arch::Olmo2);
         let qwen = c.arch == Arch::Qwen2;
-        let qk_norm = matches!(c.arch, Arch::Gemma3 | Arch::Qwen3);
+        let (q_norm_len, k_norm_len) = match c.qk_norm {
+            QkNorm::None | QkNorm::PerHead => (c.head_dim, c.head_dim),
+            QkNorm::Whole => (c.q_dim(), c.k_dim()),
+        };
+        let qk_norm = c.qk_norm != QkNorm::None;
         let mut layers = Vec::with_capacity(c.n_layer);
         for il in 0..c.n_layer {
             let n = |s: &str| format!("blk.{il}.{s}");
@@ -180,7 +187,7 @@ impl Weights {
                 }
             };
             layers.push(LayerWeights {
-                attn_norm: b.vector(&n("attn_norm.weight"), c.n_embd)?,
+                attn_norm: required_if(c.pre_norm, "attn_norm.weight", c.n_embd)?,
                 wq: b.matrix(&n("attn_q.weight"), c.q_dim(), c.n_embd)?,
                 wk: b.matrix(&n("attn_k.weight"), c.k_dim(), c.n_embd)?,
                 wv: b.matrix(&n("attn_v.weight"), c.v_dim(), c.n_embd)?,
@@ -188,14 +195,14 @@ impl Weights {
                 bq: required_if(qwen, "attn_q.bias", c.q_dim())?,
                 bk: required_if(qwen, "attn_k.bias", c.k_dim())?,
                 bv: required_if(qwen, "attn_v.bias", c.v_dim())?,
-                q_norm: required_if(qk_norm, "attn_q_norm.weight", c.head_dim)?,
-                k_norm: required_if(qk_norm, "attn_k_norm.weight", c.head_dim)?,
-                post_attn_norm: required_if(gemma, "post_attention_norm.weight", c.n_embd)?,
-                ffn_norm: b.vector(&n("ffn_norm.weight"), c.n_embd)?,
+                q_norm: required_if(qk_norm, "attn_q_norm.weight", q_norm_len)?,
+                k_norm: required_if(qk_norm, "attn_k_norm.weight", k_norm_len)?,
+                post_attn_norm: required_if(post_norms, "post_attention_norm.weight", c.n_embd)?,
+                ffn_norm: required_if(c.pre_norm, "ffn_norm.weight", c.n_embd)?,
                 w_gate: b.matrix(&n("ffn_gate.weight"), c.n_ff, c.n_embd)?,
                 w_up: b.matrix(&n("ffn_up.weight"), c.n_ff, c.n_embd)?,
                 w_down: b.matrix(&n("ffn_down.weight"), c.n_embd, c.n_ff)?,
-                post_ffn_norm: required_if(gemma, "post_ffw_norm.weight", c.n_embd)?,
+                post_ffn_norm: required_if(post_norms, "post_ffw_norm.weight", c.n_embd)?,
             });
         }
         Ok(Weights {

@@ -194,6 +194,8 @@ unsafe fn weights_kernel(
             };
             for (i, scores) in (g0..g0 + len).zip(scores) {
                 let t = &spans[i];
+                // SAFETY: this kernel runs on AVX-512F CPUs only.
+                let scores = unsafe { t.capped_lanes(scores) };
                 let scores = _mm512_mul_ps(scores, _mm512_set1_ps(t.scale));
                 // Outside `first..=last`: -inf, whose exponential is an exact zero (as the
                 // portable path's missing positions are).

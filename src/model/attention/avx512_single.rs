@@ -270,6 +270,8 @@ unsafe fn kernel<E: Elem>(
                 }
             };
             for (h, &score) in (h0..h0 + g).zip(&scores) {
+                // SAFETY: this kernel runs on AVX-512F CPUs only.
+                let score = unsafe { span.capped_lanes(score) };
                 let score = _mm512_mul_ps(score, _mm512_set1_ps(span.scale));
                 // Outside `first..=last`: -inf, whose exponential is an exact zero (as the
                 // portable path's missing positions are).

@@ -51,6 +51,7 @@ fn attend_speed() {
                         first: 0,
                         last: n - 1 - i / 3,
                         scale: 0.125,
+                        softcap: 0.0,
                         precision: AttentionPrecision::F16,
                         kernel: AttentionKernel::Batched,
                     })

@@ -96,6 +96,9 @@ pub struct Span<'a> {
     pub last: usize,
     /// The factor of every score `q·k`.
     pub scale: f32,
+    /// Soft-capping of the scores before the scale, `cap · tanh(score / cap)` (gemma2); 0 for
+    /// none.
+    pub softcap: f32,
     /// How intermediate values are rounded.
     pub precision: AttentionPrecision,
     /// Which of llama.cpp's kernel families' arithmetic.
@@ -118,9 +121,49 @@ impl<'a> Span<'a> {
             first: (pos + 1).saturating_sub(window),
             last: pos,
             scale,
+            softcap: 0.0,
             precision,
             kernel,
         }
+    }
+
+    /// The same span with its scores soft-capped at `cap` (0 for none).
+    pub fn with_softcap(self, cap: f32) -> Span<'a> {
+        Span {
+            softcap: cap,
+            ..self
+        }
+    }
+
+    /// A raw score `q·k` as the softmax takes it before the scale: soft-capped as llama.cpp
+    /// does it, three operations each rounded (`· (1/cap)`, libm's `tanhf`, `· cap`).
+    #[inline]
+    fn capped(&self, score: f32) -> f32 {
+        if self.softcap == 0.0 {
+            score
+        } else {
+            self.softcap * (score * (1.0 / self.softcap)).tanh()
+        }
+    }
+
+    /// [`Span::capped`] of 16 scores at once (each through libm's `tanhf`, as llama.cpp's vector
+    /// tanh is a loop over it).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn capped_lanes(&self, scores: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::{_mm512_loadu_ps, _mm512_storeu_ps};
+        if self.softcap == 0.0 {
+            return scores;
+        }
+        let mut lanes = [0.0f32; LANES];
+        // SAFETY: `lanes` holds 16 floats, the width of one register.
+        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), scores) };
+        lanes.iter_mut().for_each(|s| *s = self.capped(*s));
+        // SAFETY: as above.
+        unsafe { _mm512_loadu_ps(lanes.as_ptr()) }
     }
 
     /// `out = Σ_j softmax_j(scale · q·k_j) · v_j` over the positions, for every query head of

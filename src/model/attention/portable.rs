@@ -106,7 +106,7 @@ impl Span<'_> {
                 // four rows of `dim` floats and `dim` is a multiple of 16.
                 let scores = unsafe { super::avx2::dot_lanes_x4(rows, query) };
                 for (j, score) in scores.into_iter().enumerate() {
-                    weights[pos + j - self.first] = score * self.scale;
+                    weights[pos + j - self.first] = self.capped(score) * self.scale;
                 }
                 pos += 4;
             }
@@ -117,7 +117,7 @@ impl Span<'_> {
                 AttentionKernel::Batched => dot_lanes(k, query),
                 AttentionKernel::Single => dot_steps(k, query),
             };
-            weights[pos - self.first] = score * self.scale;
+            weights[pos - self.first] = self.capped(score) * self.scale;
         }
         softmax_chunked(weights, self.first);
         if self.precision == AttentionPrecision::F16 {

@@ -247,6 +247,7 @@ fn tiled_kernel_is_the_portable_path_to_the_bit() {
                 first,
                 last: first + rng.below(last + 1 - first),
                 scale: [0.125, 1.0, 6.0, 40.0][rng.below(4)],
+                softcap: [0.0, 0.0, 10.0, 50.0][rng.below(4)],
                 precision: data.precision,
                 kernel: AttentionKernel::Batched,
             };
@@ -352,6 +353,7 @@ fn single_kernel_is_the_portable_path_to_the_bit() {
             first,
             last,
             scale: [0.125, 1.0, 6.0, 40.0][rng.below(4)],
+            softcap: [0.0, 0.0, 10.0, 50.0][rng.below(4)],
             precision: data.precision,
             kernel: AttentionKernel::Single,
         };
@@ -408,6 +410,7 @@ fn every_level_attends_to_the_same_bits() {
             first: i * 7,
             last: n - 1 - i,
             scale: 0.125,
+            softcap: 0.0,
             precision: data.precision,
             kernel: AttentionKernel::Batched,
         })
