@@ -33,6 +33,9 @@ if last("Qcur-0") == 3:
     names.update({"Qcur": "Qcur#1", "Kcur": "Kcur#1", "Vcur": "Vcur#1", "Qcur_rope": "Qcur#3", "Kcur_rope": "Kcur#3"})
 if "sa_out-0#0" in order:
     names["ffn_inp"] = "sa_out"
+if "ffn_moe_logits-0#0" in order:
+    names.update({"ffn_moe_logits": "ffn_moe_logits", "ffn_moe_probs": "ffn_moe_probs",
+                  "ffn_moe_out": "ffn_moe_out"})
 if "ffn_geglu-0#0" in order:
     names["ffn_swiglu"] = "ffn_geglu"
 n_layer = 1 + max(int(n.split("#")[0].rsplit("-", 1)[1]) for n in order if n.startswith("l_out-"))

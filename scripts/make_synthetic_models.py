@@ -10,7 +10,7 @@ and IEEE arithmetic; nothing here calls a transcendental function). Every archit
 several weight variants:
 
   q8_0, q4_0   every matrix in that type;
-  kmix         a mix like llama.cpp's Q4_K_M files: K-quants, Q5_0, Q8_0, IQ4_XS and F16 routers,
+  kmix         a mix like llama.cpp's Q4_K_M files: K-quants, Q5_0, Q8_0, IQ4_XS and F32 routers,
                the type depending on the tensor and the layer;
   f16, bf16    every matrix in that float type.
 
@@ -192,7 +192,53 @@ def smollm3():
     return Spec("smollm3", "smollm3", meta, tensors)
 
 
-SPECS = {s.name: s for s in (f() for f in (llama3, qwen3, gemma2, olmo2, granite, smollm3))}
+def expert_tensors(il, n_expert, n_ff_exp):
+    b = f"blk.{il}."
+    return [(b + "ffn_gate_inp.weight", [N_EMBD, n_expert], "router"),
+            (b + "ffn_gate_exps.weight", [N_EMBD, n_ff_exp, n_expert], "matrix"),
+            (b + "ffn_up_exps.weight", [N_EMBD, n_ff_exp, n_expert], "matrix"),
+            (b + "ffn_down_exps.weight", [n_ff_exp, N_EMBD, n_expert], "matrix")]
+
+
+def qwen3moe():
+    """Qwen3 MoE: qwen3 attention, 3 of 8 experts per token (more than two, so the order of
+    their sum matters), experts narrower than the dense FFN width, an untied output."""
+    n_head, n_head_kv, hd, n_expert, n_ff_exp = 4, 2, 64, 8, 256
+    meta = common_meta("qwen3moe", n_head, n_head_kv, hd, n_ff=768)
+    meta["qwen3moe.expert_count"] = ("u32", n_expert)
+    meta["qwen3moe.expert_used_count"] = ("u32", 3)
+    meta["qwen3moe.expert_feed_forward_length"] = ("u32", n_ff_exp)
+    meta["qwen3moe.rope.freq_base"] = ("f32", 1000000.0)
+    tensors = [("token_embd.weight", [N_EMBD, None], "embd"),
+               ("output_norm.weight", [N_EMBD], "norm"),
+               ("output.weight", [N_EMBD, None], "output")]
+    for il in range(N_LAYER):
+        tensors.append((f"blk.{il}.attn_norm.weight", [N_EMBD], "norm"))
+        tensors += attention_tensors(il, n_head * hd, n_head_kv * hd, qk_norm=(hd, hd))
+        tensors.append((f"blk.{il}.ffn_norm.weight", [N_EMBD], "norm"))
+        tensors += expert_tensors(il, n_expert, n_ff_exp)
+    return Spec("qwen3moe", "qwen3moe", meta, tensors)
+
+
+def mixtral():
+    """Mixtral: the llama architecture with 2 of 8 experts per token."""
+    n_head, n_head_kv, hd, n_expert = 4, 1, 64, 8
+    meta = common_meta("llama", n_head, n_head_kv, hd)
+    meta["llama.expert_count"] = ("u32", n_expert)
+    meta["llama.expert_used_count"] = ("u32", 2)
+    meta["llama.rope.freq_base"] = ("f32", 1000000.0)
+    tensors = [("token_embd.weight", [N_EMBD, None], "embd"),
+               ("output_norm.weight", [N_EMBD], "norm")]
+    for il in range(N_LAYER):
+        tensors.append((f"blk.{il}.attn_norm.weight", [N_EMBD], "norm"))
+        tensors += attention_tensors(il, n_head * hd, n_head_kv * hd)
+        tensors.append((f"blk.{il}.ffn_norm.weight", [N_EMBD], "norm"))
+        tensors += expert_tensors(il, n_expert, N_FF)
+    return Spec("mixtral", "llama", meta, tensors)
+
+
+SPECS = {s.name: s for s in (f() for f in (llama3, qwen3, gemma2, olmo2, granite, smollm3,
+                                            qwen3moe, mixtral))}
 
 # The K-quant mix: the type of a matrix by its name and layer, like llama.cpp's Q4_K_M choices
 # (Q6_K for half the value and down projections, Q4_K elsewhere) with the other types its files
@@ -209,7 +255,6 @@ KMIX_BY_ROLE = {
     "ffn_gate_exps": [T.Q4_K, T.Q5_K, T.Q4_K, T.Q3_K],
     "ffn_up_exps": [T.Q4_K, T.Q4_K, T.Q5_K, T.Q4_K],
     "ffn_down_exps": [T.Q6_K, T.Q4_K, T.Q6_K, T.Q5_K],
-    "ffn_gate_inp": [T.F16] * 4,
 }
 VARIANTS = ("q8_0", "q4_0", "kmix", "f16", "bf16")
 
@@ -245,6 +290,9 @@ def float_values(spec, name, dims, role):
     if role == "norm":
         # Around 1 so that the normalized stream keeps its scale; spread so that it matters.
         return rng.uniform(0.5, 1.5, n).astype(np.float32)
+    if role == "router":
+        # Wide enough that the router prefers some experts clearly.
+        return rng.uniform(-4.0 * np.sqrt(3.0 / dims[0]), 4.0 * np.sqrt(3.0 / dims[0]), n).astype(np.float32)
     if role == "bias":
         return rng.uniform(-0.2, 0.2, n).astype(np.float32)
     if role == "rope_freqs":
@@ -285,12 +333,14 @@ def random_blocks(spec, name, dims, ty, half_width):
     if dmin_off is not None:
         dmin = (d * MEAN_CODE[ty]).astype(np.float16)
         data[:, dmin_off:dmin_off + 2] = dmin.view(np.uint8).reshape(n_blocks, 2)
-    return data.reshape(rows, cols // block * size)
+    return data.reshape(list(reversed(dims[1:])) + [cols // block * size])
 
 
 def tensor_data(spec, name, dims, role, variant):
     values = float_values(spec, name, dims, role)
-    if role in ("norm", "bias", "rope_freqs"):
+    if role in ("norm", "bias", "rope_freqs") or (role == "router" and variant == "kmix"):
+        # Routers stay F32 in the K-quant mix, as llama.cpp's quantizer leaves them; the other
+        # variants store them in their one type.
         return values.reshape(list(reversed(dims))), T.F32
     ty = matrix_type(variant, name, dims, role)
     shape = list(reversed(dims))

@@ -502,53 +502,54 @@ fn naive_matmul(w: &QMatrix<'_>, x: &[f32], n_cols: usize) -> (Vec<f32>, Vec<f64
 
 #[test]
 fn matmul_matches_naive_loop() {
-    let (rows, cols) = (37, 160);
-    let pools: Vec<rayon::ThreadPool> = [1, 2]
-        .iter()
-        .map(|&t| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(t)
-                .build()
-                .unwrap()
-        })
-        .collect();
-    for (ti, ty) in BLOCK_TYPES.iter().chain(&FLOAT_TYPES).copied().enumerate() {
-        let data = random_weights(ty, rows, cols, 17 + ti as u64);
-        let w = QMatrix {
-            ty,
-            rows,
-            cols,
-            data: &data,
-            packed: None,
-        };
-        for n_cols in [1, 3, 4, 9] {
-            let x: Vec<f32> = (0..cols * n_cols).map(|i| lcg_f32(99, i) * 3.0).collect();
-            let (want, mag) = naive_matmul(&w, &x, n_cols);
-            for pool in &pools {
-                for simd in Simd::all_supported() {
-                    let mut out = vec![f32::NAN; rows * n_cols];
-                    let mut scratch = Vec::new();
-                    matmul(pool, &w, &x, n_cols, &mut out, &mut scratch, simd).unwrap();
-                    for i in 0..out.len() {
-                        if BLOCK_TYPES.contains(&ty) {
-                            // Every tile shape computes each output in the scalar twin's order.
-                            assert_eq!(
-                                out[i].to_bits(),
-                                want[i].to_bits(),
+    for (rows, cols) in [(37, 160), (4, 256), (8, 256)] {
+        let pools: Vec<rayon::ThreadPool> = [1, 2]
+            .iter()
+            .map(|&t| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(t)
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        for (ti, ty) in BLOCK_TYPES.iter().chain(&FLOAT_TYPES).copied().enumerate() {
+            let data = random_weights(ty, rows, cols, 17 + ti as u64);
+            let w = QMatrix {
+                ty,
+                rows,
+                cols,
+                data: &data,
+                packed: None,
+            };
+            for n_cols in [1, 3, 4, 9, 16, 33] {
+                let x: Vec<f32> = (0..cols * n_cols).map(|i| lcg_f32(99, i) * 3.0).collect();
+                let (want, mag) = naive_matmul(&w, &x, n_cols);
+                for pool in &pools {
+                    for simd in Simd::all_supported() {
+                        let mut out = vec![f32::NAN; rows * n_cols];
+                        let mut scratch = Vec::new();
+                        matmul(pool, &w, &x, n_cols, &mut out, &mut scratch, simd).unwrap();
+                        for i in 0..out.len() {
+                            if BLOCK_TYPES.contains(&ty) {
+                                // Every tile shape computes each output in the scalar twin's order.
+                                assert_eq!(
+                                    out[i].to_bits(),
+                                    want[i].to_bits(),
+                                    "{ty} n_cols {n_cols} threads {} {simd:?} at {i}: {} vs {}",
+                                    pool.current_num_threads(),
+                                    out[i],
+                                    want[i]
+                                );
+                                continue;
+                            }
+                            assert!(
+                                (out[i] as f64 - want[i] as f64).abs() <= DOT_REL_TOL * mag[i],
                                 "{ty} n_cols {n_cols} threads {} {simd:?} at {i}: {} vs {}",
                                 pool.current_num_threads(),
                                 out[i],
                                 want[i]
                             );
-                            continue;
                         }
-                        assert!(
-                            (out[i] as f64 - want[i] as f64).abs() <= DOT_REL_TOL * mag[i],
-                            "{ty} n_cols {n_cols} threads {} {simd:?} at {i}: {} vs {}",
-                            pool.current_num_threads(),
-                            out[i],
-                            want[i]
-                        );
                     }
                 }
             }

@@ -11,6 +11,8 @@ pub enum Arch {
     Llama,
     /// Qwen2 / Qwen2.5: llama plus biases on Q/K/V, RoPE in NEOX (split-half) mode.
     Qwen2,
+    /// Qwen3 MoE: qwen3 whose FFN is a mixture of experts.
+    Qwen3Moe,
     /// Qwen3: qwen2 without the Q/K/V biases, with an RMS norm of every query and key head
     /// before RoPE.
     Qwen3,
@@ -31,7 +33,7 @@ pub enum Arch {
 
 /// `general.architecture` values llmrt accepts.
 pub const SUPPORTED_ARCHITECTURES: &[&str] = &[
-    "llama", "qwen2", "qwen3", "gemma2", "gemma3", "olmo2", "granite", "smollm3",
+    "llama", "qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3", "olmo2", "granite", "smollm3",
 ];
 
 impl Arch {
@@ -41,6 +43,7 @@ impl Arch {
             "llama" => Ok(Arch::Llama),
             "qwen2" => Ok(Arch::Qwen2),
             "qwen3" => Ok(Arch::Qwen3),
+            "qwen3moe" => Ok(Arch::Qwen3Moe),
             "gemma2" => Ok(Arch::Gemma2),
             "olmo2" => Ok(Arch::Olmo2),
             "granite" => Ok(Arch::Granite),
@@ -59,6 +62,7 @@ impl Arch {
             Arch::Llama => "llama",
             Arch::Qwen2 => "qwen2",
             Arch::Qwen3 => "qwen3",
+            Arch::Qwen3Moe => "qwen3moe",
             Arch::Gemma2 => "gemma2",
             Arch::Olmo2 => "olmo2",
             Arch::Granite => "granite",
@@ -94,6 +98,20 @@ pub enum QkNorm {
     PerHead,
     /// All heads of a token together, a weight per element (olmo2).
     Whole,
+}
+
+/// A mixture-of-experts FFN: a router picks, per token, `n_used` of `n_expert` gated FFNs of
+/// width `n_ff`, whose outputs are summed weighted by the router's softmax probabilities.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Experts {
+    pub n_expert: usize,
+    pub n_used: usize,
+    /// Hidden width of each expert.
+    pub n_ff: usize,
+    /// Whether the chosen experts' probabilities are divided by their sum.
+    pub normalize_weights: bool,
+    /// Multiplier of the weights (after the normalization); 1 for none.
+    pub weights_scale: f32,
 }
 
 /// Rotary embedding parameters for one layer.
@@ -165,6 +183,8 @@ pub struct Config {
     pub residual_scale: f32,
     /// Multiplier of the logits (granite's 1 / `logit_scale`); 1 for none.
     pub logit_scale: f32,
+    /// The mixture of experts that replaces the dense FFN in every layer, if any.
+    pub experts: Option<Experts>,
 }
 
 impl Config {
@@ -210,13 +230,41 @@ impl Config {
             freq_base,
             freq_scale,
         };
-        for (field, value) in [
-            ("expert_count", opt("expert_count")?),
-            ("expert_used_count", opt("expert_used_count")?),
-        ] {
-            if value.is_some_and(|n| n > 0) {
-                return Err(unsupported(&key(field), &format!("{value:?}")));
+        let experts = match opt("expert_count")?.filter(|&n| n > 0) {
+            None => None,
+            Some(n_expert) => {
+                let n_used = get("expert_used_count")?;
+                if n_used == 0 || n_used > n_expert {
+                    return Err(Error::InvalidArgument(format!(
+                        "inconsistent experts: {n_used} of {n_expert} used"
+                    )));
+                }
+                // Softmax gating (1) is what llama and qwen3moe build; other functions and
+                // shared or grouped experts are other families' and not implemented.
+                if let Some(f) = opt("expert_gating_func")?.filter(|&f| f != 1) {
+                    return Err(unsupported(&key("expert_gating_func"), &f.to_string()));
+                }
+                for field in ["expert_shared_count", "expert_group_count"] {
+                    if let Some(v) =
+                        opt(field)?.filter(|&v| v > 1 || (field == "expert_shared_count" && v > 0))
+                    {
+                        return Err(unsupported(&key(field), &v.to_string()));
+                    }
+                }
+                Some(Experts {
+                    n_expert,
+                    n_used,
+                    n_ff: opt("expert_feed_forward_length")?.unwrap_or(n_ff),
+                    normalize_weights: true,
+                    weights_scale: 1.0,
+                })
             }
+        };
+        if experts.is_some() && !matches!(arch, Arch::Llama | Arch::Qwen3Moe) {
+            return Err(unsupported(
+                &key("expert_count"),
+                "experts in this architecture",
+            ));
         }
 
         let mut config = Config {
@@ -248,6 +296,7 @@ impl Config {
             final_softcap: 0.0,
             residual_scale: 1.0,
             logit_scale: 1.0,
+            experts,
         };
         // The sliding-window layers: every layer but each `period`-th (the last of each period)
         // unless the file lists them (`attention.sliding_window_pattern` as an array of bools).
@@ -286,9 +335,14 @@ impl Config {
         match arch {
             Arch::Llama => {}
             Arch::Qwen2 => config.rope_style = RopeStyle::Neox,
-            Arch::Qwen3 => {
+            Arch::Qwen3 | Arch::Qwen3Moe => {
                 config.rope_style = RopeStyle::Neox;
                 config.qk_norm = QkNorm::PerHead;
+                if arch == Arch::Qwen3Moe && config.experts.is_none() {
+                    return Err(Error::InvalidArgument(
+                        "qwen3moe without experts (expert_count)".to_string(),
+                    ));
+                }
             }
             Arch::Gemma2 => {
                 config.rope_style = RopeStyle::Neox;

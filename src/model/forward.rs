@@ -8,13 +8,14 @@
 
 use rayon::prelude::*;
 
+use super::attention::reduce16;
 use super::attention::{
     attend_batch, widen_head_batched, AttentionKernel, AttentionPrecision, HeadSource, Span,
 };
-use super::config::{Config, FfnActivation};
+use super::config::{Config, Experts, FfnActivation};
 use super::kv_cache::{KvCache, KvType};
-use super::ops::{geglu, rms_norm_rows, rms_norm_rows_in_place, rope_heads, swiglu};
-use super::weights::{LayerWeights, Matrix};
+use super::ops::{geglu, rms_norm_rows, rms_norm_rows_in_place, rope_heads, swiglu, vexp};
+use super::weights::{FeedForward, LayerWeights, Matrix};
 use super::Model;
 use crate::quant::{self, Simd};
 use crate::{Error, Result};
@@ -82,6 +83,13 @@ pub struct RunState {
     pub logits: Vec<f32>,
     /// Quantized activations for the matmuls.
     scratch: Vec<u8>,
+    /// (n_batch, n_expert) the router's logits, then probabilities (MoE).
+    router: Vec<f32>,
+    /// (n_batch, n_used) the experts chosen for each token and their weights (MoE).
+    chosen: Vec<usize>,
+    chosen_weights: Vec<f32>,
+    /// (n_batch, n_used, n_embd) each chosen expert's weighted output (MoE).
+    expert_out: Vec<f32>,
 }
 
 impl RunState {
@@ -89,6 +97,9 @@ impl RunState {
     pub fn new(c: &Config, n_batch: usize) -> RunState {
         let z = |n: usize| vec![0.0f32; n];
         let half = c.rope_dims / 2;
+        let (n_expert, n_used, n_ff_expert) = c
+            .experts
+            .map_or((0, 0, 0), |e| (e.n_expert, e.n_used, e.n_ff));
         RunState {
             n_batch,
             x: z(n_batch * c.n_embd),
@@ -98,13 +109,17 @@ impl RunState {
             v: z(n_batch * c.v_dim()),
             attn: z(n_batch * c.n_head * c.head_dim_v),
             proj: z(n_batch * c.n_embd),
-            gate: z(n_batch * c.n_ff),
-            up: z(n_batch * c.n_ff),
+            gate: z(n_batch * c.n_ff.max(n_ff_expert)),
+            up: z(n_batch * c.n_ff.max(n_ff_expert)),
             rope_cos: [z(n_batch * half), z(n_batch * half)],
             rope_sin: [z(n_batch * half), z(n_batch * half)],
             out_norm: z(LOGIT_ROWS * c.n_embd),
             logits: z(LOGIT_ROWS * c.n_vocab),
             scratch: Vec::new(),
+            router: z(n_batch * n_expert),
+            chosen: vec![0; n_batch * n_used],
+            chosen_weights: z(n_batch * n_used),
+            expert_out: z(n_batch * n_used * c.n_embd),
         }
     }
 }
@@ -201,7 +216,6 @@ impl Batch<'_> {
         let (s, kv) = (&mut *pass.state, &mut *pass.kv);
         let n = self.n;
         let (d, attn_dim) = (n * c.n_embd, n * c.n_head * c.head_dim_v);
-        let ff = n * c.n_ff;
         for (il, lw) in self.model.weights().layers.iter().enumerate() {
             // 3. Attention block.
             // 3a. Normalize the residual stream (olmo2 takes it as it is).
@@ -261,19 +275,19 @@ impl Batch<'_> {
             trace!("ffn_inp", il, &s.x[..d]);
             trace!("ffn_norm", il, &s.xb[..d]);
 
-            // 4b. Gate and up projections.
-            self.matmul(&lw.w_gate, &s.xb[..d], &mut s.gate[..ff], &mut s.scratch)?;
-            self.matmul(&lw.w_up, &s.xb[..d], &mut s.up[..ff], &mut s.scratch)?;
-            trace!("ffn_gate", il, &s.gate[..ff]);
-            trace!("ffn_up", il, &s.up[..ff]);
-
-            // 4c. The gated activation, into the gate buffer.
-            self.activate(s);
-            trace!("ffn_swiglu", il, &s.gate[..ff]);
-
-            // 4d. Down projection, normalized (gemma, olmo2) or scaled (granite), and added to
-            //     the residual stream.
-            self.matmul(&lw.w_down, &s.gate[..ff], &mut s.proj[..d], &mut s.scratch)?;
+            // 4b-4d. The gated FFN into `s.proj`: one for all tokens, or (MoE) the router's
+            //        choice of experts for each token.
+            match &lw.ffn {
+                FeedForward::Dense { gate, up, down } => {
+                    self.dense_ffn(s, [gate, up, down], il)?;
+                }
+                FeedForward::Experts {
+                    router,
+                    gate,
+                    up,
+                    down,
+                } => self.mixture_of_experts(s, router, [gate, up, down], il)?,
+            }
             trace!("ffn_out", il, &s.proj[..d]);
             add_residual(
                 &mut s.x[..d],
@@ -284,6 +298,95 @@ impl Batch<'_> {
             trace!("l_out", il, &s.x[..d]);
         }
         Ok(())
+    }
+
+    /// Steps 4b-4d of a dense FFN: `s.proj = down(act(gate(s.xb)) · up(s.xb))`.
+    fn dense_ffn(&self, s: &mut RunState, [gate, up, down]: [&Matrix; 3], il: usize) -> Result<()> {
+        let c = self.model.config();
+        let (d, ff) = (self.n * c.n_embd, self.n * c.n_ff);
+        // 4b. Gate and up projections.
+        self.matmul(gate, &s.xb[..d], &mut s.gate[..ff], &mut s.scratch)?;
+        self.matmul(up, &s.xb[..d], &mut s.up[..ff], &mut s.scratch)?;
+        trace!("ffn_gate", il, &s.gate[..ff]);
+        trace!("ffn_up", il, &s.up[..ff]);
+        // 4c. The gated activation, into the gate buffer.
+        self.activate(s);
+        trace!("ffn_swiglu", il, &s.gate[..ff]);
+        // 4d. Down projection.
+        self.matmul(down, &s.gate[..ff], &mut s.proj[..d], &mut s.scratch)
+    }
+
+    /// Steps 4b-4d of a mixture of experts, as llama.cpp computes it: the router's logits, their
+    /// softmax, the `n_used` most probable experts of each token (most probable first) with their
+    /// probabilities, divided by their sum; each chosen expert's SwiGLU FFN of its tokens, one
+    /// token at a time (llama.cpp multiplies experts with its one-column arithmetic); each
+    /// output times its weight, and the weighted outputs summed in the experts' order.
+    fn mixture_of_experts(
+        &self,
+        s: &mut RunState,
+        router: &Matrix,
+        [gate, up, down]: [&Matrix; 3],
+        il: usize,
+    ) -> Result<()> {
+        let c = self.model.config();
+        let Some(e) = c.experts else {
+            return Err(Error::InvalidArgument(
+                "expert weights without experts".into(),
+            ));
+        };
+        let (n, d, k) = (self.n, c.n_embd, e.n_used);
+        let router_logits = &mut s.router[..n * e.n_expert];
+        self.matmul(router, &s.xb[..n * d], router_logits, &mut s.scratch)?;
+        trace!("ffn_moe_logits", il, router_logits);
+        let (chosen, weights) = (&mut s.chosen[..n * k], &mut s.chosen_weights[..n * k]);
+        for ((probs, chosen), weights) in router_logits
+            .chunks_exact_mut(e.n_expert)
+            .zip(chosen.chunks_exact_mut(k))
+            .zip(weights.chunks_exact_mut(k))
+        {
+            soft_max(probs);
+            choose_experts(probs, &e, chosen, weights);
+        }
+        trace!("ffn_moe_probs", il, &s.router[..n * e.n_expert]);
+        // Each expert's tokens, in token order; every (token, slot) output lands in its own row.
+        let file = self.model.gguf();
+        let one = Batch { n: 1, ..*self };
+        for expert in 0..e.n_expert {
+            for (slot_row, _) in chosen.iter().enumerate().filter(|&(_, &x)| x == expert) {
+                let x = &s.xb[slot_row / k * d..][..d];
+                let (g, u) = (&mut s.gate[..e.n_ff], &mut s.up[..e.n_ff]);
+                let scratch = &mut s.scratch;
+                one.matmul_view(&gate.expert_view(file, expert, e.n_expert), x, g, scratch)?;
+                one.matmul_view(&up.expert_view(file, expert, e.n_expert), x, u, scratch)?;
+                swiglu(self.simd, g, u);
+                let out = &mut s.expert_out[slot_row * d..][..d];
+                one.matmul_view(&down.expert_view(file, expert, e.n_expert), g, out, scratch)?;
+                let w = weights[slot_row];
+                out.iter_mut().for_each(|v| *v *= w);
+            }
+        }
+        for (proj, outs) in s.proj[..n * d]
+            .chunks_exact_mut(d)
+            .zip(s.expert_out[..n * k * d].chunks_exact(k * d))
+        {
+            proj.copy_from_slice(&outs[..d]);
+            for out in outs.chunks_exact(d).skip(1) {
+                proj.iter_mut().zip(out).for_each(|(p, o)| *p += o);
+            }
+        }
+        trace!("ffn_moe_out", il, &s.proj[..n * d]);
+        Ok(())
+    }
+
+    /// `out = m · x` for the batch's `n` rows of `x`, `m` a kernel view.
+    fn matmul_view(
+        &self,
+        m: &quant::QMatrix<'_>,
+        x: &[f32],
+        out: &mut [f32],
+        scratch: &mut Vec<u8>,
+    ) -> Result<()> {
+        quant::matmul(self.pool, m, x, self.n, out, scratch, self.simd)
     }
 
     /// `out = m · x` for the batch's `n` rows of `x`.
@@ -662,6 +765,50 @@ fn logit_chunks(n: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
     }
     bounds.push(n);
     (0..bounds.len() - 1).map(move |i| bounds[i]..bounds[i + 1])
+}
+
+/// llama.cpp's softmax of a row (`ggml_soft_max` without scale or mask): the exponentials of
+/// `x − max` in 16-element steps by its vector exponential, each step's sum reduced as a 512-bit
+/// register is, the rest by libm's `expf` one at a time, all sums accumulated in f64; then every
+/// value times `1 / sum` rounded to f32.
+fn soft_max(x: &mut [f32]) {
+    const LANES: usize = 16;
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f64;
+    let mut steps = x.chunks_exact_mut(LANES);
+    for step in &mut steps {
+        let mut lanes = [0.0f32; LANES];
+        for (l, v) in lanes.iter_mut().zip(step.iter_mut()) {
+            *v = vexp(*v - max);
+            *l = *v;
+        }
+        sum += f64::from(reduce16(lanes));
+    }
+    for v in steps.into_remainder() {
+        *v = (*v - max).exp();
+        sum += f64::from(*v);
+    }
+    let inv = (1.0 / sum) as f32;
+    x.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// The `chosen.len()` most probable experts of `probs` in decreasing probability (the lower
+/// index first among equals), and their `weights`: the probabilities, divided by their sum
+/// (summed in f64, at least f16's smallest normal) when the model says so, then scaled.
+fn choose_experts(probs: &[f32], e: &Experts, chosen: &mut [usize], weights: &mut [f32]) {
+    let mut order: Vec<usize> = (0..probs.len()).collect();
+    order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+    for ((c, w), &i) in chosen.iter_mut().zip(weights.iter_mut()).zip(&order) {
+        (*c, *w) = (i, probs[i]);
+    }
+    if e.normalize_weights {
+        const F16_MIN_NORMAL: f32 = 6.103_515_6e-5;
+        let sum = (weights.iter().map(|&w| f64::from(w)).sum::<f64>() as f32).max(F16_MIN_NORMAL);
+        weights.iter_mut().for_each(|w| *w /= sum);
+    }
+    if e.weights_scale != 1.0 {
+        weights.iter_mut().for_each(|w| *w *= e.weights_scale);
+    }
 }
 
 /// `out = norm(x)` row by row with `weight`, or `out = x` when the sub-layer has no pre-norm.

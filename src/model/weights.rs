@@ -62,11 +62,43 @@ pub struct LayerWeights {
     pub post_attn_norm: Option<Vec<f32>>,
     /// Norm of the FFN block's input (every family but olmo2).
     pub ffn_norm: Option<Vec<f32>>,
-    pub w_gate: Matrix,
-    pub w_up: Matrix,
-    pub w_down: Matrix,
+    pub ffn: FeedForward,
     /// Norm of the FFN output before the residual add (gemma2/3, olmo2).
     pub post_ffn_norm: Option<Vec<f32>>,
+}
+
+/// A layer's feed-forward network.
+#[derive(Debug, Clone)]
+pub enum FeedForward {
+    /// `down(act(gate(x)) · up(x))`.
+    Dense {
+        gate: Matrix,
+        up: Matrix,
+        down: Matrix,
+    },
+    /// A mixture of experts: the router's `n_expert` × `n_embd` matrix and every expert's gate,
+    /// up and down matrices stacked (expert `e`'s rows follow expert `e − 1`'s).
+    Experts {
+        router: Matrix,
+        gate: Matrix,
+        up: Matrix,
+        down: Matrix,
+    },
+}
+
+impl Matrix {
+    /// The kernel view of expert `e`'s rows of a stacked expert matrix of `n_expert` experts.
+    pub fn expert_view<'a>(&'a self, file: &'a GgufFile, e: usize, n_expert: usize) -> QMatrix<'a> {
+        let rows = self.rows / n_expert;
+        let bytes = rows * self.row_bytes();
+        QMatrix {
+            ty: self.ty,
+            rows,
+            cols: self.cols,
+            data: &file.tensor_data(&self.info)[e * bytes..(e + 1) * bytes],
+            packed: None,
+        }
+    }
 }
 
 /// All weights of a model.
@@ -119,6 +151,29 @@ impl Binder<'_> {
             name: name.to_string(),
             ty: info.ty,
             rows,
+            cols,
+            info: info.clone(),
+            packed: None,
+        })
+    }
+
+    /// A stack of `n` matrices of `rows` × `cols` (GGUF dims `[cols, rows, n]`), as one matrix
+    /// of `n · rows` rows.
+    fn stacked(&self, name: &str, n: usize, rows: usize, cols: usize) -> Result<Matrix> {
+        let info = self.info(name)?;
+        let expected = vec![cols as u64, rows as u64, n as u64];
+        if info.dims != expected {
+            return Err(Error::TensorShape {
+                name: name.to_string(),
+                expected,
+                found: info.dims.clone(),
+            });
+        }
+        Self::check_supported(info)?;
+        Ok(Matrix {
+            name: name.to_string(),
+            ty: info.ty,
+            rows: n * rows,
             cols,
             info: info.clone(),
             packed: None,
@@ -199,9 +254,29 @@ impl Weights {
                 k_norm: required_if(qk_norm, "attn_k_norm.weight", k_norm_len)?,
                 post_attn_norm: required_if(post_norms, "post_attention_norm.weight", c.n_embd)?,
                 ffn_norm: required_if(c.pre_norm, "ffn_norm.weight", c.n_embd)?,
-                w_gate: b.matrix(&n("ffn_gate.weight"), c.n_ff, c.n_embd)?,
-                w_up: b.matrix(&n("ffn_up.weight"), c.n_ff, c.n_embd)?,
-                w_down: b.matrix(&n("ffn_down.weight"), c.n_embd, c.n_ff)?,
+                ffn: match c.experts {
+                    None => FeedForward::Dense {
+                        gate: b.matrix(&n("ffn_gate.weight"), c.n_ff, c.n_embd)?,
+                        up: b.matrix(&n("ffn_up.weight"), c.n_ff, c.n_embd)?,
+                        down: b.matrix(&n("ffn_down.weight"), c.n_embd, c.n_ff)?,
+                    },
+                    Some(e) => FeedForward::Experts {
+                        router: b.matrix(&n("ffn_gate_inp.weight"), e.n_expert, c.n_embd)?,
+                        gate: b.stacked(
+                            &n("ffn_gate_exps.weight"),
+                            e.n_expert,
+                            e.n_ff,
+                            c.n_embd,
+                        )?,
+                        up: b.stacked(&n("ffn_up_exps.weight"), e.n_expert, e.n_ff, c.n_embd)?,
+                        down: b.stacked(
+                            &n("ffn_down_exps.weight"),
+                            e.n_expert,
+                            c.n_embd,
+                            e.n_ff,
+                        )?,
+                    },
+                },
                 post_ffn_norm: required_if(post_norms, "post_ffw_norm.weight", c.n_embd)?,
             });
         }
@@ -231,15 +306,14 @@ impl Weights {
             .layers
             .iter_mut()
             .flat_map(|l| {
-                [
-                    &mut l.wq,
-                    &mut l.wk,
-                    &mut l.wv,
-                    &mut l.wo,
-                    &mut l.w_gate,
-                    &mut l.w_up,
-                    &mut l.w_down,
-                ]
+                // Experts are multiplied one token at a time from the file's bytes.
+                let dense = match &mut l.ffn {
+                    FeedForward::Dense { gate, up, down } => vec![gate, up, down],
+                    FeedForward::Experts { .. } => Vec::new(),
+                };
+                [&mut l.wq, &mut l.wk, &mut l.wv, &mut l.wo]
+                    .into_iter()
+                    .chain(dense)
             })
             // Not the vocabulary matrices in K-quants, Q5_0 or Q8_0 (below): a prompt multiplies
             // the output by one column (its last token), and a copy of a large vocabulary would
