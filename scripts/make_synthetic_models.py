@@ -237,8 +237,28 @@ def mixtral():
     return Spec("mixtral", "llama", meta, tensors)
 
 
+def phi3():
+    """Phi-3 / Phi-4-mini: fused QKV and gate-and-up projections, RoPE over 48 of each head's
+    64 dimensions (Phi-4-mini rotates three quarters), an untied output."""
+    n_head, n_head_kv, hd = 4, 2, 64
+    meta = common_meta("phi3", n_head, n_head_kv, hd)
+    meta["phi3.rope.dimension_count"] = ("u32", 48)
+    meta["phi3.rope.freq_base"] = ("f32", 250000.0)
+    tensors = [("token_embd.weight", [N_EMBD, None], "embd"),
+               ("output_norm.weight", [N_EMBD], "norm"),
+               ("output.weight", [N_EMBD, None], "output")]
+    for il in range(N_LAYER):
+        b = f"blk.{il}."
+        tensors.append((b + "attn_norm.weight", [N_EMBD], "norm"))
+        tensors += attention_tensors(il, n_head * hd, n_head_kv * hd, fused_qkv=True)
+        tensors += [(b + "ffn_norm.weight", [N_EMBD], "norm"),
+                    (b + "ffn_up.weight", [N_EMBD, 2 * N_FF], "matrix"),
+                    (b + "ffn_down.weight", [N_FF, N_EMBD], "matrix")]
+    return Spec("phi3", "phi3", meta, tensors)
+
+
 SPECS = {s.name: s for s in (f() for f in (llama3, qwen3, gemma2, olmo2, granite, smollm3,
-                                            qwen3moe, mixtral))}
+                                            qwen3moe, mixtral, phi3))}
 
 # The K-quant mix: the type of a matrix by its name and layer, like llama.cpp's Q4_K_M choices
 # (Q6_K for half the value and down projections, Q4_K elsewhere) with the other types its files
@@ -383,7 +403,9 @@ def copy_tokenizer(writer, tokenizer):
 def write_model(spec, variant, tokenizer, n_vocab, out_dir):
     path = out_dir / f"{spec.name}-{variant}.gguf"
     writer = gguf.GGUFWriter(str(path), spec.arch)
-    writer.add_string("general.name", f"synthetic {spec.name} {variant}")
+    # Not "phi3" or "phi-3": llama.cpp gives a vocabulary's special tokens other attributes when
+    # the model's name says Phi-3, and these files carry SmolLM2's vocabulary.
+    writer.add_string("general.name", f"synthetic {spec.name.replace('phi3', 'phi 3')} {variant}")
     for key, (kind, value) in spec.meta.items():
         put(writer, key, kind, value)
     writer.add_uint32(f"{spec.arch}.vocab_size", n_vocab)

@@ -308,6 +308,13 @@ model_tests! {
     #[ignore = "F16 and BF16 matrices do not yet compute with llama.cpp's arithmetic"]
     qwen3moe_bf16 => "synthetic/qwen3moe-bf16",
     mixtral_q8_0 => "synthetic/mixtral-q8_0",
+    phi3_q8_0 => "synthetic/phi3-q8_0",
+    phi3_q4_0 => "synthetic/phi3-q4_0",
+    phi3_kmix => "synthetic/phi3-kmix",
+    #[ignore = "F16 and BF16 matrices do not yet compute with llama.cpp's arithmetic"]
+    phi3_f16 => "synthetic/phi3-f16",
+    #[ignore = "F16 and BF16 matrices do not yet compute with llama.cpp's arithmetic"]
+    phi3_bf16 => "synthetic/phi3-bf16",
     mixtral_q4_0 => "synthetic/mixtral-q4_0",
     #[ignore = "F32 matrices (its routers) do not yet compute with llama.cpp's arithmetic"]
     mixtral_kmix => "synthetic/mixtral-kmix",

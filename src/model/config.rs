@@ -11,6 +11,9 @@ pub enum Arch {
     Llama,
     /// Qwen2 / Qwen2.5: llama plus biases on Q/K/V, RoPE in NEOX (split-half) mode.
     Qwen2,
+    /// Phi-3 / Phi-4-mini: fused QKV and gate-and-up projections, NEOX RoPE (possibly over part
+    /// of each head), queries scaled before attention.
+    Phi3,
     /// Qwen3 MoE: qwen3 whose FFN is a mixture of experts.
     Qwen3Moe,
     /// Qwen3: qwen2 without the Q/K/V biases, with an RMS norm of every query and key head
@@ -33,7 +36,8 @@ pub enum Arch {
 
 /// `general.architecture` values llmrt accepts.
 pub const SUPPORTED_ARCHITECTURES: &[&str] = &[
-    "llama", "qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3", "olmo2", "granite", "smollm3",
+    "llama", "qwen2", "qwen3", "qwen3moe", "phi3", "gemma2", "gemma3", "olmo2", "granite",
+    "smollm3",
 ];
 
 impl Arch {
@@ -44,6 +48,7 @@ impl Arch {
             "qwen2" => Ok(Arch::Qwen2),
             "qwen3" => Ok(Arch::Qwen3),
             "qwen3moe" => Ok(Arch::Qwen3Moe),
+            "phi3" => Ok(Arch::Phi3),
             "gemma2" => Ok(Arch::Gemma2),
             "olmo2" => Ok(Arch::Olmo2),
             "granite" => Ok(Arch::Granite),
@@ -63,6 +68,7 @@ impl Arch {
             Arch::Qwen2 => "qwen2",
             Arch::Qwen3 => "qwen3",
             Arch::Qwen3Moe => "qwen3moe",
+            Arch::Phi3 => "phi3",
             Arch::Gemma2 => "gemma2",
             Arch::Olmo2 => "olmo2",
             Arch::Granite => "granite",
@@ -343,6 +349,11 @@ impl Config {
                         "qwen3moe without experts (expert_count)".to_string(),
                     ));
                 }
+            }
+            Arch::Phi3 => {
+                // llama.cpp leaves phi3's sliding window off (its conversions mislabel it).
+                config.rope_style = RopeStyle::Neox;
+                config.scale_queries = true;
             }
             Arch::Gemma2 => {
                 config.rope_style = RopeStyle::Neox;

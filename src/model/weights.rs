@@ -157,6 +157,30 @@ impl Binder<'_> {
         })
     }
 
+    /// Consecutive row blocks of one stored matrix, `rows[i]` rows each, all `cols` wide: a
+    /// fused projection (`attn_qkv`, phi3's gate-and-up `ffn_up`) as the matrices it joins. Each
+    /// output element is one row's dot product, so the parts compute what the whole does.
+    fn split_rows<const N: usize>(
+        &self,
+        name: &str,
+        rows: [usize; N],
+        cols: usize,
+    ) -> Result<[Matrix; N]> {
+        let total: usize = rows.iter().sum();
+        let whole = self.matrix(name, total, cols)?;
+        let row_bytes = whole.row_bytes() as u64;
+        let mut first = 0u64;
+        Ok(rows.map(|n| {
+            let mut part = whole.clone();
+            part.rows = n;
+            part.info.offset += first * row_bytes;
+            part.info.size = n as u64 * row_bytes;
+            part.info.dims = vec![cols as u64, n as u64];
+            first += n as u64;
+            part
+        }))
+    }
+
     /// A stack of `n` matrices of `rows` × `cols` (GGUF dims `[cols, rows, n]`), as one matrix
     /// of `n · rows` rows.
     fn stacked(&self, name: &str, n: usize, rows: usize, cols: usize) -> Result<Matrix> {
@@ -241,11 +265,33 @@ impl Weights {
                     b.optional_vector(&n(s), len)
                 }
             };
+            // Queries, keys and values in one matrix (`attn_qkv`) where the file fuses them.
+            let [wq, wk, wv] = if file.tensor(&n("attn_qkv.weight")).is_some() {
+                b.split_rows(
+                    &n("attn_qkv.weight"),
+                    [c.q_dim(), c.k_dim(), c.v_dim()],
+                    c.n_embd,
+                )?
+            } else {
+                [
+                    b.matrix(&n("attn_q.weight"), c.q_dim(), c.n_embd)?,
+                    b.matrix(&n("attn_k.weight"), c.k_dim(), c.n_embd)?,
+                    b.matrix(&n("attn_v.weight"), c.v_dim(), c.n_embd)?,
+                ]
+            };
+            // LongRoPE's per-layer factors (Phi-3 128k, Phi-3.5) are not implemented.
+            for factors in ["rope_factors_long.weight", "rope_factors_short.weight"] {
+                if file.tensor(&n(factors)).is_some() || file.tensor(factors).is_some() {
+                    return Err(Error::InvalidArgument(format!(
+                        "unsupported model: the {factors} tensor (LongRoPE) is not implemented"
+                    )));
+                }
+            }
             layers.push(LayerWeights {
                 attn_norm: required_if(c.pre_norm, "attn_norm.weight", c.n_embd)?,
-                wq: b.matrix(&n("attn_q.weight"), c.q_dim(), c.n_embd)?,
-                wk: b.matrix(&n("attn_k.weight"), c.k_dim(), c.n_embd)?,
-                wv: b.matrix(&n("attn_v.weight"), c.v_dim(), c.n_embd)?,
+                wq,
+                wk,
+                wv,
                 wo: b.matrix(&n("attn_output.weight"), c.n_embd, c.n_head * c.head_dim_v)?,
                 bq: required_if(qwen, "attn_q.bias", c.q_dim())?,
                 bk: required_if(qwen, "attn_k.bias", c.k_dim())?,
@@ -255,6 +301,13 @@ impl Weights {
                 post_attn_norm: required_if(post_norms, "post_attention_norm.weight", c.n_embd)?,
                 ffn_norm: required_if(c.pre_norm, "ffn_norm.weight", c.n_embd)?,
                 ffn: match c.experts {
+                    // phi3 stores the gate and up projections as one matrix, gate rows first.
+                    None if c.arch == Arch::Phi3 => {
+                        let [gate, up] =
+                            b.split_rows(&n("ffn_up.weight"), [c.n_ff, c.n_ff], c.n_embd)?;
+                        let down = b.matrix(&n("ffn_down.weight"), c.n_embd, c.n_ff)?;
+                        FeedForward::Dense { gate, up, down }
+                    }
                     None => FeedForward::Dense {
                         gate: b.matrix(&n("ffn_gate.weight"), c.n_ff, c.n_embd)?,
                         up: b.matrix(&n("ffn_up.weight"), c.n_ff, c.n_embd)?,
