@@ -257,8 +257,31 @@ def phi3():
     return Spec("phi3", "phi3", meta, tensors)
 
 
+def starcoder2():
+    """StarCoder2: LayerNorm with biases, biases on every projection, an ungated GELU FFN, the
+    output tied to the embedding."""
+    n_head, n_head_kv, hd = 4, 2, 64
+    meta = common_meta("starcoder2", n_head, n_head_kv, hd)
+    del meta["starcoder2.attention.layer_norm_rms_epsilon"]
+    meta["starcoder2.attention.layer_norm_epsilon"] = ("f32", 1e-5)
+    meta["starcoder2.rope.freq_base"] = ("f32", 100000.0)
+    tensors = [("token_embd.weight", [N_EMBD, None], "embd"),
+               ("output_norm.weight", [N_EMBD], "norm"),
+               ("output_norm.bias", [N_EMBD], "bias")]
+    for il in range(N_LAYER):
+        b = f"blk.{il}."
+        tensors += [(b + "attn_norm.weight", [N_EMBD], "norm"), (b + "attn_norm.bias", [N_EMBD], "bias")]
+        tensors += attention_tensors(il, n_head * hd, n_head_kv * hd, bias=True)
+        tensors += [(b + "attn_output.bias", [N_EMBD], "bias"),
+                    (b + "ffn_norm.weight", [N_EMBD], "norm"), (b + "ffn_norm.bias", [N_EMBD], "bias"),
+                    (b + "ffn_up.weight", [N_EMBD, N_FF], "matrix"), (b + "ffn_up.bias", [N_FF], "bias"),
+                    (b + "ffn_down.weight", [N_FF, N_EMBD], "matrix"),
+                    (b + "ffn_down.bias", [N_EMBD], "bias")]
+    return Spec("starcoder2", "starcoder2", meta, tensors)
+
+
 SPECS = {s.name: s for s in (f() for f in (llama3, qwen3, gemma2, olmo2, granite, smollm3,
-                                            qwen3moe, mixtral, phi3))}
+                                            qwen3moe, mixtral, phi3, starcoder2))}
 
 # The K-quant mix: the type of a matrix by its name and layer, like llama.cpp's Q4_K_M choices
 # (Q6_K for half the value and down projections, Q4_K elsewhere) with the other types its files

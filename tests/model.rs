@@ -309,6 +309,13 @@ model_tests! {
     qwen3moe_bf16 => "synthetic/qwen3moe-bf16",
     mixtral_q8_0 => "synthetic/mixtral-q8_0",
     phi3_q8_0 => "synthetic/phi3-q8_0",
+    starcoder2_q8_0 => "synthetic/starcoder2-q8_0",
+    starcoder2_q4_0 => "synthetic/starcoder2-q4_0",
+    starcoder2_kmix => "synthetic/starcoder2-kmix",
+    #[ignore = "F16 and BF16 matrices do not yet compute with llama.cpp's arithmetic"]
+    starcoder2_f16 => "synthetic/starcoder2-f16",
+    #[ignore = "F16 and BF16 matrices do not yet compute with llama.cpp's arithmetic"]
+    starcoder2_bf16 => "synthetic/starcoder2-bf16",
     phi3_q4_0 => "synthetic/phi3-q4_0",
     phi3_kmix => "synthetic/phi3-kmix",
     #[ignore = "F16 and BF16 matrices do not yet compute with llama.cpp's arithmetic"]

@@ -11,6 +11,8 @@ pub enum Arch {
     Llama,
     /// Qwen2 / Qwen2.5: llama plus biases on Q/K/V, RoPE in NEOX (split-half) mode.
     Qwen2,
+    /// StarCoder2: LayerNorm with biases, biased projections, a plain (ungated) GELU FFN.
+    Starcoder2,
     /// Phi-3 / Phi-4-mini: fused QKV and gate-and-up projections, NEOX RoPE (possibly over part
     /// of each head), queries scaled before attention.
     Phi3,
@@ -49,6 +51,7 @@ impl Arch {
             "qwen3" => Ok(Arch::Qwen3),
             "qwen3moe" => Ok(Arch::Qwen3Moe),
             "phi3" => Ok(Arch::Phi3),
+            "starcoder2" => Ok(Arch::Starcoder2),
             "gemma2" => Ok(Arch::Gemma2),
             "olmo2" => Ok(Arch::Olmo2),
             "granite" => Ok(Arch::Granite),
@@ -69,6 +72,7 @@ impl Arch {
             Arch::Qwen3 => "qwen3",
             Arch::Qwen3Moe => "qwen3moe",
             Arch::Phi3 => "phi3",
+            Arch::Starcoder2 => "starcoder2",
             Arch::Gemma2 => "gemma2",
             Arch::Olmo2 => "olmo2",
             Arch::Granite => "granite",
@@ -94,6 +98,17 @@ pub enum FfnActivation {
     Silu,
     /// GELU with the tanh approximation (GeGLU), gemma.
     GeluTanh,
+    /// No gate: `down(GELU(up(x)))`, starcoder2.
+    UngatedGelu,
+}
+
+/// The normalization of the residual stream before each sub-layer and before the output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Norm {
+    /// RMSNorm (`x / rms(x) · w`).
+    Rms,
+    /// LayerNorm with a bias (`(x − mean) / std · w + b`), starcoder2.
+    Layer,
 }
 
 /// Which RMS norm the queries and keys get after their projection.
@@ -151,8 +166,9 @@ pub struct Config {
     pub head_dim_v: usize,
     /// Hidden width of the FFN.
     pub n_ff: usize,
-    /// RMSNorm ε.
+    /// The ε of every norm (RMSNorm's or LayerNorm's, as `norm` says).
     pub rms_eps: f32,
+    pub norm: Norm,
     /// Dimensions of each head that RoPE rotates (the rest pass through).
     pub rope_dims: usize,
     pub rope_style: RopeStyle,
@@ -208,7 +224,17 @@ impl Config {
         let n_head_kv = opt("attention.head_count_kv")?.unwrap_or(n_head);
         let n_ff = get("feed_forward_length")?;
         let n_ctx_train = get("context_length")?;
-        let rms_eps = file.get_f32(&key("attention.layer_norm_rms_epsilon"))?;
+        let (norm, rms_eps) = if arch == Arch::Starcoder2 {
+            (
+                Norm::Layer,
+                file.get_f32(&key("attention.layer_norm_epsilon"))?,
+            )
+        } else {
+            (
+                Norm::Rms,
+                file.get_f32(&key("attention.layer_norm_rms_epsilon"))?,
+            )
+        };
         if n_head == 0 || n_head_kv == 0 || n_head % n_head_kv != 0 || n_layer == 0 {
             return Err(Error::InvalidArgument(format!(
                 "inconsistent attention config: {n_head} heads, {n_head_kv} KV heads, {n_layer} layers"
@@ -285,6 +311,7 @@ impl Config {
             head_dim_v,
             n_ff,
             rms_eps,
+            norm,
             rope_dims,
             rope_style: RopeStyle::Normal,
             rope_global,
@@ -349,6 +376,10 @@ impl Config {
                         "qwen3moe without experts (expert_count)".to_string(),
                     ));
                 }
+            }
+            Arch::Starcoder2 => {
+                config.rope_style = RopeStyle::Neox;
+                config.ffn_activation = FfnActivation::UngatedGelu;
             }
             Arch::Phi3 => {
                 // llama.cpp leaves phi3's sliding window off (its conversions mislabel it).

@@ -12,9 +12,12 @@ use super::attention::reduce16;
 use super::attention::{
     attend_batch, widen_head_batched, AttentionKernel, AttentionPrecision, HeadSource, Span,
 };
-use super::config::{Config, Experts, FfnActivation};
+use super::config::{Config, Experts, FfnActivation, Norm};
 use super::kv_cache::{KvCache, KvType};
-use super::ops::{geglu, rms_norm_rows, rms_norm_rows_in_place, rope_heads, swiglu, vexp};
+use super::ops::{
+    geglu, gelu_in_place, layer_norm_rows, rms_norm_rows, rms_norm_rows_in_place, rope_heads,
+    swiglu, vexp,
+};
 use super::weights::{FeedForward, LayerWeights, Matrix};
 use super::Model;
 use crate::quant::{self, Simd};
@@ -219,12 +222,8 @@ impl Batch<'_> {
         for (il, lw) in self.model.weights().layers.iter().enumerate() {
             // 3. Attention block.
             // 3a. Normalize the residual stream (olmo2 takes it as it is).
-            pre_norm(
-                &s.x[..d],
-                lw.attn_norm.as_deref(),
-                c.rms_eps,
-                &mut s.xb[..d],
-            );
+            let (norm, bias) = (lw.attn_norm.as_deref(), lw.attn_norm_b.as_deref());
+            pre_norm(c, &s.x[..d], norm, bias, &mut s.xb[..d]);
             trace!("attn_norm", il, &s.xb[..d]);
 
             // 3b. Project to queries, keys and values (qwen2 adds biases).
@@ -261,6 +260,7 @@ impl Batch<'_> {
                 &mut s.proj[..d],
                 &mut s.scratch,
             )?;
+            add_bias(&mut s.proj[..d], lw.bo.as_deref());
             trace!("attn_out", il, &s.proj[..d]);
             add_residual(
                 &mut s.x[..d],
@@ -271,7 +271,8 @@ impl Batch<'_> {
 
             // 4. Feed-forward block: down(act(gate(x)) · up(x)) on the normalized stream.
             // 4a. Normalize the residual stream (olmo2 takes it as it is).
-            pre_norm(&s.x[..d], lw.ffn_norm.as_deref(), c.rms_eps, &mut s.xb[..d]);
+            let (norm, bias) = (lw.ffn_norm.as_deref(), lw.ffn_norm_b.as_deref());
+            pre_norm(c, &s.x[..d], norm, bias, &mut s.xb[..d]);
             trace!("ffn_inp", il, &s.x[..d]);
             trace!("ffn_norm", il, &s.xb[..d]);
 
@@ -279,8 +280,9 @@ impl Batch<'_> {
             //        choice of experts for each token.
             match &lw.ffn {
                 FeedForward::Dense { gate, up, down } => {
-                    self.dense_ffn(s, [gate, up, down], il)?;
+                    self.dense_ffn(s, lw, [gate, up, down], il)?;
                 }
+                FeedForward::Ungated { up, down } => self.ungated_ffn(s, lw, [up, down], il)?,
                 FeedForward::Experts {
                     router,
                     gate,
@@ -301,19 +303,50 @@ impl Batch<'_> {
     }
 
     /// Steps 4b-4d of a dense FFN: `s.proj = down(act(gate(s.xb)) · up(s.xb))`.
-    fn dense_ffn(&self, s: &mut RunState, [gate, up, down]: [&Matrix; 3], il: usize) -> Result<()> {
+    fn dense_ffn(
+        &self,
+        s: &mut RunState,
+        lw: &LayerWeights,
+        [gate, up, down]: [&Matrix; 3],
+        il: usize,
+    ) -> Result<()> {
         let c = self.model.config();
         let (d, ff) = (self.n * c.n_embd, self.n * c.n_ff);
-        // 4b. Gate and up projections.
+        // 4b. Gate and up projections (and their biases where the file has them).
         self.matmul(gate, &s.xb[..d], &mut s.gate[..ff], &mut s.scratch)?;
         self.matmul(up, &s.xb[..d], &mut s.up[..ff], &mut s.scratch)?;
+        add_bias(&mut s.gate[..ff], lw.b_gate.as_deref());
+        add_bias(&mut s.up[..ff], lw.b_up.as_deref());
         trace!("ffn_gate", il, &s.gate[..ff]);
         trace!("ffn_up", il, &s.up[..ff]);
         // 4c. The gated activation, into the gate buffer.
         self.activate(s);
         trace!("ffn_swiglu", il, &s.gate[..ff]);
         // 4d. Down projection.
-        self.matmul(down, &s.gate[..ff], &mut s.proj[..d], &mut s.scratch)
+        self.matmul(down, &s.gate[..ff], &mut s.proj[..d], &mut s.scratch)?;
+        add_bias(&mut s.proj[..d], lw.b_down.as_deref());
+        Ok(())
+    }
+
+    /// Steps 4b-4d of an ungated FFN (starcoder2): `s.proj = down(GELU(up(s.xb)))`, each
+    /// projection plus its bias.
+    fn ungated_ffn(
+        &self,
+        s: &mut RunState,
+        lw: &LayerWeights,
+        [up, down]: [&Matrix; 2],
+        il: usize,
+    ) -> Result<()> {
+        let c = self.model.config();
+        let (d, ff) = (self.n * c.n_embd, self.n * c.n_ff);
+        self.matmul(up, &s.xb[..d], &mut s.up[..ff], &mut s.scratch)?;
+        add_bias(&mut s.up[..ff], lw.b_up.as_deref());
+        trace!("ffn_up", il, &s.up[..ff]);
+        gelu_in_place(&mut s.up[..ff]);
+        trace!("ffn_gelu", il, &s.up[..ff]);
+        self.matmul(down, &s.up[..ff], &mut s.proj[..d], &mut s.scratch)?;
+        add_bias(&mut s.proj[..d], lw.b_down.as_deref());
+        Ok(())
     }
 
     /// Steps 4b-4d of a mixture of experts, as llama.cpp computes it: the router's logits, their
@@ -706,6 +739,8 @@ impl Batch<'_> {
             rows.for_each(|(g, u)| match activation {
                 FfnActivation::Silu => swiglu(simd, g, u),
                 FfnActivation::GeluTanh => geglu(simd, g, u),
+                // The ungated FFN has its own step and never comes here.
+                FfnActivation::UngatedGelu => {}
             });
         });
     }
@@ -722,10 +757,11 @@ impl Batch<'_> {
         let mut want = want;
         for range in rows {
             let m = range.len();
-            rms_norm_rows(
+            pre_norm(
+                c,
                 &s.x[range.start * d..range.end * d],
-                &w.output_norm,
-                c.rms_eps,
+                Some(&w.output_norm),
+                w.output_norm_b.as_deref(),
                 &mut s.out_norm[..m * d],
             );
             quant::matmul(
@@ -811,11 +847,22 @@ fn choose_experts(probs: &[f32], e: &Experts, chosen: &mut [usize], weights: &mu
     }
 }
 
-/// `out = norm(x)` row by row with `weight`, or `out = x` when the sub-layer has no pre-norm.
-fn pre_norm(x: &[f32], weight: Option<&[f32]>, eps: f32, out: &mut [f32]) {
-    match weight {
-        Some(weight) => rms_norm_rows(x, weight, eps, out),
-        None => out.copy_from_slice(x),
+/// `out = norm(x)` row by row with `weight` (and `bias`, LayerNorm), or `out = x` when the
+/// sub-layer has no pre-norm.
+fn pre_norm(c: &Config, x: &[f32], weight: Option<&[f32]>, bias: Option<&[f32]>, out: &mut [f32]) {
+    match (weight, c.norm) {
+        (Some(weight), Norm::Rms) => rms_norm_rows(x, weight, c.rms_eps, out),
+        (Some(weight), Norm::Layer) => layer_norm_rows(x, weight, bias, c.rms_eps, out),
+        (None, _) => out.copy_from_slice(x),
+    }
+}
+
+/// `rows += bias` for every `bias.len()`-wide row, when there is a bias.
+fn add_bias(rows: &mut [f32], bias: Option<&[f32]>) {
+    if let Some(bias) = bias {
+        for row in rows.chunks_exact_mut(bias.len()) {
+            row.iter_mut().zip(bias).for_each(|(x, b)| *x += b);
+        }
     }
 }
 

@@ -178,6 +178,52 @@ pub fn vexp(x: f32) -> f32 {
     }
 }
 
+/// LayerNorm of every `weight.len()`-wide row of `x` into `out`, as ggml's `norm` then its `mul`
+/// and `add` compute it: the mean from an f64 sum rounded to f32 and divided in f32; the
+/// centred values and their squares in 16-element steps, each step's squares reduced as a 512-bit
+/// register is and the rest added one by one, all in f64, divided by the width and rounded to
+/// f32; `1 / sqrt(variance + eps)` times each centred value, times the weight, plus the bias.
+pub fn layer_norm_rows(x: &[f32], weight: &[f32], bias: Option<&[f32]>, eps: f32, out: &mut [f32]) {
+    const LANES: usize = 16;
+    let width = weight.len();
+    if width == 0 {
+        return;
+    }
+    for (xr, or) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
+        let sum = xr.iter().map(|&v| f64::from(v)).sum::<f64>() as f32;
+        let mean = sum / width as f32;
+        let mut sum_sq = 0.0f64;
+        let mut steps = xr.chunks_exact(LANES).zip(or.chunks_exact_mut(LANES));
+        for (xs, os) in &mut steps {
+            let mut squares = [0.0f32; LANES];
+            for ((o, &v), sq) in os.iter_mut().zip(xs).zip(squares.iter_mut()) {
+                *o = v - mean;
+                *sq = *o * *o;
+            }
+            sum_sq += f64::from(super::attention::reduce16(squares));
+        }
+        let done = width / LANES * LANES;
+        for (o, &v) in or[done..].iter_mut().zip(&xr[done..]) {
+            *o = v - mean;
+            sum_sq += f64::from(*o * *o);
+        }
+        let variance = (sum_sq / width as f64) as f32;
+        let scale = 1.0 / (variance + eps).sqrt();
+        for (o, &w) in or.iter_mut().zip(weight) {
+            *o = *o * scale * w;
+        }
+        if let Some(bias) = bias {
+            or.iter_mut().zip(bias).for_each(|(o, b)| *o += b);
+        }
+    }
+}
+
+/// `x = GELU(x)` element by element, GELU as [`gelu_tanh_f16_table`] (ggml's `gelu`).
+pub fn gelu_in_place(x: &mut [f32]) {
+    let table = gelu_table();
+    x.iter_mut().for_each(|v| *v = gelu_lookup(table, *v));
+}
+
 /// Entries of the GELU table: one per f16 bit pattern.
 const GELU_TABLE_LEN: usize = 1 << 16;
 

@@ -1,7 +1,7 @@
 //! Weights bound by their GGUF names. A weight is a location in the mapped file (no copy); the
 //! model slices the map when a kernel needs the bytes.
 
-use super::config::{Arch, Config, QkNorm};
+use super::config::{Arch, Config, FfnActivation, Norm, QkNorm};
 use crate::gguf::{GgufFile, TensorInfo};
 use std::sync::Arc;
 
@@ -44,8 +44,9 @@ impl Matrix {
 /// One transformer block's weights.
 #[derive(Debug, Clone)]
 pub struct LayerWeights {
-    /// Norm of the attention block's input (every family but olmo2).
+    /// Norm of the attention block's input (every family but olmo2), and its bias (LayerNorm).
     pub attn_norm: Option<Vec<f32>>,
+    pub attn_norm_b: Option<Vec<f32>>,
     pub wq: Matrix,
     pub wk: Matrix,
     pub wv: Matrix,
@@ -60,8 +61,15 @@ pub struct LayerWeights {
     pub k_norm: Option<Vec<f32>>,
     /// Norm of the attention output before the residual add (gemma2/3, olmo2).
     pub post_attn_norm: Option<Vec<f32>>,
-    /// Norm of the FFN block's input (every family but olmo2).
+    /// Norm of the FFN block's input (every family but olmo2), and its bias (LayerNorm).
     pub ffn_norm: Option<Vec<f32>>,
+    pub ffn_norm_b: Option<Vec<f32>>,
+    /// Biases of the attention output and of the FFN projections, where the file has them
+    /// (starcoder2; llama.cpp reads them for llama too).
+    pub bo: Option<Vec<f32>>,
+    pub b_gate: Option<Vec<f32>>,
+    pub b_up: Option<Vec<f32>>,
+    pub b_down: Option<Vec<f32>>,
     pub ffn: FeedForward,
     /// Norm of the FFN output before the residual add (gemma2/3, olmo2).
     pub post_ffn_norm: Option<Vec<f32>>,
@@ -76,6 +84,8 @@ pub enum FeedForward {
         up: Matrix,
         down: Matrix,
     },
+    /// `down(GELU(up(x)))` (starcoder2).
+    Ungated { up: Matrix, down: Matrix },
     /// A mixture of experts: the router's `n_expert` × `n_embd` matrix and every expert's gate,
     /// up and down matrices stacked (expert `e`'s rows follow expert `e − 1`'s).
     Experts {
@@ -107,6 +117,8 @@ pub struct Weights {
     pub token_embd: Matrix,
     pub layers: Vec<LayerWeights>,
     pub output_norm: Vec<f32>,
+    /// The output norm's bias (LayerNorm).
+    pub output_norm_b: Option<Vec<f32>>,
     /// The output projection: `output.weight`, or the token embedding when tied.
     pub output: Matrix,
     /// Per-dimension RoPE frequency divisors (`rope_freqs.weight`, Llama 3.1 style), if present.
@@ -255,6 +267,9 @@ impl Weights {
             QkNorm::Whole => (c.q_dim(), c.k_dim()),
         };
         let qk_norm = c.qk_norm != QkNorm::None;
+        let layer_norm = c.norm == Norm::Layer;
+        // Biases of the FFN's hidden projections are as wide as the dense FFN (none in MoE).
+        let ffn_width = c.n_ff;
         let mut layers = Vec::with_capacity(c.n_layer);
         for il in 0..c.n_layer {
             let n = |s: &str| format!("blk.{il}.{s}");
@@ -289,6 +304,7 @@ impl Weights {
             }
             layers.push(LayerWeights {
                 attn_norm: required_if(c.pre_norm, "attn_norm.weight", c.n_embd)?,
+                attn_norm_b: required_if(layer_norm, "attn_norm.bias", c.n_embd)?,
                 wq,
                 wk,
                 wv,
@@ -300,6 +316,11 @@ impl Weights {
                 k_norm: required_if(qk_norm, "attn_k_norm.weight", k_norm_len)?,
                 post_attn_norm: required_if(post_norms, "post_attention_norm.weight", c.n_embd)?,
                 ffn_norm: required_if(c.pre_norm, "ffn_norm.weight", c.n_embd)?,
+                ffn_norm_b: required_if(layer_norm, "ffn_norm.bias", c.n_embd)?,
+                bo: b.optional_vector(&n("attn_output.bias"), c.n_embd)?,
+                b_gate: b.optional_vector(&n("ffn_gate.bias"), ffn_width)?,
+                b_up: b.optional_vector(&n("ffn_up.bias"), ffn_width)?,
+                b_down: b.optional_vector(&n("ffn_down.bias"), c.n_embd)?,
                 ffn: match c.experts {
                     // phi3 stores the gate and up projections as one matrix, gate rows first.
                     None if c.arch == Arch::Phi3 => {
@@ -307,6 +328,12 @@ impl Weights {
                             b.split_rows(&n("ffn_up.weight"), [c.n_ff, c.n_ff], c.n_embd)?;
                         let down = b.matrix(&n("ffn_down.weight"), c.n_embd, c.n_ff)?;
                         FeedForward::Dense { gate, up, down }
+                    }
+                    None if c.ffn_activation == FfnActivation::UngatedGelu => {
+                        FeedForward::Ungated {
+                            up: b.matrix(&n("ffn_up.weight"), c.n_ff, c.n_embd)?,
+                            down: b.matrix(&n("ffn_down.weight"), c.n_embd, c.n_ff)?,
+                        }
                     }
                     None => FeedForward::Dense {
                         gate: b.matrix(&n("ffn_gate.weight"), c.n_ff, c.n_embd)?,
@@ -337,6 +364,7 @@ impl Weights {
             token_embd,
             layers,
             output_norm: b.vector("output_norm.weight", c.n_embd)?,
+            output_norm_b: b.optional_vector("output_norm.bias", c.n_embd)?,
             output,
             rope_freqs: b.optional_vector("rope_freqs.weight", c.rope_dims / 2)?,
         })
@@ -362,6 +390,7 @@ impl Weights {
                 // Experts are multiplied one token at a time from the file's bytes.
                 let dense = match &mut l.ffn {
                     FeedForward::Dense { gate, up, down } => vec![gate, up, down],
+                    FeedForward::Ungated { up, down } => vec![up, down],
                     FeedForward::Experts { .. } => Vec::new(),
                 };
                 [&mut l.wq, &mut l.wk, &mut l.wv, &mut l.wo]
