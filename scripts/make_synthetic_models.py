@@ -280,8 +280,40 @@ def starcoder2():
     return Spec("starcoder2", "starcoder2", meta, tensors)
 
 
+def qwen3_yarn():
+    """Qwen3 extended with YaRN (as its 128k files are): factor 4 over an original context
+    shorter than the test texts."""
+    spec = qwen3()
+    spec.name = "qwen3-yarn"
+    spec.meta["qwen3.rope.scaling.type"] = ("str", "yarn")
+    spec.meta["qwen3.rope.scaling.factor"] = ("f32", 4.0)
+    spec.meta["qwen3.rope.scaling.original_context_length"] = ("u32", 64)
+    return spec
+
+
+def mistral3():
+    """Ministral 3: llama layers with YaRN (factor 16, Ministral's betas and magnitude
+    multiplier) and the queries' temperature, over an original context shorter than the test
+    texts so that both act."""
+    n_head, n_head_kv, hd = 4, 1, 64
+    meta = common_meta("mistral3", n_head, n_head_kv, hd)
+    meta["mistral3.rope.freq_base"] = ("f32", 1000000.0)
+    meta["mistral3.rope.scaling.type"] = ("str", "yarn")
+    meta["mistral3.rope.scaling.factor"] = ("f32", 16.0)
+    meta["mistral3.rope.scaling.original_context_length"] = ("u32", 64)
+    meta["mistral3.rope.scaling.yarn_beta_fast"] = ("f32", 32.0)
+    meta["mistral3.rope.scaling.yarn_beta_slow"] = ("f32", 1.0)
+    meta["mistral3.rope.scaling.yarn_log_multiplier"] = ("f32", 1.0)
+    meta["mistral3.attention.temperature_scale"] = ("f32", 0.1)
+    tensors = [("token_embd.weight", [N_EMBD, None], "embd"),
+               ("output_norm.weight", [N_EMBD], "norm")]
+    tensors += llama_like_layers(n_head, n_head_kv, hd)
+    return Spec("mistral3", "mistral3", meta, tensors)
+
+
 SPECS = {s.name: s for s in (f() for f in (llama3, qwen3, gemma2, olmo2, granite, smollm3,
-                                            qwen3moe, mixtral, phi3, starcoder2))}
+                                            qwen3moe, mixtral, phi3, starcoder2, qwen3_yarn,
+                                            mistral3))}
 
 # The K-quant mix: the type of a matrix by its name and layer, like llama.cpp's Q4_K_M choices
 # (Q6_K for half the value and down projections, Q4_K elsewhere) with the other types its files

@@ -11,6 +11,9 @@ pub enum Arch {
     Llama,
     /// Qwen2 / Qwen2.5: llama plus biases on Q/K/V, RoPE in NEOX (split-half) mode.
     Qwen2,
+    /// Mistral Small 3.x / Ministral 3: llama with YaRN and a position-dependent temperature of
+    /// the queries.
+    Mistral3,
     /// StarCoder2: LayerNorm with biases, biased projections, a plain (ungated) GELU FFN.
     Starcoder2,
     /// Phi-3 / Phi-4-mini: fused QKV and gate-and-up projections, NEOX RoPE (possibly over part
@@ -52,6 +55,7 @@ impl Arch {
             "qwen3moe" => Ok(Arch::Qwen3Moe),
             "phi3" => Ok(Arch::Phi3),
             "starcoder2" => Ok(Arch::Starcoder2),
+            "mistral3" => Ok(Arch::Mistral3),
             "gemma2" => Ok(Arch::Gemma2),
             "olmo2" => Ok(Arch::Olmo2),
             "granite" => Ok(Arch::Granite),
@@ -73,6 +77,7 @@ impl Arch {
             Arch::Qwen3Moe => "qwen3moe",
             Arch::Phi3 => "phi3",
             Arch::Starcoder2 => "starcoder2",
+            Arch::Mistral3 => "mistral3",
             Arch::Gemma2 => "gemma2",
             Arch::Olmo2 => "olmo2",
             Arch::Granite => "granite",
@@ -140,8 +145,22 @@ pub struct Experts {
 pub struct Rope {
     /// θ base (`rope.freq_base`).
     pub freq_base: f32,
-    /// Linear position scaling (1 / `rope.scaling.factor` for linear scaling; 1 otherwise).
+    /// Position scaling: 1 / `rope.scaling.factor` (linear and YaRN scaling; 1 for none).
     pub freq_scale: f32,
+    /// YaRN's blend of interpolated and extrapolated frequencies, when the file asks for it.
+    pub yarn: Option<Yarn>,
+    /// The factor of every cos and sin (llama.cpp's `attn_factor`: YaRN's magnitude correction
+    /// and `rope.scaling.attn_factor`; 1 without either).
+    pub mscale: f32,
+}
+
+/// YaRN's parameters: the context the model was trained with before scaling and the
+/// rotation counts that bound the blended dimensions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Yarn {
+    pub n_ctx_orig: usize,
+    pub beta_fast: f32,
+    pub beta_slow: f32,
 }
 
 /// Everything the forward pass needs to know about a model's shape.
@@ -207,6 +226,47 @@ pub struct Config {
     pub logit_scale: f32,
     /// The mixture of experts that replaces the dense FFN in every layer, if any.
     pub experts: Option<Experts>,
+    /// A factor of the rotated queries that grows with the position (mistral3), if any.
+    pub query_temperature: Option<QueryTemperature>,
+}
+
+/// Llama 4's attention temperature as mistral3 uses it: queries at position `p` are multiplied
+/// by `1 + scale · ln(⌊p / floor⌋ + 1)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QueryTemperature {
+    pub scale: f32,
+    pub floor: usize,
+}
+
+impl QueryTemperature {
+    /// The factor at position `pos`, in llama.cpp's mix of f32 and f64.
+    pub fn at(&self, pos: usize) -> f32 {
+        let steps = (pos as f32 / self.floor as f32).floor();
+        ((f64::from(steps) + 1.0).ln() * f64::from(self.scale) + 1.0) as f32
+    }
+}
+
+/// The cos/sin factor llama.cpp's context derives for YaRN (1 without it): `get_mscale` of the
+/// scaling factor, divided by the same correction the rotation multiplies back in, as its C++
+/// evaluates it (compiled with contraction: `0.1 · m · ln s + 1` is one fused multiply-add).
+fn yarn_mscale(yarn: bool, freq_scale: f32, log_mul: f32) -> f32 {
+    if !yarn {
+        return 1.0;
+    }
+    let factor = 1.0 / freq_scale;
+    let get_mscale = |scale: f32, m: f32| {
+        if scale <= 1.0 {
+            1.0
+        } else {
+            (0.1 * m).mul_add(scale.ln(), 1.0)
+        }
+    };
+    let m = if log_mul != 0.0 {
+        get_mscale(factor, 1.0) / get_mscale(factor, log_mul)
+    } else {
+        get_mscale(factor, 1.0)
+    };
+    m * (1.0 / 0.1f32.mul_add(factor.ln(), 1.0))
 }
 
 impl Config {
@@ -249,18 +309,42 @@ impl Config {
         };
         let freq_base = file.opt_f32(&key("rope.freq_base"))?.unwrap_or(10_000.0);
         // llama.cpp's default scaling is linear; a factor of 0 (or none) means no scaling.
-        let freq_scale = match file.opt_str(&key("rope.scaling.type"))? {
-            Some("linear") | Some("none") | None => {
-                match file.opt_f32(&key("rope.scaling.factor"))? {
-                    Some(f) if f != 0.0 => 1.0 / f,
-                    _ => 1.0,
-                }
-            }
+        let scaling = file.opt_str(&key("rope.scaling.type"))?;
+        let factor = file
+            .opt_f32(&key("rope.scaling.factor"))?
+            .filter(|&f| f != 0.0);
+        let freq_scale = match scaling {
+            Some("none") => 1.0,
+            Some("linear") | Some("yarn") | None => factor.map_or(1.0, |f| 1.0 / f),
             Some(other) => return Err(unsupported(&key("rope.scaling.type"), other)),
+        };
+        let yarn = (scaling == Some("yarn")).then_some(Yarn {
+            n_ctx_orig: opt("rope.scaling.original_context_length")?.unwrap_or(n_ctx_train),
+            beta_fast: 32.0,
+            beta_slow: 1.0,
+        });
+        let rope_attn_factor = file
+            .opt_f32(&key("rope.scaling.attn_factor"))?
+            .unwrap_or(1.0);
+        // mistral3 reads YaRN's rotation bounds and a log multiplier of the magnitude; the
+        // other families take the defaults.
+        let (yarn, log_mul) = match (yarn, arch) {
+            (Some(mut y), Arch::Mistral3) => {
+                let f = |k: &str| file.opt_f32(&key(k));
+                y.beta_fast = f("rope.scaling.yarn_beta_fast")?.unwrap_or(y.beta_fast);
+                y.beta_slow = f("rope.scaling.yarn_beta_slow")?.unwrap_or(y.beta_slow);
+                (
+                    Some(y),
+                    f("rope.scaling.yarn_log_multiplier")?.unwrap_or(0.0),
+                )
+            }
+            (y, _) => (y, 0.0),
         };
         let rope_global = Rope {
             freq_base,
             freq_scale,
+            yarn,
+            mscale: yarn_mscale(yarn.is_some(), freq_scale, log_mul) * rope_attn_factor,
         };
         let experts = match opt("expert_count")?.filter(|&n| n > 0) {
             None => None,
@@ -330,6 +414,7 @@ impl Config {
             residual_scale: 1.0,
             logit_scale: 1.0,
             experts,
+            query_temperature: None,
         };
         // The sliding-window layers: every layer but each `period`-th (the last of each period)
         // unless the file lists them (`attention.sliding_window_pattern` as an array of bools).
@@ -377,6 +462,21 @@ impl Config {
                     ));
                 }
             }
+            Arch::Mistral3 => {
+                if let Some(scale) = file
+                    .opt_f32(&key("attention.temperature_scale"))?
+                    .filter(|&s| s != 0.0)
+                {
+                    let floor = opt("rope.scaling.original_context_length")?.unwrap_or(n_ctx_train);
+                    if floor == 0 {
+                        return Err(unsupported(
+                            &key("rope.scaling.original_context_length"),
+                            "0",
+                        ));
+                    }
+                    config.query_temperature = Some(QueryTemperature { scale, floor });
+                }
+            }
             Arch::Starcoder2 => {
                 config.rope_style = RopeStyle::Neox;
                 config.ffn_activation = FfnActivation::UngatedGelu;
@@ -394,7 +494,7 @@ impl Config {
                 sliding(&mut config, 2)?;
                 config.rope_local = Rope {
                     freq_base: base_swa.unwrap_or(freq_base),
-                    freq_scale,
+                    ..rope_global
                 };
                 config.attn_softcap = file
                     .opt_f32(&key("attn_logit_softcapping"))?
@@ -421,6 +521,7 @@ impl Config {
                 config.rope_local = Rope {
                     freq_base: base_swa.unwrap_or(10_000.0),
                     freq_scale: 1.0,
+                    ..rope_global
                 };
                 // Gemma 3 270M/1B/4B/12B scale queries by 1/√head_dim; 27B by 1/√(d_model/heads).
                 let is_27b = n_layer == 62;
@@ -441,6 +542,8 @@ impl Config {
                     config.rope_local = Rope {
                         freq_base: base_swa.unwrap_or(freq_base),
                         freq_scale: 1.0,
+                        yarn: None,
+                        mscale: 1.0,
                     };
                 }
             }

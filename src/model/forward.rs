@@ -236,6 +236,9 @@ impl Batch<'_> {
             // 3d. Rotate queries and keys by their positions (RoPE; smollm3 skips some layers).
             self.rotate_qk(s, il);
 
+            // 3d'. mistral3: the queries' temperature, growing with the position.
+            self.warm_queries(s);
+
             // 3e. gemma3: the queries carry the attention scale; otherwise the scores do.
             let score_scale = self.scale_queries(s);
 
@@ -529,6 +532,18 @@ impl Batch<'_> {
         }
         trace!("Qcur_rope", il, &s.q[..self.n * q_dim]);
         trace!("Kcur_rope", il, &s.k[..self.n * k_dim]);
+    }
+
+    /// Step 3d': each query times its position's temperature (mistral3), when the model has one.
+    fn warm_queries(&self, s: &mut RunState) {
+        let c = self.model.config();
+        if let Some(temperature) = c.query_temperature {
+            let q_dim = c.q_dim();
+            for (t, q) in s.q[..self.n * q_dim].chunks_exact_mut(q_dim).enumerate() {
+                let factor = temperature.at(self.pos0 + t);
+                q.iter_mut().for_each(|v| *v *= factor);
+            }
+        }
     }
 
     /// Step 3e: the factor of the attention scores. gemma3 multiplies the queries by the

@@ -68,9 +68,8 @@ impl Model {
         // (memory and page-table contention) about as much as the overlap saved.
         let tokenizer = Tokenizer::from_gguf(&file)?;
         let factors = weights.rope_freqs.as_deref();
-        let frequencies = |r: config::Rope| {
-            ops::RopeFrequencies::new(r.freq_base, r.freq_scale, config.rope_dims, factors)
-        };
+        let frequencies =
+            |r: config::Rope| ops::RopeFrequencies::new(&r, config.rope_dims, factors);
         let rope_global = frequencies(config.rope_global);
         let rope_local = frequencies(config.rope_local);
         Ok(Model {

@@ -337,20 +337,32 @@ pub struct RopeFrequencies {
     freq_scale: f32,
     /// Per-pair divisors (`rope_freqs.weight`), when the model has them.
     factors: Option<Vec<f32>>,
+    /// YaRN's first and last blended dimension pair, when it applies.
+    yarn_dims: Option<[f32; 2]>,
+    /// The factor of every cos and sin.
+    mscale: f32,
 }
 
 impl RopeFrequencies {
-    /// The rotation of a model with RoPE base `base`, linear position scale `freq_scale`,
-    /// `dims` rotated dimensions and optional per-pair `factors`.
-    pub fn new(base: f32, freq_scale: f32, dims: usize, factors: Option<&[f32]>) -> Self {
+    /// The rotation of `rope` over `dims` rotated dimensions with optional per-pair `factors`.
+    pub fn new(rope: &super::config::Rope, dims: usize, factors: Option<&[f32]>) -> Self {
         RopeFrequencies {
-            theta_scale: base.powf(-2.0 / dims as f32),
-            freq_scale,
+            theta_scale: rope.freq_base.powf(-2.0 / dims as f32),
+            freq_scale: rope.freq_scale,
             factors: factors.map(<[f32]>::to_vec),
+            yarn_dims: rope
+                .yarn
+                .map(|y| yarn_corr_dims(dims, y.n_ctx_orig, rope.freq_base, y)),
+            mscale: rope.mscale,
         }
     }
 
-    /// Fills `cos`/`sin` (each `dims/2` long) with the rotation of position `pos`.
+    /// Fills `cos`/`sin` (each `dims/2` long) with the rotation of position `pos`, as ggml's
+    /// rope cache computes it: per pair `i`, the extrapolated angle `θ_i / factor`, its
+    /// interpolation `freq_scale · θ`, with YaRN blended by a ramp over the pairs between its
+    /// bounds (`interp · (1 − mix) + extrap · mix`, contracted to one fused multiply-add as the
+    /// C++ is compiled) and its magnitude corrected by `1 + 0.1 · ln(1 / freq_scale)`; cos and
+    /// sin times `mscale`.
     pub fn angles(&self, pos: usize, cos: &mut [f32], sin: &mut [f32]) {
         let mut theta = pos as f32;
         for (i, (c, s)) in cos.iter_mut().zip(sin.iter_mut()).enumerate() {
@@ -360,12 +372,35 @@ impl RopeFrequencies {
                 .and_then(|f| f.get(i))
                 .copied()
                 .unwrap_or(1.0);
-            let angle = self.freq_scale * (theta / factor);
-            *c = angle.cos();
-            *s = angle.sin();
+            let extrapolated = theta / factor;
+            let interpolated = self.freq_scale * extrapolated;
+            let (angle, mscale) = match self.yarn_dims {
+                None => (interpolated, self.mscale),
+                Some([low, high]) => {
+                    let y = (i as f32 - low) / (high - low).max(0.001);
+                    let mix = 1.0 - y.max(0.0).min(1.0);
+                    let angle = interpolated.mul_add(1.0 - mix, extrapolated * mix);
+                    let correction = 0.1f32.mul_add((1.0 / self.freq_scale).ln(), 1.0);
+                    (angle, self.mscale * correction)
+                }
+            };
+            *c = angle.cos() * mscale;
+            *s = angle.sin() * mscale;
             theta *= self.theta_scale;
         }
     }
+}
+
+/// YaRN's bounds (ggml's `rope_yarn_corr_dims`): the dimension pairs that make `beta_fast` and
+/// `beta_slow` rotations over the original context, rounded out and clamped to the head.
+fn yarn_corr_dims(dims: usize, n_ctx_orig: usize, base: f32, y: super::config::Yarn) -> [f32; 2] {
+    let corr = |rotations: f32| {
+        let n = dims as f32;
+        n * (n_ctx_orig as f32 / (rotations * 2.0 * std::f32::consts::PI)).ln() / (2.0 * base.ln())
+    };
+    let start = corr(y.beta_fast).floor();
+    let end = corr(y.beta_slow).ceil();
+    [start.max(0.0), end.min(dims as f32 - 1.0)]
 }
 
 /// Rotates every `head_dim`-wide head of `heads` in place by [`rope_head`].
@@ -436,7 +471,16 @@ mod tests {
 
     #[test]
     fn rope_rotation_preserves_norm_and_position_zero_is_identity() {
-        let rope = RopeFrequencies::new(10_000.0, 1.0, 8, None);
+        let rope = RopeFrequencies::new(
+            &super::super::config::Rope {
+                freq_base: 10_000.0,
+                freq_scale: 1.0,
+                yarn: None,
+                mscale: 1.0,
+            },
+            8,
+            None,
+        );
         let mut cos = [0.0; 4];
         let mut sin = [0.0; 4];
         for style in [RopeStyle::Normal, RopeStyle::Neox] {
