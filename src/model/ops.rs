@@ -378,7 +378,7 @@ impl RopeFrequencies {
                 None => (interpolated, self.mscale),
                 Some([low, high]) => {
                     let y = (i as f32 - low) / (high - low).max(0.001);
-                    let mix = 1.0 - y.max(0.0).min(1.0);
+                    let mix = 1.0 - y.clamp(0.0, 1.0);
                     let angle = interpolated.mul_add(1.0 - mix, extrapolated * mix);
                     let correction = 0.1f32.mul_add((1.0 / self.freq_scale).ln(), 1.0);
                     (angle, self.mscale * correction)
