@@ -488,3 +488,41 @@ fn rust_threads_sharing_a_model_generate_what_one_thread_does() {
     assert!(alone.iter().all(|t| !t.is_empty()), "{alone:?}");
     assert_eq!(alone, together);
 }
+
+/// The C example, through the C ABI, generates llama.cpp's greedy text on every architecture's
+/// synthetic model (one weight variant each: the K-quant mix, Q4_0 for the MoE ones, whose mix
+/// has F32 routers).
+#[test]
+fn generate_example_prints_the_reference_greedy_text_for_every_architecture() {
+    let sums = std::fs::read_to_string(root().join("tests/reference/synthetic/SHA256SUMS"))
+        .expect("SHA256SUMS");
+    let names: Vec<String> = sums
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1)?.strip_suffix(".gguf"))
+        .filter(|n| {
+            let moe = n.contains("moe") || n.contains("mixtral");
+            (n.ends_with("-kmix") && !moe) || (n.ends_with("-q4_0") && moe)
+        })
+        .map(str::to_string)
+        .collect();
+    assert!(names.len() >= 10, "{names:?}");
+    let exe = build("examples/c/generate.c", Link::Shared);
+    for name in names {
+        let Some(path) = model(&format!("synthetic/{name}.gguf")) else {
+            return;
+        };
+        let reference = reference(&format!("synthetic/{name}.gguf"));
+        for case in reference["greedy"].as_array().expect("greedy cases") {
+            let n = case["ids"].as_array().expect("ids").len();
+            let (ok, stdout, stderr) = run(
+                Command::new(&exe)
+                    .arg(&path)
+                    .arg(case["prompt"].as_str().expect("prompt"))
+                    .args([&n.to_string(), "0"]),
+                "",
+            );
+            assert!(ok, "{name}: generate failed:\n{stderr}");
+            assert_eq!(stdout, case["text"].as_str().expect("text"), "{name}");
+        }
+    }
+}

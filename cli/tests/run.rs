@@ -264,3 +264,74 @@ fn bench_keeps_stdout_for_results() {
     // Progress is drawn only on a terminal; piped, stderr stays empty.
     assert_eq!(text(&out.stderr), "");
 }
+
+/// `inspect`, `run` and `score` on every architecture's synthetic model: the architecture named,
+/// llama.cpp's greedy text printed after the prompt, and its perplexity (as `score --json` reports
+/// it) equal to the reference's digits.
+#[test]
+fn inspect_run_and_score_work_on_every_architecture() {
+    let root = models::repo_root();
+    let sums = std::fs::read_to_string(root.join("tests/reference/synthetic/SHA256SUMS"))
+        .expect("SHA256SUMS");
+    let names: Vec<&str> = sums
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1)?.strip_suffix("-q8_0.gguf"))
+        .collect();
+    assert!(names.len() >= 10, "{names:?}");
+    let dir = temp_dir("architectures");
+    for name in names {
+        let file = format!("synthetic/{name}-q8_0");
+        let Some(model) = model_path(&format!("{file}.gguf")) else {
+            return;
+        };
+        let reference = models::reference_json(&format!("{file}.json"));
+        let m = path_str(&model);
+        let arch = reference_arch(&model);
+        let out = llmrt(&["inspect", m], None);
+        assert!(out.status.success(), "{name}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stdout).contains(&format!("architecture:    {arch}")),
+            "{name}: {}",
+            text(&out.stdout)
+        );
+
+        let greedy = &reference["greedy"][0];
+        let prompt = greedy["prompt"].as_str().expect("prompt");
+        let n = greedy["ids"].as_array().expect("ids").len().to_string();
+        let out = llmrt(
+            &["run", "-m", m, "-p", prompt, "-n", &n, "--temp", "0"],
+            None,
+        );
+        assert!(out.status.success(), "{name}: {}", text(&out.stderr));
+        let want = format!("{prompt}{}", greedy["text"].as_str().expect("text"));
+        assert!(
+            text(&out.stdout).starts_with(&want),
+            "{name}: {:?} does not start with {want:?}",
+            text(&out.stdout)
+        );
+
+        let tf = &reference["teacher_forced"][0];
+        let file = dir.join(format!("{name}.txt"));
+        std::fs::write(&file, tf["text"].as_str().expect("text")).expect("write text");
+        let out = llmrt(&["score", "-m", m, "-f", path_str(&file), "--json"], None);
+        assert!(out.status.success(), "{name}: {}", text(&out.stderr));
+        let scored: serde_json::Value = serde_json::from_slice(&out.stdout).expect("score JSON");
+        assert_eq!(scored["ids"], tf["ids"], "{name}");
+        let (ours, want) = (
+            scored["perplexity"].as_f64().expect("perplexity"),
+            tf["perplexity"].as_f64().expect("reference perplexity"),
+        );
+        assert!(
+            ((ours - want) / want).abs() < 1e-12,
+            "{name}: {ours} vs {want}"
+        );
+    }
+}
+
+/// `general.architecture` of a GGUF file, read with the library.
+fn reference_arch(model: &Path) -> String {
+    let file = llmrt::gguf::GgufFile::open(model).expect("GGUF");
+    file.get_str("general.architecture")
+        .expect("architecture")
+        .to_string()
+}
