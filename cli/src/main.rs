@@ -44,6 +44,7 @@ enum Command {
 }
 
 fn main() {
+    default_sigpipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run::run(args),
@@ -58,5 +59,17 @@ fn main() {
     if let Err(e) = result {
         eprintln!("llmrt: {e}");
         std::process::exit(1);
+    }
+}
+
+/// Makes a closed pipe end the program quietly, as it ends other Unix tools writing into
+/// `| head`: Rust starts programs with SIGPIPE ignored, so a write to a closed pipe fails and
+/// `println!` panics with a backtrace instead.
+fn default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in `main`, before any other thread exists; setting a signal's
+    // disposition to its default touches no memory of ours.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

@@ -335,3 +335,26 @@ fn reference_arch(model: &Path) -> String {
         .expect("architecture")
         .to_string()
 }
+
+/// Output piped into a reader that stops early (`| head`) ends the program quietly, without a
+/// panic message.
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    let Some(model) = model_path(MODEL) else {
+        return;
+    };
+    let input = "The quick brown fox jumps over the lazy dog. ".repeat(400);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_llmrt"))
+        .args(["tokenize", "-m", path_str(&model), &input])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start llmrt");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut first = [0u8; 16];
+    std::io::Read::read_exact(&mut stdout, &mut first).expect("some output");
+    drop(stdout);
+    let out = child.wait_with_output().expect("llmrt ends");
+    let stderr = text(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
