@@ -93,6 +93,8 @@ pub struct RunState {
     chosen_weights: Vec<f32>,
     /// (n_batch, n_used, n_embd) each chosen expert's weighted output (MoE).
     expert_out: Vec<f32>,
+    /// (n_batch · n_used, n_embd) one expert's input rows, then its output rows (MoE).
+    expert_in: Vec<f32>,
 }
 
 impl RunState {
@@ -112,8 +114,8 @@ impl RunState {
             v: z(n_batch * c.v_dim()),
             attn: z(n_batch * c.n_head * c.head_dim_v),
             proj: z(n_batch * c.n_embd),
-            gate: z(n_batch * c.n_ff.max(n_ff_expert)),
-            up: z(n_batch * c.n_ff.max(n_ff_expert)),
+            gate: z(n_batch * c.n_ff.max(n_used * n_ff_expert)),
+            up: z(n_batch * c.n_ff.max(n_used * n_ff_expert)),
             rope_cos: [z(n_batch * half), z(n_batch * half)],
             rope_sin: [z(n_batch * half), z(n_batch * half)],
             out_norm: z(LOGIT_ROWS * c.n_embd),
@@ -123,6 +125,7 @@ impl RunState {
             chosen: vec![0; n_batch * n_used],
             chosen_weights: z(n_batch * n_used),
             expert_out: z(n_batch * n_used * c.n_embd),
+            expert_in: z(n_batch * n_used * c.n_embd),
         }
     }
 }
@@ -384,21 +387,39 @@ impl Batch<'_> {
             choose_experts(probs, &e, chosen, weights);
         }
         trace!("ffn_moe_probs", il, &s.router[..n * e.n_expert]);
-        // Each expert's tokens, in token order; every (token, slot) output lands in its own row.
+        // Each expert's tokens, in token order, multiplied together (each column in the
+        // one-column arithmetic); every (token, slot) output lands in its own row.
         let file = self.model.gguf();
-        let one = Batch { n: 1, ..*self };
+        let ff = e.n_ff;
         for expert in 0..e.n_expert {
-            for (slot_row, _) in chosen.iter().enumerate().filter(|&(_, &x)| x == expert) {
-                let x = &s.xb[slot_row / k * d..][..d];
-                let (g, u) = (&mut s.gate[..e.n_ff], &mut s.up[..e.n_ff]);
-                let scratch = &mut s.scratch;
-                one.matmul_view(&gate.expert_view(file, expert, e.n_expert), x, g, scratch)?;
-                one.matmul_view(&up.expert_view(file, expert, e.n_expert), x, u, scratch)?;
+            let rows: Vec<usize> = (0..n * k).filter(|&r| chosen[r] == expert).collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let m = rows.len();
+            for (i, &r) in rows.iter().enumerate() {
+                s.expert_in[i * d..][..d].copy_from_slice(&s.xb[r / k * d..][..d]);
+            }
+            let [gate, up, down] =
+                [gate, up, down].map(|w| w.expert_view(file, expert, e.n_expert));
+            let (x, g, u) = (
+                &s.expert_in[..m * d],
+                &mut s.gate[..m * ff],
+                &mut s.up[..m * ff],
+            );
+            self.matmul_apart(&gate, x, m, g, &mut s.scratch)?;
+            self.matmul_apart(&up, x, m, u, &mut s.scratch)?;
+            for (g, u) in g.chunks_exact_mut(ff).zip(u.chunks_exact(ff)) {
                 swiglu(self.simd, g, u);
-                let out = &mut s.expert_out[slot_row * d..][..d];
-                one.matmul_view(&down.expert_view(file, expert, e.n_expert), g, out, scratch)?;
-                let w = weights[slot_row];
-                out.iter_mut().for_each(|v| *v *= w);
+            }
+            let out = &mut s.expert_in[..m * d];
+            self.matmul_apart(&down, &s.gate[..m * ff], m, out, &mut s.scratch)?;
+            for (i, &r) in rows.iter().enumerate() {
+                let w = weights[r];
+                let dst = &mut s.expert_out[r * d..][..d];
+                dst.iter_mut()
+                    .zip(&out[i * d..][..d])
+                    .for_each(|(o, &v)| *o = v * w);
             }
         }
         for (proj, outs) in s.proj[..n * d]
@@ -414,15 +435,17 @@ impl Batch<'_> {
         Ok(())
     }
 
-    /// `out = m · x` for the batch's `n` rows of `x`, `m` a kernel view.
-    fn matmul_view(
+    /// `out = m · x` for `n` rows of `x` (a kernel view's), each row in the arithmetic of a
+    /// one-column product.
+    fn matmul_apart(
         &self,
         m: &quant::QMatrix<'_>,
         x: &[f32],
+        n: usize,
         out: &mut [f32],
         scratch: &mut Vec<u8>,
     ) -> Result<()> {
-        quant::matmul(self.pool, m, x, self.n, out, scratch, self.simd)
+        quant::matmul_columns_apart(self.pool, m, x, n, out, scratch, self.simd)
     }
 
     /// `out = m · x` for the batch's `n` rows of `x`.

@@ -202,6 +202,62 @@ pub fn matmul(
     scratch: &mut Vec<u8>,
     simd: Simd,
 ) -> Result<()> {
+    matmul_with(
+        pool,
+        w,
+        x,
+        n_cols,
+        out,
+        scratch,
+        simd,
+        Arithmetic::OfTheBatch,
+    )
+}
+
+/// [`matmul`] with every column in the arithmetic of a one-column product, as llama.cpp's
+/// `mul_mat_id` (the experts of a mixture) computes each of its columns; the columns still share
+/// the weights' loads and the threads.
+pub fn matmul_columns_apart(
+    pool: &rayon::ThreadPool,
+    w: &QMatrix<'_>,
+    x: &[f32],
+    n_cols: usize,
+    out: &mut [f32],
+    scratch: &mut Vec<u8>,
+    simd: Simd,
+) -> Result<()> {
+    matmul_with(
+        pool,
+        w,
+        x,
+        n_cols,
+        out,
+        scratch,
+        simd,
+        Arithmetic::OneColumn,
+    )
+}
+
+/// Which of llama.cpp's products a matmul computes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Arithmetic {
+    /// `mul_mat`'s for the number of columns given (some kernels change from 4 or 8 on).
+    OfTheBatch,
+    /// Its one-column product for every column.
+    OneColumn,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn matmul_with(
+    pool: &rayon::ThreadPool,
+    w: &QMatrix<'_>,
+    x: &[f32],
+    n_cols: usize,
+    out: &mut [f32],
+    scratch: &mut Vec<u8>,
+    simd: Simd,
+    arithmetic: Arithmetic,
+) -> Result<()> {
     let simd = simd.or_supported();
     let (rows, cols) = (w.rows, w.cols);
     let row_bytes =
@@ -236,7 +292,10 @@ pub fn matmul(
         return Ok(());
     }
 
-    let kernel = RowKernel::for_type(w.ty, n_cols);
+    let kernel = match arithmetic {
+        Arithmetic::OfTheBatch => RowKernel::for_type(w.ty, n_cols),
+        Arithmetic::OneColumn => RowKernel::for_type(w.ty, 1),
+    };
     let act_ty = vec_dot_type(w.ty);
     let mut act_scales = Vec::new();
     let act_scales = &mut act_scales;
@@ -298,9 +357,11 @@ pub fn matmul(
 
     // Weights repacked into groups of 16 rows: the AVX-512 kernels, each with the activation
     // sums its type needs, computed once per matmul (by the pool's threads for a batch).
-    if let (Some(packed), Simd::Avx512, Acts::Quantized { bytes, stride, .. }) =
-        (w.packed, simd, acts)
-    {
+    if let (Some(packed), Simd::Avx512, Acts::Quantized { bytes, stride, .. }) = (
+        w.packed.filter(|_| arithmetic == Arithmetic::OfTheBatch),
+        simd,
+        acts,
+    ) {
         if packed.ty() == w.ty && packed.shape() == (rows, cols) && grouped::avx512_vnni() {
             let run = |groups: usize, task: &(dyn Fn(std::ops::Range<usize>) + Sync)| {
                 run_groups(pool, groups, n_cols, n_threads, task)
