@@ -20,7 +20,7 @@ pub unsafe trait ByteBlock: Copy + 'static {
 /// kernels check lengths with [`check_dot`] or [`check_elements`] first).
 #[inline]
 pub fn as_blocks<B: ByteBlock>(bytes: &[u8]) -> &[B] {
-    let n = bytes.len() / std::mem::size_of::<B>();
+    let n = bytes.len() / size_of::<B>();
     // SAFETY: `ByteBlock` guarantees alignment 1, no padding and that any bytes form a valid `B`;
     // `n * size_of::<B>() <= bytes.len()`, so the view stays inside `bytes` and shares its lifetime.
     unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<B>(), n) }
@@ -29,7 +29,7 @@ pub fn as_blocks<B: ByteBlock>(bytes: &[u8]) -> &[B] {
 /// Mutable twin of [`as_blocks`].
 #[inline]
 pub fn as_blocks_mut<B: ByteBlock>(bytes: &mut [u8]) -> &mut [B] {
-    let n = bytes.len() / std::mem::size_of::<B>();
+    let n = bytes.len() / size_of::<B>();
     // SAFETY: as in `as_blocks`; the exclusive borrow of `bytes` moves to the returned view.
     unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast::<B>(), n) }
 }
@@ -44,9 +44,9 @@ pub fn as_blocks_mut<B: ByteBlock>(bytes: &mut [u8]) -> &mut [B] {
 pub fn check_elements<B: ByteBlock>(bytes: usize, n_elements: usize) -> usize {
     let n_blocks = n_elements / B::ELEMENTS;
     assert!(
-        n_elements.is_multiple_of(B::ELEMENTS) && bytes == n_blocks * std::mem::size_of::<B>(),
+        n_elements.is_multiple_of(B::ELEMENTS) && bytes == n_blocks * size_of::<B>(),
         "{bytes} bytes are not {n_elements} elements of whole {}-byte blocks",
-        std::mem::size_of::<B>()
+        size_of::<B>()
     );
     n_blocks
 }
@@ -58,9 +58,9 @@ pub fn check_elements<B: ByteBlock>(bytes: usize, n_elements: usize) -> usize {
 #[inline]
 pub fn check_dot<W: ByteBlock, A: ByteBlock>(w: usize, act: usize) -> usize {
     const { assert!(W::ELEMENTS == A::ELEMENTS) };
-    let n_blocks = w / std::mem::size_of::<W>();
+    let n_blocks = w / size_of::<W>();
     assert!(
-        w.is_multiple_of(std::mem::size_of::<W>()) && act == n_blocks * std::mem::size_of::<A>(),
+        w.is_multiple_of(size_of::<W>()) && act == n_blocks * size_of::<A>(),
         "vec_dot: {w} weight bytes and {act} activation bytes are not matching whole blocks"
     );
     n_blocks
@@ -79,7 +79,7 @@ pub fn check_tile<W: ByteBlock, A: ByteBlock, const R: usize, const N: usize>(
         ws.iter().all(|w| w.len() == w_len),
         "vec_dot_tile: weight rows of different lengths"
     );
-    let n_blocks = w_len / std::mem::size_of::<W>();
+    let n_blocks = w_len / size_of::<W>();
     for act in acts {
         check_dot::<W, A>(w_len, act.len());
     }

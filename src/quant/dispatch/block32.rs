@@ -10,46 +10,27 @@ use crate::quant::formats::q5_1::{self, BlockQ5_1};
 use crate::quant::formats::q8_0::{self, BlockQ8_0};
 use crate::quant::formats::q8_1::BlockQ8_1;
 use crate::quant::simd::Simd;
+/// The SIMD kernels of each format ([`Kernels`](crate::quant::x86::block32::Kernels)).
 #[cfg(target_arch = "x86_64")]
-use crate::quant::x86::block32 as x86;
+pub use crate::quant::x86::block32::Kernels as SimdKernels;
 
-/// A 32-element weight format and its kernels at each level.
-pub trait Block32: ByteBlock {
+/// Off x86-64 the formats have no SIMD kernels: every level runs the plain-Rust twins.
+#[cfg(not(target_arch = "x86_64"))]
+pub trait SimdKernels {}
+#[cfg(not(target_arch = "x86_64"))]
+impl<B> SimdKernels for B {}
+
+/// A 32-element weight format: the activation format it dots with, its plain-Rust twins (from
+/// `formats`) and, through [`SimdKernels`], its x86 kernels at each level.
+pub trait Block32: ByteBlock + SimdKernels {
     /// The activation block it dots with (Q8_0 or Q8_1).
     type Act: ByteBlock;
 
     /// The plain-Rust dequantizer.
-    fn dequantize_scalar(src: &[u8], dst: &mut [f32]);
+    const DEQUANTIZE_SCALAR: fn(&[u8], &mut [f32]);
 
     /// The plain-Rust dot product.
-    fn vec_dot_scalar(w: &[u8], act: &[u8]) -> f32;
-
-    /// The x86 dequantizer (exact, so one AVX2 version serves both levels).
-    ///
-    /// # Safety
-    /// The CPU has AVX2, FMA and F16C; `src` is exactly `dst.len()` elements of whole blocks.
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn dequantize_x86(src: &[u8], dst: &mut [f32]);
-
-    /// The AVX2 tile of `R` rows × `N` columns.
-    ///
-    /// # Safety
-    /// The CPU has AVX2, FMA and F16C; `R > 0`; operands passed [`check_tile`].
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn tile_avx2<const R: usize, const N: usize>(
-        ws: [&[u8]; R],
-        acts: [&[u8]; N],
-    ) -> [[f32; N]; R];
-
-    /// The AVX-512 VNNI tile of `R` rows × `N` columns.
-    ///
-    /// # Safety
-    /// The CPU has the `Simd::Avx512` features; `R > 0`; operands passed [`check_tile`].
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn tile_avx512<const R: usize, const N: usize>(
-        ws: [&[u8]; R],
-        acts: [&[u8]; N],
-    ) -> [[f32; N]; R];
+    const VEC_DOT_SCALAR: fn(&[u8], &[u8]) -> f32;
 }
 
 /// Dequantizes whole blocks of `B` in `src` into `dst`.
@@ -62,8 +43,8 @@ pub fn dequantize_row<B: Block32>(src: &[u8], dst: &mut [f32], simd: Simd) {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `or_supported` returned a level whose features (AVX2, FMA, F16C) this CPU has;
         // the lengths were checked above.
-        Simd::Avx2 | Simd::Avx512 => unsafe { B::dequantize_x86(src, dst) },
-        _ => B::dequantize_scalar(src, dst),
+        Simd::Avx2 | Simd::Avx512 => unsafe { B::dequantize_avx2(src, dst) },
+        _ => (B::DEQUANTIZE_SCALAR)(src, dst),
     }
 }
 
@@ -92,205 +73,40 @@ pub fn vec_dot_tile<B: Block32, const R: usize, const N: usize>(
     match simd.or_supported() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `or_supported` returned a level this CPU supports; lengths checked above.
-        Simd::Avx2 if R > 0 => unsafe { B::tile_avx2(ws, acts) },
+        Simd::Avx2 if R > 0 => unsafe { B::vec_dot_avx2(ws, acts) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above, for the AVX-512 VNNI features.
-        Simd::Avx512 if R > 0 => unsafe { B::tile_avx512(ws, acts) },
-        _ => ws.map(|w| acts.map(|act| B::vec_dot_scalar(w, act))),
+        Simd::Avx512 if R > 0 => unsafe { B::vec_dot_avx512(ws, acts) },
+        _ => ws.map(|w| acts.map(|act| (B::VEC_DOT_SCALAR)(w, act))),
     }
 }
 
 impl Block32 for BlockQ4_0 {
     type Act = BlockQ8_0;
-
-    fn dequantize_scalar(src: &[u8], dst: &mut [f32]) {
-        q4_0::dequantize_row_scalar(src, dst);
-    }
-
-    fn vec_dot_scalar(w: &[u8], act: &[u8]) -> f32 {
-        q4_0::vec_dot_scalar(w, act)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn dequantize_x86(src: &[u8], dst: &mut [f32]) {
-        // SAFETY: forwarded from the caller.
-        unsafe { x86::dequantize_q4_0(src, dst) }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn tile_avx2<const R: usize, const N: usize>(
-        ws: [&[u8]; R],
-        acts: [&[u8]; N],
-    ) -> [[f32; N]; R] {
-        // SAFETY: forwarded from the caller.
-        unsafe { x86::avx2::vec_dot_q4_0(ws, acts) }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn tile_avx512<const R: usize, const N: usize>(
-        ws: [&[u8]; R],
-        acts: [&[u8]; N],
-    ) -> [[f32; N]; R] {
-        // SAFETY: forwarded from the caller.
-        unsafe { x86::avx512::vec_dot_q4_0(ws, acts) }
-    }
+    const DEQUANTIZE_SCALAR: fn(&[u8], &mut [f32]) = q4_0::dequantize_row_scalar;
+    const VEC_DOT_SCALAR: fn(&[u8], &[u8]) -> f32 = q4_0::vec_dot_scalar;
 }
 
 impl Block32 for BlockQ4_1 {
     type Act = BlockQ8_1;
-
-    fn dequantize_scalar(src: &[u8], dst: &mut [f32]) {
-        q4_1::dequantize_row_scalar(src, dst);
-    }
-
-    fn vec_dot_scalar(w: &[u8], act: &[u8]) -> f32 {
-        q4_1::vec_dot_scalar(w, act)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn dequantize_x86(src: &[u8], dst: &mut [f32]) {
-        // SAFETY: forwarded from the caller.
-        unsafe { x86::dequantize_q4_1(src, dst) }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn tile_avx2<const R: usize, const N: usize>(
-        ws: [&[u8]; R],
-        acts: [&[u8]; N],
-    ) -> [[f32; N]; R] {
-        // SAFETY: forwarded from the caller.
-        unsafe { x86::avx2::vec_dot_q4_1(ws, acts) }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn tile_avx512<const R: usize, const N: usize>(
-        ws: [&[u8]; R],
-        acts: [&[u8]; N],
-    ) -> [[f32; N]; R] {
-        // SAFETY: forwarded from the caller.
-        unsafe { x86::avx512::vec_dot_q4_1(ws, acts) }
-    }
+    const DEQUANTIZE_SCALAR: fn(&[u8], &mut [f32]) = q4_1::dequantize_row_scalar;
+    const VEC_DOT_SCALAR: fn(&[u8], &[u8]) -> f32 = q4_1::vec_dot_scalar;
 }
 
 impl Block32 for BlockQ5_0 {
     type Act = BlockQ8_0;
-
-    fn dequantize_scalar(src: &[u8], dst: &mut [f32]) {
-        q5_0::dequantize_row_scalar(src, dst);
-    }
-
-    fn vec_dot_scalar(w: &[u8], act: &[u8]) -> f32 {
-        q5_0::vec_dot_scalar(w, act)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn dequantize_x86(src: &[u8], dst: &mut [f32]) {
-        // SAFETY: forwarded from the caller.
-        unsafe { x86::dequantize_q5_0(src, dst) }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn tile_avx2<const R: usize, const N: usize>(
-        ws: [&[u8]; R],
-        acts: [&[u8]; N],
-    ) -> [[f32; N]; R] {
-        // SAFETY: forwarded from the caller.
-        unsafe { x86::avx2::vec_dot_q5_0(ws, acts) }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn tile_avx512<const R: usize, const N: usize>(
-        ws: [&[u8]; R],
-        acts: [&[u8]; N],
-    ) -> [[f32; N]; R] {
-        // SAFETY: forwarded from the caller.
-        unsafe { x86::avx512::vec_dot_q5_0(ws, acts) }
-    }
+    const DEQUANTIZE_SCALAR: fn(&[u8], &mut [f32]) = q5_0::dequantize_row_scalar;
+    const VEC_DOT_SCALAR: fn(&[u8], &[u8]) -> f32 = q5_0::vec_dot_scalar;
 }
 
 impl Block32 for BlockQ5_1 {
     type Act = BlockQ8_1;
-
-    fn dequantize_scalar(src: &[u8], dst: &mut [f32]) {
-        q5_1::dequantize_row_scalar(src, dst);
-    }
-
-    fn vec_dot_scalar(w: &[u8], act: &[u8]) -> f32 {
-        q5_1::vec_dot_scalar(w, act)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn dequantize_x86(src: &[u8], dst: &mut [f32]) {
-        // SAFETY: forwarded from the caller.
-        unsafe { x86::dequantize_q5_1(src, dst) }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn tile_avx2<const R: usize, const N: usize>(
-        ws: [&[u8]; R],
-        acts: [&[u8]; N],
-    ) -> [[f32; N]; R] {
-        // SAFETY: forwarded from the caller.
-        unsafe { x86::avx2::vec_dot_q5_1(ws, acts) }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn tile_avx512<const R: usize, const N: usize>(
-        ws: [&[u8]; R],
-        acts: [&[u8]; N],
-    ) -> [[f32; N]; R] {
-        // SAFETY: forwarded from the caller.
-        unsafe { x86::avx512::vec_dot_q5_1(ws, acts) }
-    }
+    const DEQUANTIZE_SCALAR: fn(&[u8], &mut [f32]) = q5_1::dequantize_row_scalar;
+    const VEC_DOT_SCALAR: fn(&[u8], &[u8]) -> f32 = q5_1::vec_dot_scalar;
 }
 
 impl Block32 for BlockQ8_0 {
     type Act = BlockQ8_0;
-
-    fn dequantize_scalar(src: &[u8], dst: &mut [f32]) {
-        q8_0::dequantize_row_scalar(src, dst);
-    }
-
-    fn vec_dot_scalar(w: &[u8], act: &[u8]) -> f32 {
-        q8_0::vec_dot_scalar(w, act)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn dequantize_x86(src: &[u8], dst: &mut [f32]) {
-        // SAFETY: forwarded from the caller.
-        unsafe { x86::dequantize_q8_0(src, dst) }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn tile_avx2<const R: usize, const N: usize>(
-        ws: [&[u8]; R],
-        acts: [&[u8]; N],
-    ) -> [[f32; N]; R] {
-        // SAFETY: forwarded from the caller.
-        unsafe { x86::avx2::vec_dot_q8_0(ws, acts) }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn tile_avx512<const R: usize, const N: usize>(
-        ws: [&[u8]; R],
-        acts: [&[u8]; N],
-    ) -> [[f32; N]; R] {
-        // SAFETY: forwarded from the caller.
-        unsafe { x86::avx512::vec_dot_q8_0(ws, acts) }
-    }
+    const DEQUANTIZE_SCALAR: fn(&[u8], &mut [f32]) = q8_0::dequantize_row_scalar;
+    const VEC_DOT_SCALAR: fn(&[u8], &[u8]) -> f32 = q8_0::vec_dot_scalar;
 }

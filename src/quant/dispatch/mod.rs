@@ -129,7 +129,7 @@ pub fn vec_dot_wide(
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `or_supported` returned AVX-512, whose features this CPU has; rows, columns and
     // scale tables were checked above to hold `n_blocks` blocks each.
-    return unsafe { crate::quant::x86::block32::avx512::vec_dot_wide(ty, ws, acts, scales) };
+    return unsafe { crate::quant::x86::block32::vec_dot_wide_avx512(ty, ws, acts, scales) };
     #[cfg(not(target_arch = "x86_64"))]
     None
 }

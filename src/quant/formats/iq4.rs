@@ -28,8 +28,8 @@ pub struct BlockIq4Nl {
     pub qs: [u8; 16],
 }
 
-const _: () = assert!(std::mem::size_of::<BlockIq4Nl>() == 18);
-const _: () = assert!(std::mem::align_of::<BlockIq4Nl>() == 1);
+const _: () = assert!(size_of::<BlockIq4Nl>() == 18);
+const _: () = assert!(align_of::<BlockIq4Nl>() == 1);
 // SAFETY: repr(C) of byte arrays only: alignment 1, no padding, every bit pattern valid.
 unsafe impl ByteBlock for BlockIq4Nl {
     const ELEMENTS: usize = 32;
@@ -49,8 +49,8 @@ pub struct BlockIq4Xs {
     pub qs: [u8; QK_K / 2],
 }
 
-const _: () = assert!(std::mem::size_of::<BlockIq4Xs>() == 136);
-const _: () = assert!(std::mem::align_of::<BlockIq4Xs>() == 1);
+const _: () = assert!(size_of::<BlockIq4Xs>() == 136);
+const _: () = assert!(align_of::<BlockIq4Xs>() == 1);
 // SAFETY: repr(C) of byte arrays only: alignment 1, no padding, every bit pattern valid.
 unsafe impl ByteBlock for BlockIq4Xs {
     const ELEMENTS: usize = QK_K;

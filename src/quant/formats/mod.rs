@@ -62,7 +62,6 @@ mod tests {
 
     #[test]
     fn block_sizes_match_the_type_table() {
-        use std::mem::size_of;
         assert_eq!(size_of::<BlockQ2K>(), GgmlType::Q2_K.block_bytes());
         assert_eq!(size_of::<BlockQ3K>(), GgmlType::Q3_K.block_bytes());
         assert_eq!(size_of::<BlockQ4K>(), GgmlType::Q4_K.block_bytes());

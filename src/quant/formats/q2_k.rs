@@ -19,8 +19,8 @@ pub struct BlockQ2K {
     pub dmin: [u8; 2],
 }
 
-const _: () = assert!(std::mem::size_of::<BlockQ2K>() == 84);
-const _: () = assert!(std::mem::align_of::<BlockQ2K>() == 1);
+const _: () = assert!(size_of::<BlockQ2K>() == 84);
+const _: () = assert!(align_of::<BlockQ2K>() == 1);
 // SAFETY: repr(C) of byte arrays only: alignment 1, no padding, every bit pattern valid.
 unsafe impl ByteBlock for BlockQ2K {
     const ELEMENTS: usize = QK_K;

@@ -19,8 +19,8 @@ pub struct BlockQ4K {
     pub qs: [u8; QK_K / 2],
 }
 
-const _: () = assert!(std::mem::size_of::<BlockQ4K>() == 144);
-const _: () = assert!(std::mem::align_of::<BlockQ4K>() == 1);
+const _: () = assert!(size_of::<BlockQ4K>() == 144);
+const _: () = assert!(align_of::<BlockQ4K>() == 1);
 // SAFETY: repr(C) of byte arrays only: alignment 1, no padding, every bit pattern valid.
 unsafe impl ByteBlock for BlockQ4K {
     const ELEMENTS: usize = QK_K;

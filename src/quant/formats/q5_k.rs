@@ -22,8 +22,8 @@ pub struct BlockQ5K {
     pub qs: [u8; QK_K / 2],
 }
 
-const _: () = assert!(std::mem::size_of::<BlockQ5K>() == 176);
-const _: () = assert!(std::mem::align_of::<BlockQ5K>() == 1);
+const _: () = assert!(size_of::<BlockQ5K>() == 176);
+const _: () = assert!(align_of::<BlockQ5K>() == 1);
 // SAFETY: repr(C) of byte arrays only: alignment 1, no padding, every bit pattern valid.
 unsafe impl ByteBlock for BlockQ5K {
     const ELEMENTS: usize = QK_K;

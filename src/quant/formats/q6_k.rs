@@ -21,8 +21,8 @@ pub struct BlockQ6K {
     pub d: [u8; 2],
 }
 
-const _: () = assert!(std::mem::size_of::<BlockQ6K>() == 210);
-const _: () = assert!(std::mem::align_of::<BlockQ6K>() == 1);
+const _: () = assert!(size_of::<BlockQ6K>() == 210);
+const _: () = assert!(align_of::<BlockQ6K>() == 1);
 // SAFETY: repr(C) of byte arrays only: alignment 1, no padding, every bit pattern valid.
 unsafe impl ByteBlock for BlockQ6K {
     const ELEMENTS: usize = QK_K;

@@ -17,8 +17,8 @@ pub struct BlockQ8K {
     pub bsums: [u8; 32],
 }
 
-const _: () = assert!(std::mem::size_of::<BlockQ8K>() == 292);
-const _: () = assert!(std::mem::align_of::<BlockQ8K>() == 1);
+const _: () = assert!(size_of::<BlockQ8K>() == 292);
+const _: () = assert!(align_of::<BlockQ8K>() == 1);
 // SAFETY: repr(C) of byte arrays only: alignment 1, no padding, every bit pattern valid.
 unsafe impl ByteBlock for BlockQ8K {
     const ELEMENTS: usize = QK_K;

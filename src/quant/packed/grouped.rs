@@ -11,6 +11,28 @@ use crate::quant::simd::Simd;
 /// Rows per interleaved group (the f32 lanes of a 512-bit register).
 pub const GROUP_ROWS: usize = 16;
 
+/// Bytes of one interleaved chunk, the layout every packed form gives its quants: four bytes of
+/// each of the 16 rows, row `r`'s at `4r..4r + 4` (one 512-bit register, whose lane `r` a
+/// `vpdpbusd` then advances by four of row `r`'s products).
+pub(crate) const CHUNK_BYTES: usize = 4 * GROUP_ROWS;
+
+/// Puts row `r`'s bytes `words` into the interleaved chunks at the start of `chunks`: its bytes
+/// `4k..4k + 4` into chunk `k`.
+#[inline(always)]
+pub(crate) fn interleave_row(chunks: &mut [u8], r: usize, words: &[u8]) {
+    for (k, word) in words.chunks_exact(4).enumerate() {
+        chunks[CHUNK_BYTES * k + 4 * r..][..4].copy_from_slice(word);
+    }
+}
+
+/// The inverse of [`interleave_row`]: appends row `r`'s bytes from the first `n_chunks` chunks
+/// at the start of `chunks` to `out`.
+pub(crate) fn deinterleave_row(chunks: &[u8], r: usize, n_chunks: usize, out: &mut Vec<u8>) {
+    for k in 0..n_chunks {
+        out.extend_from_slice(&chunks[CHUNK_BYTES * k + 4 * r..][..4]);
+    }
+}
+
 /// Copies at least this large are backed by huge pages if the system has them: the weights
 /// streamed by generation then cost fewer TLB misses (SmolLM2 Q4_0's 16 MiB vocabulary:
 /// generation ~5 % faster), while smaller copies paid the huge pages' slower first touch at load
@@ -133,6 +155,130 @@ impl GroupedRows {
     pub(crate) fn group_blocks(&self, g: usize) -> std::slice::ChunksExact<'_, u8> {
         self.group(g).chunks_exact(self.group_block_bytes)
     }
+}
+
+/// A packed form's AVX-512 kernel, ready to run: see [`Avx512Kernel`].
+#[cfg(target_arch = "x86_64")]
+pub(crate) trait GroupDot {
+    /// `group` (one row group's blocks, in the layout the kernel reads) dotted with the activation
+    /// columns `first..first + NC`: `out[k][r]` is row `r` · column `first + k`.
+    ///
+    /// # Panics
+    /// If `group` is not a whole group or a column is not one of the kernel's.
+    fn dot<const NC: usize>(&self, group: &[u8], first: usize) -> [[f32; GROUP_ROWS]; NC];
+}
+
+/// The operands of a packed form's AVX-512 kernel: `n_cols` activation columns of `n_blocks`
+/// blocks each, `stride` bytes apart in `acts`, and their per-block sums `S` as the form computes
+/// them; `MODE` picks between a form's two arithmetics where it has two. Built only where the CPU
+/// has the features [`avx512_vnni`] checks (`new`'s contract), which is what lets each form's
+/// [`GroupDot::dot`] be safe.
+#[cfg(target_arch = "x86_64")]
+pub(crate) struct Avx512Kernel<'a, S, const MODE: bool = false> {
+    n_blocks: usize,
+    acts: &'a [u8],
+    stride: usize,
+    n_cols: usize,
+    sums: &'a S,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl<'a, S, const MODE: bool> Avx512Kernel<'a, S, MODE> {
+    /// The operands as described on the type.
+    ///
+    /// # Safety
+    /// The CPU has the features [`avx512_vnni`] checks.
+    pub(crate) unsafe fn new(
+        n_blocks: usize,
+        acts: &'a [u8],
+        stride: usize,
+        n_cols: usize,
+        sums: &'a S,
+    ) -> Self {
+        Avx512Kernel {
+            n_blocks,
+            acts,
+            stride,
+            n_cols,
+            sums,
+        }
+    }
+
+    /// Blocks per column (and per row of the matrix).
+    pub(crate) fn n_blocks(&self) -> usize {
+        self.n_blocks
+    }
+
+    /// The activation sums.
+    pub(crate) fn sums(&self) -> &'a S {
+        self.sums
+    }
+
+    /// Columns `first..first + NC` as the kernel reads them, each with its entries of the
+    /// per-block tables `scales` and `sums` (column `c`, block `i` at `c * n_blocks + i`): every
+    /// pointer is to `n_blocks` blocks or entries, checked here.
+    ///
+    /// # Panics
+    /// If a column is not one of the kernel's or a table is short.
+    #[inline(always)]
+    pub(crate) fn columns<B, E, const NC: usize>(
+        &self,
+        first: usize,
+        scales: &'a [f32],
+        sums: &'a [E],
+    ) -> [Column<E>; NC] {
+        let n = self.n_blocks;
+        std::array::from_fn(|k| {
+            let c = first + k;
+            Column {
+                quants: self.column::<B>(c).as_ptr(),
+                scales: scales[c * n..][..n].as_ptr(),
+                sums: sums[c * n..][..n].as_ptr(),
+            }
+        })
+    }
+
+    /// Column `c`'s `n_blocks` activation blocks of `B`.
+    ///
+    /// # Panics
+    /// If `c` is not below `n_cols` or the column is short.
+    #[inline(always)]
+    pub(crate) fn column<B>(&self, c: usize) -> &'a [u8] {
+        assert!(c < self.n_cols);
+        &self.acts[c * self.stride..][..self.n_blocks * size_of::<B>()]
+    }
+}
+
+/// One activation column as a packed kernel reads it: its blocks, their scales as f32 and the
+/// form's per-block sum `E` of them (Q4_0's offset term, Q4_K's min pairs, the lanes' starts).
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub(crate) struct Column<E> {
+    pub(crate) quants: *const u8,
+    pub(crate) scales: *const f32,
+    pub(crate) sums: *const E,
+}
+
+/// Dots `group` (group `g` of the matrix) with the columns from `first`, `NC` at a time while
+/// `NC` of them remain before `end`, handing each value to `store(column, row, value)`; returns
+/// the first column not done. Calls for decreasing `NC` cover all the columns with the widest
+/// tiles first.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn column_tiles<const NC: usize>(
+    kernel: &impl GroupDot,
+    group: &[u8],
+    g: usize,
+    first: usize,
+    end: usize,
+    store: &mut impl FnMut(usize, usize, f32),
+) -> usize {
+    let mut c = first;
+    while end - c >= NC {
+        store_tile(g, c, &kernel.dot::<NC>(group, c), store);
+        c += NC;
+    }
+    c
 }
 
 /// Hands a kernel's outputs for group `g`, columns `c..c + tile.len()`, to

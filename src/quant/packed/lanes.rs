@@ -34,7 +34,11 @@
 //! bytes, offset 16), then every column tile runs over it from L1; one-column calls (token
 //! generation) unpack each block in registers as they stream the weights.
 
-use super::grouped::{q8_0_block_sums, store_tile, GroupedRows};
+#[cfg(target_arch = "x86_64")]
+use super::grouped::{column_tiles, store_tile, Avx512Kernel, Column, GroupDot};
+use super::grouped::{
+    deinterleave_row, interleave_row, q8_0_block_sums, GroupedRows, CHUNK_BYTES as CHUNK,
+};
 use crate::quant::block::{as_blocks, hsum8, QK};
 use crate::quant::formats::q5_0::BlockQ5_0;
 use crate::quant::formats::q8_0::BlockQ8_0;
@@ -46,8 +50,6 @@ pub use super::grouped::GROUP_ROWS;
 const LANES: usize = QK / 4;
 /// Bytes of the 16 f16 scales at the start of every group block.
 const SCALE_BYTES: usize = 2 * GROUP_ROWS;
-/// Bytes of one 16-row chunk (four bytes of each row).
-const CHUNK: usize = 4 * GROUP_ROWS;
 /// Bytes of a Q8_0 group block (and of the unpacked Q5_0 buffer's blocks).
 const Q8_GROUP_BLOCK: usize = GROUP_ROWS * size_of::<BlockQ8_0>();
 /// Bytes of a Q5_0 group block.
@@ -122,9 +124,7 @@ impl PackedLanes {
                     qh |= (((mask >> (4 * lane)) & 0xF) as u32) << (4 * l);
                 }
                 out.extend_from_slice(&qh.to_le_bytes());
-                for l in 0..LANES / 2 {
-                    out.extend_from_slice(&block[Q5_NIBBLES + CHUNK * l + 4 * lane..][..4]);
-                }
+                deinterleave_row(&block[Q5_NIBBLES..], lane, LANES / 2, &mut out);
             }
         }
         out
@@ -159,9 +159,7 @@ fn pack_q5_0(r: usize, block: &BlockQ5_0, out: &mut [u8; Q5_GROUP_BLOCK]) {
         let byte = &mut out[SCALE_BYTES + 8 * l + r / 2];
         *byte |= (((qh >> (4 * l)) & 0xF) as u8) << (4 * (r % 2));
     }
-    for l in 0..LANES / 2 {
-        out[Q5_NIBBLES + CHUNK * l + 4 * r..][..4].copy_from_slice(&block.qs[4 * l..][..4]);
-    }
+    interleave_row(&mut out[Q5_NIBBLES..], r, &block.qs);
 }
 
 /// What the kernel needs of each Q8_0 activation block besides its quants: the scale as f32
@@ -245,64 +243,93 @@ pub fn matmul_groups(
     #[cfg(target_arch = "x86_64")]
     if avx512_vnni() {
         let n_blocks = w.grouped.n_blocks();
-        let column = |c: usize| x86::Column {
-            quants: acts[c * stride..].as_ptr(),
-            scales: sums.scales[c * n_blocks..].as_ptr(),
-            starts: sums.starts[c * n_blocks..].as_ptr(),
-        };
-        let q5 = w.ty == GgmlType::Q5_0;
+        // SAFETY: the CPU has the features (checked just above).
+        let kernel = unsafe { Avx512Kernel::new(n_blocks, acts, stride, n_cols, sums) };
         // The Q5_0 group unpacked for the column tiles (prompts only).
+        let q5 = w.ty == GgmlType::Q5_0;
         let mut unpacked = if q5 && n_cols > 1 {
             vec![0u8; n_blocks * Q8_GROUP_BLOCK]
         } else {
             Vec::new()
         };
         for g in groups {
-            let group = w.grouped.group(g).as_ptr();
+            let group = w.grouped.group(g);
             if n_cols == 1 {
-                // SAFETY: the CPU has the features (checked above); the group holds `n_blocks`
-                // group blocks of the matrix's type and column 0 `n_blocks` activation blocks and
-                // sums (asserted in `check_operands`).
-                let v = unsafe {
-                    if q5 {
-                        x86::group_dot::<1, true>(group, n_blocks, [column(0)], true)
-                    } else {
-                        x86::group_dot::<1, false>(group, n_blocks, [column(0)], true)
-                    }
-                };
-                store_tile(g, 0, &v, &mut store);
+                store_tile(g, 0, &kernel.stream(group), &mut store);
                 continue;
             }
             let ready = if q5 {
-                // SAFETY: as above; `unpacked` holds `n_blocks` Q8_0-layout group blocks.
-                unsafe { x86::unpack_q5_0(group, n_blocks, unpacked.as_mut_ptr()) };
-                unpacked.as_ptr()
+                kernel.unpack_q5_0(group, &mut unpacked);
+                &unpacked[..]
             } else {
                 group
             };
-            let mut c = 0;
-            macro_rules! tile {
-                ($nc:expr) => {
-                    while n_cols - c >= $nc {
-                        let cols: [x86::Column; $nc] = std::array::from_fn(|k| column(c + k));
-                        // SAFETY: the CPU has the features (checked above); `ready` holds
-                        // `n_blocks` Q8_0-layout group blocks and each column `n_blocks`
-                        // activation blocks and sums (asserted above, `c + k < n_cols`).
-                        let v =
-                            unsafe { x86::group_dot::<$nc, false>(ready, n_blocks, cols, false) };
-                        store_tile(g, c, &v, &mut store);
-                        c += $nc;
-                    }
-                };
-            }
-            tile!(COLUMN_TILE);
-            tile!(2);
-            tile!(1);
+            let c = column_tiles::<COLUMN_TILE>(&kernel, ready, g, 0, n_cols, &mut store);
+            let c = column_tiles::<2>(&kernel, ready, g, c, n_cols, &mut store);
+            column_tiles::<1>(&kernel, ready, g, c, n_cols, &mut store);
         }
         return true;
     }
     let _ = (groups, acts, &mut store);
     false
+}
+
+/// [`x86::group_dot`]: [`GroupDot::dot`] reads a group in the Q8_0 layout (a Q8_0 group, or a
+/// Q5_0 group through [`Avx512Kernel::unpack_q5_0`]), [`Avx512Kernel::stream`] one in the
+/// matrix's own.
+#[cfg(target_arch = "x86_64")]
+impl Avx512Kernel<'_, LaneSums> {
+    /// Columns `first..first + NC` with their scales and lane starts.
+    #[inline(always)]
+    fn lane_columns<const NC: usize>(&self, first: usize) -> [Column<[i32; LANES]>; NC] {
+        let sums = self.sums();
+        self.columns::<BlockQ8_0, _, NC>(first, &sums.scales, &sums.starts)
+    }
+
+    /// A group of the matrix, in the matrix's layout, dotted with column 0: the one-column call
+    /// of token generation, which streams the weights (prefetching them) and unpacks Q5_0 blocks
+    /// in registers.
+    fn stream(&self, group: &[u8]) -> [[f32; GROUP_ROWS]; 1] {
+        let n = self.n_blocks();
+        let q5 = self.sums().ty == Some(GgmlType::Q5_0);
+        let block_bytes = if q5 { Q5_GROUP_BLOCK } else { Q8_GROUP_BLOCK };
+        assert_eq!(group.len(), n * block_bytes);
+        let cols = self.lane_columns::<1>(0);
+        // SAFETY: the CPU has the features (`Avx512Kernel::new`'s contract); `group` is `n` group
+        // blocks of the layout read (the sums were computed for the matrix's type, checked in
+        // `check_operands`; the length above) and the column `n` activation blocks, scales and
+        // starts (sliced in `columns`).
+        unsafe {
+            if q5 {
+                x86::group_dot::<1, true>(group.as_ptr(), n, cols, true)
+            } else {
+                x86::group_dot::<1, false>(group.as_ptr(), n, cols, true)
+            }
+        }
+    }
+
+    /// Unpacks the Q5_0 group `group` into `out` in the Q8_0 layout (see the module doc).
+    fn unpack_q5_0(&self, group: &[u8], out: &mut [u8]) {
+        let n = self.n_blocks();
+        assert!(group.len() == n * Q5_GROUP_BLOCK && out.len() == n * Q8_GROUP_BLOCK);
+        // SAFETY: the CPU has the features (`Avx512Kernel::new`'s contract); the lengths are
+        // checked above.
+        unsafe { x86::unpack_q5_0(group.as_ptr(), n, out.as_mut_ptr()) };
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl GroupDot for Avx512Kernel<'_, LaneSums> {
+    #[inline(always)]
+    fn dot<const NC: usize>(&self, group: &[u8], first: usize) -> [[f32; GROUP_ROWS]; NC] {
+        let n = self.n_blocks();
+        assert_eq!(group.len(), n * Q8_GROUP_BLOCK);
+        let cols = self.lane_columns::<NC>(first);
+        // SAFETY: the CPU has the features (`new`'s contract); `group` is `n` Q8_0-layout group
+        // blocks (checked above) and every column `n` activation blocks, scales and starts
+        // (sliced in `columns`).
+        unsafe { x86::group_dot::<NC, false>(group.as_ptr(), n, cols, false) }
+    }
 }
 
 /// Activation columns one prompt kernel call dots with a group: 8 accumulators per column, so
@@ -372,15 +399,8 @@ pub(crate) mod x86 {
         CHUNK, GROUP_ROWS, LANES, Q5_GROUP_BLOCK, Q5_NIBBLES, Q8_GROUP_BLOCK, SCALE_BYTES,
     };
     use crate::quant::formats::q8_0::BlockQ8_0;
+    use crate::quant::packed::grouped::Column;
     use crate::quant::x86::prefetch_ahead;
-
-    /// One activation column: its Q8_0 blocks and their [`super::LaneSums`].
-    #[derive(Clone, Copy)]
-    pub(super) struct Column {
-        pub quants: *const u8,
-        pub scales: *const f32,
-        pub starts: *const [i32; LANES],
-    }
 
     /// How far ahead (bytes) one-column calls ask for the group's next blocks: generation streams
     /// the weights once, and the loads must not wait on memory (8 KiB, as the file-layout
@@ -449,43 +469,49 @@ pub(crate) mod x86 {
     pub(super) unsafe fn group_dot<const NC: usize, const Q5: bool>(
         group: *const u8,
         n_blocks: usize,
-        cols: [Column; NC],
+        cols: [Column<[i32; LANES]>; NC],
         prefetch: bool,
     ) -> [[f32; GROUP_ROWS]; NC] {
         let block_bytes = if Q5 { Q5_GROUP_BLOCK } else { Q8_GROUP_BLOCK };
         let mut acc = [[_mm512_setzero_ps(); LANES]; NC];
         for i in 0..n_blocks {
-            // SAFETY (whole loop body): `i < n_blocks`, so every read below stays inside the
-            // group's block `i` and the columns' block `i` (the caller's contract); prefetches
-            // never fault.
-            unsafe {
-                let block = group.add(i * block_bytes);
-                if prefetch {
-                    prefetch_ahead(block, PREFETCH_AHEAD, block_bytes);
-                }
-                let dw = _mm512_cvtph_ps(_mm256_loadu_si256(block.cast()));
-                let mut scale = [_mm512_setzero_ps(); NC];
-                for c in 0..NC {
-                    scale[c] = _mm512_mul_ps(dw, _mm512_set1_ps(*cols[c].scales.add(i)));
-                }
-                let q5 = if Q5 {
-                    q5_0_lanes(block)
+            // SAFETY: `i < n_blocks`: group block `i` lies in the group (the caller's contract).
+            let block = unsafe { group.add(i * block_bytes) };
+            if prefetch {
+                prefetch_ahead(block, PREFETCH_AHEAD, block_bytes);
+            }
+            // SAFETY: the block's first 32 bytes are its 16 scales.
+            let dw = _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(block.cast()) });
+            let mut scale = [_mm512_setzero_ps(); NC];
+            for c in 0..NC {
+                // SAFETY: `i < n_blocks`: the column's scale `i` (the caller's contract).
+                let da = unsafe { *cols[c].scales.add(i) };
+                scale[c] = _mm512_mul_ps(dw, _mm512_set1_ps(da));
+            }
+            let q5 = if Q5 {
+                // SAFETY: `block` is a whole Q5_0 group block (the caller's contract).
+                unsafe { q5_0_lanes(block) }
+            } else {
+                [_mm512_setzero_si512(); LANES]
+            };
+            for l in 0..LANES {
+                let w = if Q5 {
+                    q5[l]
                 } else {
-                    [_mm512_setzero_si512(); LANES]
+                    // SAFETY: chunk `l` of the Q8_0-layout block's eight.
+                    unsafe { _mm512_loadu_si512(block.add(SCALE_BYTES + CHUNK * l).cast()) }
                 };
-                for l in 0..LANES {
-                    let w = if Q5 {
-                        q5[l]
-                    } else {
-                        _mm512_loadu_si512(block.add(SCALE_BYTES + CHUNK * l).cast())
-                    };
-                    for c in 0..NC {
+                for c in 0..NC {
+                    // SAFETY: `i < n_blocks`: activation block `i` of the column and its lane
+                    // starts (the caller's contract); quants `4l..4l + 4` of its 32, which follow
+                    // its two scale bytes.
+                    let (a, start) = unsafe {
                         let a = cols[c].quants.add(i * size_of::<BlockQ8_0>() + 2 + 4 * l);
-                        let a = _mm512_set1_epi32(a.cast::<i32>().read_unaligned());
-                        let start = _mm512_set1_epi32((*cols[c].starts.add(i))[l]);
-                        let isum = _mm512_dpbusd_epi32(start, w, a);
-                        acc[c][l] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale[c], acc[c][l]);
-                    }
+                        (a.cast::<i32>().read_unaligned(), (*cols[c].sums.add(i))[l])
+                    };
+                    let isum =
+                        _mm512_dpbusd_epi32(_mm512_set1_epi32(start), w, _mm512_set1_epi32(a));
+                    acc[c][l] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale[c], acc[c][l]);
                 }
             }
         }

@@ -20,8 +20,8 @@
 //! high nibbles: elements `16 + 4k..16 + 4k + 4`).
 
 #[cfg(target_arch = "x86_64")]
-use super::grouped::avx512_vnni;
-use super::grouped::{q8_0_block_sums, store_tile, GroupedRows, GROUP_ROWS};
+use super::grouped::{avx512_vnni, column_tiles, Avx512Kernel, GroupDot};
+use super::grouped::{deinterleave_row, interleave_row, q8_0_block_sums, GroupedRows, GROUP_ROWS};
 use crate::quant::block::{as_blocks, QK};
 use crate::quant::formats::q4_0::BlockQ4_0;
 use crate::quant::formats::q8_0::BlockQ8_0;
@@ -54,9 +54,7 @@ impl PackedQ4_0 {
             |r, block, out: &mut [u8; GROUP_BLOCK_BYTES]| {
                 let (scales, nibbles) = out.split_at_mut(2 * GROUP_ROWS);
                 scales[2 * r..2 * r + 2].copy_from_slice(&block.d);
-                for k in 0..NIBBLE_BYTES / 4 {
-                    nibbles[64 * k + 4 * r..][..4].copy_from_slice(&block.qs[4 * k..][..4]);
-                }
+                interleave_row(nibbles, r, &block.qs);
             },
         )?;
         Some(PackedQ4_0 { grouped })
@@ -78,9 +76,7 @@ impl PackedQ4_0 {
         let mut out = Vec::with_capacity(self.grouped.n_blocks() * size_of::<BlockQ4_0>());
         for block in self.grouped.group_blocks(r / GROUP_ROWS) {
             out.extend_from_slice(&block[2 * lane..2 * lane + 2]);
-            for k in 0..NIBBLE_BYTES / 4 {
-                out.extend_from_slice(&block[2 * GROUP_ROWS + 64 * k + 4 * lane..][..4]);
-            }
+            deinterleave_row(&block[2 * GROUP_ROWS..], lane, NIBBLE_BYTES / 4, &mut out);
         }
         out
     }
@@ -148,35 +144,33 @@ pub fn matmul_groups(
     );
     #[cfg(target_arch = "x86_64")]
     if avx512_vnni() {
-        let column = |c: usize| x86::Column {
-            quants: acts[c * stride..].as_ptr(),
-            scales: sums.scales[c * n_blocks..].as_ptr(),
-            offsets: sums.offsets[c * n_blocks..].as_ptr(),
-        };
+        // SAFETY: the CPU has the features (checked just above).
+        let kernel = unsafe { Avx512Kernel::new(n_blocks, acts, stride, n_cols, sums) };
         for g in groups {
-            let group = w.grouped.group(g).as_ptr();
-            let mut c = 0;
-            macro_rules! tile {
-                ($nc:expr) => {
-                    while n_cols - c >= $nc {
-                        let cols: [x86::Column; $nc] = std::array::from_fn(|k| column(c + k));
-                        // SAFETY: the CPU has the features (checked above); `group` holds
-                        // `n_blocks` group blocks and each column `n_blocks` activation blocks and
-                        // sums (asserted above, `c + k < n_cols`).
-                        let v = unsafe { x86::group_dot(group, n_blocks, cols, $nc == 1) };
-                        store_tile(g, c, &v, &mut store);
-                        c += $nc;
-                    }
-                };
-            }
-            tile!(COLUMN_TILE);
-            tile!(4);
-            tile!(1);
+            let group = w.grouped.group(g);
+            let c = column_tiles::<COLUMN_TILE>(&kernel, group, g, 0, n_cols, &mut store);
+            let c = column_tiles::<4>(&kernel, group, g, c, n_cols, &mut store);
+            column_tiles::<1>(&kernel, group, g, c, n_cols, &mut store);
         }
         return true;
     }
     let _ = (groups, acts, &mut store);
     false
+}
+
+/// [`x86::group_dot`].
+#[cfg(target_arch = "x86_64")]
+impl GroupDot for Avx512Kernel<'_, ActivationSums> {
+    #[inline(always)]
+    fn dot<const NC: usize>(&self, group: &[u8], first: usize) -> [[f32; GROUP_ROWS]; NC] {
+        let (n, sums) = (self.n_blocks(), self.sums());
+        assert_eq!(group.len(), n * GROUP_BLOCK_BYTES);
+        let cols = self.columns::<BlockQ8_0, _, NC>(first, &sums.scales, &sums.offsets);
+        // SAFETY: the CPU has the features (`Avx512Kernel::new`'s contract); `group` is `n` group
+        // blocks and every column `n` activation blocks, scales and offsets (sliced above). One
+        // column is a generation step, which streams the weights: prefetch them.
+        unsafe { x86::group_dot(group.as_ptr(), n, cols, NC == 1) }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -185,15 +179,8 @@ mod x86 {
 
     use super::{GROUP_BLOCK_BYTES, GROUP_ROWS};
     use crate::quant::formats::q8_0::BlockQ8_0;
+    use crate::quant::packed::grouped::Column;
     use crate::quant::x86::prefetch_ahead;
-
-    /// One activation column: its Q8_0 blocks and their [`super::ActivationSums`].
-    #[derive(Clone, Copy)]
-    pub(super) struct Column {
-        pub quants: *const u8,
-        pub scales: *const f32,
-        pub offsets: *const i32,
-    }
 
     /// How far ahead (bytes) one-column calls ask for the group's next blocks: generation streams
     /// the weights once, and the loads must not wait on memory.
@@ -208,45 +195,56 @@ mod x86 {
     pub(super) unsafe fn group_dot<const NC: usize>(
         group: *const u8,
         n_blocks: usize,
-        cols: [Column; NC],
+        cols: [Column<i32>; NC],
         prefetch: bool,
     ) -> [[f32; GROUP_ROWS]; NC] {
         let low_nibbles = _mm512_set1_epi8(0x0F);
         let mut acc = [_mm512_setzero_ps(); NC];
         for i in 0..n_blocks {
-            // SAFETY (whole loop body): `i < n_blocks`, so every read below stays inside the
-            // group's block `i` and the columns' block `i` (the caller's contract); prefetches
-            // never fault.
-            unsafe {
-                let block = group.add(i * GROUP_BLOCK_BYTES);
-                if prefetch {
-                    prefetch_ahead(block, PREFETCH_AHEAD, GROUP_BLOCK_BYTES);
-                }
-                let dw = _mm512_cvtph_ps(_mm256_loadu_si256(block.cast()));
-                let mut lo = [_mm512_setzero_si512(); 4];
-                let mut hi = [_mm512_setzero_si512(); 4];
+            // SAFETY: `i < n_blocks`: group block `i` lies in the group (the caller's contract).
+            let block = unsafe { group.add(i * GROUP_BLOCK_BYTES) };
+            if prefetch {
+                prefetch_ahead(block, PREFETCH_AHEAD, GROUP_BLOCK_BYTES);
+            }
+            // SAFETY: the block's first 32 bytes are its 16 scales.
+            let dw = _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(block.cast()) });
+            let mut lo = [_mm512_setzero_si512(); 4];
+            let mut hi = [_mm512_setzero_si512(); 4];
+            for k in 0..4 {
+                // SAFETY: the scales are followed by four 64-byte chunks of nibbles.
+                let q = unsafe { _mm512_loadu_si512(block.add(2 * GROUP_ROWS + 64 * k).cast()) };
+                lo[k] = _mm512_and_si512(q, low_nibbles);
+                hi[k] = _mm512_and_si512(_mm512_srli_epi16(q, 4), low_nibbles);
+            }
+            for c in 0..NC {
+                // SAFETY: `i < n_blocks`: activation block `i` of the column, its scale and its
+                // offset are in the column (the caller's contract); its 32 quants follow the
+                // block's two scale bytes.
+                let (a, offset, da) = unsafe {
+                    (
+                        cols[c].quants.add(i * size_of::<BlockQ8_0>() + 2),
+                        *cols[c].sums.add(i),
+                        *cols[c].scales.add(i),
+                    )
+                };
+                // Two independent chains (low and high nibbles), each starting from exact
+                // integers; their sum is the block's exact integer dot.
+                let mut s_lo = _mm512_set1_epi32(offset);
+                let mut s_hi = _mm512_setzero_si512();
                 for k in 0..4 {
-                    let q = _mm512_loadu_si512(block.add(2 * GROUP_ROWS + 64 * k).cast());
-                    lo[k] = _mm512_and_si512(q, low_nibbles);
-                    hi[k] = _mm512_and_si512(_mm512_srli_epi16(q, 4), low_nibbles);
+                    // SAFETY: quants `4k..4k + 4` and `16 + 4k..16 + 4k + 4` of the 32 at `a`.
+                    let (a_lo, a_hi) = unsafe {
+                        (
+                            a.add(4 * k).cast::<i32>().read_unaligned(),
+                            a.add(16 + 4 * k).cast::<i32>().read_unaligned(),
+                        )
+                    };
+                    s_lo = _mm512_dpbusd_epi32(s_lo, lo[k], _mm512_set1_epi32(a_lo));
+                    s_hi = _mm512_dpbusd_epi32(s_hi, hi[k], _mm512_set1_epi32(a_hi));
                 }
-                for c in 0..NC {
-                    let a = cols[c].quants.add(i * size_of::<BlockQ8_0>() + 2);
-                    // Two independent chains (low and high nibbles), each starting from exact
-                    // integers; their sum is the block's exact integer dot.
-                    let mut s_lo = _mm512_set1_epi32(*cols[c].offsets.add(i));
-                    let mut s_hi = _mm512_setzero_si512();
-                    for k in 0..4 {
-                        let a_lo = _mm512_set1_epi32(a.add(4 * k).cast::<i32>().read_unaligned());
-                        let a_hi =
-                            _mm512_set1_epi32(a.add(16 + 4 * k).cast::<i32>().read_unaligned());
-                        s_lo = _mm512_dpbusd_epi32(s_lo, lo[k], a_lo);
-                        s_hi = _mm512_dpbusd_epi32(s_hi, hi[k], a_hi);
-                    }
-                    let isum = _mm512_add_epi32(s_lo, s_hi);
-                    let scale = _mm512_mul_ps(dw, _mm512_set1_ps(*cols[c].scales.add(i)));
-                    acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, acc[c]);
-                }
+                let isum = _mm512_add_epi32(s_lo, s_hi);
+                let scale = _mm512_mul_ps(dw, _mm512_set1_ps(da));
+                acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, acc[c]);
             }
         }
         let mut out = [[0.0f32; GROUP_ROWS]; NC];

@@ -26,7 +26,9 @@
 //!   quant bytes `32c + 4k..32c + 4k + 4` (low nibbles: elements `64c + 4k..+4` of sub-block
 //!   `2c`; high nibbles: elements `64c + 32 + 4k..+4` of sub-block `2c + 1`).
 
-use super::grouped::{store_tile, GroupedRows, GROUP_ROWS};
+#[cfg(target_arch = "x86_64")]
+use super::grouped::{avx512_vnni, column_tiles, Avx512Kernel, GroupDot};
+use super::grouped::{interleave_row, GroupedRows, GROUP_ROWS};
 use crate::quant::block::as_blocks;
 use crate::quant::formats::q4_k::{unpack_scales_mins, BlockQ4K};
 use crate::quant::formats::q8_k::BlockQ8K;
@@ -67,10 +69,7 @@ impl PackedQ4K {
                     out[SCALES_AT + GROUP_ROWS * j + r] = sm[j];
                     out[MINS_AT + GROUP_ROWS * j + r] = sm[8 + j];
                 }
-                for chunk in 0..32 {
-                    out[QUANTS_AT + 64 * chunk + 4 * r..][..4]
-                        .copy_from_slice(&b.qs[4 * chunk..][..4]);
-                }
+                interleave_row(&mut out[QUANTS_AT..], r, &b.qs);
             },
         )?;
         Some(PackedQ4K { grouped })
@@ -167,35 +166,36 @@ pub fn matmul_groups(
         "packed Q4_K matmul: activations or sums do not match the matrix"
     );
     #[cfg(target_arch = "x86_64")]
-    if super::grouped::avx512_vnni() {
-        let column = |c: usize| x86::Column {
-            quants: acts[c * stride..].as_ptr(),
-            scales: sums.scales[c * n_blocks..].as_ptr(),
-            min_pairs: sums.min_pairs[c * n_blocks..].as_ptr(),
-        };
+    if avx512_vnni() {
+        // SAFETY: the CPU has the features (checked just above).
+        let four = unsafe { Avx512Kernel::<_, true>::new(n_blocks, acts, stride, n_cols, sums) };
+        // SAFETY: as above.
+        let one = unsafe { Avx512Kernel::<_, false>::new(n_blocks, acts, stride, n_cols, sums) };
         for g in groups {
-            let group = w.grouped.group(g).as_ptr();
-            let mut c = 0;
-            macro_rules! tile {
-                ($nc:expr, $chunked:expr, $limit:expr) => {
-                    while $limit - c >= $nc {
-                        let cols: [x86::Column; $nc] = std::array::from_fn(|k| column(c + k));
-                        // SAFETY: the CPU has the features (checked above); `group` holds
-                        // `n_blocks` group super-blocks and each column `n_blocks` activation
-                        // super-blocks and sums (asserted above, `c + k < n_cols`).
-                        let v = unsafe { x86::group_dot::<$nc, $chunked>(group, n_blocks, cols) };
-                        store_tile(g, c, &v, &mut store);
-                        c += $nc;
-                    }
-                };
-            }
-            tile!(COLUMN_TILE, true, chunked);
-            tile!(1, false, n_cols);
+            let group = w.grouped.group(g);
+            let c = column_tiles::<COLUMN_TILE>(&four, group, g, 0, chunked, &mut store);
+            column_tiles::<1>(&one, group, g, c, n_cols, &mut store);
         }
         return true;
     }
     let _ = (groups, acts, chunked, &mut store);
     false
+}
+
+/// [`x86::group_dot`], its running sums stepped per 64 elements when `CHUNKED`, else per
+/// super-block.
+#[cfg(target_arch = "x86_64")]
+impl<const CHUNKED: bool> GroupDot for Avx512Kernel<'_, ActivationSumsK, CHUNKED> {
+    #[inline(always)]
+    fn dot<const NC: usize>(&self, group: &[u8], first: usize) -> [[f32; GROUP_ROWS]; NC] {
+        let (n, sums) = (self.n_blocks(), self.sums());
+        assert_eq!(group.len(), n * GROUP_BLOCK_BYTES);
+        let cols = self.columns::<BlockQ8K, _, NC>(first, &sums.scales, &sums.min_pairs);
+        // SAFETY: the CPU has the features (`Avx512Kernel::new`'s contract); `group` is `n` group
+        // super-blocks and every column `n` activation super-blocks, scales and min pairs (sliced
+        // above).
+        unsafe { x86::group_dot::<NC, CHUNKED>(group.as_ptr(), n, cols) }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -204,15 +204,8 @@ mod x86 {
 
     use super::{DMIN_AT, GROUP_BLOCK_BYTES, GROUP_ROWS, MINS_AT, QUANTS_AT, SCALES_AT};
     use crate::quant::formats::q8_k::BlockQ8K;
+    use crate::quant::packed::grouped::Column;
     use crate::quant::x86::prefetch_ahead;
-
-    /// One activation column: its Q8_K super-blocks and their [`super::ActivationSumsK`].
-    #[derive(Clone, Copy)]
-    pub(super) struct Column {
-        pub quants: *const u8,
-        pub scales: *const f32,
-        pub min_pairs: *const [i32; 4],
-    }
 
     /// How far ahead (bytes) one-column calls ask for the group's next super-blocks (generation
     /// streams the weights once).
@@ -220,6 +213,18 @@ mod x86 {
 
     /// Offset of the quants in a Q8_K block (after its f32 scale).
     const Q8K_QUANTS: usize = 4;
+
+    /// Sub-block scales or mins of the 16 rows at byte `at` of the super-block at `block`, as
+    /// i32 lanes.
+    ///
+    /// # Safety
+    /// The 16 bytes at `at` must lie in the super-block.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn byte_lanes(block: *const u8, at: usize) -> __m512i {
+        // SAFETY: the caller's contract.
+        _mm512_cvtepu8_epi32(unsafe { _mm_loadu_si128(block.add(at).cast()) })
+    }
 
     /// The 16 rows of the group at `group` dotted with each of the `NC` columns; the running sums
     /// step per 64 elements when `CHUNKED`, else per super-block.
@@ -231,90 +236,103 @@ mod x86 {
     pub(super) unsafe fn group_dot<const NC: usize, const CHUNKED: bool>(
         group: *const u8,
         n_blocks: usize,
-        cols: [Column; NC],
+        cols: [Column<[i32; 4]>; NC],
     ) -> [[f32; GROUP_ROWS]; NC] {
         let low_nibbles = _mm512_set1_epi8(0x0F);
         let mut acc = [_mm512_setzero_ps(); NC];
         let mut mins = [_mm512_setzero_ps(); NC];
         for i in 0..n_blocks {
-            // SAFETY (whole loop body): `i < n_blocks`, so every read below stays inside the
-            // group's super-block `i` and the columns' block `i` (the caller's contract);
-            // prefetches never fault.
-            unsafe {
-                let block = group.add(i * GROUP_BLOCK_BYTES);
-                if NC == 1 {
-                    prefetch_ahead(block, PREFETCH_AHEAD, GROUP_BLOCK_BYTES);
+            // SAFETY: `i < n_blocks`: super-block `i` lies in the group (the caller's contract).
+            let block = unsafe { group.add(i * GROUP_BLOCK_BYTES) };
+            if NC == 1 {
+                prefetch_ahead(block, PREFETCH_AHEAD, GROUP_BLOCK_BYTES);
+            }
+            // SAFETY: the 16 `d` and the 16 `dmin` are the super-block's first 64 bytes.
+            let (d, dmin) = unsafe {
+                (
+                    _mm256_loadu_si256(block.cast()),
+                    _mm256_loadu_si256(block.add(DMIN_AT).cast()),
+                )
+            };
+            let (d, dmin) = (_mm512_cvtph_ps(d), _mm512_cvtph_ps(dmin));
+            // Per column: d_w·d_a and dmin_w·d_a (the running sums' multipliers).
+            let mut scale = [_mm512_setzero_ps(); NC];
+            let mut min_scale = [_mm512_setzero_ps(); NC];
+            for c in 0..NC {
+                // SAFETY: `i < n_blocks`: the column's scale `i` (the caller's contract).
+                let da = _mm512_set1_ps(unsafe { *cols[c].scales.add(i) });
+                scale[c] = _mm512_mul_ps(d, da);
+                min_scale[c] = _mm512_mul_ps(dmin, da);
+            }
+            let mut isum_block = [_mm512_setzero_si512(); NC];
+            let mut imin_block = [_mm512_setzero_si512(); NC];
+            for chunk in 0..4 {
+                let (j0, j1) = (2 * chunk, 2 * chunk + 1);
+                // SAFETY: sub-blocks `j0` and `j1` (< 8) have their 16 scales and 16 mins in the
+                // super-block, 16 bytes per sub-block from `SCALES_AT` and `MINS_AT`.
+                let (sc_lo, sc_hi, m_lo, m_hi) = unsafe {
+                    (
+                        byte_lanes(block, SCALES_AT + GROUP_ROWS * j0),
+                        byte_lanes(block, SCALES_AT + GROUP_ROWS * j1),
+                        byte_lanes(block, MINS_AT + GROUP_ROWS * j0),
+                        byte_lanes(block, MINS_AT + GROUP_ROWS * j1),
+                    )
+                };
+                // Each row's two mins as an i16 pair, for one `vpmaddwd` per column.
+                let min_pair = _mm512_or_si512(m_lo, _mm512_slli_epi32(m_hi, 16));
+                let mut lo = [_mm512_setzero_si512(); 8];
+                let mut hi = [_mm512_setzero_si512(); 8];
+                for k in 0..8 {
+                    // SAFETY: chunk `8 · chunk + k` (< 32) of the super-block's 64-byte chunks.
+                    let q = unsafe {
+                        _mm512_loadu_si512(block.add(QUANTS_AT + 64 * (8 * chunk + k)).cast())
+                    };
+                    lo[k] = _mm512_and_si512(q, low_nibbles);
+                    hi[k] = _mm512_and_si512(_mm512_srli_epi16(q, 4), low_nibbles);
                 }
-                let d = _mm512_cvtph_ps(_mm256_loadu_si256(block.cast()));
-                let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(block.add(DMIN_AT).cast()));
-                let byte_lanes =
-                    |at: usize| _mm512_cvtepu8_epi32(_mm_loadu_si128(block.add(at).cast()));
-                // Per column: d_w·d_a and dmin_w·d_a (the running sums' multipliers).
-                let mut scale = [_mm512_setzero_ps(); NC];
-                let mut min_scale = [_mm512_setzero_ps(); NC];
                 for c in 0..NC {
-                    let da = _mm512_set1_ps(*cols[c].scales.add(i));
-                    scale[c] = _mm512_mul_ps(d, da);
-                    min_scale[c] = _mm512_mul_ps(dmin, da);
-                }
-                let mut isum_block = [_mm512_setzero_si512(); NC];
-                let mut imin_block = [_mm512_setzero_si512(); NC];
-                for chunk in 0..4 {
-                    let sc_lo = byte_lanes(SCALES_AT + GROUP_ROWS * 2 * chunk);
-                    let sc_hi = byte_lanes(SCALES_AT + GROUP_ROWS * (2 * chunk + 1));
-                    // Each row's two mins as an i16 pair, for one `vpmaddwd` per column.
-                    let min_pair = _mm512_or_si512(
-                        byte_lanes(MINS_AT + GROUP_ROWS * 2 * chunk),
-                        _mm512_slli_epi32(byte_lanes(MINS_AT + GROUP_ROWS * (2 * chunk + 1)), 16),
-                    );
-                    let quants = block.add(QUANTS_AT + 8 * 64 * chunk);
-                    let mut lo = [_mm512_setzero_si512(); 8];
-                    let mut hi = [_mm512_setzero_si512(); 8];
+                    // SAFETY: `i < n_blocks`: the column's block `i` and min pairs `i` (the
+                    // caller's contract); quants `64 · chunk..64 · chunk + 64` of its 256.
+                    let (a, pairs) = unsafe {
+                        (
+                            cols[c]
+                                .quants
+                                .add(i * size_of::<BlockQ8K>() + Q8K_QUANTS + 64 * chunk),
+                            *cols[c].sums.add(i),
+                        )
+                    };
+                    let mut s_lo = _mm512_setzero_si512();
+                    let mut s_hi = _mm512_setzero_si512();
                     for k in 0..8 {
-                        let q = _mm512_loadu_si512(quants.add(64 * k).cast());
-                        lo[k] = _mm512_and_si512(q, low_nibbles);
-                        hi[k] = _mm512_and_si512(_mm512_srli_epi16(q, 4), low_nibbles);
+                        // SAFETY: quants `4k..4k + 4` and `32 + 4k..32 + 4k + 4` of the 64 at `a`.
+                        let (a_lo, a_hi) = unsafe {
+                            (
+                                a.add(4 * k).cast::<i32>().read_unaligned(),
+                                a.add(32 + 4 * k).cast::<i32>().read_unaligned(),
+                            )
+                        };
+                        s_lo = _mm512_dpbusd_epi32(s_lo, lo[k], _mm512_set1_epi32(a_lo));
+                        s_hi = _mm512_dpbusd_epi32(s_hi, hi[k], _mm512_set1_epi32(a_hi));
                     }
-                    for c in 0..NC {
-                        let a = cols[c]
-                            .quants
-                            .add(i * size_of::<BlockQ8K>() + Q8K_QUANTS + 64 * chunk);
-                        let mut s_lo = _mm512_setzero_si512();
-                        let mut s_hi = _mm512_setzero_si512();
-                        for k in 0..8 {
-                            let a_lo =
-                                _mm512_set1_epi32(a.add(4 * k).cast::<i32>().read_unaligned());
-                            let a_hi =
-                                _mm512_set1_epi32(a.add(32 + 4 * k).cast::<i32>().read_unaligned());
-                            s_lo = _mm512_dpbusd_epi32(s_lo, lo[k], a_lo);
-                            s_hi = _mm512_dpbusd_epi32(s_hi, hi[k], a_hi);
-                        }
-                        let isum = _mm512_add_epi32(
-                            _mm512_mullo_epi32(s_lo, sc_lo),
-                            _mm512_mullo_epi32(s_hi, sc_hi),
-                        );
-                        let sums = _mm512_set1_epi32((*cols[c].min_pairs.add(i))[chunk]);
-                        let imin = _mm512_madd_epi16(min_pair, sums);
-                        if CHUNKED {
-                            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale[c], acc[c]);
-                            mins[c] =
-                                _mm512_fmadd_ps(_mm512_cvtepi32_ps(imin), min_scale[c], mins[c]);
-                        } else {
-                            isum_block[c] = _mm512_add_epi32(isum_block[c], isum);
-                            imin_block[c] = _mm512_add_epi32(imin_block[c], imin);
-                        }
+                    let isum = _mm512_add_epi32(
+                        _mm512_mullo_epi32(s_lo, sc_lo),
+                        _mm512_mullo_epi32(s_hi, sc_hi),
+                    );
+                    let imin = _mm512_madd_epi16(min_pair, _mm512_set1_epi32(pairs[chunk]));
+                    if CHUNKED {
+                        acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale[c], acc[c]);
+                        mins[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(imin), min_scale[c], mins[c]);
+                    } else {
+                        isum_block[c] = _mm512_add_epi32(isum_block[c], isum);
+                        imin_block[c] = _mm512_add_epi32(imin_block[c], imin);
                     }
                 }
-                if !CHUNKED {
-                    for c in 0..NC {
-                        acc[c] =
-                            _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum_block[c]), scale[c], acc[c]);
-                        mins[c] = _mm512_fmadd_ps(
-                            _mm512_cvtepi32_ps(imin_block[c]),
-                            min_scale[c],
-                            mins[c],
-                        );
-                    }
+            }
+            if !CHUNKED {
+                for c in 0..NC {
+                    acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum_block[c]), scale[c], acc[c]);
+                    mins[c] =
+                        _mm512_fmadd_ps(_mm512_cvtepi32_ps(imin_block[c]), min_scale[c], mins[c]);
                 }
             }
         }

@@ -23,7 +23,9 @@
 //! - 64 chunks of 64 bytes; chunk `G` holds, for row `r` at bytes `4r..4r + 4`, that row's
 //!   unsigned quants `4G..4G + 4` (0..=63, the offset of 32 not removed).
 
-use super::grouped::{store_tile, GroupedRows, GROUP_ROWS};
+#[cfg(target_arch = "x86_64")]
+use super::grouped::{avx512_vnni, column_tiles, Avx512Kernel, GroupDot};
+use super::grouped::{GroupedRows, GROUP_ROWS};
 use crate::quant::block::as_blocks;
 use crate::quant::formats::q6_k::BlockQ6K;
 use crate::quant::formats::q8_k::BlockQ8K;
@@ -115,36 +117,50 @@ pub fn matmul_groups(
         "packed Q6_K matmul: activations do not match the matrix"
     );
     #[cfg(target_arch = "x86_64")]
-    if super::grouped::avx512_vnni() {
-        let column = |c: usize| acts[c * stride..].as_ptr();
-        for g in groups {
-            let group = w.grouped.group(g).as_ptr();
-            let mut c = 0;
-            macro_rules! tile {
-                ($nc:expr, $f:ident) => {
-                    while n_cols - c >= $nc {
-                        let cols: [*const u8; $nc] = std::array::from_fn(|k| column(c + k));
-                        // SAFETY: the CPU has the features (checked above); `group` holds
-                        // `n_blocks` group super-blocks and each column `n_blocks` Q8_K blocks
-                        // (asserted above, `c + k < n_cols`).
-                        let v = unsafe { x86::$f::<$nc>(group, n_blocks, cols) };
-                        store_tile(g, c, &v, &mut store);
-                        c += $nc;
-                    }
-                };
+    if avx512_vnni() {
+        if n_cols >= TILED_MIN_COLS {
+            // SAFETY: the CPU has the features (checked above).
+            let kernel =
+                unsafe { Avx512Kernel::<(), true>::new(n_blocks, acts, stride, n_cols, &()) };
+            for g in groups {
+                let group = w.grouped.group(g);
+                let c = column_tiles::<8>(&kernel, group, g, 0, n_cols, &mut store);
+                let c = column_tiles::<4>(&kernel, group, g, c, n_cols, &mut store);
+                column_tiles::<1>(&kernel, group, g, c, n_cols, &mut store);
             }
-            if n_cols >= TILED_MIN_COLS {
-                tile!(8, group_dot_tiled);
-                tile!(4, group_dot_tiled);
-                tile!(1, group_dot_tiled);
-            } else {
-                tile!(1, group_dot_lanes);
+        } else {
+            // SAFETY: as above.
+            let kernel =
+                unsafe { Avx512Kernel::<(), false>::new(n_blocks, acts, stride, n_cols, &()) };
+            for g in groups {
+                column_tiles::<1>(&kernel, w.grouped.group(g), g, 0, n_cols, &mut store);
             }
         }
         return true;
     }
     let _ = (groups, acts, &mut store);
     false
+}
+
+/// [`x86::group_dot_tiled`] (`TILED`) or [`x86::group_dot_lanes`]; Q6_K needs no activation sums
+/// beyond the Q8_K blocks' own.
+#[cfg(target_arch = "x86_64")]
+impl<const TILED: bool> GroupDot for Avx512Kernel<'_, (), TILED> {
+    #[inline(always)]
+    fn dot<const NC: usize>(&self, group: &[u8], first: usize) -> [[f32; GROUP_ROWS]; NC] {
+        let n = self.n_blocks();
+        assert_eq!(group.len(), n * GROUP_BLOCK_BYTES);
+        let cols = std::array::from_fn(|k| self.column::<BlockQ8K>(first + k).as_ptr());
+        // SAFETY: the CPU has the features (`Avx512Kernel::new`'s contract); `group` is `n` group
+        // super-blocks and every column `n` Q8_K blocks (sliced above).
+        unsafe {
+            if TILED {
+                x86::group_dot_tiled::<NC>(group.as_ptr(), n, cols)
+            } else {
+                x86::group_dot_lanes::<NC>(group.as_ptr(), n, cols)
+            }
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -163,15 +179,43 @@ mod x86 {
     const PREFETCH_AHEAD: usize = 2 * GROUP_BLOCK_BYTES;
 
     /// Sub-block `s`'s scales of the 16 rows, sign-extended to i32 lanes.
+    ///
+    /// # Safety
+    /// `block` must point at a whole group super-block and `s` be below 16.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
     unsafe fn scales(block: *const u8, s: usize) -> __m512i {
-        // SAFETY: the caller's block holds 16 sub-blocks' 16 scales at SCALES_AT.
-        unsafe {
-            _mm512_cvtepi8_epi32(_mm_loadu_si128(
-                block.add(SCALES_AT + GROUP_ROWS * s).cast(),
-            ))
-        }
+        // SAFETY: the super-block holds 16 sub-blocks' 16 scales from `SCALES_AT` (the caller's
+        // contract).
+        let sc = unsafe { _mm_loadu_si128(block.add(SCALES_AT + GROUP_ROWS * s).cast()) };
+        _mm512_cvtepi8_epi32(sc)
+    }
+
+    /// Each row's scales of sub-blocks `2 · pair` and `2 · pair + 1` as an i16 pair in its lane,
+    /// for one `vpmaddwd` with a column's pair of block sums.
+    ///
+    /// # Safety
+    /// `block` must point at a whole group super-block and `pair` be below 8.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn scale_pair(block: *const u8, pair: usize) -> __m512i {
+        // SAFETY: sub-blocks `2 · pair + 1 < 16` (the caller's contract).
+        let (lo, hi) = unsafe { (scales(block, 2 * pair), scales(block, 2 * pair + 1)) };
+        _mm512_or_si512(
+            _mm512_and_si512(lo, _mm512_set1_epi32(0xFFFF)),
+            _mm512_slli_epi32(hi, 16),
+        )
+    }
+
+    /// Four bytes at `at` in the Q8_K block at `a`, as one i32 broadcast to every lane.
+    ///
+    /// # Safety
+    /// `a` must point at a Q8_K block and `at + 4` be within it.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn broadcast_word(a: *const u8, at: usize) -> __m512i {
+        // SAFETY: the caller's contract.
+        _mm512_set1_epi32(unsafe { a.add(at).cast::<i32>().read_unaligned() })
     }
 
     /// The tiled arithmetic: the 16 rows of the group at `group` dotted with each of the `NC`
@@ -188,8 +232,9 @@ mod x86 {
     ) -> [[f32; GROUP_ROWS]; NC] {
         let mut acc = [_mm512_setzero_ps(); NC];
         for i in 0..n_blocks {
-            // SAFETY (whole loop body): `i < n_blocks`, so every read below stays inside the
-            // group's super-block `i` and the columns' block `i` (the caller's contract).
+            // SAFETY: `i < n_blocks`: super-block `i` of the group and block `i` of every column
+            // exist (the caller's contract); every read below is inside one of them, at the
+            // offsets of their layouts.
             unsafe {
                 let block = group.add(i * GROUP_BLOCK_BYTES);
                 let a = cols.map(|c| c.add(i * size_of::<BlockQ8K>()));
@@ -197,33 +242,22 @@ mod x86 {
                 // Σ_s sc_s · bsum_s per row and column, for the offset of 32.
                 let mut offset = [_mm512_setzero_si512(); NC];
                 for pair in 0..8 {
-                    // Each row's scales of sub-blocks 2·pair and 2·pair + 1 as an i16 pair.
-                    let sc_pair = _mm512_or_si512(
-                        _mm512_and_si512(scales(block, 2 * pair), _mm512_set1_epi32(0xFFFF)),
-                        _mm512_slli_epi32(scales(block, 2 * pair + 1), 16),
-                    );
+                    let sc_pair = scale_pair(block, pair);
                     for c in 0..NC {
-                        let bsums = a[c]
-                            .add(Q8K_BSUMS + 4 * pair)
-                            .cast::<i32>()
-                            .read_unaligned();
-                        offset[c] = _mm512_add_epi32(
-                            offset[c],
-                            _mm512_madd_epi16(sc_pair, _mm512_set1_epi32(bsums)),
-                        );
+                        let bsums = broadcast_word(a[c], Q8K_BSUMS + 4 * pair);
+                        offset[c] = _mm512_add_epi32(offset[c], _mm512_madd_epi16(sc_pair, bsums));
                     }
                 }
                 for s in 0..16 {
                     let sc = scales(block, s);
-                    let q: [__m512i; 4] = std::array::from_fn(|k| {
-                        _mm512_loadu_si512(block.add(QUANTS_AT + 64 * (4 * s + k)).cast())
-                    });
+                    let mut q = [_mm512_setzero_si512(); 4];
+                    for (k, q) in q.iter_mut().enumerate() {
+                        *q = _mm512_loadu_si512(block.add(QUANTS_AT + 64 * (4 * s + k)).cast());
+                    }
                     for c in 0..NC {
-                        let qa = a[c].add(Q8K_QUANTS + 16 * s);
                         let mut dot = _mm512_setzero_si512();
                         for (k, &q) in q.iter().enumerate() {
-                            let a4 =
-                                _mm512_set1_epi32(qa.add(4 * k).cast::<i32>().read_unaligned());
+                            let a4 = broadcast_word(a[c], Q8K_QUANTS + 16 * s + 4 * k);
                             dot = _mm512_dpbusd_epi32(dot, q, a4);
                         }
                         isum[c] = _mm512_add_epi32(isum[c], _mm512_mullo_epi32(dot, sc));
@@ -259,7 +293,8 @@ mod x86 {
     ) -> [[f32; GROUP_ROWS]; NC] {
         let mut acc = [[_mm512_setzero_ps(); 8]; NC];
         for i in 0..n_blocks {
-            // SAFETY (whole loop body): as in `group_dot_tiled`; prefetches never fault.
+            // SAFETY: as in `group_dot_tiled`: every read is inside super-block `i` of the group
+            // or block `i` of a column; prefetches never fault.
             unsafe {
                 let block = group.add(i * GROUP_BLOCK_BYTES);
                 if NC == 1 {
@@ -274,9 +309,7 @@ mod x86 {
                         for k in 0..4 {
                             let g = 4 * s + k;
                             let q = _mm512_loadu_si512(block.add(QUANTS_AT + 64 * g).cast());
-                            let a4 = _mm512_set1_epi32(
-                                a.add(Q8K_QUANTS + 4 * g).cast::<i32>().read_unaligned(),
-                            );
+                            let a4 = broadcast_word(a, Q8K_QUANTS + 4 * g);
                             let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, a4);
                             lanes[g % 8] =
                                 _mm512_add_epi32(lanes[g % 8], _mm512_mullo_epi32(dot, sc));
@@ -285,12 +318,8 @@ mod x86 {
                     let da = _mm512_set1_ps(a.cast::<f32>().read_unaligned());
                     let scale = _mm512_mul_ps(da, d);
                     for (l, lane) in lanes.iter().enumerate() {
-                        let sc_pair = _mm512_or_si512(
-                            _mm512_and_si512(scales(block, 2 * l), _mm512_set1_epi32(0xFFFF)),
-                            _mm512_slli_epi32(scales(block, 2 * l + 1), 16),
-                        );
-                        let bsums = a.add(Q8K_BSUMS + 4 * l).cast::<i32>().read_unaligned();
-                        let corr = _mm512_madd_epi16(sc_pair, _mm512_set1_epi32(bsums));
+                        let bsums = broadcast_word(a, Q8K_BSUMS + 4 * l);
+                        let corr = _mm512_madd_epi16(scale_pair(block, l), bsums);
                         let value = _mm512_sub_epi32(*lane, _mm512_slli_epi32(corr, 5));
                         acc[c][l] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(value), acc[c][l]);
                     }

@@ -1,7 +1,6 @@
 //! The Q8_0 and Q8_1 activation quantizers (ggml's x86 `quantize_row_q8_0` / `_q8_1`).
 
 use std::arch::x86_64::*;
-use std::mem::size_of;
 
 use super::{f16_bits, hmax_ps, hsum_epi32};
 use crate::quant::block::QK;
@@ -17,15 +16,21 @@ const Q8_1_BYTES: usize = size_of::<BlockQ8_1>();
 // product `x * id`, rounded half to even.
 
 /// Quantizes the 32 floats at `x` into the 32 bytes at `qs`; returns `d` and the quants' sum.
+///
+/// # Safety
+/// `x` must be valid for reading 32 f32 and `qs` for writing 32 bytes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn quantize_block(x: *const f32, qs: *mut u8) -> (f32, i32) {
-    let v = [
-        _mm256_loadu_ps(x),
-        _mm256_loadu_ps(x.add(8)),
-        _mm256_loadu_ps(x.add(16)),
-        _mm256_loadu_ps(x.add(24)),
-    ];
+    // SAFETY: the 32 floats at `x` (the caller's contract).
+    let v = unsafe {
+        [
+            _mm256_loadu_ps(x),
+            _mm256_loadu_ps(x.add(8)),
+            _mm256_loadu_ps(x.add(16)),
+            _mm256_loadu_ps(x.add(24)),
+        ]
+    };
     let sign = _mm256_set1_ps(-0.0);
     let abs = |a: __m256| _mm256_andnot_ps(sign, a);
     let m = _mm256_max_ps(
@@ -51,30 +56,47 @@ unsafe fn quantize_block(x: *const f32, qs: *mut u8) -> (f32, i32) {
     let p23 = _mm256_packs_epi32(q[2], q[3]);
     let bytes = _mm256_packs_epi16(p01, p23);
     let bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-    _mm256_storeu_si256(qs.cast(), bytes);
+    // SAFETY: the 32 bytes at `qs` (the caller's contract).
+    unsafe { _mm256_storeu_si256(qs.cast(), bytes) };
     (d, sum)
 }
 
+/// Quantizes `x` into the Q8_0 blocks of `dst`.
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C; `dst` holds `x.len() / 32` blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(in crate::quant) unsafe fn quantize_q8_0(x: &[f32], dst: &mut [u8]) {
     for i in 0..x.len() / QK {
-        let b = dst.as_mut_ptr().add(i * Q8_0_BYTES);
-        let (d, _) = quantize_block(x.as_ptr().add(i * QK), b.add(2));
-        let d = f16_bits(d);
-        *b = d[0];
-        *b.add(1) = d[1];
+        // SAFETY: block `i` of `dst` exists (the caller's contract) and elements `32i..32i + 32`
+        // of `x` do (`i < x.len() / 32`); the quants follow the block's two scale bytes.
+        unsafe {
+            let b = dst.as_mut_ptr().add(i * Q8_0_BYTES);
+            let (d, _) = quantize_block(x.as_ptr().add(i * QK), b.add(2));
+            let d = f16_bits(d);
+            *b = d[0];
+            *b.add(1) = d[1];
+        }
     }
 }
 
+/// Quantizes `x` into the Q8_1 blocks of `dst`.
+///
+/// # Safety
+/// As [`quantize_q8_0`].
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(in crate::quant) unsafe fn quantize_q8_1(x: &[f32], dst: &mut [u8]) {
     for i in 0..x.len() / QK {
-        let b = dst.as_mut_ptr().add(i * Q8_1_BYTES);
-        let (d, sum) = quantize_block(x.as_ptr().add(i * QK), b.add(4));
-        let s = f16_bits(sum as f32 * d);
-        let d = f16_bits(d);
-        for (k, byte) in [d[0], d[1], s[0], s[1]].into_iter().enumerate() {
-            *b.add(k) = byte;
+        // SAFETY: as in `quantize_q8_0`; the quants follow the block's four bytes of scale and
+        // sum.
+        unsafe {
+            let b = dst.as_mut_ptr().add(i * Q8_1_BYTES);
+            let (d, sum) = quantize_block(x.as_ptr().add(i * QK), b.add(4));
+            let s = f16_bits(sum as f32 * d);
+            let d = f16_bits(d);
+            for (k, byte) in [d[0], d[1], s[0], s[1]].into_iter().enumerate() {
+                *b.add(k) = byte;
+            }
         }
     }
 }

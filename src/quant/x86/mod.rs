@@ -22,10 +22,14 @@ pub mod q6_k;
 pub mod q8_k;
 
 /// The little-endian f16 at `p`, as f32.
+///
+/// # Safety
+/// `p` must be valid for reading two bytes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(in crate::quant) unsafe fn f16_at(p: *const u8) -> f32 {
-    let bits = p.cast::<u16>().read_unaligned();
+    // SAFETY: two readable bytes at `p` (the caller's contract), read unaligned.
+    let bits = unsafe { p.cast::<u16>().read_unaligned() };
     let v = _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32));
     // Lane 1 (0.0) is subtracted so that it stays demanded: with only lane 0 used, LLVM turns
     // the conversion's input into a `vpinsrw` into whatever register is live, often a kernel's
@@ -36,17 +40,21 @@ pub(in crate::quant) unsafe fn f16_at(p: *const u8) -> f32 {
 
 /// The little-endian f16 at `p`, as f32 in all eight lanes (every lane demanded, so no partial
 /// register write; see [`f16_at`]).
+///
+/// # Safety
+/// `p` must be valid for reading two bytes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(in crate::quant) unsafe fn f16_splat(p: *const u8) -> __m256 {
-    let bits = p.cast::<u16>().read_unaligned();
+    // SAFETY: two readable bytes at `p` (the caller's contract), read unaligned.
+    let bits = unsafe { p.cast::<u16>().read_unaligned() };
     _mm256_cvtph_ps(_mm_set1_epi16(bits as i16))
 }
 
 /// The f32 `v` as f16 bits, rounded to nearest even (as `half::f16::from_f32`).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(in crate::quant) unsafe fn f16_bits(v: f32) -> [u8; 2] {
+pub(in crate::quant) fn f16_bits(v: f32) -> [u8; 2] {
     let h = _mm_cvtps_ph(_mm_set_ss(v), _MM_FROUND_TO_NEAREST_INT);
     (_mm_cvtsi128_si32(h) as u16).to_le_bytes()
 }
@@ -83,10 +91,14 @@ pub(in crate::quant) fn hsum_epi32(v: __m256i) -> i32 {
 
 /// The 16 bytes of packed nibbles at `p` as 32 bytes in element order: low nibbles (elements
 /// 0..16) in the low half, high nibbles (16..32) in the high half.
+///
+/// # Safety
+/// `p` must be valid for reading 16 bytes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(in crate::quant) unsafe fn nibbles(p: *const u8) -> __m256i {
-    let q = _mm_loadu_si128(p.cast());
+    // SAFETY: 16 readable bytes at `p` (the caller's contract), read unaligned.
+    let q = unsafe { _mm_loadu_si128(p.cast()) };
     let both = _mm256_set_m128i(_mm_srli_epi16(q, 4), q);
     _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
 }

@@ -13,9 +13,12 @@ use std::arch::x86_64::*;
 /// and are exact.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(in crate::quant) unsafe fn quantize_block_avx512(x: &[f32; QK_K], y: &mut BlockQ8K) {
-    // SAFETY (every load below): vector `k < 16` reads floats 16k .. 16k+16 of `x`, which
-    // holds 256.
-    let load = |k: usize| unsafe { _mm512_loadu_ps(x.as_ptr().add(16 * k)) };
+    let (vectors, _) = x.as_chunks::<16>();
+    let load = |k: usize| {
+        let v = &vectors[k];
+        // SAFETY: `v` is 16 floats.
+        unsafe { _mm512_loadu_ps(v.as_ptr()) }
+    };
     let mut amax = _mm512_setzero_ps();
     for k in 0..16 {
         amax = _mm512_max_ps(_mm512_abs_ps(load(k)), amax);
@@ -91,9 +94,12 @@ pub(in crate::quant) unsafe fn quantize_block_avx512(x: &[f32; QK_K], y: &mut Bl
 /// values fit), which is the truncation of `as i8`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(in crate::quant) unsafe fn quantize_block_avx2(x: &[f32; QK_K], y: &mut BlockQ8K) {
-    // SAFETY (every load below): vector `k < 32` reads floats 8k .. 8k+8 of `x`, which
-    // holds 256.
-    let load = |k: usize| unsafe { _mm256_loadu_ps(x.as_ptr().add(8 * k)) };
+    let (vectors, _) = x.as_chunks::<8>();
+    let load = |k: usize| {
+        let v = &vectors[k];
+        // SAFETY: `v` is eight floats.
+        unsafe { _mm256_loadu_ps(v.as_ptr()) }
+    };
     let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
     let abs = |v: __m256| _mm256_and_ps(v, abs_mask);
     let mut amax = _mm256_setzero_ps();
