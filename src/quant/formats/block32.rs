@@ -33,6 +33,21 @@ pub(crate) trait MinWeightBlock: WeightBlock {
     fn min(&self) -> f32;
 }
 
+/// The 32 quants of a Q4 or Q5 block in element order, unsigned: the packed nibbles `qs` (byte `j`
+/// holds element `j` in its low nibble and element `j + 16` in its high nibble) plus, for Q5,
+/// 16 where the element's fifth bit is set in `qh` (little-endian, bit `j`: element `j`).
+pub(crate) fn nibble_quants(qs: &[u8; QK / 2], qh: Option<[u8; 4]>) -> [u8; QK] {
+    let qh = qh.map_or(0, u32::from_le_bytes);
+    let mut q = [0u8; QK];
+    for (j, &b) in qs.iter().enumerate() {
+        let hi0 = ((qh >> j) & 1) as u8;
+        let hi1 = ((qh >> (j + QK / 2)) & 1) as u8;
+        q[j] = (b & 0x0F) | (hi0 << 4);
+        q[j + QK / 2] = (b >> 4) | (hi1 << 4);
+    }
+    q
+}
+
 /// Plain-Rust dequantizer of a type without minimum (ggml `dequantize_row_q4_0`, `_q5_0`,
 /// `_q8_0`): `q * d`, one rounding.
 pub(crate) fn dequantize_scaled<B: WeightBlock>(src: &[u8], dst: &mut [f32]) {

@@ -3,7 +3,7 @@
 
 use half::f16;
 
-use super::block32::WeightBlock;
+use super::block32::{nibble_quants, WeightBlock};
 use super::q8_0::BlockQ8_0;
 use crate::quant::block::{as_blocks, ByteBlock, QK};
 
@@ -41,12 +41,7 @@ impl BlockQ4_0 {
 
     /// The signed quants `q - 8` (in -8..=7) in element order.
     pub fn quants(&self) -> [i8; QK] {
-        let mut q = [0i8; QK];
-        for (j, &b) in self.qs.iter().enumerate() {
-            q[j] = (b & 0x0F) as i8 - 8;
-            q[j + QK / 2] = (b >> 4) as i8 - 8;
-        }
-        q
+        nibble_quants(&self.qs, None).map(|q| q as i8 - 8)
     }
 }
 

@@ -3,7 +3,7 @@
 
 use half::f16;
 
-use super::block32::{MinWeightBlock, WeightBlock};
+use super::block32::{nibble_quants, MinWeightBlock, WeightBlock};
 use super::q8_1::BlockQ8_1;
 use crate::quant::block::{ByteBlock, QK};
 
@@ -54,12 +54,7 @@ impl BlockQ4_1 {
 
     /// The unsigned quants (in 0..=15) in element order.
     pub fn quants(&self) -> [i8; QK] {
-        let mut q = [0i8; QK];
-        for (j, &b) in self.qs.iter().enumerate() {
-            q[j] = (b & 0x0F) as i8;
-            q[j + QK / 2] = (b >> 4) as i8;
-        }
-        q
+        nibble_quants(&self.qs, None).map(|q| q as i8)
     }
 }
 

@@ -74,24 +74,66 @@ impl BlockQ4K {
     }
 }
 
-/// ggml `dequantize_row_q4_K`: `d1 = d * sc`, `m1 = dmin * m`, then `d1 * q - m1`.
-pub fn dequantize_scalar(src: &[BlockQ4K], dst: &mut [f32]) {
-    for (b, y) in src.iter().zip(dst.chunks_exact_mut(QK_K)) {
-        let d = b.d();
-        let min = b.dmin();
-        for c in 0..4 {
-            let (sc1, m1) = scale_min(2 * c, &b.scales);
-            let (sc2, m2) = scale_min(2 * c + 1, &b.scales);
-            let (d1, m1) = (d * sc1 as f32, min * m1 as f32);
-            let (d2, m2) = (d * sc2 as f32, min * m2 as f32);
-            let q = &b.qs[32 * c..32 * c + 32];
-            let (lo, hi) = y[64 * c..64 * c + 64].split_at_mut(32);
-            for l in 0..32 {
-                lo[l] = d1 * (q[l] & 0xF) as f32 - m1;
-                hi[l] = d2 * (q[l] >> 4) as f32 - m2;
-            }
+/// ggml `dequantize_row_q4_K` and `_q5_K` for one super-block: `d1 = d * sc`, `m1 = dmin * m`,
+/// then `d1 * q - m1` (a separate product and difference, each rounded), `quant(c, l, high)`
+/// giving the quant of element `64c + l` (`high` false) or `64c + 32 + l` (`high` true).
+#[inline(always)]
+pub(crate) fn dequantize_scale_min(
+    (d, dmin): (f32, f32),
+    scales: &[u8; 12],
+    quant: impl Fn(usize, usize, bool) -> u8,
+    y: &mut [f32],
+) {
+    for c in 0..4 {
+        let (sc1, m1) = scale_min(2 * c, scales);
+        let (sc2, m2) = scale_min(2 * c + 1, scales);
+        let (d1, m1) = (d * sc1 as f32, dmin * m1 as f32);
+        let (d2, m2) = (d * sc2 as f32, dmin * m2 as f32);
+        let (lo, hi) = y[64 * c..64 * c + 64].split_at_mut(32);
+        for l in 0..32 {
+            lo[l] = d1 * quant(c, l, false) as f32 - m1;
+            hi[l] = d2 * quant(c, l, true) as f32 - m2;
         }
     }
+}
+
+/// The min term of one super-block: the exact integer `Σ_j m_j Σ a_j` over the eight
+/// sub-blocks, the mins `m_j` from `sm[8..16]` (as [`unpack_scales_mins`] gives them) and the
+/// sums `Σ a_j` from the Q8_K `bsums` (shared with Q5_K).
+#[inline(always)]
+pub(crate) fn mins_dot(sm: &[u8; 16], y: &BlockQ8K) -> i32 {
+    (0..8)
+        .map(|j| sm[8 + j] as i32 * (y.bsum(2 * j) + y.bsum(2 * j + 1)))
+        .sum()
+}
+
+/// ggml `dequantize_row_q4_K`.
+pub fn dequantize_scalar(src: &[BlockQ4K], dst: &mut [f32]) {
+    for (b, y) in src.iter().zip(dst.chunks_exact_mut(QK_K)) {
+        let quant = |c: usize, l: usize, high: bool| {
+            let q = b.qs[32 * c + l];
+            if high {
+                q >> 4
+            } else {
+                q & 0xF
+            }
+        };
+        dequantize_scale_min((b.d(), b.dmin()), &b.scales, quant, y);
+    }
+}
+
+/// The exact integer dots of chunk `c` (64 elements) of `x` with the activations: its low-nibble
+/// half (sub-block `2c`) and its high-nibble half (`2c + 1`).
+#[inline(always)]
+fn chunk_dots(x: &BlockQ4K, y: &BlockQ8K, c: usize) -> (i32, i32) {
+    let q = &x.qs[32 * c..32 * c + 32];
+    let a = &y.qs[64 * c..64 * c + 64];
+    let (mut lo, mut hi) = (0i32, 0i32);
+    for l in 0..32 {
+        lo += (q[l] & 0xF) as i32 * a[l] as i32;
+        hi += (q[l] >> 4) as i32 * a[32 + l] as i32;
+    }
+    (lo, hi)
 }
 
 /// Plain-Rust reference for [`vec_dot`], in the arithmetic of llama.cpp's repacked Q4_K kernels
@@ -106,18 +148,10 @@ pub fn vec_dot_scalar(w: &[BlockQ4K], act: &[BlockQ8K]) -> f32 {
         let sm = unpack_scales_mins(&x.scales);
         let mut isum = 0i32;
         for c in 0..4 {
-            let q = &x.qs[32 * c..32 * c + 32];
-            let a = &y.qs[64 * c..64 * c + 64];
-            let (mut lo, mut hi) = (0i32, 0i32);
-            for l in 0..32 {
-                lo += (q[l] & 0xF) as i32 * a[l] as i32;
-                hi += (q[l] >> 4) as i32 * a[32 + l] as i32;
-            }
+            let (lo, hi) = chunk_dots(x, y, c);
             isum += sm[2 * c] as i32 * lo + sm[2 * c + 1] as i32 * hi;
         }
-        let imin: i32 = (0..8)
-            .map(|j| sm[8 + j] as i32 * (y.bsum(2 * j) + y.bsum(2 * j + 1)))
-            .sum();
+        let imin = mins_dot(&sm, y);
         acc = (isum as f32).mul_add(x.d() * y.d(), acc);
         mins = (imin as f32).mul_add(x.dmin() * y.d(), mins);
     }
@@ -131,13 +165,7 @@ pub fn vec_dot_chunked_scalar(w: &[BlockQ4K], act: &[BlockQ8K]) -> f32 {
     for (x, y) in w.iter().zip(act) {
         let sm = unpack_scales_mins(&x.scales);
         for c in 0..4 {
-            let q = &x.qs[32 * c..32 * c + 32];
-            let a = &y.qs[64 * c..64 * c + 64];
-            let (mut lo, mut hi) = (0i32, 0i32);
-            for l in 0..32 {
-                lo += (q[l] & 0xF) as i32 * a[l] as i32;
-                hi += (q[l] >> 4) as i32 * a[32 + l] as i32;
-            }
+            let (lo, hi) = chunk_dots(x, y, c);
             let isum = sm[2 * c] as i32 * lo + sm[2 * c + 1] as i32 * hi;
             let imin = sm[8 + 2 * c] as i32 * (y.bsum(4 * c) + y.bsum(4 * c + 1))
                 + sm[8 + 2 * c + 1] as i32 * (y.bsum(4 * c + 2) + y.bsum(4 * c + 3));

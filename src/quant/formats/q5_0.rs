@@ -3,7 +3,7 @@
 
 use half::f16;
 
-use super::block32::WeightBlock;
+use super::block32::{nibble_quants, WeightBlock};
 use super::q8_0::BlockQ8_0;
 use crate::quant::block::{ByteBlock, QK};
 
@@ -44,15 +44,7 @@ impl BlockQ5_0 {
 
     /// The signed quants `q - 16` (in -16..=15) in element order.
     pub fn quants(&self) -> [i8; QK] {
-        let qh = u32::from_le_bytes(self.qh);
-        let mut q = [0i8; QK];
-        for (j, &b) in self.qs.iter().enumerate() {
-            let hi0 = ((qh >> j) & 1) as u8;
-            let hi1 = ((qh >> (j + QK / 2)) & 1) as u8;
-            q[j] = ((b & 0x0F) | (hi0 << 4)) as i8 - 16;
-            q[j + QK / 2] = ((b >> 4) | (hi1 << 4)) as i8 - 16;
-        }
-        q
+        nibble_quants(&self.qs, Some(self.qh)).map(|q| q as i8 - 16)
     }
 }
 

@@ -3,7 +3,7 @@
 
 use half::f16;
 
-use super::block32::{MinWeightBlock, WeightBlock};
+use super::block32::{nibble_quants, MinWeightBlock, WeightBlock};
 use super::q8_1::BlockQ8_1;
 use crate::quant::block::{ByteBlock, QK};
 
@@ -56,15 +56,7 @@ impl BlockQ5_1 {
 
     /// The unsigned quants (in 0..=31) in element order.
     pub fn quants(&self) -> [i8; QK] {
-        let qh = u32::from_le_bytes(self.qh);
-        let mut q = [0i8; QK];
-        for (j, &b) in self.qs.iter().enumerate() {
-            let hi0 = ((qh >> j) & 1) as u8;
-            let hi1 = ((qh >> (j + QK / 2)) & 1) as u8;
-            q[j] = ((b & 0x0F) | (hi0 << 4)) as i8;
-            q[j + QK / 2] = ((b >> 4) | (hi1 << 4)) as i8;
-        }
-        q
+        nibble_quants(&self.qs, Some(self.qh)).map(|q| q as i8)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Q5_K: as Q4_K (8 sub-blocks of 32, 6-bit scales and mins packed identically) with a fifth
 //! quant bit; weight = `d * sc * q - dmin * m`, q in 0..31.
 
-use super::q4_k::{scale_min, unpack_scales_mins};
+use super::q4_k::{dequantize_scale_min, mins_dot, unpack_scales_mins};
 use super::q8_k::BlockQ8K;
 use crate::quant::block::{f16_le, ByteBlock};
 use crate::quant::types::QK_K;
@@ -69,30 +69,18 @@ pub fn vec_dot_tiled_scalar(w: &[BlockQ5K], act: &[BlockQ8K]) -> f32 {
             }
             isum += sm[2 * c] as i32 * lo + sm[2 * c + 1] as i32 * hi;
         }
-        let imin: i32 = (0..8)
-            .map(|j| sm[8 + j] as i32 * (y.bsum(2 * j) + y.bsum(2 * j + 1)))
-            .sum();
+        let imin = mins_dot(&sm, y);
         let r = (-x.dmin()).mul_add(imin as f32, isum as f32 * x.d());
         acc = r.mul_add(y.d(), acc);
     }
     acc
 }
 
-/// ggml `dequantize_row_q5_K`: `d1 = d * sc`, `m1 = dmin * m`, then `d1 * q - m1`.
+/// ggml `dequantize_row_q5_K`.
 pub fn dequantize_scalar(src: &[BlockQ5K], dst: &mut [f32]) {
     for (b, y) in src.iter().zip(dst.chunks_exact_mut(QK_K)) {
-        let d = b.d();
-        let min = b.dmin();
-        for c in 0..4 {
-            let (sc1, m1) = scale_min(2 * c, &b.scales);
-            let (sc2, m2) = scale_min(2 * c + 1, &b.scales);
-            let (d1, m1) = (d * sc1 as f32, min * m1 as f32);
-            let (d2, m2) = (d * sc2 as f32, min * m2 as f32);
-            for l in 0..32 {
-                y[64 * c + l] = d1 * b.quant(c, l, false) as f32 - m1;
-                y[64 * c + 32 + l] = d2 * b.quant(c, l, true) as f32 - m2;
-            }
-        }
+        let quant = |c, l, high| b.quant(c, l, high);
+        dequantize_scale_min((b.d(), b.dmin()), &b.scales, quant, y);
     }
 }
 
@@ -110,9 +98,7 @@ pub fn vec_dot_scalar(w: &[BlockQ5K], act: &[BlockQ8K]) -> f32 {
         let d = y.d() * x.d();
         let dmin = -y.d() * x.dmin();
         let sm = unpack_scales_mins(&x.scales);
-        let summ: i32 = (0..8)
-            .map(|j| sm[8 + j] as i32 * (y.bsum(2 * j) + y.bsum(2 * j + 1)))
-            .sum();
+        let summ = mins_dot(&sm, y);
         mins = dmin.mul_add(summ as f32, mins);
         let mut lanes = [0i32; 8];
         for c in 0..4 {
