@@ -37,15 +37,6 @@
 //!
 //! aarch64 uses the scalar twins for now.
 
-// The kernels below predate the workspace's unsafe lints; until every unsafe operation in them
-// sits in its own documented block, the module is exempt from those three (new code elsewhere is
-// not).
-#![allow(
-    unsafe_op_in_unsafe_fn,
-    clippy::undocumented_unsafe_blocks,
-    unused_qualifications
-)]
-
 pub mod activations;
 pub mod block;
 pub mod dispatch;
