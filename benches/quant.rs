@@ -75,9 +75,7 @@ fn kernels(c: &mut Criterion) {
         let w = weights(ty, KERNEL_ELEMENTS, 3);
         let act_ty = vec_dot_type(ty);
         let mut act = vec![0u8; act_ty.row_bytes(KERNEL_ELEMENTS as u64).unwrap_or(0) as usize];
-        if act_ty != GgmlType::F32 {
-            quant::quantize_activations(act_ty, &x, &mut act, Simd::Scalar).unwrap();
-        }
+        quant::quantize_activations(act_ty, &x, &mut act, Simd::Scalar).unwrap();
         let mut out = vec![0.0f32; KERNEL_ELEMENTS];
 
         let mut g = c.benchmark_group(format!("dequantize/{ty}"));
@@ -93,9 +91,11 @@ fn kernels(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(w.len() as u64));
         for simd in Simd::all_supported() {
             g.bench_function(BenchmarkId::from_parameter(simd.name()), |b| {
-                if act_ty == GgmlType::F32 {
+                if FLOAT_TYPES.contains(&ty) {
+                    // The one-column arithmetic, as token generation runs it.
+                    let product = quant::dispatch::float::FloatProduct::Row;
                     b.iter(|| {
-                        quant::dispatch::float::vec_dot_f32(ty, black_box(&w), black_box(&x), simd)
+                        quant::dispatch::float::vec_dot(ty, black_box(&w), &act, product, simd)
                     })
                 } else {
                     b.iter(|| quant::vec_dot(ty, black_box(&w), black_box(&act), simd))

@@ -9,6 +9,7 @@ use serde_json::Value as Json;
 
 use llmrt::gguf::GgufFile;
 use llmrt::quant::dispatch::activations as q8;
+use llmrt::quant::dispatch::float::{self, FloatProduct};
 use llmrt::quant::formats::q4_0::BlockQ4_0;
 use llmrt::quant::formats::q4_1::BlockQ4_1;
 use llmrt::quant::formats::q5_0::BlockQ5_0;
@@ -364,25 +365,36 @@ proptest! {
         }
     }
 
-    /// Float rows: exact conversion, dot within tolerance of the f64 scalar twin.
+    /// Float rows: exact conversion, and both dot arithmetics (one-column and tiled) equal to
+    /// their scalar twins bit for bit at every level.
     #[test]
-    fn float_simd_matches_scalar(values in (1usize..80).prop_flat_map(|n| vec(-1e3f32..1e3, n)),
+    fn float_simd_matches_scalar(values in (1usize..300).prop_flat_map(|n| vec(-1e3f32..1e3, n)),
                                  x_seed in any::<u64>()) {
         let x: Vec<f32> = (0..values.len()).map(|i| lcg_f32(x_seed, i)).collect();
         for ty in FLOAT_TYPES {
             let w = encode_float(ty, &values);
             let want_deq = dequantize(ty, &w, values.len(), Simd::Scalar);
-            let want_dot = quant::dispatch::float::vec_dot_f32(ty, &w, &x, Simd::Scalar);
-            let magnitude: f64 = want_deq.iter().zip(&x).map(|(a, b)| (a * b).abs() as f64).sum();
+            let act = convert_float(ty, &x);
+            let products = [FloatProduct::Row, FloatProduct::Tiled];
+            let want = products.map(|p| float::vec_dot(ty, &w, &act, p, Simd::Scalar));
             for simd in Simd::all_supported() {
                 let got = dequantize(ty, &w, values.len(), simd);
                 prop_assert!(got.iter().zip(&want_deq).all(|(a, b)| a.to_bits() == b.to_bits()));
-                let got = quant::dispatch::float::vec_dot_f32(ty, &w, &x, simd);
-                prop_assert!((got as f64 - want_dot as f64).abs() <= DOT_REL_TOL * magnitude,
-                    "{} {:?}: {} vs {}", ty, simd, got, want_dot);
+                for (p, want) in products.iter().zip(want) {
+                    let got = float::vec_dot(ty, &w, &act, *p, simd);
+                    prop_assert!(same_bits(got, want),
+                        "{} {:?} {:?}: {} vs {}", ty, p, simd, got, want);
+                }
             }
         }
     }
+}
+
+/// `x` converted to the float type `ty`, as the float kernels read activations.
+fn convert_float(ty: GgmlType, x: &[f32]) -> Vec<u8> {
+    let mut act = vec![0u8; ty.row_bytes(x.len() as u64).unwrap() as usize];
+    quant::quantize_activations(ty, x, &mut act, Simd::Scalar).unwrap();
+    act
 }
 
 /// llama.cpp's x86 build rounds `x · (127 / amax)` half to even (`_mm256_round_ps`, not the
@@ -470,34 +482,33 @@ fn random_weights(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> Vec<u8> 
 }
 
 /// Naive product: each column quantized with the scalar quantizer, each row dotted with the
-/// scalar kernel; also returns the magnitude of each dot's terms.
-fn naive_matmul(w: &QMatrix<'_>, x: &[f32], n_cols: usize) -> (Vec<f32>, Vec<f64>) {
+/// scalar kernel.
+fn naive_matmul(w: &QMatrix<'_>, x: &[f32], n_cols: usize) -> Vec<f32> {
     let row_bytes = w.ty.row_bytes(w.cols as u64).unwrap() as usize;
     let mut out = vec![0.0; w.rows * n_cols];
-    let mut mag = vec![0.0; w.rows * n_cols];
     for c in 0..n_cols {
         let xc = &x[c * w.cols..][..w.cols];
         for r in 0..w.rows {
             let row = &w.data[r * row_bytes..][..row_bytes];
-            let (v, m) = if FLOAT_TYPES.contains(&w.ty) {
-                let deq = dequantize(w.ty, row, w.cols, Simd::Scalar);
-                let m = deq.iter().zip(xc).map(|(a, b)| (a * b).abs() as f64).sum();
-                (
-                    quant::dispatch::float::vec_dot_f32(w.ty, row, xc, Simd::Scalar),
-                    m,
-                )
+            let v = if FLOAT_TYPES.contains(&w.ty) {
+                // One-column arithmetic for a single column or a shape tinyBLAS declines.
+                let product = if float::takes_tiles(w.ty, w.rows, w.cols, n_cols) {
+                    FloatProduct::Tiled
+                } else {
+                    FloatProduct::Row
+                };
+                let act = convert_float(w.ty, xc);
+                float::vec_dot(w.ty, row, &act, product, Simd::Scalar)
             } else {
                 let act_ty = vec_dot_type(w.ty);
                 let mut act = vec![0u8; act_ty.row_bytes(w.cols as u64).unwrap() as usize];
                 quant::quantize_activations(act_ty, xc, &mut act, Simd::Scalar).unwrap();
-                let v = quant::vec_dot(w.ty, row, &act, Simd::Scalar);
-                (v, dot_magnitude(w.ty, row, &act))
+                quant::vec_dot(w.ty, row, &act, Simd::Scalar)
             };
             out[c * w.rows + r] = v;
-            mag[c * w.rows + r] = m;
         }
     }
-    (out, mag)
+    out
 }
 
 #[test]
@@ -523,27 +534,17 @@ fn matmul_matches_naive_loop() {
             };
             for n_cols in [1, 3, 4, 9, 16, 33] {
                 let x: Vec<f32> = (0..cols * n_cols).map(|i| lcg_f32(99, i) * 3.0).collect();
-                let (want, mag) = naive_matmul(&w, &x, n_cols);
+                let want = naive_matmul(&w, &x, n_cols);
                 for pool in &pools {
                     for simd in Simd::all_supported() {
                         let mut out = vec![f32::NAN; rows * n_cols];
                         let mut scratch = Vec::new();
                         matmul(pool, &w, &x, n_cols, &mut out, &mut scratch, simd).unwrap();
                         for i in 0..out.len() {
-                            if BLOCK_TYPES.contains(&ty) {
-                                // Every tile shape computes each output in the scalar twin's order.
-                                assert_eq!(
-                                    out[i].to_bits(),
-                                    want[i].to_bits(),
-                                    "{ty} n_cols {n_cols} threads {} {simd:?} at {i}: {} vs {}",
-                                    pool.current_num_threads(),
-                                    out[i],
-                                    want[i]
-                                );
-                                continue;
-                            }
-                            assert!(
-                                (out[i] as f64 - want[i] as f64).abs() <= DOT_REL_TOL * mag[i],
+                            // Every tile shape computes each output in the scalar twin's order.
+                            assert_eq!(
+                                out[i].to_bits(),
+                                want[i].to_bits(),
                                 "{ty} n_cols {n_cols} threads {} {simd:?} at {i}: {} vs {}",
                                 pool.current_num_threads(),
                                 out[i],

@@ -407,13 +407,13 @@ impl Batch<'_> {
                 &mut s.gate[..m * ff],
                 &mut s.up[..m * ff],
             );
-            self.matmul_apart(&gate, x, m, g, &mut s.scratch)?;
-            self.matmul_apart(&up, x, m, u, &mut s.scratch)?;
+            self.matmul_expert(&gate, x, m, g, &mut s.scratch)?;
+            self.matmul_expert(&up, x, m, u, &mut s.scratch)?;
             for (g, u) in g.chunks_exact_mut(ff).zip(u.chunks_exact(ff)) {
                 swiglu(self.simd, g, u);
             }
             let out = &mut s.expert_in[..m * d];
-            self.matmul_apart(&down, &s.gate[..m * ff], m, out, &mut s.scratch)?;
+            self.matmul_expert(&down, &s.gate[..m * ff], m, out, &mut s.scratch)?;
             for (i, &r) in rows.iter().enumerate() {
                 let w = weights[r];
                 let dst = &mut s.expert_out[r * d..][..d];
@@ -435,9 +435,9 @@ impl Batch<'_> {
         Ok(())
     }
 
-    /// `out = m · x` for `n` rows of `x` (a kernel view's), each row in the arithmetic of a
-    /// one-column product.
-    fn matmul_apart(
+    /// `out = m · x` for the `n` rows of `x` routed to the expert `m`, in the arithmetic llama.cpp
+    /// gives an expert ([`quant::matmul_expert`]).
+    fn matmul_expert(
         &self,
         m: &quant::QMatrix<'_>,
         x: &[f32],
@@ -445,7 +445,7 @@ impl Batch<'_> {
         out: &mut [f32],
         scratch: &mut Vec<u8>,
     ) -> Result<()> {
-        quant::matmul_columns_apart(self.pool, m, x, n, out, scratch, self.simd)
+        quant::matmul_expert(self.pool, m, x, n, out, scratch, self.simd)
     }
 
     /// `out = m · x` for the batch's `n` rows of `x`.

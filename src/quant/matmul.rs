@@ -13,7 +13,8 @@
 use rayon::prelude::*;
 
 use super::dispatch::block32::{self, Block32};
-use super::dispatch::{float, k_quants, quantize_activations, vec_dot, vec_dot_type, vec_dot_wide};
+use super::dispatch::float::{self, FloatProduct};
+use super::dispatch::{k_quants, quantize_activations, vec_dot, vec_dot_type, vec_dot_wide};
 use super::formats::q8_0::BlockQ8_0;
 use super::formats::{q4_0::BlockQ4_0, q4_1::BlockQ4_1, q5_0::BlockQ5_0, q5_1::BlockQ5_1};
 use super::packed::lanes::{self, LaneSums};
@@ -118,8 +119,9 @@ enum RowKernel {
     /// one-column kernel's.
     /// Holds the number of columns in whole groups.
     KRepacked(GgmlType, usize),
-    /// Float weights dotted with the f32 activations directly.
-    Float(GgmlType),
+    /// Float weights, dotted with the activations converted to their type in one of llama.cpp's
+    /// two arithmetics (which one depends on the whole product's shape: [`float::takes_tiles`]).
+    Float(GgmlType, FloatProduct),
 }
 
 impl RowKernel {
@@ -144,7 +146,7 @@ impl RowKernel {
             Q5_0 => RowKernel::block32::<BlockQ5_0>(ty),
             Q5_1 => RowKernel::block32::<BlockQ5_1>(ty),
             Q8_0 => RowKernel::block32::<BlockQ8_0>(ty),
-            F32 | F16 | BF16 => RowKernel::Float(ty),
+            F32 | F16 | BF16 => RowKernel::Float(ty, FloatProduct::Row),
             Q3_K | Q5_K | Q6_K | IQ4_XS if n_cols >= TILED_MIN_COLS => RowKernel::KTiled(ty),
             Q2_K | Q4_K => RowKernel::KRepacked(ty, n_cols - n_cols % 4),
             _ => RowKernel::Other(ty),
@@ -152,8 +154,8 @@ impl RowKernel {
     }
 }
 
-/// The activations as the kernels read them: quantized bytes with `stride` bytes per column,
-/// or the f32 input with `stride` floats per column.
+/// The activations as the kernels read them: in the weight type's `vec_dot_type` (quantized, or
+/// converted to the float type), `stride` bytes per column.
 #[derive(Clone, Copy)]
 enum Acts<'a> {
     /// `scales`: every block's scale as f32 (column `c`'s at `c * n_blocks`), for the AVX-512
@@ -162,10 +164,6 @@ enum Acts<'a> {
         bytes: &'a [u8],
         stride: usize,
         scales: &'a [f32],
-    },
-    F32 {
-        x: &'a [f32],
-        stride: usize,
     },
 }
 
@@ -214,10 +212,12 @@ pub fn matmul(
     )
 }
 
-/// [`matmul`] with every column in the arithmetic of a one-column product, as llama.cpp's
-/// `mul_mat_id` (the experts of a mixture) computes each of its columns; the columns still share
-/// the weights' loads and the threads.
-pub fn matmul_columns_apart(
+/// [`matmul`] of one expert of a mixture with the tokens routed to it, in the arithmetic of
+/// llama.cpp's `mul_mat_id`: each column as a one-column product, except for the K-quant types
+/// its tiled multiply takes from 8 tokens on (those it does not repack: Q3_K, Q5_K, Q6_K,
+/// IQ4_XS), which compute as [`matmul`] does. The columns share the weights' loads and the
+/// threads either way.
+pub fn matmul_expert(
     pool: &rayon::ThreadPool,
     w: &QMatrix<'_>,
     x: &[f32],
@@ -234,7 +234,7 @@ pub fn matmul_columns_apart(
         out,
         scratch,
         simd,
-        Arithmetic::OneColumn,
+        Arithmetic::OfAnExpert,
     )
 }
 
@@ -243,8 +243,8 @@ pub fn matmul_columns_apart(
 enum Arithmetic {
     /// `mul_mat`'s for the number of columns given (some kernels change from 4 or 8 on).
     OfTheBatch,
-    /// Its one-column product for every column.
-    OneColumn,
+    /// `mul_mat_id`'s for one expert (see [`matmul_expert`]).
+    OfAnExpert,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -292,16 +292,20 @@ fn matmul_with(
         return Ok(());
     }
 
-    let kernel = match arithmetic {
-        Arithmetic::OfTheBatch => RowKernel::for_type(w.ty, n_cols),
-        Arithmetic::OneColumn => RowKernel::for_type(w.ty, 1),
+    let kernel = match (arithmetic, RowKernel::for_type(w.ty, n_cols)) {
+        (Arithmetic::OfAnExpert, kernel @ RowKernel::KTiled(_)) => kernel,
+        (Arithmetic::OfAnExpert, _) => RowKernel::for_type(w.ty, 1),
+        (Arithmetic::OfTheBatch, RowKernel::Float(ty, _))
+            if float::takes_tiles(ty, rows, cols, n_cols) =>
+        {
+            RowKernel::Float(ty, FloatProduct::Tiled)
+        }
+        (Arithmetic::OfTheBatch, kernel) => kernel,
     };
     let act_ty = vec_dot_type(w.ty);
     let mut act_scales = Vec::new();
     let act_scales = &mut act_scales;
-    let acts = if matches!(kernel, RowKernel::Float(_)) {
-        Acts::F32 { x, stride: cols }
-    } else {
+    let acts = {
         let act_bytes = act_ty
             .row_bytes(cols as u64)
             .and_then(|b| usize::try_from(b).ok())
@@ -499,11 +503,9 @@ fn run_rows(
                     vec_dot(ty, w_row(r), act, simd)
                 }
             }
-            (RowKernel::Float(ty), Acts::F32 { x, stride }) => {
-                float::vec_dot_f32(ty, w_row(r), &x[c * stride..][..stride], simd)
+            (RowKernel::Float(ty, product), Acts::Quantized { bytes, stride, .. }) => {
+                float::vec_dot(ty, w_row(r), &bytes[c * stride..][..stride], product, simd)
             }
-            // `matmul` pairs float kernels with f32 activations and the others with bytes.
-            _ => 0.0,
         }
     };
     if n_cols == 1 {
@@ -607,6 +609,37 @@ fn run_rows(
                     }
                 }
                 c += COL_TILE;
+            }
+        }
+        // Float weights in tinyBLAS's arithmetic: tiles of rows by columns, each weight and
+        // activation step loaded once per tile.
+        if let (RowKernel::Float(ty, FloatProduct::Tiled), Acts::Quantized { bytes, stride, .. }) =
+            (kernel, acts)
+        {
+            const R: usize = float::TILE_ROWS;
+            const T: usize = float::TILE_COLS;
+            while c + T <= n_cols {
+                let cols: [&[u8]; T] =
+                    std::array::from_fn(|k| &bytes[(c + k) * stride..][..stride]);
+                let mut r = tile.start;
+                while r + R <= tile.end {
+                    let ws = std::array::from_fn(|k| w_row(r + k));
+                    let Some(v) = float::vec_dot_tile(ty, ws, cols, simd) else {
+                        break;
+                    };
+                    for (dr, vr) in v.iter().enumerate() {
+                        for (k, &v) in vr.iter().enumerate() {
+                            store(c + k, r + dr, v);
+                        }
+                    }
+                    r += R;
+                }
+                for r in r..tile.end {
+                    for k in 0..T {
+                        store(c + k, r, dot_one(r, c + k));
+                    }
+                }
+                c += T;
             }
         }
         // K-quants in groups of four columns (each weight row unpacked once per group): all

@@ -17,14 +17,16 @@ use crate::quant::simd::Simd;
 use crate::quant::types::GgmlType;
 use crate::{Error, Result};
 
-/// The format activations are quantized to before being dotted with weights of type `ty`
-/// (ggml's `vec_dot_type`). `F32` means the activations are used as they are.
+/// The format activations are quantized (or, for float weights, converted) to before being
+/// dotted with weights of type `ty` (ggml's `vec_dot_type`): a float type's is itself.
 pub fn vec_dot_type(ty: GgmlType) -> GgmlType {
     use GgmlType::*;
     match ty {
         Q4_0 | Q5_0 | Q8_0 | IQ4_NL => Q8_0,
         Q4_1 | Q5_1 => Q8_1,
         Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | IQ4_XS => Q8_K,
+        F16 => F16,
+        BF16 => BF16,
         _ => F32,
     }
 }
@@ -69,21 +71,25 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32], simd: Simd) -> 
 }
 
 /// Quantizes the f32 activations `x` into `dst` in the activation format `act_ty`
-/// (Q8_0, Q8_1 or Q8_K). `dst` must hold exactly `x.len()` elements of that format.
+/// (Q8_0, Q8_1 or Q8_K), or converts them to a float type (F32, F16, BF16). `dst` must hold
+/// exactly `x.len()` elements of that format.
 pub fn quantize_activations(act_ty: GgmlType, x: &[f32], dst: &mut [u8], simd: Simd) -> Result<()> {
     check_row(act_ty, dst.len(), x.len())?;
     match act_ty {
         GgmlType::Q8_0 => activations::quantize_row_q8_0(x, dst, simd),
         GgmlType::Q8_1 => activations::quantize_row_q8_1(x, dst, simd),
         GgmlType::Q8_K => k_quants::quantize_row_q8_k(x, dst, simd),
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
+            float::convert_activations(act_ty, x, dst)
+        }
         _ => return Err(unsupported(act_ty)),
     }
     Ok(())
 }
 
 /// Dot product of one weight row of `ty` (whole blocks in `w`) with activations already in
-/// `vec_dot_type(ty)` (`act`, same element count). Float weight types are not handled here: use
-/// [`float::vec_dot_f32`] with f32 activations.
+/// `vec_dot_type(ty)` (`act`, same element count). Float weight types are not handled here: they
+/// have two arithmetics, chosen by the shape of the product ([`float::vec_dot`]).
 ///
 /// # Panics
 /// If the lengths are not matching whole blocks (see `block::check_dot`).
@@ -96,7 +102,7 @@ pub fn vec_dot(ty: GgmlType, w: &[u8], act: &[u8], simd: Simd) -> f32 {
         Q5_1 => block32::vec_dot::<BlockQ5_1>(w, act, simd),
         Q8_0 => block32::vec_dot::<BlockQ8_0>(w, act, simd),
         Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | IQ4_NL | IQ4_XS => k_quants::vec_dot(ty, w, act, simd),
-        // Callers check `is_supported` at load; float types go through `float::vec_dot_f32`.
+        // Callers check `is_supported` at load; float types go through `float::vec_dot`.
         _ => 0.0,
     }
 }
