@@ -5,43 +5,66 @@
 //! and most GGUF files assume:
 //!
 //! - `trim_blocks` and `lstrip_blocks` on, `keep_trailing_newline` off;
-//! - variables `messages`, `add_generation_prompt`, `bos_token`, `eos_token` (plus any extra the
-//!   caller passes, e.g. `tools`);
+//! - variables `messages`, `add_generation_prompt`, `bos_token`, `eos_token`, `tools` and
+//!   `documents` (`none` unless given), plus any extra the caller passes (`enable_thinking`,
+//!   `date_string`, …);
 //! - `raise_exception(msg)` fails the render with [`Error::ChatTemplate`] carrying `msg`;
-//! - `strftime_now(fmt)` formats the current time (UTC; see [`format_time`]);
+//! - `strftime_now(fmt)` formats the current time (UTC; see [`format_time`]), or the time fixed
+//!   by [`ChatTemplate::set_now`];
 //! - `tojson` behaves like Python's `json.dumps(x, ensure_ascii=False)`: `", "` and `": "`
 //!   separators, no HTML escaping, `indent`, `separators` and `sort_keys` arguments;
 //! - Python string, list and dict methods (`.strip()`, `.startswith()`, `.split()`, `.items()`,
-//!   `.get()`, …) through minijinja-contrib's pycompat;
+//!   `.get()`, …) as Python defines them (minijinja-contrib's pycompat, corrected and completed
+//!   in `pystr`);
+//! - the filters and tests whose minijinja definitions differ from Jinja2's (`string`, `join`,
+//!   `trim`, `round`, `length`, `is sequence`, `is iterable`, …) as Jinja2 defines them;
 //! - undefined values are lenient as in Jinja2: printing or testing one is fine (empty, false),
 //!   an attribute of a defined map that is missing is undefined, an attribute of an undefined
 //!   value is an error;
-//! - `none`, booleans, lists and dicts print as Python prints them (`None`, `True`, `['a']`).
+//! - `none`, booleans, lists and dicts print as Python prints them (`None`, `True`, `['a']`),
+//!   there and wherever Jinja2 takes `str()` of a value (`|string`, `|join`, `'-'.join(…)`).
 //!
-//! When a GGUF file has no template, [`ChatTemplate::from_gguf`] picks a built-in one by
-//! architecture. The built-ins are Jinja reformulations of llama.cpp's hard-coded formats
-//! (`llm_chat_apply_template` in llama-chat.cpp), so they produce the same text llama.cpp does;
-//! like llama.cpp's, they do not emit the BOS token (the tokenizer adds it).
+//! Where minijinja's operators themselves differ, a template renders differently from Jinja2:
+//! `~` writes lists and dicts in minijinja's notation (`{"a": 1}`), `//` and `%` round towards
+//! zero's side for negative divisors (Python floors), `1 / 0` is `inf` (Python raises),
+//! `'%s' % x` is not supported, tuples are lists (and print as such), and a `for` loop over
+//! `none` runs zero times (Python raises). No chat template we know of depends on these.
 //!
-//! Maps keep their insertion order, as Python dicts do (minijinja's `preserve_order`): a
-//! [`ChatMessage`] is `{role, content}` in that order. JSON passed in as `serde_json::Value`
-//! arrives with its object keys sorted (serde_json is built without `preserve_order`), so
-//! `tojson` of such a dict lists its keys sorted where Python would keep the caller's order.
+//! When a GGUF file has no template, [`ChatTemplate::from_gguf`] uses the built-in llama.cpp
+//! falls back to (see [`builtin_for_model`]). The built-ins are Jinja reformulations of
+//! llama.cpp's hard-coded formats (`llm_chat_apply_template` in llama-chat.cpp), so they produce
+//! the same text llama.cpp does; like llama.cpp's, they do not emit the BOS token (the
+//! tokenizer adds it).
+//!
+//! Maps keep their insertion order, as Python dicts do (minijinja's and serde_json's
+//! `preserve_order`): a [`ChatMessage`] is `{role, content}` in that order, and `tojson` of a
+//! dict passed in as `serde_json::Value` lists its keys in the caller's order.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use minijinja::value::{Kwargs, ValueKind};
 use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value};
 
 use crate::gguf::GgufFile;
 use crate::{Error, Result};
 
+mod json;
+mod pystr;
+mod python;
+mod time;
+
+pub use time::format_time;
+
 /// The GGUF key holding a model's Jinja chat template.
 pub const KEY_CHAT_TEMPLATE: &str = "tokenizer.chat_template";
-/// The GGUF key naming the architecture, which chooses the built-in template.
+/// The GGUF key of the template's tool-use variant, which some models ship alone.
+pub const KEY_CHAT_TEMPLATE_TOOL_USE: &str = "tokenizer.chat_template.tool_use";
+/// The GGUF key naming the architecture, whose `{arch}.block_count` takes part in choosing the
+/// built-in template.
 pub const KEY_ARCHITECTURE: &str = "general.architecture";
+/// The GGUF key naming the pre-tokenizer, which takes part in choosing the built-in template.
+pub const KEY_PRE_TOKENIZER: &str = "tokenizer.ggml.pre";
 
 /// The name the template is stored under in its environment.
 const TEMPLATE_NAME: &str = "chat_template";
@@ -80,14 +103,23 @@ impl std::fmt::Debug for ChatTemplate {
 }
 
 impl ChatTemplate {
-    /// The file's `tokenizer.chat_template`; without one, a built-in chosen by
-    /// `general.architecture`: the Gemma format for Gemma models, ChatML for the rest.
+    /// The file's template, chosen as llama.cpp chooses it: `tokenizer.chat_template`, else
+    /// `tokenizer.chat_template.tool_use`, else the built-in [`builtin_for_model`] names.
     pub fn from_gguf(file: &GgufFile) -> Result<ChatTemplate> {
-        if let Some(source) = file.opt_str(KEY_CHAT_TEMPLATE)? {
+        match file.opt_str(KEY_CHAT_TEMPLATE)? {
+            // llama.cpp reads a template that is just the name `chatml` as that format.
+            Some("chatml") => return ChatTemplate::builtin("chatml"),
+            Some(source) => return ChatTemplate::from_source(source),
+            None => {}
+        }
+        // llama.cpp takes the tool-use variant when it is the only one.
+        if let Some(source) = file.opt_str(KEY_CHAT_TEMPLATE_TOOL_USE)? {
             return ChatTemplate::from_source(source);
         }
         let arch = file.opt_str(KEY_ARCHITECTURE)?.unwrap_or("");
-        ChatTemplate::builtin(builtin_for_architecture(arch))
+        let n_layer = file.opt_u32(&format!("{arch}.block_count"))?;
+        let pre_tokenizer = file.opt_str(KEY_PRE_TOKENIZER)?;
+        ChatTemplate::builtin(builtin_for_model(pre_tokenizer, n_layer))
     }
 
     /// A built-in template by name (see [`BUILTIN_NAMES`]).
@@ -131,7 +163,8 @@ impl ChatTemplate {
     /// [`ChatTemplate::render`] for any serializable `messages` (e.g. JSON messages with
     /// `tool_calls`), with extra template variables: `extra` is `null` or a JSON object whose
     /// entries become variables (e.g. `tools`, `documents`, `date_string`). The four standard
-    /// variables take precedence over entries of the same name.
+    /// variables take precedence over entries of the same name; `tools` and `documents` are
+    /// `none` unless given, as in `apply_chat_template`.
     pub fn render_with<M: serde::Serialize + ?Sized>(
         &self,
         messages: &M,
@@ -140,7 +173,10 @@ impl ChatTemplate {
         eos_token: &str,
         extra: &serde_json::Value,
     ) -> Result<String> {
+        // apply_chat_template always passes `tools` and `documents`, None when not given.
         let mut context: BTreeMap<String, Value> = BTreeMap::new();
+        context.insert("tools".into(), Value::from(()));
+        context.insert("documents".into(), Value::from(()));
         match extra {
             serde_json::Value::Null => {}
             serde_json::Value::Object(entries) => {
@@ -168,16 +204,32 @@ impl ChatTemplate {
         template.render(context).map_err(template_error)
     }
 
+    /// Fix the time `strftime_now` formats to `unix_seconds` (UTC), for prompts that must not
+    /// depend on the day they are rendered; `None` goes back to the current time.
+    pub fn set_now(&mut self, unix_seconds: Option<i64>) {
+        match unix_seconds {
+            Some(now) => self
+                .env
+                .add_function("strftime_now", move |format: String| {
+                    format_time(&format, now)
+                }),
+            None => self.env.add_function("strftime_now", strftime_now),
+        }
+    }
+
     /// The Jinja source of the template.
     pub fn source(&self) -> &str {
         &self.source
     }
 }
 
-/// The built-in template for a GGUF `general.architecture` without a template of its own.
-pub fn builtin_for_architecture(arch: &str) -> &'static str {
-    if arch.starts_with("gemma") {
-        "gemma"
+/// The built-in template llama.cpp uses for a model whose GGUF file has no template
+/// (`llama_model_chat_template` and `common_chat_templates_init`): ChatML, whatever the
+/// architecture, except for Mistral Small 3.1, recognized by its tekken pre-tokenizer and 40
+/// layers, which gets Mistral's v7 tekken format.
+pub fn builtin_for_model(pre_tokenizer: Option<&str>, n_layer: Option<u32>) -> &'static str {
+    if pre_tokenizer == Some("tekken") && n_layer == Some(40) {
+        "mistral-v7-tekken"
     } else {
         "chatml"
     }
@@ -194,6 +246,7 @@ pub const BUILTIN_NAMES: &[&str] = &[
     "mistral-v3",
     "mistral-v3-tekken",
     "mistral-v7",
+    "mistral-v7-tekken",
     "phi3",
     "phi4",
     "zephyr",
@@ -268,10 +321,11 @@ const MISTRAL_V1_V3_BODY: &str = r#"
 {%- endif -%}
 {%- endfor -%}"#;
 
-const MISTRAL_V7: &str = r#"{%- for message in messages -%}
-{%- if message.role == 'system' -%}{{- '[SYSTEM_PROMPT] ' + message.content + '[/SYSTEM_PROMPT]' -}}
-{%- elif message.role == 'user' -%}{{- '[INST] ' + message.content + '[/INST]' -}}
-{%- else -%}{{- ' ' + message.content + '</s>' -}}
+// Mistral v7 and v7-tekken differ only in the space `sp` after each tag (set by the prefix).
+const MISTRAL_V7_BODY: &str = r#"{%- for message in messages -%}
+{%- if message.role == 'system' -%}{{- '[SYSTEM_PROMPT]' + sp + message.content + '[/SYSTEM_PROMPT]' -}}
+{%- elif message.role == 'user' -%}{{- '[INST]' + sp + message.content + '[/INST]' -}}
+{%- else -%}{{- sp + message.content + '</s>' -}}
 {%- endif -%}
 {%- endfor -%}"#;
 
@@ -290,8 +344,8 @@ const ZEPHYR: &str = r#"{%- for message in messages -%}
 {%- endfor -%}
 {%- if add_generation_prompt -%}{{- '<|assistant|>\n' -}}{%- endif -%}"#;
 
-/// The source of the built-in template `name`. The Mistral v1/v3 sources are assembled from
-/// their shared body so the three variants cannot drift apart.
+/// The source of the built-in template `name`. The Mistral v1/v3 and v7 sources are assembled
+/// from their shared bodies so the variants cannot drift apart.
 fn builtin_source(name: &str) -> Option<Cow<'static, str>> {
     let mistral = |lead: &str, trail: &str, trim_reply: bool| {
         Cow::Owned(format!(
@@ -299,6 +353,7 @@ fn builtin_source(name: &str) -> Option<Cow<'static, str>> {
              {{%- set trim_reply = {trim_reply} -%}}{MISTRAL_V1_V3_BODY}"
         ))
     };
+    let mistral_v7 = |sp: &str| Cow::Owned(format!("{{%- set sp = '{sp}' -%}}{MISTRAL_V7_BODY}"));
     Some(match name {
         "chatml" => Cow::Borrowed(CHATML),
         "gemma" => Cow::Borrowed(GEMMA),
@@ -308,7 +363,8 @@ fn builtin_source(name: &str) -> Option<Cow<'static, str>> {
         "mistral-v1" => mistral(" ", " ", false),
         "mistral-v3" => mistral("", " ", true),
         "mistral-v3-tekken" => mistral("", "", false),
-        "mistral-v7" => Cow::Borrowed(MISTRAL_V7),
+        "mistral-v7" => mistral_v7(" "),
+        "mistral-v7-tekken" => mistral_v7(""),
         "phi3" => Cow::Borrowed(PHI3),
         "phi4" => Cow::Borrowed(PHI4),
         "zephyr" => Cow::Borrowed(ZEPHYR),
@@ -323,74 +379,11 @@ fn hf_environment() -> Environment<'static> {
     env.set_lstrip_blocks(true);
     env.set_keep_trailing_newline(false);
     env.set_undefined_behavior(UndefinedBehavior::Lenient);
-    env.set_unknown_method_callback(python_methods);
-    env.set_formatter(python_formatter);
+    python::install(&mut env);
     env.add_function("raise_exception", raise_exception);
     env.add_function("strftime_now", strftime_now);
-    env.add_filter("tojson", tojson);
+    env.add_filter("tojson", json::tojson);
     env
-}
-
-/// Python methods on values: pycompat's, except where it departs from Python on text that is
-/// not ASCII: `str.find`/`str.rfind` return character (not byte) offsets, and `str.title`
-/// starts a word after any uncased character (`«word»` → `«Word»`), as Python does.
-fn python_methods(
-    state: &minijinja::State,
-    value: &Value,
-    method: &str,
-    args: &[Value],
-) -> std::result::Result<Value, minijinja::Error> {
-    match (value.as_str(), method) {
-        (Some(s), "find") => python_find(s, args, false),
-        (Some(s), "rfind") => python_find(s, args, true),
-        (Some(s), "title") => {
-            let () = minijinja::value::from_args(args)?;
-            Ok(Value::from(python_title(s)))
-        }
-        _ => minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args),
-    }
-}
-
-/// `str.find(sub[, start[, end]])` / `str.rfind`: the character offset of `sub` within
-/// `s[start:end]` (Python slice bounds), or -1.
-fn python_find(
-    s: &str,
-    args: &[Value],
-    from_the_end: bool,
-) -> std::result::Result<Value, minijinja::Error> {
-    let (sub, start, end): (String, Option<i64>, Option<i64>) = minijinja::value::from_args(args)?;
-    let chars: Vec<char> = s.chars().collect();
-    let len = chars.len() as i64;
-    let clamp = |i: i64| if i < 0 { (i + len).max(0) } else { i.min(len) } as usize;
-    let start = clamp(start.unwrap_or(0));
-    let end = clamp(end.unwrap_or(len));
-    if start > end {
-        return Ok(Value::from(-1));
-    }
-    let window: String = chars[start..end].iter().collect();
-    let found = if from_the_end {
-        window.rfind(&sub)
-    } else {
-        window.find(&sub)
-    };
-    Ok(Value::from(found.map_or(-1, |byte| {
-        (start + window[..byte].chars().count()) as i64
-    })))
-}
-
-/// `str.title()`: upper-case a cased character that follows an uncased one, lower-case the rest.
-fn python_title(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut previous_cased = false;
-    for c in s.chars() {
-        if previous_cased {
-            out.extend(c.to_lowercase());
-        } else {
-            out.extend(c.to_uppercase());
-        }
-        previous_cased = c.is_lowercase() || c.is_uppercase();
-    }
-    out
 }
 
 fn template_error(e: minijinja::Error) -> Error {
@@ -419,490 +412,4 @@ fn strftime_now(format: String) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     format_time(&format, now)
-}
-
-const MONTHS: [&str; 12] = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-];
-const WEEKDAYS: [&str; 7] = [
-    "Sunday",
-    "Monday",
-    "Tuesday",
-    "Wednesday",
-    "Thursday",
-    "Friday",
-    "Saturday",
-];
-
-/// Format `unix_seconds` (UTC) with a C strftime format. Supported: `%Y %y %m %d %e %j %H %I %M
-/// %S %p %a %A %b %h %B %F %T %D %R %n %t %%`, glibc's `%-d`-style unpadded forms, and `%Z %z`
-/// as empty (Python's naive datetimes have no zone);
-/// anything else is copied through unchanged, as glibc does. Templates only use these to write
-/// today's date into the system prompt.
-pub fn format_time(format: &str, unix_seconds: i64) -> String {
-    let days = unix_seconds.div_euclid(86_400);
-    let second_of_day = unix_seconds.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    let hour = second_of_day / 3600;
-    let minute = second_of_day % 3600 / 60;
-    let second = second_of_day % 60;
-    // 1970-01-01 was a Thursday (index 4 with Sunday = 0).
-    let weekday = (days + 4).rem_euclid(7) as usize;
-    let day_of_year = days - days_from_civil(year, 1, 1) + 1;
-    let hour12 = if hour % 12 == 0 { 12 } else { hour % 12 };
-    let month_name = MONTHS[(month - 1) as usize];
-    let weekday_name = WEEKDAYS[weekday];
-
-    let mut out = String::with_capacity(format.len() + 16);
-    let mut chars = format.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        let unpadded = chars.peek() == Some(&'-');
-        if unpadded {
-            chars.next();
-        }
-        let Some(spec) = chars.next() else {
-            out.push('%');
-            break;
-        };
-        let number = |out: &mut String, value: i64, width: usize| {
-            if unpadded {
-                let _ = write!(out, "{value}");
-            } else {
-                let _ = write!(out, "{value:0width$}");
-            }
-        };
-        match spec {
-            'Y' => {
-                let _ = write!(out, "{year}");
-            }
-            'y' => number(&mut out, year.rem_euclid(100), 2),
-            'm' => number(&mut out, month, 2),
-            'd' => number(&mut out, day, 2),
-            'e' => {
-                let _ = if unpadded {
-                    write!(out, "{day}")
-                } else {
-                    write!(out, "{day:2}")
-                };
-            }
-            'j' => number(&mut out, day_of_year, 3),
-            'H' => number(&mut out, hour, 2),
-            'I' => number(&mut out, hour12, 2),
-            'M' => number(&mut out, minute, 2),
-            'S' => number(&mut out, second, 2),
-            'p' => out.push_str(if hour < 12 { "AM" } else { "PM" }),
-            'a' => out.push_str(&weekday_name[..3]),
-            'A' => out.push_str(weekday_name),
-            'b' | 'h' => out.push_str(&month_name[..3]),
-            'B' => out.push_str(month_name),
-            'F' => {
-                let _ = write!(out, "{year}-{month:02}-{day:02}");
-            }
-            'T' => {
-                let _ = write!(out, "{hour:02}:{minute:02}:{second:02}");
-            }
-            'R' => {
-                let _ = write!(out, "{hour:02}:{minute:02}");
-            }
-            'D' => {
-                let _ = write!(out, "{month:02}/{day:02}/{:02}", year.rem_euclid(100));
-            }
-            // transformers formats a naive datetime, whose zone fields are empty.
-            'Z' | 'z' => {}
-            'n' => out.push('\n'),
-            't' => out.push('\t'),
-            '%' => out.push('%'),
-            other => {
-                out.push('%');
-                if unpadded {
-                    out.push('-');
-                }
-                out.push(other);
-            }
-        }
-    }
-    out
-}
-
-/// (year, month 1..=12, day 1..=31) of a day count since 1970-01-01 in the proleptic Gregorian
-/// calendar, by counting 400-year eras of 146097 days that start on March 1 (so the leap day
-/// is the last day of an era-year).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let shifted = days + 719_468; // days from 0000-03-01 to 1970-01-01
-    let era = shifted.div_euclid(146_097);
-    let day_of_era = shifted.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-    let month = if month_from_march < 10 {
-        month_from_march + 3
-    } else {
-        month_from_march - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (inverse of [`civil_from_days`]).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year.rem_euclid(400);
-    let month_from_march = if month > 2 { month - 3 } else { month + 9 };
-    let day_of_year = (153 * month_from_march + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
-/// Prints values as Jinja2 (that is, Python's `str()`) does: `None`, `True`/`False`, lists and
-/// dicts in Python repr; undefined prints nothing.
-fn python_formatter(
-    out: &mut minijinja::Output,
-    _state: &minijinja::State,
-    value: &Value,
-) -> std::result::Result<(), minijinja::Error> {
-    let mut text = String::new();
-    match value.kind() {
-        ValueKind::Undefined => {}
-        ValueKind::String => text.push_str(value.as_str().unwrap_or_default()),
-        _ => python_repr(value, &mut text),
-    }
-    out.write_str(&text).map_err(minijinja::Error::from)
-}
-
-/// Python's `repr()` of a value (what `str()` gives for everything but top-level strings).
-fn python_repr(value: &Value, out: &mut String) {
-    match value.kind() {
-        ValueKind::Undefined | ValueKind::None => out.push_str("None"),
-        ValueKind::Bool => out.push_str(if value.is_true() { "True" } else { "False" }),
-        ValueKind::Number => {
-            if value.is_integer() {
-                let _ = write!(out, "{value}");
-            } else {
-                let x = f64::try_from(value.clone()).unwrap_or(f64::NAN);
-                out.push_str(&python_float(x, false));
-            }
-        }
-        ValueKind::String => python_str_repr(value.as_str().unwrap_or_default(), out),
-        ValueKind::Seq | ValueKind::Iterable => {
-            out.push('[');
-            if let Ok(items) = value.try_iter() {
-                for (i, item) in items.enumerate() {
-                    if i > 0 {
-                        out.push_str(", ");
-                    }
-                    python_repr(&item, out);
-                }
-            }
-            out.push(']');
-        }
-        ValueKind::Map => {
-            out.push('{');
-            if let Ok(keys) = value.try_iter() {
-                for (i, key) in keys.enumerate() {
-                    if i > 0 {
-                        out.push_str(", ");
-                    }
-                    python_repr(&key, out);
-                    out.push_str(": ");
-                    python_repr(&value.get_item(&key).unwrap_or_default(), out);
-                }
-            }
-            out.push('}');
-        }
-        _ => {
-            let _ = write!(out, "{value}");
-        }
-    }
-}
-
-/// Python's repr of a str: single quotes unless the text has one and no double quote.
-fn python_str_repr(s: &str, out: &mut String) {
-    let quote = if s.contains('\'') && !s.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
-    out.push(quote);
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c == quote => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push(quote);
-}
-
-/// Python's repr of a float (shortest round-trip digits; exponent form below 1e-4 and from
-/// 1e16 on). For JSON, non-finite values are spelled as Python's json module spells them.
-fn python_float(x: f64, json: bool) -> String {
-    if x.is_nan() {
-        return if json { "NaN" } else { "nan" }.to_string();
-    }
-    if x.is_infinite() {
-        let sign = if x < 0.0 { "-" } else { "" };
-        return format!("{sign}{}", if json { "Infinity" } else { "inf" });
-    }
-    if x == 0.0 {
-        return if x.is_sign_negative() { "-0.0" } else { "0.0" }.to_string();
-    }
-    // `{:e}` gives the shortest round-trip digits as d[.ddd]e<exp>.
-    let scientific = format!("{x:e}");
-    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
-    let exponent: i32 = exponent.parse().unwrap_or(0);
-    if (-4..16).contains(&exponent) {
-        let mut positional = format!("{x}");
-        if !positional.contains('.') {
-            positional.push_str(".0");
-        }
-        positional
-    } else {
-        let sign = if exponent < 0 { '-' } else { '+' };
-        format!("{mantissa}e{sign}{:02}", exponent.unsigned_abs())
-    }
-}
-
-/// `tojson`, as transformers defines it for chat templates:
-/// `json.dumps(x, ensure_ascii=False, indent=indent, separators=separators, sort_keys=sort_keys)`.
-fn tojson(
-    value: &Value,
-    indent: Option<Value>,
-    kwargs: Kwargs,
-) -> std::result::Result<Value, minijinja::Error> {
-    let indent = match kwargs.get::<Option<Value>>("indent")?.or(indent) {
-        None => None,
-        Some(v) if v.is_none() => None,
-        Some(v) => Some(match v.as_str() {
-            Some(s) => s.to_string(),
-            None => " ".repeat(usize::try_from(v.clone()).map_err(|_| {
-                minijinja::Error::new(
-                    ErrorKind::InvalidOperation,
-                    format!("tojson: indent must be an integer or a string, got {v}"),
-                )
-            })?),
-        }),
-    };
-    let sort_keys = kwargs.get::<Option<bool>>("sort_keys")?.unwrap_or(false);
-    let ensure_ascii = kwargs.get::<Option<bool>>("ensure_ascii")?.unwrap_or(false);
-    let (item_separator, key_separator) = match kwargs.get::<Option<Vec<String>>>("separators")? {
-        Some(pair) if pair.len() == 2 => (pair[0].clone(), pair[1].clone()),
-        Some(_) => {
-            return Err(minijinja::Error::new(
-                ErrorKind::InvalidOperation,
-                "tojson: separators must be a pair of strings",
-            ))
-        }
-        // Python's defaults: ", " without indent, "," with it (the newline separates).
-        None if indent.is_some() => (",".to_string(), ": ".to_string()),
-        None => (", ".to_string(), ": ".to_string()),
-    };
-    kwargs.assert_all_used()?;
-    let style = JsonStyle {
-        indent,
-        item_separator,
-        key_separator,
-        sort_keys,
-        ensure_ascii,
-    };
-    let mut out = String::new();
-    style.write(value, 0, &mut out)?;
-    Ok(Value::from(out))
-}
-
-/// The knobs of Python's `json.dumps` that templates use.
-struct JsonStyle {
-    indent: Option<String>,
-    item_separator: String,
-    key_separator: String,
-    sort_keys: bool,
-    ensure_ascii: bool,
-}
-
-impl JsonStyle {
-    fn newline(&self, depth: usize, out: &mut String) {
-        if let Some(indent) = &self.indent {
-            out.push('\n');
-            for _ in 0..depth {
-                out.push_str(indent);
-            }
-        }
-    }
-
-    fn write(
-        &self,
-        value: &Value,
-        depth: usize,
-        out: &mut String,
-    ) -> std::result::Result<(), minijinja::Error> {
-        match value.kind() {
-            ValueKind::None => out.push_str("null"),
-            ValueKind::Bool => out.push_str(if value.is_true() { "true" } else { "false" }),
-            ValueKind::Number => {
-                if value.is_integer() {
-                    let _ = write!(out, "{value}");
-                } else {
-                    let x = f64::try_from(value.clone()).unwrap_or(f64::NAN);
-                    out.push_str(&python_float(x, true));
-                }
-            }
-            ValueKind::String => {
-                self.write_string(value.as_str().unwrap_or_default(), out);
-            }
-            ValueKind::Seq | ValueKind::Iterable => {
-                let items: Vec<Value> = value.try_iter()?.collect();
-                if items.is_empty() {
-                    out.push_str("[]");
-                    return Ok(());
-                }
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push_str(&self.item_separator);
-                    }
-                    self.newline(depth + 1, out);
-                    self.write(item, depth + 1, out)?;
-                }
-                self.newline(depth, out);
-                out.push(']');
-            }
-            ValueKind::Map => {
-                let mut keys: Vec<Value> = value.try_iter()?.collect();
-                if keys.is_empty() {
-                    out.push_str("{}");
-                    return Ok(());
-                }
-                if self.sort_keys {
-                    keys.sort();
-                }
-                out.push('{');
-                for (i, key) in keys.iter().enumerate() {
-                    if i > 0 {
-                        out.push_str(&self.item_separator);
-                    }
-                    self.newline(depth + 1, out);
-                    // JSON object keys are strings; Python converts numbers and bools.
-                    match key.as_str() {
-                        Some(s) => self.write_string(s, out),
-                        None => {
-                            let mut text = String::new();
-                            self.write(key, depth + 1, &mut text)?;
-                            self.write_string(&text, out);
-                        }
-                    }
-                    out.push_str(&self.key_separator);
-                    self.write(&value.get_item(key)?, depth + 1, out)?;
-                }
-                self.newline(depth, out);
-                out.push('}');
-            }
-            kind => {
-                return Err(minijinja::Error::new(
-                    ErrorKind::InvalidOperation,
-                    format!("tojson: a value of kind {kind} is not JSON serializable"),
-                ))
-            }
-        }
-        Ok(())
-    }
-
-    fn write_string(&self, s: &str, out: &mut String) {
-        out.push('"');
-        for c in s.chars() {
-            match c {
-                '"' => out.push_str("\\\""),
-                '\\' => out.push_str("\\\\"),
-                '\n' => out.push_str("\\n"),
-                '\r' => out.push_str("\\r"),
-                '\t' => out.push_str("\\t"),
-                '\u{08}' => out.push_str("\\b"),
-                '\u{0c}' => out.push_str("\\f"),
-                c if (c as u32) < 0x20 => {
-                    let _ = write!(out, "\\u{:04x}", c as u32);
-                }
-                c if self.ensure_ascii && !c.is_ascii() => {
-                    let mut units = [0u16; 2];
-                    for unit in c.encode_utf16(&mut units) {
-                        let _ = write!(out, "\\u{unit:04x}");
-                    }
-                }
-                c => out.push(c),
-            }
-        }
-        out.push('"');
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn civil_dates_round_trip_and_match_known_days() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        // 2000-02-29 is day 11016; 1900 was no leap year, 2000 was.
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(civil_from_days(-25_508), (1900, 3, 1));
-        for days in (-800_000..800_000).step_by(997) {
-            let (y, m, d) = civil_from_days(days);
-            assert_eq!(days_from_civil(y, m, d), days);
-        }
-    }
-
-    #[test]
-    fn python_find_and_title_count_characters() {
-        let find = |args: &[Value]| python_find("añbñc", args, false).unwrap();
-        // Python: 'añbñc'.find('ñ') == 1, .find('ñ', 2) == 3, .find('ñ', -2) == 3,
-        // .find('c', 0, 4) == -1, .rfind('ñ') == 3.
-        assert_eq!(find(&[Value::from("ñ")]), Value::from(1));
-        assert_eq!(find(&[Value::from("ñ"), Value::from(2)]), Value::from(3));
-        assert_eq!(find(&[Value::from("ñ"), Value::from(-2)]), Value::from(3));
-        assert_eq!(
-            find(&[Value::from("c"), Value::from(0), Value::from(4)]),
-            Value::from(-1)
-        );
-        let rfind = python_find("añbñc", &[Value::from("ñ")], true).unwrap();
-        assert_eq!(rfind, Value::from(3));
-        // Python: "hELLO «wörld» it's 3rd".title() == "Hello «Wörld» It'S 3Rd".
-        assert_eq!(
-            python_title("hELLO «wörld» it's 3rd"),
-            "Hello «Wörld» It'S 3Rd"
-        );
-    }
-
-    #[test]
-    fn python_float_repr_matches_python() {
-        assert_eq!(python_float(1.0, false), "1.0");
-        assert_eq!(python_float(0.1, false), "0.1");
-        assert_eq!(python_float(1e-5, false), "1e-05");
-        assert_eq!(python_float(1.5e16, false), "1.5e+16");
-        assert_eq!(python_float(123456.789, false), "123456.789");
-        assert_eq!(python_float(f64::INFINITY, true), "Infinity");
-    }
 }

@@ -2,16 +2,19 @@
 //! chain through its public API.
 //!
 //! References: `tests/reference/<model>.json` (`chat` cases, rendered by llama-cpp-python with
-//! HF's Jinja2 conventions) and `tests/reference/chat-templates.json` (Jinja2 renderings of
-//! templates exercising whitespace control, loop controls, Python methods, `tojson` and
-//! `raise_exception`; made by `tests/reference/make_chat_template_cases.py`).
+//! HF's Jinja2 conventions) and `tests/reference/chat-templates.json` (Jinja2 renderings, as
+//! `apply_chat_template` renders, of templates exercising whitespace control, loop controls,
+//! Python methods, Jinja2's filters and tests, `tojson` and `raise_exception`, and of the real
+//! templates of popular model families in `tests/reference/chat-templates/` on conversations
+//! with tools, tool calls, thinking and non-ASCII text; made by
+//! `tests/reference/make_chat_template_cases.py`).
 
 mod common;
 
 use std::path::Path;
 
 use llmrt::chat::{format_time, ChatMessage, ChatTemplate, BUILTIN_NAMES};
-use llmrt::gguf::GgufFile;
+use llmrt::gguf::{GgufFile, GgufWriter, Value as GgufValue};
 use llmrt::sample::{Pick, Sampler, SamplerParams, Stage};
 use llmrt::Error;
 use serde_json::Value as Json;
@@ -93,53 +96,77 @@ fn gguf_chat_templates_render_like_the_reference() {
 #[test]
 fn jinja2_reference_cases_render_identically() {
     let reference = reference("chat-templates.json");
+    let now = reference["now"].as_i64().expect("the reference clock");
     let cases = reference["cases"].as_array().expect("cases");
-    assert!(cases.len() >= 10);
-    for case in cases {
-        let name = case["name"].as_str().unwrap();
-        let template = ChatTemplate::from_source(case["template"].as_str().unwrap())
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let add_generation_prompt = case["add_generation_prompt"].as_bool().unwrap();
-        let bos = case["bos_token"].as_str().unwrap();
-        let eos = case["eos_token"].as_str().unwrap();
-        // Plain {role, content} messages go through ChatMessage (as callers pass them); others
-        // (tool calls) as JSON.
-        let plain = case["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|m| m.as_object().unwrap().len() == 2);
-        let result = if plain {
-            template.render_with(
-                &messages(&case["messages"]),
-                add_generation_prompt,
-                bos,
-                eos,
-                &case["extra"],
-            )
-        } else {
-            template.render_with(
-                &case["messages"],
-                add_generation_prompt,
-                bos,
-                eos,
-                &case["extra"],
-            )
-        };
-        match (case.get("rendered"), case.get("error")) {
-            (Some(want), _) => {
-                let got = result.unwrap_or_else(|e| panic!("{name}: {e}"));
-                assert_eq!(got, want.as_str().unwrap(), "{name}");
-            }
-            (None, Some(want)) => match result {
-                Err(Error::ChatTemplate(message)) => assert!(
-                    message.contains(want.as_str().unwrap()),
-                    "{name}: error {message:?} lacks {want}"
-                ),
-                other => panic!("{name}: expected a template error, got {other:?}"),
-            },
-            (None, None) => panic!("{name}: case has neither `rendered` nor `error`"),
+    assert!(cases.len() >= 100, "{} cases", cases.len());
+    let templates_dir =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/chat-templates");
+    let families: std::collections::BTreeSet<&str> = cases
+        .iter()
+        .filter_map(|case| case.get("template_file")?.as_str())
+        .collect();
+    assert!(families.len() >= 13, "{families:?}");
+    let failures: Vec<String> = cases
+        .iter()
+        .filter_map(|case| {
+            let why = check_jinja2_case(case, now, &templates_dir).err()?;
+            Some(format!("{}: {why}", case["name"].as_str().unwrap()))
+        })
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ from Jinja2:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n\n")
+    );
+}
+
+/// Render one case of chat-templates.json and compare with Jinja2's outcome.
+fn check_jinja2_case(case: &Json, now: i64, templates_dir: &Path) -> Result<(), String> {
+    let source = match case.get("template_file") {
+        Some(file) => {
+            let path = templates_dir.join(file.as_str().unwrap());
+            std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
         }
+        None => case["template"].as_str().unwrap().to_string(),
+    };
+    let mut template = ChatTemplate::from_source(&source).map_err(|e| e.to_string())?;
+    template.set_now(Some(now));
+    let add_generation_prompt = case["add_generation_prompt"].as_bool().unwrap();
+    let bos = case["bos_token"].as_str().unwrap();
+    let eos = case["eos_token"].as_str().unwrap();
+    // Plain {role, content} messages with text content go through ChatMessage (as callers pass
+    // them); others (tool calls, content blocks) as JSON.
+    let plain = case["messages"].as_array().unwrap().iter().all(|m| {
+        let m = m.as_object().unwrap();
+        m.len() == 2 && m["content"].is_string()
+    });
+    let result = if plain {
+        let messages = messages(&case["messages"]);
+        template.render_with(&messages, add_generation_prompt, bos, eos, &case["extra"])
+    } else {
+        let messages = &case["messages"];
+        template.render_with(messages, add_generation_prompt, bos, eos, &case["extra"])
+    };
+    match (case.get("rendered"), case.get("error"), case.get("fails")) {
+        (Some(want), _, _) => match result {
+            Ok(got) if got == want.as_str().unwrap() => Ok(()),
+            Ok(got) => Err(format!("rendered\n{got:?}\nwant\n{want}")),
+            Err(e) => Err(format!("failed: {e}")),
+        },
+        // raise_exception: its message reaches the caller.
+        (None, Some(want), _) => match result {
+            Err(Error::ChatTemplate(message)) if message.contains(want.as_str().unwrap()) => Ok(()),
+            other => Err(format!("expected the error {want}, got {other:?}")),
+        },
+        // Jinja2 failed otherwise (a Python TypeError, …): a template error here too.
+        (None, None, Some(python)) => match result {
+            Err(Error::ChatTemplate(_)) => Ok(()),
+            other => Err(format!("Jinja2 fails ({python}), llmrt gives {other:?}")),
+        },
+        (None, None, None) => Err("the case has no outcome".to_string()),
     }
 }
 
@@ -155,7 +182,7 @@ fn conversation() -> Vec<ChatMessage> {
 }
 
 #[test]
-fn gemma_without_template_gets_llama_cpp_gemma_format() {
+fn gemma_without_template_gets_chatml_as_in_llama_cpp() {
     let Some(file) = open_model(GEMMA_MODEL) else {
         return;
     };
@@ -163,16 +190,15 @@ fn gemma_without_template_gets_llama_cpp_gemma_format() {
     let template = ChatTemplate::from_gguf(&file).unwrap();
     assert_eq!(
         template.source(),
-        ChatTemplate::builtin("gemma").unwrap().source()
+        ChatTemplate::builtin("chatml").unwrap().source()
     );
     let bos = special_token_text(&file, "tokenizer.ggml.bos_token_id");
     let eos = special_token_text(&file, "tokenizer.ggml.eos_token_id");
-    // llama-chat.cpp (LLM_CHAT_TEMPLATE_GEMMA): system text, trimmed, opens the first user
-    // turn followed by a blank line; "assistant" is "model"; contents are trimmed; no BOS.
-    let want = "<start_of_turn>user\nBe brief.\n\nHello<end_of_turn>\n\
-                <start_of_turn>model\nHi there<end_of_turn>\n\
-                <start_of_turn>user\nHow are you?<end_of_turn>\n\
-                <start_of_turn>model\n";
+    // llama.cpp formats a template-less model's chat as ChatML (llama_chat_apply_template with
+    // no template, common_chat_templates_init's default): contents as given, no BOS.
+    let want = "<|im_start|>system\n Be brief.\n<|im_end|>\n<|im_start|>user\n  Hello \n<|im_end|>\n\
+                <|im_start|>assistant\n Hi there <|im_end|>\n<|im_start|>user\nHow are you?<|im_end|>\n\
+                <|im_start|>assistant\n";
     assert_eq!(
         template.render(&conversation(), true, &bos, &eos).unwrap(),
         want
@@ -180,8 +206,70 @@ fn gemma_without_template_gets_llama_cpp_gemma_format() {
     let without_prompt = template.render(&conversation(), false, &bos, &eos).unwrap();
     assert_eq!(
         without_prompt,
-        want.strip_suffix("<start_of_turn>model\n").unwrap()
+        want.strip_suffix("<|im_start|>assistant\n").unwrap()
     );
+}
+
+/// A GGUF file of architecture `arch` with only the metadata the template choice reads.
+fn template_less_gguf(arch: &str, pre: &str, n_layer: u32, extra: &[(&str, &str)]) -> GgufFile {
+    let mut writer = GgufWriter::new();
+    writer
+        .set("general.architecture", GgufValue::String(arch.into()))
+        .set("tokenizer.ggml.pre", GgufValue::String(pre.into()))
+        .set(format!("{arch}.block_count"), GgufValue::U32(n_layer));
+    for (key, value) in extra {
+        writer.set(*key, GgufValue::String(value.to_string()));
+    }
+    GgufFile::from_bytes(writer.to_bytes()).expect("a GGUF image")
+}
+
+#[test]
+fn template_less_models_get_llama_cpp_fallback() {
+    // llama.cpp (llama_model_chat_template, common_chat_templates_init): without
+    // tokenizer.chat_template every architecture gets ChatML, except Mistral Small 3.1 (tekken
+    // pre-tokenizer, 40 layers), which gets mistral-v7-tekken; a lone tool_use template is
+    // taken; a template that is just "chatml" names that format.
+    let source = |file: &GgufFile| ChatTemplate::from_gguf(file).unwrap().source().to_string();
+    let chatml = ChatTemplate::builtin("chatml")
+        .unwrap()
+        .source()
+        .to_string();
+    for arch in [
+        "llama",
+        "qwen2",
+        "qwen3",
+        "qwen3moe",
+        "gemma2",
+        "gemma3",
+        "olmo2",
+        "granite",
+        "smollm3",
+        "phi3",
+        "starcoder2",
+        "mistral3",
+    ] {
+        for (pre, n_layer) in [("default", 40), ("tekken", 30), ("llama-bpe", 32)] {
+            let file = template_less_gguf(arch, pre, n_layer, &[]);
+            assert_eq!(source(&file), chatml, "{arch}, {pre}, {n_layer} layers");
+        }
+        let mistral_small = template_less_gguf(arch, "tekken", 40, &[]);
+        assert_eq!(
+            source(&mistral_small),
+            ChatTemplate::builtin("mistral-v7-tekken").unwrap().source(),
+            "{arch}"
+        );
+        let tool_use = "{{ 'tools: ' ~ messages | length }}";
+        let file = template_less_gguf(
+            arch,
+            "default",
+            8,
+            &[("tokenizer.chat_template.tool_use", tool_use)],
+        );
+        assert_eq!(source(&file), tool_use);
+        let named =
+            template_less_gguf(arch, "default", 8, &[("tokenizer.chat_template", "chatml")]);
+        assert_eq!(source(&named), chatml);
+    }
 }
 
 #[test]
@@ -244,6 +332,11 @@ fn builtin_formats_match_llama_cpp() {
             "mistral-v7",
             "[SYSTEM_PROMPT]  Be brief.\n[/SYSTEM_PROMPT][INST]   Hello \n[/INST]  Hi there </s>\
              [INST] How are you?[/INST]",
+        ),
+        (
+            "mistral-v7-tekken",
+            "[SYSTEM_PROMPT] Be brief.\n[/SYSTEM_PROMPT][INST]  Hello \n[/INST] Hi there </s>\
+             [INST]How are you?[/INST]",
         ),
         (
             "phi3",
