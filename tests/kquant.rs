@@ -9,7 +9,7 @@ use std::path::Path;
 
 use llmrt::gguf::GgufFile;
 use llmrt::quant::dispatch::k_quants;
-use llmrt::quant::{GgmlType, Simd, QK_K};
+use llmrt::quant::{GgmlType, QMatrix, Simd, QK_K};
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -290,6 +290,38 @@ fn case() -> impl Strategy<Value = Case> {
                 x,
             })
         })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Columns multiplied together as each is alone (the sequences of a decoding batch) get the
+    /// bits of the one-column product, with the file's layout and the repacked copy, also from
+    /// 8 columns on, where the batch product of some types changes arithmetic.
+    #[test]
+    fn columns_multiplied_together_equal_each_alone(
+        (ty, n_super, n_cols, w, x) in (
+            prop::sample::select(LAYOUTS.iter().map(|l| l.ty).collect::<Vec<_>>()),
+            1usize..=3,
+            2usize..=10,
+        )
+            .prop_flat_map(|(ty, n_super, n_cols)| {
+                (
+                    Just(ty),
+                    Just(n_super),
+                    Just(n_cols),
+                    prop::collection::vec(weight_row(ty, n_super), 16).prop_map(|r| r.concat()),
+                    activations(n_cols * n_super * QK_K),
+                )
+            })
+    ) {
+        let (rows, cols) = (16, n_super * QK_K);
+        let packed = llmrt::quant::repack::PackedCopy::pack(ty, &w, rows, cols);
+        for packed in [None, packed.as_ref()] {
+            let m = QMatrix { ty, rows, cols, data: &w, packed };
+            common::check_columns_alone(&m, &x, n_cols)?;
+        }
+    }
 }
 
 /// ggml `quantize_row_q8_0_ref` (d = amax / 127, round half away from zero), local to the tests
@@ -575,7 +607,15 @@ impl PackedForm for llmrt::quant::packed::q6_k::PackedQ6K {
         store: impl FnMut(usize, usize, f32),
     ) -> bool {
         let groups = 0..self.groups();
-        llmrt::quant::packed::q6_k::matmul_groups(self, groups, acts, stride, n_cols, store)
+        llmrt::quant::packed::q6_k::matmul_groups(
+            self,
+            groups,
+            acts,
+            stride,
+            n_cols,
+            n_cols >= llmrt::quant::packed::q6_k::TILED_MIN_COLS,
+            store,
+        )
     }
 
     fn scalar_twin(n_cols: usize, _c: usize, w: &[u8], a: &[u8]) -> f32 {

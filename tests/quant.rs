@@ -558,6 +558,32 @@ fn matmul_matches_naive_loop() {
     }
 }
 
+/// Columns multiplied together as each is alone (the sequences of a decoding batch) get the bits
+/// of the one-column product, with the file's layout and with the repacked copy, whatever the
+/// number of columns.
+#[test]
+fn columns_multiplied_together_equal_each_alone() {
+    for (rows, cols) in [(16, 256), (32, 64), (37, 160)] {
+        for (ti, ty) in BLOCK_TYPES.iter().chain(&FLOAT_TYPES).copied().enumerate() {
+            let data = random_weights(ty, rows, cols, 41 + ti as u64);
+            let packed = quant::repack::PackedCopy::pack(ty, &data, rows, cols);
+            for packed in [None, packed.as_ref()] {
+                let w = QMatrix {
+                    ty,
+                    rows,
+                    cols,
+                    data: &data,
+                    packed,
+                };
+                for n_cols in [2, 3, 5, 8, 9, 13] {
+                    let x: Vec<f32> = (0..cols * n_cols).map(|i| lcg_f32(7, i) * 2.0).collect();
+                    common::check_columns_alone(&w, &x, n_cols).unwrap();
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn matmul_reuses_scratch_and_rejects_bad_shapes() {
     let pool = rayon::ThreadPoolBuilder::new()

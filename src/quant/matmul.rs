@@ -238,6 +238,31 @@ pub fn matmul_expert(
     )
 }
 
+/// [`matmul`] of `n_cols` columns each computed exactly as [`matmul`] computes it alone (one
+/// column): the product of a batch of sequences that each decode one token, whose results must
+/// not depend on which others share the step. The columns still share every load of the weights
+/// and the threads, which is what makes decoding many sequences at once cheap.
+pub fn matmul_columns_alone(
+    pool: &rayon::ThreadPool,
+    w: &QMatrix<'_>,
+    x: &[f32],
+    n_cols: usize,
+    out: &mut [f32],
+    scratch: &mut Vec<u8>,
+    simd: Simd,
+) -> Result<()> {
+    matmul_with(
+        pool,
+        w,
+        x,
+        n_cols,
+        out,
+        scratch,
+        simd,
+        Arithmetic::OfEachColumnAlone,
+    )
+}
+
 /// Which of llama.cpp's products a matmul computes.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Arithmetic {
@@ -245,6 +270,8 @@ enum Arithmetic {
     OfTheBatch,
     /// `mul_mat_id`'s for one expert (see [`matmul_expert`]).
     OfAnExpert,
+    /// `mul_mat`'s for one column, for every column (see [`matmul_columns_alone`]).
+    OfEachColumnAlone,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -294,7 +321,7 @@ fn matmul_with(
 
     let kernel = match (arithmetic, RowKernel::for_type(w.ty, n_cols)) {
         (Arithmetic::OfAnExpert, kernel @ RowKernel::KTiled(_)) => kernel,
-        (Arithmetic::OfAnExpert, _) => RowKernel::for_type(w.ty, 1),
+        (Arithmetic::OfAnExpert | Arithmetic::OfEachColumnAlone, _) => RowKernel::for_type(w.ty, 1),
         (Arithmetic::OfTheBatch, RowKernel::Float(ty, _))
             if float::takes_tiles(ty, rows, cols, n_cols) =>
         {
@@ -360,9 +387,11 @@ fn matmul_with(
     };
 
     // Weights repacked into groups of 16 rows: the AVX-512 kernels, each with the activation
-    // sums its type needs, computed once per matmul (by the pool's threads for a batch).
+    // sums its type needs, computed once per matmul (by the pool's threads for a batch). An
+    // expert's columns take the file's layout, as llama.cpp's `mul_mat_id` does.
+    let alone = arithmetic == Arithmetic::OfEachColumnAlone;
     if let (Some(packed), Simd::Avx512, Acts::Quantized { bytes, stride, .. }) = (
-        w.packed.filter(|_| arithmetic == Arithmetic::OfTheBatch),
+        w.packed.filter(|_| arithmetic != Arithmetic::OfAnExpert),
         simd,
         acts,
     ) {
@@ -392,10 +421,10 @@ fn matmul_with(
                     });
                 }
                 // Columns in whole groups of four take the four-column arithmetic, as
-                // `RowKernel::KRepacked`.
+                // `RowKernel::KRepacked` (none when each column is computed as alone).
                 PackedCopy::Q4K(p) => {
                     let sums = ActivationSumsK::compute(bytes, stride, n_cols);
-                    let chunked = n_cols - n_cols % 4;
+                    let chunked = if alone { 0 } else { n_cols - n_cols % 4 };
                     run(p.grouped().groups(), &|range| {
                         packed_q4_k::matmul_groups(
                             p, range, bytes, stride, n_cols, chunked, &sums, store,
@@ -403,9 +432,12 @@ fn matmul_with(
                     });
                 }
                 // The tiled arithmetic from `TILED_MIN_COLS` columns on, as `RowKernel::KTiled`.
-                PackedCopy::Q6K(p) => run(p.grouped().groups(), &|range| {
-                    packed_q6_k::matmul_groups(p, range, bytes, stride, n_cols, store);
-                }),
+                PackedCopy::Q6K(p) => {
+                    let tiled = !alone && n_cols >= TILED_MIN_COLS;
+                    run(p.grouped().groups(), &|range| {
+                        packed_q6_k::matmul_groups(p, range, bytes, stride, n_cols, tiled, store);
+                    })
+                }
             }
             return Ok(());
         }

@@ -110,3 +110,58 @@ pub fn packed_operands(ty: GgmlType) -> impl Strategy<Value = (usize, usize, Vec
         )
     })
 }
+
+/// Two thread pools (one and two threads) shared by a test binary's cases.
+pub fn pools() -> &'static [rayon::ThreadPool; 2] {
+    static POOLS: std::sync::OnceLock<[rayon::ThreadPool; 2]> = std::sync::OnceLock::new();
+    POOLS.get_or_init(|| {
+        [1, 2].map(|t| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .expect("a test thread pool")
+        })
+    })
+}
+
+/// Checks that [`matmul_columns_alone`] gives every one of the `n_cols` columns of `x` the bits
+/// [`matmul`] gives that column alone, at every SIMD level this CPU has, on one and two threads;
+/// with `w`'s repacked copy when it has one.
+///
+/// [`matmul_columns_alone`]: llmrt::quant::matmul_columns_alone
+/// [`matmul`]: llmrt::quant::matmul
+pub fn check_columns_alone(
+    w: &llmrt::quant::QMatrix<'_>,
+    x: &[f32],
+    n_cols: usize,
+) -> Result<(), TestCaseError> {
+    use llmrt::quant::{matmul, matmul_columns_alone, Simd};
+    let (rows, cols) = (w.rows, w.cols);
+    for pool in pools() {
+        for simd in Simd::all_supported() {
+            let mut scratch = Vec::new();
+            let mut together = vec![f32::NAN; rows * n_cols];
+            matmul_columns_alone(pool, w, x, n_cols, &mut together, &mut scratch, simd)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            for c in 0..n_cols {
+                let mut alone = vec![f32::NAN; rows];
+                let column = &x[c * cols..][..cols];
+                matmul(pool, w, column, 1, &mut alone, &mut scratch, simd)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                for r in 0..rows {
+                    let got = together[c * rows + r];
+                    prop_assert!(
+                        same_bits(got, alone[r]),
+                        "{} {rows}x{cols} packed {}: column {c} of {n_cols}, row {r}, {simd:?}, \
+                         {} threads: {got} together, {} alone",
+                        w.ty,
+                        w.packed.is_some(),
+                        pool.current_num_threads(),
+                        alone[r]
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -93,8 +93,9 @@ impl PackedQ6K {
 
 /// Computes rows `groups.start * 16 .. groups.end * 16` of `W · X` for the `n_cols` Q8_K
 /// activation columns in `acts` (`stride` bytes each), handing each value to
-/// `store(column, row, value)`: with [`TILED_MIN_COLS`] or more columns each value equals
-/// `vec_dot_tiled_scalar` of the row and column to the bit, with fewer `vec_dot_scalar`.
+/// `store(column, row, value)`: when `tiled` (llama.cpp's multiply of [`TILED_MIN_COLS`] or more
+/// columns) each value equals `vec_dot_tiled_scalar` of the row and column to the bit, otherwise
+/// `vec_dot_scalar`.
 ///
 /// Needs AVX-512 (F, BW, VL, VNNI) and F16C: returns `false` without computing anything when the
 /// CPU lacks them.
@@ -107,6 +108,7 @@ pub fn matmul_groups(
     acts: &[u8],
     stride: usize,
     n_cols: usize,
+    tiled: bool,
     mut store: impl FnMut(usize, usize, f32),
 ) -> bool {
     let n_blocks = w.grouped.n_blocks();
@@ -118,7 +120,7 @@ pub fn matmul_groups(
     );
     #[cfg(target_arch = "x86_64")]
     if avx512_vnni() {
-        if n_cols >= TILED_MIN_COLS {
+        if tiled {
             // SAFETY: the CPU has the features (checked above).
             let kernel =
                 unsafe { Avx512Kernel::<(), true>::new(n_blocks, acts, stride, n_cols, &()) };
