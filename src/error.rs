@@ -60,6 +60,18 @@ pub enum Error {
     #[error("context is full: {needed} tokens needed, the context holds {n_ctx}")]
     ContextFull { needed: usize, n_ctx: usize },
 
+    /// A sequence of an engine needs cache blocks that its shared pool does not have free.
+    #[error(
+        "the KV pool is full: {needed} more blocks of {block_positions} positions needed, \
+         {free} free of {total}"
+    )]
+    KvPoolFull {
+        needed: usize,
+        free: usize,
+        total: usize,
+        block_positions: usize,
+    },
+
     /// Input text is not valid UTF-8.
     #[error("invalid UTF-8 in {0}")]
     InvalidUtf8(&'static str),

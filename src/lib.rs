@@ -10,6 +10,7 @@
 #![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
 
 pub mod chat;
+pub mod engine;
 pub mod error;
 pub mod explain;
 pub mod ffi;
@@ -21,6 +22,7 @@ pub mod sample;
 pub mod session;
 pub mod tokenizer;
 
+pub use engine::{Engine, EngineParams, SeqId};
 pub use error::{Error, Result};
 pub use model::{Model, ModelParams};
 pub use session::{Session, SessionParams};

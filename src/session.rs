@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 pub use crate::model::forward::AttentionProbe;
-use crate::model::forward::{Logits, Pass};
+use crate::model::forward::{Logits, Pass, SeqAt};
+use crate::model::kv_cache::BlockTable;
 use crate::model::{KvCache, KvType, Model, RunState};
 use crate::quant::Simd;
 use crate::{Error, Result};
@@ -238,7 +239,10 @@ impl Session {
         let n_vocab = self.model.config().n_vocab;
         let mut done = 0;
         for batch in tokens.chunks(self.state.n_batch) {
-            let pos0 = self.tokens.len();
+            let at = SeqAt {
+                pos: self.tokens.len(),
+                blocks: BlockTable::InOrder,
+            };
             let pass = Pass {
                 state: &mut self.state,
                 kv: &mut self.kv,
@@ -256,9 +260,9 @@ impl Session {
                         f(done + i, l)
                     };
                     self.model
-                        .forward(pass, batch, pos0, Logits::All(&mut forward_to_caller))?;
+                        .forward(pass, batch, at, Logits::All(&mut forward_to_caller))?;
                 }
-                None => self.model.forward(pass, batch, pos0, Logits::Last)?,
+                None => self.model.forward(pass, batch, at, Logits::Last)?,
             }
             self.tokens.extend_from_slice(batch);
             done += batch.len();

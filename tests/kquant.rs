@@ -299,11 +299,11 @@ proptest! {
     /// bits of the one-column product, with the file's layout and the repacked copy, also from
     /// 8 columns on, where the batch product of some types changes arithmetic.
     #[test]
-    fn columns_multiplied_together_equal_each_alone(
+    fn columns_together_equal_each_alone_and_pieces_equal_the_whole(
         (ty, n_super, n_cols, w, x) in (
             prop::sample::select(LAYOUTS.iter().map(|l| l.ty).collect::<Vec<_>>()),
             1usize..=3,
-            2usize..=10,
+            2usize..=14,
         )
             .prop_flat_map(|(ty, n_super, n_cols)| {
                 (
@@ -320,6 +320,7 @@ proptest! {
         for packed in [None, packed.as_ref()] {
             let m = QMatrix { ty, rows, cols, data: &w, packed };
             common::check_columns_alone(&m, &x, n_cols)?;
+            common::check_pieces(&m, &x, n_cols)?;
         }
     }
 }

@@ -562,7 +562,7 @@ fn matmul_matches_naive_loop() {
 /// of the one-column product, with the file's layout and with the repacked copy, whatever the
 /// number of columns.
 #[test]
-fn columns_multiplied_together_equal_each_alone() {
+fn columns_together_equal_each_alone_and_pieces_equal_the_whole() {
     for (rows, cols) in [(16, 256), (32, 64), (37, 160)] {
         for (ti, ty) in BLOCK_TYPES.iter().chain(&FLOAT_TYPES).copied().enumerate() {
             let data = random_weights(ty, rows, cols, 41 + ti as u64);
@@ -578,6 +578,7 @@ fn columns_multiplied_together_equal_each_alone() {
                 for n_cols in [2, 3, 5, 8, 9, 13] {
                     let x: Vec<f32> = (0..cols * n_cols).map(|i| lcg_f32(7, i) * 2.0).collect();
                     common::check_columns_alone(&w, &x, n_cols).unwrap();
+                    common::check_pieces(&w, &x, n_cols).unwrap();
                 }
             }
         }

@@ -86,7 +86,9 @@ impl llm_status {
             }
             Error::Tokenizer(_) => llm_status::LLM_ERR_TOKENIZER,
             Error::ChatTemplate(_) => llm_status::LLM_ERR_TEMPLATE,
-            Error::ContextFull { .. } => llm_status::LLM_ERR_CONTEXT_FULL,
+            Error::ContextFull { .. } | Error::KvPoolFull { .. } => {
+                llm_status::LLM_ERR_CONTEXT_FULL
+            }
             Error::InvalidUtf8(_) => llm_status::LLM_ERR_INVALID_UTF8,
             Error::InvalidArgument(_) => llm_status::LLM_ERR_INVALID_ARGUMENT,
             Error::Cancelled => llm_status::LLM_ERR_CANCELLED,

@@ -13,7 +13,7 @@ use super::attention::{
     attend_batch, widen_head_batched, AttentionKernel, AttentionPrecision, HeadSource, Span,
 };
 use super::config::{Config, Experts, FfnActivation, Norm};
-use super::kv_cache::{KvCache, KvType};
+use super::kv_cache::{BlockTable, KvCache, KvType, BLOCK_POSITIONS};
 use super::ops::{
     geglu, gelu_in_place, layer_norm_rows, rms_norm_rows, rms_norm_rows_in_place, rope_heads,
     swiglu, vexp,
@@ -153,14 +153,94 @@ pub struct AttentionProbe {
     pub rows: Vec<Vec<f32>>,
 }
 
+/// Where a sequence's tokens go: the position of the first, and the cache rows of its
+/// positions.
+#[derive(Debug, Clone, Copy)]
+pub struct SeqAt<'a> {
+    pub pos: usize,
+    pub blocks: BlockTable<'a>,
+}
+
 impl Model {
-    /// Runs `tokens` (at most `n_batch`) at positions `pos0..` through the model, appending their
-    /// keys and values to the cache, and produces the logits `want`ed.
+    /// Runs `tokens` (at most `n_batch`) of one sequence, at positions `at.pos..`, through the
+    /// model, storing their keys and values in the cache rows `at.blocks` gives them, and
+    /// produces the logits `want`ed.
     pub fn forward(
+        &self,
+        pass: Pass<'_>,
+        tokens: &[u32],
+        at: SeqAt<'_>,
+        want: Logits<'_>,
+    ) -> Result<()> {
+        let positions: Vec<usize> = (at.pos..at.pos + tokens.len()).collect();
+        let whole = Columns::Of(0, tokens.len());
+        self.forward_positions(pass, tokens, &positions, &[at.blocks], whole, want)
+    }
+
+    /// [`Model::forward`] of tokens `first..first + tokens.len()` of a batch of `total` tokens
+    /// of one sequence, the earlier ones already in the cache: every value, stored key and value
+    /// and the last token's logits (left in `RunState::logits`) get the bits the whole batch
+    /// gives them. A prompt can so be evaluated in pieces over several passes, or after a prefix
+    /// another sequence computed, in the arithmetic it has whole. `first` must be a multiple of
+    /// 4; a mixture of experts routes all of a batch's tokens together, so there a piece must be
+    /// the whole batch.
+    pub fn forward_piece(
+        &self,
+        pass: Pass<'_>,
+        tokens: &[u32],
+        at: SeqAt<'_>,
+        (first, total): (usize, usize),
+    ) -> Result<()> {
+        let n = tokens.len();
+        if first.checked_add(n).is_none_or(|end| end > total)
+            || !first.is_multiple_of(4)
+            || (self.config().experts.is_some() && n != total)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "tokens {first}..{} of a batch of {total} (the first a multiple of 4; the whole \
+                 batch for a mixture of experts)",
+                first.saturating_add(n)
+            )));
+        }
+        let positions: Vec<usize> = (at.pos..at.pos + n).collect();
+        let piece = Columns::Of(first, total);
+        self.forward_positions(pass, tokens, &positions, &[at.blocks], piece, Logits::Last)
+    }
+
+    /// Runs one token of each of several sequences (`seqs[i]` places token `i`) through the
+    /// model, each computed exactly as it is alone ([`Model::forward`] of that one token): the
+    /// matmuls in their one-column arithmetic, the attention of each over its own sequence.
+    /// `on_logits(i, logits)` receives every token's logits.
+    pub fn forward_each_alone(
+        &self,
+        pass: Pass<'_>,
+        tokens: &[u32],
+        seqs: &[SeqAt<'_>],
+        on_logits: &mut dyn FnMut(usize, &[f32]),
+    ) -> Result<()> {
+        if seqs.len() != tokens.len() {
+            return Err(Error::InvalidArgument(format!(
+                "{} tokens for {} sequences",
+                tokens.len(),
+                seqs.len()
+            )));
+        }
+        let positions: Vec<usize> = seqs.iter().map(|s| s.pos).collect();
+        let blocks: Vec<BlockTable<'_>> = seqs.iter().map(|s| s.blocks).collect();
+        let want = Logits::All(on_logits);
+        self.forward_positions(pass, tokens, &positions, &blocks, Columns::EachAlone, want)
+    }
+
+    /// The forward pass of `tokens` at `positions`, token `i` in the sequence whose rows
+    /// `blocks[i]` gives (one table for all when there is one), in the arithmetic `columns`
+    /// says.
+    fn forward_positions(
         &self,
         mut pass: Pass<'_>,
         tokens: &[u32],
-        pos0: usize,
+        positions: &[usize],
+        blocks: &[BlockTable<'_>],
+        columns: Columns,
         want: Logits<'_>,
     ) -> Result<()> {
         let n = tokens.len();
@@ -170,18 +250,39 @@ impl Model {
                 pass.state.n_batch
             )));
         }
-        if pos0 + n > pass.kv.n_ctx() {
-            return Err(Error::ContextFull {
-                needed: pos0 + n,
-                n_ctx: pass.kv.n_ctx(),
-            });
+        let n_rows = pass.kv.n_ctx();
+        for (t, &pos) in positions.iter().enumerate() {
+            let table = blocks[t.min(blocks.len() - 1)];
+            if !table.covers(pos, n_rows) {
+                let needed = pos + 1;
+                return Err(match table {
+                    BlockTable::InOrder => Error::ContextFull {
+                        needed: positions[0] + n,
+                        n_ctx: n_rows,
+                    },
+                    BlockTable::Blocks(b) => Error::InvalidArgument(format!(
+                        "position {pos} has no block in the cache ({} blocks of {} held, {} \
+                         positions needed)",
+                        b.len(),
+                        BLOCK_POSITIONS,
+                        needed
+                    )),
+                });
+            }
         }
         let batch = Batch {
             model: self,
             pool: pass.pool,
             simd: pass.simd,
             n,
-            pos0,
+            pos0: positions[0],
+            positions,
+            blocks,
+            alone: columns == Columns::EachAlone,
+            columns: match columns {
+                Columns::Of(first, total) => (first, total),
+                Columns::EachAlone => (0, 1),
+            },
         };
 
         // 1. Token embeddings (gemma scales them by √d_model).
@@ -201,16 +302,36 @@ impl Model {
     }
 }
 
-/// One forward pass over a batch of `n` tokens at positions `pos0..`: the model, and the
-/// threads and SIMD level of the [`Pass`] every kernel runs with. Its methods are the steps of
-/// the pass.
+/// One forward pass over a batch of `n` tokens: the model, the threads and SIMD level of the
+/// [`Pass`] every kernel runs with, and where the tokens are. Its methods are the steps of the
+/// pass.
 #[derive(Clone, Copy)]
 struct Batch<'a> {
     model: &'a Model,
     pool: &'a rayon::ThreadPool,
     simd: Simd,
     n: usize,
+    /// The first token's position (of one sequence's batch, the others follow it).
     pos0: usize,
+    /// Every token's position.
+    positions: &'a [usize],
+    /// The cache rows of each token's sequence (one for all the tokens of one sequence).
+    blocks: &'a [BlockTable<'a>],
+    /// Each token is its own sequence, computed as it is alone; otherwise the tokens are one
+    /// sequence's, at consecutive positions.
+    alone: bool,
+    /// Of one sequence: the first token's index in the batch whose arithmetic the pass computes,
+    /// and that batch's length (`(0, n)` for the whole batch). Each token alone: `(0, 1)`.
+    columns: (usize, usize),
+}
+
+/// The arithmetic of a forward pass's tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Columns {
+    /// Tokens `first..first + n` of one sequence's batch of `total`: `Of(first, total)`.
+    Of(usize, usize),
+    /// Each token of its own sequence, as alone.
+    EachAlone,
 }
 
 impl Batch<'_> {
@@ -445,13 +566,28 @@ impl Batch<'_> {
         out: &mut [f32],
         scratch: &mut Vec<u8>,
     ) -> Result<()> {
-        quant::matmul_expert(self.pool, m, x, n, out, scratch, self.simd)
+        if self.alone {
+            quant::matmul_columns_alone(self.pool, m, x, n, out, scratch, self.simd)
+        } else {
+            quant::matmul_expert(self.pool, m, x, n, out, scratch, self.simd)
+        }
     }
 
-    /// `out = m · x` for the batch's `n` rows of `x`.
+    /// `out = m · x` for the batch's `n` rows of `x` (each as alone when the tokens are of
+    /// different sequences).
     fn matmul(&self, m: &Matrix, x: &[f32], out: &mut [f32], scratch: &mut Vec<u8>) -> Result<()> {
         let view = m.view(self.model.gguf());
-        quant::matmul(self.pool, &view, x, self.n, out, scratch, self.simd)
+        if self.alone {
+            quant::matmul_columns_alone(self.pool, &view, x, self.n, out, scratch, self.simd)
+        } else {
+            let (n, columns, simd) = (self.n, self.columns, self.simd);
+            quant::matmul_columns_of(self.pool, &view, x, n, columns, out, scratch, simd)
+        }
+    }
+
+    /// The cache rows of token `t`'s sequence.
+    fn table(&self, t: usize) -> BlockTable<'_> {
+        self.blocks[t.min(self.blocks.len() - 1)]
     }
 
     /// Step 1: one dequantized row of the embedding table per token into `s.x`.
@@ -492,7 +628,7 @@ impl Batch<'_> {
             for t in 0..self.n {
                 let r = t * half..(t + 1) * half;
                 frequencies.angles(
-                    self.pos0 + t,
+                    self.positions[t],
                     &mut s.rope_cos[kind][r.clone()],
                     &mut s.rope_sin[kind][r],
                 );
@@ -563,7 +699,7 @@ impl Batch<'_> {
         if let Some(temperature) = c.query_temperature {
             let q_dim = c.q_dim();
             for (t, q) in s.q[..self.n * q_dim].chunks_exact_mut(q_dim).enumerate() {
-                let factor = temperature.at(self.pos0 + t);
+                let factor = temperature.at(self.positions[t]);
                 q.iter_mut().for_each(|v| *v *= factor);
             }
         }
@@ -582,14 +718,14 @@ impl Batch<'_> {
         }
     }
 
-    /// Step 3f: the batch's keys and values into the cache at their positions.
+    /// Step 3f: the batch's keys and values into the cache, at their positions' rows.
     fn store_kv(&self, s: &RunState, kv: &mut KvCache, il: usize) {
         let c = self.model.config();
         let (k_dim, v_dim) = (c.k_dim(), c.v_dim());
         for t in 0..self.n {
             kv.store(
                 il,
-                self.pos0 + t,
+                self.table(t).row(self.positions[t]),
                 &s.k[t * k_dim..(t + 1) * k_dim],
                 &s.v[t * v_dim..(t + 1) * v_dim],
             );
@@ -617,7 +753,8 @@ impl Batch<'_> {
             KvType::F16 => AttentionPrecision::F16,
             KvType::F32 => AttentionPrecision::F32,
         };
-        let kernel = if self.n == 1 {
+        // The batch's size decides, not the piece's.
+        let kernel = if self.columns.1 == 1 {
             AttentionKernel::Single
         } else {
             AttentionKernel::Batched
@@ -628,47 +765,50 @@ impl Batch<'_> {
     /// Step 3g: `s.attn` = every query head of `s.q` attending over layer `il`'s cache, the work
     /// split over the pool's threads as suits one token or many.
     fn attend(&self, s: &mut RunState, kv: &KvCache, il: usize, scale: f32) {
-        if self.n == 1 {
+        if self.columns.1 == 1 {
             self.attend_one_token(s, kv, il, scale);
         } else {
             self.attend_tokens(s, kv, il, scale);
         }
     }
 
-    /// One token: a task per KV head, reading the cache directly and widening each key and
-    /// value once for all its query heads. With several threads and few KV heads, the query
-    /// heads of each are split into parts, so that every thread has about two tasks.
+    /// Tokens alone (one, or one of each of several sequences): a task per token and KV head,
+    /// reading the cache directly and widening each key and value once for all its query heads.
+    /// With several threads and few tasks, the query heads of each KV head are split into parts,
+    /// so that every thread has about two tasks.
     fn attend_one_token(&self, s: &mut RunState, kv: &KvCache, il: usize, scale: f32) {
         let c = self.model.config();
-        let (hd, hdv) = (c.head_dim, c.head_dim_v);
+        let (hd, hdv, q_dim) = (c.head_dim, c.head_dim_v, c.q_dim());
         let group = c.n_head / c.n_head_kv;
         let threads = self.pool.current_num_threads();
         let parts = if threads > 1 {
-            (2 * threads).div_ceil(c.n_head_kv).clamp(1, group)
+            (2 * threads).div_ceil(self.n * c.n_head_kv).clamp(1, group)
         } else {
             1
         };
         let per_task = group.div_ceil(parts);
         let q = &s.q;
-        let tasks = s.attn[..c.n_head * hdv]
+        let tasks = s.attn[..self.n * c.n_head * hdv]
             .par_chunks_mut(group * hdv)
             .enumerate()
-            .flat_map(|(kv_head, out)| {
+            .flat_map(|(i, out)| {
+                let (t, kv_head) = (i / c.n_head_kv, i % c.n_head_kv);
                 out.par_chunks_mut(per_task * hdv)
                     .enumerate()
-                    .map(move |(part, out)| (kv_head, kv_head * group + part * per_task, out))
+                    .map(move |(part, out)| (t, kv_head, kv_head * group + part * per_task, out))
             });
         self.pool.install(|| {
-            tasks.for_each(|(kv_head, h0, out)| {
+            tasks.for_each(|(t, kv_head, h0, out)| {
                 let heads = out.len() / hdv;
                 let source = HeadSource::Cache {
                     kv,
+                    blocks: self.table(t),
                     layer: il,
                     kv_head,
                 };
-                self.span(kv, il, source, self.pos0, scale).attend(
+                self.span(kv, il, source, self.positions[t], scale).attend(
                     self.simd,
-                    &q[h0 * hd..][..heads * hd],
+                    &q[t * q_dim + h0 * hd..][..heads * hd],
                     out,
                 );
             });
@@ -687,7 +827,7 @@ impl Batch<'_> {
         } else {
             usize::MAX
         };
-        let q = &s.q;
+        let (q, blocks) = (&s.q, self.table(0));
         self.pool.install(|| {
             s.attn[..self.n * attn_dim]
                 .par_chunks_mut(ATTENTION_TOKENS * attn_dim)
@@ -699,8 +839,9 @@ impl Batch<'_> {
                     let last = self.pos0 + tokens.end - 1;
                     WIDENED.with_borrow_mut(|(keys, values)| {
                         for g in 0..c.n_head_kv {
-                            let source =
-                                widen_head_batched(self.simd, kv, il, g, base, last, keys, values);
+                            let source = widen_head_batched(
+                                self.simd, kv, blocks, il, g, base, last, keys, values,
+                            );
                             // All queries of this KV head at once: the AVX-512 kernel shares its
                             // loads of keys and values among them.
                             let heads = g * group..(g + 1) * group;
@@ -745,12 +886,13 @@ impl Batch<'_> {
             None => (0..c.n_head).collect(),
         };
         for t in 0..self.n {
-            let pos = self.pos0 + t;
+            let pos = self.positions[t];
             let mut row = vec![0.0f32; pos + 1];
             for &h in &heads {
                 let q_head = &s.q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
                 let source = HeadSource::Cache {
                     kv,
+                    blocks: self.table(t),
                     layer: il,
                     kv_head: h / group,
                 };
@@ -790,6 +932,12 @@ impl Batch<'_> {
         let (n, d) = (self.n, c.n_embd);
         let rows: Box<dyn Iterator<Item = std::ops::Range<usize>>> = match want {
             Logits::Last => Box::new(std::iter::once(n - 1..n)),
+            // Each row as alone: any grouping computes the same.
+            Logits::All(_) if self.alone => Box::new(
+                (0..n)
+                    .step_by(LOGIT_ROWS)
+                    .map(move |r| r..(r + LOGIT_ROWS).min(n)),
+            ),
             Logits::All(_) => Box::new(logit_chunks(n)),
         };
         let mut want = want;
@@ -802,7 +950,12 @@ impl Batch<'_> {
                 w.output_norm_b.as_deref(),
                 &mut s.out_norm[..m * d],
             );
-            quant::matmul(
+            let product = if self.alone {
+                quant::matmul_columns_alone
+            } else {
+                quant::matmul
+            };
+            product(
                 self.pool,
                 &w.output.view(self.model.gguf()),
                 &s.out_norm[..m * d],

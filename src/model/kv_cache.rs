@@ -1,5 +1,6 @@
-//! The key/value cache of one session: for every layer, the keys and values of every position
-//! evaluated so far, in f32 or f16.
+//! The key/value cache: for every layer, the keys and values of the positions evaluated so far,
+//! in f32 or f16, in rows; a sequence's positions are rows in order (a session's own cache) or
+//! in blocks a table places (a pool that many sequences share).
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -50,20 +51,70 @@ impl Store {
         }
     }
 
-    fn read(&self, at: usize, dst: &mut [f32]) {
+    fn copy_within(&mut self, from: usize, to: usize, n: usize) {
         match self {
-            Store::F32(v) => dst.copy_from_slice(&v[at..at + dst.len()]),
-            Store::F16(v) => v[at..at + dst.len()].convert_to_f32_slice(dst),
+            Store::F32(v) => v.copy_within(from..from + n, to),
+            Store::F16(v) => v.copy_within(from..from + n, to),
         }
     }
 }
 
-/// The cached rows of one layer seen from one KV head: position `p`'s vector for that head is
-/// `data[p * stride..][..dim]`, read in place by the attention kernels.
+/// Positions per block of a cache shared by many sequences: one 16-position chunk of the
+/// attention's softmax, so that every chunk the kernels read lies in one block, rows in order.
+pub const BLOCK_POSITIONS: usize = 16;
+
+/// Where a sequence's positions are in a cache: in order (a cache of one sequence), or block by
+/// block where a table says (a pool shared by many).
+#[derive(Debug, Clone, Copy)]
+pub enum BlockTable<'a> {
+    /// Position `p` is row `p`.
+    InOrder,
+    /// Position `p` is row `blocks[p / 16] * 16 + p % 16`.
+    Blocks(&'a [u32]),
+}
+
+impl BlockTable<'_> {
+    /// The cache row holding position `pos`.
+    ///
+    /// # Panics
+    /// If the table has no block for `pos`.
+    #[inline(always)]
+    pub fn row(self, pos: usize) -> usize {
+        match self {
+            BlockTable::InOrder => pos,
+            BlockTable::Blocks(blocks) => {
+                blocks[pos / BLOCK_POSITIONS] as usize * BLOCK_POSITIONS + pos % BLOCK_POSITIONS
+            }
+        }
+    }
+
+    /// Whether positions `0..=last` all have rows below `n_rows`.
+    pub fn covers(self, last: usize, n_rows: usize) -> bool {
+        match self {
+            BlockTable::InOrder => last < n_rows,
+            BlockTable::Blocks(blocks) => blocks.get(..=last / BLOCK_POSITIONS).is_some_and(|b| {
+                b.iter()
+                    .all(|&b| (b as usize + 1) * BLOCK_POSITIONS <= n_rows)
+            }),
+        }
+    }
+}
+
+/// The cached rows of one layer seen from one KV head and one sequence: position `p`'s vector
+/// for that head is `data[blocks.row(p) * stride..][..dim]`, read in place by the attention
+/// kernels.
 #[derive(Debug, Clone, Copy)]
 pub enum HeadRows<'a> {
-    F32 { data: &'a [f32], stride: usize },
-    F16 { data: &'a [f16], stride: usize },
+    F32 {
+        data: &'a [f32],
+        stride: usize,
+        blocks: BlockTable<'a>,
+    },
+    F16 {
+        data: &'a [f16],
+        stride: usize,
+        blocks: BlockTable<'a>,
+    },
 }
 
 /// Keys and values for `n_ctx` positions of every layer.
@@ -114,10 +165,22 @@ impl KvCache {
         self.n_ctx
     }
 
-    /// Stores all KV heads of position `pos` in layer `layer`.
-    pub fn store(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
-        self.keys[layer].write(pos * self.k_dim, k);
-        self.values[layer].write(pos * self.v_dim, v);
+    /// Stores all KV heads of the position in row `row` of layer `layer`.
+    pub fn store(&mut self, layer: usize, row: usize, k: &[f32], v: &[f32]) {
+        self.keys[layer].write(row * self.k_dim, k);
+        self.values[layer].write(row * self.v_dim, v);
+    }
+
+    /// Copies rows `from..from + n` of every layer to `to..to + n` (a block shared by several
+    /// sequences, copied before one of them writes into it).
+    pub fn copy_rows(&mut self, from: usize, to: usize, n: usize) {
+        let (k_dim, v_dim) = (self.k_dim, self.v_dim);
+        for store in &mut self.keys {
+            store.copy_within(from * k_dim, to * k_dim, n * k_dim);
+        }
+        for store in &mut self.values {
+            store.copy_within(from * v_dim, to * v_dim, n * v_dim);
+        }
     }
 
     /// Width of one key head.
@@ -130,40 +193,51 @@ impl KvCache {
         self.head_dim_v
     }
 
-    /// Reads the key of KV head `head` at `pos` in `layer` into `dst` (head_dim long).
+    /// The keys of KV head `head` in `layer` of the sequence whose positions `blocks` places, in
+    /// place.
     #[inline]
-    pub fn key(&self, layer: usize, pos: usize, head: usize, dst: &mut [f32]) {
-        self.keys[layer].read(pos * self.k_dim + head * self.head_dim, dst);
+    pub fn key_rows<'a>(
+        &'a self,
+        layer: usize,
+        head: usize,
+        blocks: BlockTable<'a>,
+    ) -> HeadRows<'a> {
+        Self::rows(&self.keys[layer], head * self.head_dim, self.k_dim, blocks)
     }
 
-    /// The keys of KV head `head` in `layer`, in place.
+    /// The values of KV head `head` in `layer`, as [`KvCache::key_rows`].
     #[inline]
-    pub fn key_rows(&self, layer: usize, head: usize) -> HeadRows<'_> {
-        Self::rows(&self.keys[layer], head * self.head_dim, self.k_dim)
+    pub fn value_rows<'a>(
+        &'a self,
+        layer: usize,
+        head: usize,
+        blocks: BlockTable<'a>,
+    ) -> HeadRows<'a> {
+        Self::rows(
+            &self.values[layer],
+            head * self.head_dim_v,
+            self.v_dim,
+            blocks,
+        )
     }
 
-    /// The values of KV head `head` in `layer`, in place.
-    #[inline]
-    pub fn value_rows(&self, layer: usize, head: usize) -> HeadRows<'_> {
-        Self::rows(&self.values[layer], head * self.head_dim_v, self.v_dim)
-    }
-
-    fn rows(store: &Store, offset: usize, stride: usize) -> HeadRows<'_> {
+    fn rows<'a>(
+        store: &'a Store,
+        offset: usize,
+        stride: usize,
+        blocks: BlockTable<'a>,
+    ) -> HeadRows<'a> {
         match store {
             Store::F32(v) => HeadRows::F32 {
                 data: &v[offset..],
                 stride,
+                blocks,
             },
             Store::F16(v) => HeadRows::F16 {
                 data: &v[offset..],
                 stride,
+                blocks,
             },
         }
-    }
-
-    /// Reads the value of KV head `head` at `pos` in `layer` into `dst` (head_dim_v long).
-    #[inline]
-    pub fn value(&self, layer: usize, pos: usize, head: usize, dst: &mut [f32]) {
-        self.values[layer].read(pos * self.v_dim + head * self.head_dim_v, dst);
     }
 }

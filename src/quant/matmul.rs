@@ -200,16 +200,37 @@ pub fn matmul(
     scratch: &mut Vec<u8>,
     simd: Simd,
 ) -> Result<()> {
-    matmul_with(
-        pool,
-        w,
-        x,
-        n_cols,
-        out,
-        scratch,
-        simd,
-        Arithmetic::OfTheBatch,
-    )
+    let whole = Arithmetic::Batch {
+        first: 0,
+        total: n_cols,
+    };
+    matmul_with(pool, w, x, n_cols, out, scratch, simd, whole)
+}
+
+/// [`matmul`] of columns `first..first + n_cols` of a product of `total` columns: every value
+/// gets the bits [`matmul`] of all `total` columns gives it, but only these columns are
+/// computed. A long prompt's batch can so be computed in pieces (in several forward passes,
+/// or after a prefix computed by another sequence) in the arithmetic it has whole. `first` must
+/// be a multiple of 4 (llama.cpp groups some types' columns by four).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_columns_of(
+    pool: &rayon::ThreadPool,
+    w: &QMatrix<'_>,
+    x: &[f32],
+    n_cols: usize,
+    (first, total): (usize, usize),
+    out: &mut [f32],
+    scratch: &mut Vec<u8>,
+    simd: Simd,
+) -> Result<()> {
+    if !first.is_multiple_of(4) || first.checked_add(n_cols).is_none_or(|end| end > total) {
+        return Err(Error::InvalidArgument(format!(
+            "columns {first}..{} of a product of {total} (the first a multiple of 4)",
+            first.saturating_add(n_cols)
+        )));
+    }
+    let piece = Arithmetic::Batch { first, total };
+    matmul_with(pool, w, x, n_cols, out, scratch, simd, piece)
 }
 
 /// [`matmul`] of one expert of a mixture with the tokens routed to it, in the arithmetic of
@@ -226,16 +247,7 @@ pub fn matmul_expert(
     scratch: &mut Vec<u8>,
     simd: Simd,
 ) -> Result<()> {
-    matmul_with(
-        pool,
-        w,
-        x,
-        n_cols,
-        out,
-        scratch,
-        simd,
-        Arithmetic::OfAnExpert,
-    )
+    matmul_with(pool, w, x, n_cols, out, scratch, simd, Arithmetic::Expert)
 }
 
 /// [`matmul`] of `n_cols` columns each computed exactly as [`matmul`] computes it alone (one
@@ -259,19 +271,20 @@ pub fn matmul_columns_alone(
         out,
         scratch,
         simd,
-        Arithmetic::OfEachColumnAlone,
+        Arithmetic::EachColumnAlone,
     )
 }
 
 /// Which of llama.cpp's products a matmul computes.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Arithmetic {
-    /// `mul_mat`'s for the number of columns given (some kernels change from 4 or 8 on).
-    OfTheBatch,
+    /// `mul_mat`'s of `total` columns (some kernels change from 4 or 8 on), for the columns
+    /// from `first` on.
+    Batch { first: usize, total: usize },
     /// `mul_mat_id`'s for one expert (see [`matmul_expert`]).
-    OfAnExpert,
+    Expert,
     /// `mul_mat`'s for one column, for every column (see [`matmul_columns_alone`]).
-    OfEachColumnAlone,
+    EachColumnAlone,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -319,15 +332,26 @@ fn matmul_with(
         return Ok(());
     }
 
-    let kernel = match (arithmetic, RowKernel::for_type(w.ty, n_cols)) {
-        (Arithmetic::OfAnExpert, kernel @ RowKernel::KTiled(_)) => kernel,
-        (Arithmetic::OfAnExpert | Arithmetic::OfEachColumnAlone, _) => RowKernel::for_type(w.ty, 1),
-        (Arithmetic::OfTheBatch, RowKernel::Float(ty, _))
-            if float::takes_tiles(ty, rows, cols, n_cols) =>
+    // Of a piece of a batch: how many of its columns fall in the whole batch's groups of four.
+    let (batch_cols, grouped) = match arithmetic {
+        Arithmetic::Batch { first, total } => {
+            let grouped = (total - total % 4).saturating_sub(first).min(n_cols);
+            (total, grouped)
+        }
+        _ => (n_cols, n_cols - n_cols % 4),
+    };
+    let kernel = match (arithmetic, RowKernel::for_type(w.ty, batch_cols)) {
+        (Arithmetic::Expert, kernel @ RowKernel::KTiled(_)) => kernel,
+        (Arithmetic::Expert | Arithmetic::EachColumnAlone, _) => RowKernel::for_type(w.ty, 1),
+        (Arithmetic::Batch { .. }, RowKernel::Float(ty, _))
+            if float::takes_tiles(ty, rows, cols, batch_cols) =>
         {
             RowKernel::Float(ty, FloatProduct::Tiled)
         }
-        (Arithmetic::OfTheBatch, kernel) => kernel,
+        (Arithmetic::Batch { .. }, RowKernel::KRepacked(ty, _)) => {
+            RowKernel::KRepacked(ty, grouped)
+        }
+        (Arithmetic::Batch { .. }, kernel) => kernel,
     };
     let act_ty = vec_dot_type(w.ty);
     let mut act_scales = Vec::new();
@@ -389,9 +413,9 @@ fn matmul_with(
     // Weights repacked into groups of 16 rows: the AVX-512 kernels, each with the activation
     // sums its type needs, computed once per matmul (by the pool's threads for a batch). An
     // expert's columns take the file's layout, as llama.cpp's `mul_mat_id` does.
-    let alone = arithmetic == Arithmetic::OfEachColumnAlone;
+    let alone = arithmetic == Arithmetic::EachColumnAlone;
     if let (Some(packed), Simd::Avx512, Acts::Quantized { bytes, stride, .. }) = (
-        w.packed.filter(|_| arithmetic != Arithmetic::OfAnExpert),
+        w.packed.filter(|_| arithmetic != Arithmetic::Expert),
         simd,
         acts,
     ) {
@@ -424,7 +448,7 @@ fn matmul_with(
                 // `RowKernel::KRepacked` (none when each column is computed as alone).
                 PackedCopy::Q4K(p) => {
                     let sums = ActivationSumsK::compute(bytes, stride, n_cols);
-                    let chunked = if alone { 0 } else { n_cols - n_cols % 4 };
+                    let chunked = if alone { 0 } else { grouped };
                     run(p.grouped().groups(), &|range| {
                         packed_q4_k::matmul_groups(
                             p, range, bytes, stride, n_cols, chunked, &sums, store,
@@ -433,7 +457,7 @@ fn matmul_with(
                 }
                 // The tiled arithmetic from `TILED_MIN_COLS` columns on, as `RowKernel::KTiled`.
                 PackedCopy::Q6K(p) => {
-                    let tiled = !alone && n_cols >= TILED_MIN_COLS;
+                    let tiled = !alone && batch_cols >= TILED_MIN_COLS;
                     run(p.grouped().groups(), &|range| {
                         packed_q6_k::matmul_groups(p, range, bytes, stride, n_cols, tiled, store);
                     })

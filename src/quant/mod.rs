@@ -51,7 +51,7 @@ pub mod x86;
 pub use block::{as_blocks, as_blocks_mut, hsum8, lane_sums, ByteBlock, QK};
 pub use dispatch::{dequantize_row, quantize_activations, vec_dot, vec_dot_type, vec_dot_wide};
 pub use formats::quantize;
-pub use matmul::{matmul, matmul_columns_alone, matmul_expert, QMatrix};
+pub use matmul::{matmul, matmul_columns_alone, matmul_columns_of, matmul_expert, QMatrix};
 /// The packed forms under the name the model code knows them by.
 pub use packed as repack;
 pub use simd::Simd;

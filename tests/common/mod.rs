@@ -165,3 +165,65 @@ pub fn check_columns_alone(
     }
     Ok(())
 }
+
+/// Checks that the `n_cols` columns of `x` computed in pieces by [`matmul_columns_of`] (cut at
+/// every multiple of 4 and at two cuts together) get the bits [`matmul`] of all of them gives,
+/// at every SIMD level this CPU has, on one and two threads.
+///
+/// [`matmul_columns_of`]: llmrt::quant::matmul_columns_of
+/// [`matmul`]: llmrt::quant::matmul
+pub fn check_pieces(
+    w: &llmrt::quant::QMatrix<'_>,
+    x: &[f32],
+    n_cols: usize,
+) -> Result<(), TestCaseError> {
+    use llmrt::quant::{matmul, matmul_columns_of, Simd};
+    let (rows, cols) = (w.rows, w.cols);
+    let cuts: Vec<Vec<usize>> = (4..n_cols)
+        .step_by(4)
+        .map(|c| vec![c])
+        .chain((n_cols > 8).then(|| vec![4, 8]))
+        .collect();
+    for pool in pools() {
+        for simd in Simd::all_supported() {
+            let mut scratch = Vec::new();
+            let mut whole = vec![f32::NAN; rows * n_cols];
+            matmul(pool, w, x, n_cols, &mut whole, &mut scratch, simd)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            for cut in &cuts {
+                let bounds: Vec<usize> = std::iter::once(0)
+                    .chain(cut.iter().copied())
+                    .chain(std::iter::once(n_cols))
+                    .collect();
+                for piece in bounds.windows(2) {
+                    let (a, b) = (piece[0], piece[1]);
+                    let mut out = vec![f32::NAN; rows * (b - a)];
+                    let xs = &x[a * cols..b * cols];
+                    matmul_columns_of(
+                        pool,
+                        w,
+                        xs,
+                        b - a,
+                        (a, n_cols),
+                        &mut out,
+                        &mut scratch,
+                        simd,
+                    )
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    for (i, (&got, &want)) in out.iter().zip(&whole[a * rows..b * rows]).enumerate()
+                    {
+                        prop_assert!(
+                            same_bits(got, want),
+                            "{} {rows}x{cols} packed {}: columns {a}..{b} of {n_cols}, value {i}, \
+                             {simd:?}, {} threads: {got} in the piece, {want} whole",
+                            w.ty,
+                            w.packed.is_some(),
+                            pool.current_num_threads()
+                        );
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -23,20 +23,26 @@ use super::avx512_batch::{range_mask, round_f16, softmax};
 use super::layout::covers;
 use super::{grow, AttentionKernel, AttentionPrecision, HeadSource, Span, LANES, SCRATCH, STEP};
 use crate::model::config::MAX_HEAD_DIM;
-use crate::model::kv_cache::HeadRows;
+use crate::model::kv_cache::{BlockTable, HeadRows};
 
 /// [`Span::attend`] of every head of `q` through the one-token kernel, for a span of the
 /// one-token arithmetic over the cache, if the kernel can take it (see [`attend_rows`];
 /// otherwise nothing is done and `false` returned). The caller checked that the level is
 /// AVX-512.
 pub(super) fn attend(span: &Span<'_>, q: &[f32], out: &mut [f32]) -> bool {
-    let HeadSource::Cache { kv, layer, kv_head } = span.source else {
+    let HeadSource::Cache {
+        kv,
+        blocks,
+        layer,
+        kv_head,
+    } = span.source
+    else {
         return false;
     };
     span.kernel == AttentionKernel::Single
         && attend_rows(
-            kv.key_rows(layer, kv_head),
-            kv.value_rows(layer, kv_head),
+            kv.key_rows(layer, kv_head, blocks),
+            kv.value_rows(layer, kv_head, blocks),
             span,
             (kv.head_dim(), kv.head_dim_v()),
             q,
@@ -94,14 +100,16 @@ pub(super) fn attend_rows(
                     HeadRows::F16 {
                         data: k,
                         stride: ks,
+                        blocks: kb,
                     },
                     HeadRows::F16 {
                         data: v,
                         stride: vs,
+                        blocks: vb,
                     },
                 ) => kernel(
-                    Rows::new(k, ks),
-                    Rows::new(v, vs),
+                    Rows::new(k, ks, kb),
+                    Rows::new(v, vs, vb),
                     span,
                     dims,
                     q,
@@ -112,14 +120,16 @@ pub(super) fn attend_rows(
                     HeadRows::F32 {
                         data: k,
                         stride: ks,
+                        blocks: kb,
                     },
                     HeadRows::F32 {
                         data: v,
                         stride: vs,
+                        blocks: vb,
                     },
                 ) => kernel(
-                    Rows::new(k, ks),
-                    Rows::new(v, vs),
+                    Rows::new(k, ks, kb),
+                    Rows::new(v, vs, vb),
                     span,
                     dims,
                     q,
@@ -169,26 +179,29 @@ impl Elem for f32 {
     }
 }
 
-/// Rows of one KV head in the cache: row `pos` starts `pos * stride` elements from `data`.
+/// Rows of one KV head in the cache: position `pos` starts `blocks.row(pos) * stride` elements
+/// from `data`.
 #[derive(Clone, Copy)]
-struct Rows<E> {
+struct Rows<'a, E> {
     data: *const E,
     stride: usize,
+    blocks: BlockTable<'a>,
 }
 
-impl<E: Elem> Rows<E> {
-    fn new(data: &[E], stride: usize) -> Rows<E> {
+impl<'a, E: Elem> Rows<'a, E> {
+    fn new(data: &'a [E], stride: usize, blocks: BlockTable<'a>) -> Rows<'a, E> {
         Rows {
             data: data.as_ptr(),
             stride,
+            blocks,
         }
     }
 
-    /// The start of row `pos` (computed without dereferencing; the caller reads it only
-    /// for positions the rows cover).
+    /// The start of position `pos`'s row (computed without dereferencing; the caller reads it
+    /// only for positions the rows cover).
     #[inline(always)]
     fn row(self, pos: usize) -> *const E {
-        self.data.wrapping_add(pos * self.stride)
+        self.data.wrapping_add(self.blocks.row(pos) * self.stride)
     }
 }
 
@@ -206,13 +219,13 @@ struct Buffers<'s> {
 ///
 /// # Safety
 /// The CPU must have AVX-512 F/BW/VL, FMA and F16C; `keys` and `values` must hold readable
-/// rows `0..=span.last` of `dim` and `dim_v` elements; `dim % 64 == 0`, `dim <= MAX_HEAD_DIM`,
+/// rows for positions `0..=span.last` of `dim` and `dim_v` elements; `dim % 64 == 0`, `dim <= MAX_HEAD_DIM`,
 /// `dim_v % 16 == 0`; `span.first <= span.last`; `q` holds `heads` queries of `dim`, `out` as
 /// many outputs of `dim_v`, the buffers `heads` of each of their rows.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
 unsafe fn kernel<E: Elem>(
-    keys: Rows<E>,
-    values: Rows<E>,
+    keys: Rows<'_, E>,
+    values: Rows<'_, E>,
     span: &Span<'_>,
     (dim, dim_v): (usize, usize),
     q: &[f32],
@@ -494,8 +507,8 @@ fn fold32(a: __m512, b: __m512) -> __m512 {
 /// The weighted sum of dimensions `c..c + 16` of the values for `G` heads, whose weights
 /// and masks start at `w` and `keep` (position `start`), `row_len` apart.
 #[derive(Clone, Copy)]
-struct Sums<E> {
-    values: Rows<E>,
+struct Sums<'a, E> {
+    values: Rows<'a, E>,
     c: usize,
     /// The positions summed, `first..=last`.
     first: usize,
@@ -530,7 +543,7 @@ fn add<const G: usize>(a: Option<[__m512; G]>, b: Option<[__m512; G]>) -> Option
     }
 }
 
-impl<E: Elem> Sums<E> {
+impl<E: Elem> Sums<'_, E> {
     /// `out` of the portable `weighted_values` for the one-token kernel. The positions
     /// go in increasing order, each fused-multiply-added into its slot `pos % 64` (from
     /// +0.0; masked off where its weight is zero, leaving the slot as it is), so that every

@@ -6,7 +6,7 @@ use half::f16;
 
 use super::layout::{widen_rows, widen_tiled};
 use super::*;
-use crate::model::kv_cache::HeadRows;
+use crate::model::kv_cache::{BlockTable, HeadRows};
 
 #[test]
 #[ignore]
@@ -18,7 +18,11 @@ fn attend_speed() {
         let vals_h: Vec<f16> = (0..n * dim)
             .map(|i| f16::from_f32(((i * 104729) % 1000) as f32 / 1000.0 - 0.5))
             .collect();
-        let rows = |data| HeadRows::F16 { data, stride: dim };
+        let rows = |data| HeadRows::F16 {
+            data,
+            stride: dim,
+            blocks: BlockTable::InOrder,
+        };
         let (mut k, mut v) = (Vec::new(), Vec::new());
         let src = HeadSource::Tiled(widen_tiled(
             rows(&keys_h),

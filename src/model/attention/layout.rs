@@ -4,15 +4,17 @@
 
 use super::{avx512, LANES};
 use crate::model::config::MAX_HEAD_DIM;
-use crate::model::kv_cache::{HeadRows, KvCache};
+use crate::model::kv_cache::{BlockTable, HeadRows, KvCache};
 use crate::quant::Simd;
 
 /// Where a head's keys and values come from.
 #[derive(Clone, Copy)]
 pub enum HeadSource<'a> {
-    /// KV head `kv_head` of `layer` in the cache, read (and widened from f16) per query.
+    /// KV head `kv_head` of `layer` in the cache, at the rows `blocks` gives the sequence's
+    /// positions, read (and widened from f16) per query.
     Cache {
         kv: &'a KvCache,
+        blocks: BlockTable<'a>,
         layer: usize,
         kv_head: usize,
     },
@@ -59,14 +61,15 @@ pub struct TiledRows<'a> {
     pub dim_v: usize,
 }
 
-/// Widens the keys and values of KV head `kv_head` of `layer` at positions `base..=last` for a
-/// batch of queries, in the layout the batched kernel of level `simd` reads: blocks
+/// Widens the keys and values of KV head `kv_head` of `layer` at the sequence's positions
+/// `base..=last` (rows as `blocks` places them) for a batch of queries, in the layout the batched kernel of level `simd` reads: blocks
 /// ([`HeadSource::Tiled`]) for AVX-512, rows ([`HeadSource::Widened`]) otherwise. The buffers
 /// are resized as needed; the source borrows them.
 #[allow(clippy::too_many_arguments)]
 pub fn widen_head_batched<'v>(
     simd: Simd,
     kv: &KvCache,
+    blocks: BlockTable<'_>,
     layer: usize,
     kv_head: usize,
     base: usize,
@@ -76,8 +79,14 @@ pub fn widen_head_batched<'v>(
 ) -> HeadSource<'v> {
     let (dim, dim_v) = (kv.head_dim(), kv.head_dim_v());
     if !(avx512(simd) && whole_registers(dim, dim_v)) {
-        widen_rows(kv.key_rows(layer, kv_head), dim, base, last, keys);
-        widen_rows(kv.value_rows(layer, kv_head), dim_v, base, last, values);
+        widen_rows(kv.key_rows(layer, kv_head, blocks), dim, base, last, keys);
+        widen_rows(
+            kv.value_rows(layer, kv_head, blocks),
+            dim_v,
+            base,
+            last,
+            values,
+        );
         return HeadSource::Widened {
             keys,
             values,
@@ -87,8 +96,8 @@ pub fn widen_head_batched<'v>(
         };
     }
     HeadSource::Tiled(widen_tiled(
-        kv.key_rows(layer, kv_head),
-        kv.value_rows(layer, kv_head),
+        kv.key_rows(layer, kv_head, blocks),
+        kv.value_rows(layer, kv_head, blocks),
         (dim, dim_v),
         base,
         last,
@@ -160,9 +169,18 @@ pub(super) fn widen_tiled<'v>(
 pub(super) fn read_row<'b>(rows: HeadRows<'b>, pos: usize, buf: &'b mut [f32]) -> &'b [f32] {
     let dim = buf.len();
     match rows {
-        HeadRows::F32 { data, stride } => &data[pos * stride..][..dim],
-        HeadRows::F16 { data, stride } => {
-            half::slice::HalfFloatSliceExt::convert_to_f32_slice(&data[pos * stride..][..dim], buf);
+        HeadRows::F32 {
+            data,
+            stride,
+            blocks,
+        } => &data[blocks.row(pos) * stride..][..dim],
+        HeadRows::F16 {
+            data,
+            stride,
+            blocks,
+        } => {
+            let row = &data[blocks.row(pos) * stride..][..dim];
+            half::slice::HalfFloatSliceExt::convert_to_f32_slice(row, buf);
             buf
         }
     }
@@ -178,23 +196,41 @@ pub(super) fn widen_rows(
 ) {
     out.resize((last + 1 - base) * dim, 0.0);
     for (pos, row) in (base..=last).zip(out.chunks_exact_mut(dim)) {
-        match rows {
-            HeadRows::F32 { data, stride } => row.copy_from_slice(&data[pos * stride..][..dim]),
-            HeadRows::F16 { data, stride } => half::slice::HalfFloatSliceExt::convert_to_f32_slice(
-                &data[pos * stride..][..dim],
-                row,
-            ),
+        if let HeadRows::F32 {
+            data,
+            stride,
+            blocks,
+        } = rows
+        {
+            // No widening: the row itself.
+            row.copy_from_slice(&data[blocks.row(pos) * stride..][..dim]);
+        } else {
+            read_row(rows, pos, row);
         }
     }
 }
 
-/// Whether `rows` hold rows `0..=last`, each `width` wide from its start.
+/// Whether `rows` hold the sequence's positions `0..=last`, each `width` wide from its start.
 pub(super) fn covers(rows: HeadRows<'_>, last: usize, width: usize) -> bool {
-    let (len, stride) = match rows {
-        HeadRows::F32 { data, stride } => (data.len(), stride),
-        HeadRows::F16 { data, stride } => (data.len(), stride),
+    let (len, stride, blocks) = match rows {
+        HeadRows::F32 {
+            data,
+            stride,
+            blocks,
+        } => (data.len(), stride, blocks),
+        HeadRows::F16 {
+            data,
+            stride,
+            blocks,
+        } => (data.len(), stride, blocks),
     };
-    last.checked_mul(stride)
-        .and_then(|start| start.checked_add(width))
-        .is_some_and(|end| end <= len)
+    // Whole rows of `stride`, then the last one's first `width` elements.
+    let whole_rows = if width == 0 || stride == 0 {
+        return false;
+    } else if len >= width {
+        (len - width) / stride + 1
+    } else {
+        0
+    };
+    blocks.covers(last, whole_rows)
 }

@@ -200,11 +200,16 @@ impl Span<'_> {
                 }
                 buf
             }
-            HeadSource::Cache { kv, layer, kv_head } => {
+            HeadSource::Cache {
+                kv,
+                blocks,
+                layer,
+                kv_head,
+            } => {
                 let rows = if key {
-                    kv.key_rows(layer, kv_head)
+                    kv.key_rows(layer, kv_head, blocks)
                 } else {
-                    kv.value_rows(layer, kv_head)
+                    kv.value_rows(layer, kv_head, blocks)
                 };
                 read_row(rows, pos, buf)
             }

@@ -7,7 +7,7 @@ use super::portable::{dot_lanes, dot_steps, reduce_steps};
 use super::*;
 #[cfg(target_arch = "x86_64")]
 use super::{avx512_batch, avx512_single};
-use crate::model::kv_cache::HeadRows;
+use crate::model::kv_cache::{BlockTable, HeadRows};
 
 #[test]
 fn reductions_sum_every_lane_once() {
@@ -178,18 +178,22 @@ impl Case {
             (AttentionPrecision::F16, true) => HeadRows::F16 {
                 data: &self.keys16,
                 stride,
+                blocks: BlockTable::InOrder,
             },
             (AttentionPrecision::F16, false) => HeadRows::F16 {
                 data: &self.values16,
                 stride,
+                blocks: BlockTable::InOrder,
             },
             (AttentionPrecision::F32, true) => HeadRows::F32 {
                 data: &self.keys32,
                 stride,
+                blocks: BlockTable::InOrder,
             },
             (AttentionPrecision::F32, false) => HeadRows::F32 {
                 data: &self.values32,
                 stride,
+                blocks: BlockTable::InOrder,
             },
         }
     }
