@@ -80,6 +80,8 @@ struct Sequence {
     fresh: bool,
     /// Why the sequence stopped, if it failed; it evaluates nothing more.
     failed: Option<Error>,
+    /// Positions taken from blocks other sequences computed.
+    reused: usize,
 }
 
 impl Sequence {
@@ -242,6 +244,7 @@ impl Engine {
             logits: Vec::new(),
             fresh: false,
             failed: None,
+            reused: 0,
         });
         id
     }
@@ -302,6 +305,22 @@ impl Engine {
     /// Why the sequence failed, if it did.
     pub fn error(&self, id: SeqId) -> Result<Option<&Error>> {
         Ok(self.seqs[self.index(id)?].failed.as_ref())
+    }
+
+    /// Takes the error the sequence failed with, if it did (it stays failed).
+    pub fn take_error(&mut self, id: SeqId) -> Result<Option<Error>> {
+        let i = self.index(id)?;
+        let s = &mut self.seqs[i];
+        let error = s.failed.take();
+        if let Some(e) = &error {
+            s.failed = Some(Error::InvalidArgument(e.to_string()));
+        }
+        Ok(error)
+    }
+
+    /// Positions of the sequence taken from blocks other sequences computed, not computed again.
+    pub fn reused(&self, id: SeqId) -> Result<usize> {
+        Ok(self.seqs[self.index(id)?].reused)
     }
 
     /// Whether some sequence has tokens to evaluate.
@@ -517,6 +536,7 @@ impl Engine {
                 s.blocks.push(block);
                 let taken: Vec<u32> = s.pending.drain(..BLOCK_POSITIONS).collect();
                 s.tokens.extend_from_slice(&taken);
+                s.reused += BLOCK_POSITIONS;
                 report.reused += BLOCK_POSITIONS;
             }
         }

@@ -83,6 +83,11 @@ pub enum Error {
     /// The caller's callback asked to stop.
     #[error("cancelled by the caller")]
     Cancelled,
+
+    /// A bug in llmrt was caught (a panic on a worker thread); the message says where. The work
+    /// it interrupted is lost, the rest goes on.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// Shorthand for results carrying [`Error`].

@@ -8,7 +8,7 @@ use crate::chat::{ChatMessage, ChatTemplate};
 use crate::model::Model;
 use crate::sample::{Sampler, SamplerParams};
 use crate::session::Session;
-use crate::tokenizer::StreamDecoder;
+use crate::tokenizer::{StreamDecoder, Tokenizer};
 use crate::{Error, Result};
 
 /// What to generate and when to stop.
@@ -191,11 +191,6 @@ pub fn generate_tokens(
         return Err(Error::InvalidArgument("the prompt has no tokens".into()));
     }
     let n_ctx = session.n_ctx();
-    let budget = if params.max_tokens == 0 {
-        n_ctx
-    } else {
-        params.max_tokens
-    };
     // As llama.cpp: a prompt that leaves room generates until the context is full; one that
     // leaves no room for a single token is refused before any work.
     if prompt.len() >= n_ctx {
@@ -235,64 +230,133 @@ pub fn generate_tokens(
     stats.prompt_seconds = started.elapsed().as_secs_f64();
 
     let started = Instant::now();
-    let mut sampler = Sampler::new(&params.sampler);
-    let mut decoder = StreamDecoder::new();
-    let mut text = TextWithStops::new(&params.stop);
-    let mut tokens = Vec::new();
+    let mut continuation = Continuation::new(params, n_ctx);
     let stop_reason = loop {
-        if tokens.len() >= budget {
-            break StopReason::MaxTokens;
+        if let Some(reason) =
+            continuation.next(tokenizer, session.logits(), session.tokens(), on_piece)
+        {
+            break reason;
         }
-        if session.tokens().len() >= n_ctx {
-            break StopReason::ContextFull;
-        }
-        let next = sampler.sample(session.logits(), session.tokens());
-        tokens.push(next);
-        if tokenizer.is_eog(next) {
-            break StopReason::EndOfGeneration;
-        }
-        let piece = decoder.push(tokenizer, next);
-        let (ready, stopped) = text.push(&piece);
-        if !ready.is_empty() && !on_piece(&ready) {
-            break StopReason::Cancelled;
-        }
-        if stopped {
-            break StopReason::StopString;
-        }
-        if tokens.len() >= budget {
-            break StopReason::MaxTokens;
-        }
-        session.eval(&[next])?;
+        session.eval(&[continuation.last_token()])?;
     };
-    if !matches!(stop_reason, StopReason::StopString | StopReason::Cancelled) {
-        let rest = decoder.finish();
-        let (mut ready, _) = text.push(&rest);
-        ready.push_str(&text.flush());
-        if !ready.is_empty() {
-            // The generation is over either way; a false return changes nothing now.
-            let _ = on_piece(&ready);
+    stats.generate_seconds = started.elapsed().as_secs_f64();
+    Ok(continuation.finish(stop_reason, stats, on_piece))
+}
+
+/// One generation's state between forward passes: the sampler, the text decoded so far and
+/// held back for stop strings, and the tokens chosen. Whoever runs the model (a session, or an
+/// engine stepping many sequences) hands it the logits after each token; it chooses the next
+/// token or says why the generation ends.
+pub struct Continuation {
+    sampler: Sampler,
+    decoder: StreamDecoder,
+    text: TextWithStops,
+    tokens: Vec<u32>,
+    /// Most tokens to generate.
+    budget: usize,
+    /// Most tokens the sequence may hold, prompt included.
+    n_ctx: usize,
+}
+
+impl Continuation {
+    /// A generation by `params` in a sequence that holds at most `n_ctx` tokens.
+    pub fn new(params: &GenerateParams, n_ctx: usize) -> Continuation {
+        Continuation {
+            sampler: Sampler::new(&params.sampler),
+            decoder: StreamDecoder::new(),
+            text: TextWithStops::new(params.stop.clone()),
+            tokens: Vec::new(),
+            budget: match params.max_tokens {
+                0 => n_ctx,
+                n => n,
+            },
+            n_ctx,
         }
     }
-    stats.generated_tokens = tokens.len();
-    stats.generate_seconds = started.elapsed().as_secs_f64();
-    Ok(Generation {
-        text: text.into_text(),
-        tokens,
-        stop_reason,
-        stats,
-    })
+
+    /// Chooses the next token from `logits`, the model's output after the last of `history`
+    /// (every token the sequence holds), and passes the text that is now certain to `on_piece`.
+    /// `None` means: evaluate [`Continuation::last_token`] and call again with its logits.
+    pub fn next(
+        &mut self,
+        tokenizer: &Tokenizer,
+        logits: &[f32],
+        history: &[u32],
+        on_piece: &mut dyn FnMut(&str) -> bool,
+    ) -> Option<StopReason> {
+        if self.tokens.len() >= self.budget {
+            return Some(StopReason::MaxTokens);
+        }
+        if history.len() >= self.n_ctx {
+            return Some(StopReason::ContextFull);
+        }
+        let next = self.sampler.sample(logits, history);
+        self.tokens.push(next);
+        if tokenizer.is_eog(next) {
+            return Some(StopReason::EndOfGeneration);
+        }
+        let piece = self.decoder.push(tokenizer, next);
+        let (ready, stopped) = self.text.push(&piece);
+        if !ready.is_empty() && !on_piece(&ready) {
+            return Some(StopReason::Cancelled);
+        }
+        if stopped {
+            return Some(StopReason::StopString);
+        }
+        if self.tokens.len() >= self.budget {
+            return Some(StopReason::MaxTokens);
+        }
+        None
+    }
+
+    /// The token chosen last, to be evaluated next.
+    pub fn last_token(&self) -> u32 {
+        self.tokens.last().copied().unwrap_or(0)
+    }
+
+    /// The tokens chosen so far.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// Ends the generation for `stop_reason`: text still held back (an incomplete character, a
+    /// possible start of a stop string) goes to `on_piece` unless a stop string or the caller
+    /// ended it. `stats` gets the count of generated tokens.
+    pub fn finish(
+        mut self,
+        stop_reason: StopReason,
+        mut stats: GenerateStats,
+        on_piece: &mut dyn FnMut(&str) -> bool,
+    ) -> Generation {
+        if !matches!(stop_reason, StopReason::StopString | StopReason::Cancelled) {
+            let rest = self.decoder.finish();
+            let (mut ready, _) = self.text.push(&rest);
+            ready.push_str(&self.text.flush());
+            if !ready.is_empty() {
+                // The generation is over either way; a false return changes nothing now.
+                let _ = on_piece(&ready);
+            }
+        }
+        stats.generated_tokens = self.tokens.len();
+        Generation {
+            text: self.text.into_text(),
+            tokens: self.tokens,
+            stop_reason,
+            stats,
+        }
+    }
 }
 
 /// Generated text with stop strings: text is released only once no stop string can begin in it.
-struct TextWithStops<'a> {
-    stops: &'a [String],
+struct TextWithStops {
+    stops: Vec<String>,
     text: String,
     /// Bytes of `text` already released.
     released: usize,
 }
 
-impl<'a> TextWithStops<'a> {
-    fn new(stops: &'a [String]) -> Self {
+impl TextWithStops {
+    fn new(stops: Vec<String>) -> Self {
         TextWithStops {
             stops,
             text: String::new(),
@@ -369,7 +433,7 @@ mod tests {
 
     fn run(stops: &[&str], pieces: &[&str]) -> (Vec<String>, String, bool) {
         let stops: Vec<String> = stops.iter().map(|s| s.to_string()).collect();
-        let mut t = TextWithStops::new(&stops);
+        let mut t = TextWithStops::new(stops);
         let mut out = Vec::new();
         let mut stopped = false;
         for p in pieces {

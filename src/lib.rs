@@ -9,6 +9,7 @@
 // return values only.
 #![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
 
+pub mod batcher;
 pub mod chat;
 pub mod engine;
 pub mod error;
@@ -22,6 +23,7 @@ pub mod sample;
 pub mod session;
 pub mod tokenizer;
 
+pub use batcher::Batcher;
 pub use engine::{Engine, EngineParams, SeqId};
 pub use error::{Error, Result};
 pub use model::{Model, ModelParams};

@@ -92,6 +92,7 @@ impl llm_status {
             Error::InvalidUtf8(_) => llm_status::LLM_ERR_INVALID_UTF8,
             Error::InvalidArgument(_) => llm_status::LLM_ERR_INVALID_ARGUMENT,
             Error::Cancelled => llm_status::LLM_ERR_CANCELLED,
+            Error::Internal(_) => llm_status::LLM_ERR_PANIC,
         }
     }
 
