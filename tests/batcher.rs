@@ -31,7 +31,7 @@ const TEXTS: [&str; 8] = [
 
 /// Request `i`: greedy for even `i`, sampled with seed `i` for odd; a stop string on some.
 fn request(i: usize) -> GenerateParams {
-    let sampler = if i % 2 == 0 {
+    let sampler = if i.is_multiple_of(2) {
         SamplerParams::greedy()
     } else {
         SamplerParams {
@@ -43,7 +43,7 @@ fn request(i: usize) -> GenerateParams {
     GenerateParams {
         max_tokens: 24 + 3 * i,
         sampler,
-        stop: if i % 3 == 0 {
+        stop: if i.is_multiple_of(3) {
             vec!["\n\n".into()]
         } else {
             Vec::new()
