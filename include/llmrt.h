@@ -105,6 +105,25 @@ typedef enum llm_stop_reason {
     LLM_STOP_CONTEXT_FULL = 5,
 } llm_stop_reason;
 
+// Generations from any number of threads, run together: one engine on a worker thread of its
+// own decodes the next token of every running generation in one forward pass per step.
+// Each generation's text is the one it gets alone (the same seed gives the same text), whatever
+// else runs at the same time.
+//
+// Thread safety: every `llm_batcher_*` function except `llm_batcher_free` may be called from
+// any number of threads at once.
+// Lifetime: from `llm_batcher_new` until `llm_batcher_free`; it keeps its model alive.
+typedef struct llm_batcher llm_batcher;
+
+// Many sequences of one model, stepped together by the caller: feed tokens to sequences, call
+// `llm_engine_step` until the sequences you wait for have logits, sample, feed the chosen
+// tokens, and so on. A sequence's logits depend only on its own tokens (the same bits as alone
+// in a session), whatever else shares its steps.
+//
+// Thread safety: use an engine from one thread at a time (for many threads, use a batcher).
+// Lifetime: from `llm_engine_new` until `llm_engine_free`; it keeps its model alive.
+typedef struct llm_engine llm_engine;
+
 // The result of `llm_explain`: plain data read with the `llm_explanation_*` functions.
 //
 // Thread safety: immutable; may be read from any number of threads at once.
@@ -119,6 +138,13 @@ typedef struct llm_explanation llm_explanation;
 // Lifetime: from `llm_load` until `llm_model_free`. Sessions keep their model alive, so the model
 // may be freed before its sessions.
 typedef struct llm_model llm_model;
+
+// A sampler chain with its own random stream, configured by the sampling fields of
+// `llm_generate_params` (temperature, top_k, top_p, min_p, the penalties, seed): one per
+// sequence, so that each sequence's draws are its own.
+//
+// Thread safety: use a sampler from one thread at a time.
+typedef struct llm_sampler llm_sampler;
 
 // One conversation with a model: its KV cache, the tokens in it, and scratch buffers.
 //
@@ -266,6 +292,58 @@ typedef struct llm_chat_message {
     // The message text.
     const char *content;
 } llm_chat_message;
+
+// Options of an engine or a batcher. Get the defaults from `llm_engine_default_params()`.
+typedef struct llm_engine_params {
+    // Most tokens one sequence holds (prompt plus generated text).
+    // 0 = the model's trained context, capped at 4096.
+    size_t n_ctx;
+    // Worker threads of the engine's one thread pool, shared by all its sequences.
+    // 0 = `llm_model_params.n_threads`, and if that is 0 too, the number of CPU cores.
+    size_t n_threads;
+    // Most prompt tokens evaluated per forward pass of one sequence, as
+    // `llm_session_params.n_batch`. 0 = 512.
+    size_t n_batch;
+    // KV element type, an `llm_kv_type` value: LLM_KV_F16 (0, default) or LLM_KV_F32 (1).
+    int32_t kv_type;
+    // Positions the shared KV pool holds for all sequences together, in blocks of 16.
+    // Memory follows the positions sequences actually hold, up to this.
+    // 0 = four sequences' `n_ctx`.
+    size_t pool_positions;
+    // Most tokens one step evaluates: a token of every decoding sequence plus pieces of prompts.
+    // 0 = `n_batch`; at least 16.
+    size_t step_tokens;
+    // Most sequences decoded in one step. 0 = 64.
+    size_t max_decode;
+    // Let prompts take the KV blocks of a common beginning that another sequence computed,
+    // instead of computing them again (the results are the same bits). Default true.
+    bool prefix_sharing;
+} llm_engine_params;
+
+// What one `llm_engine_step` did.
+typedef struct llm_step_report {
+    // Sequences whose logits became ready (all their fed tokens evaluated).
+    size_t n_ready;
+    // Sequences that failed in this step (see `llm_engine_logits`); the others went on.
+    size_t n_failed;
+    // Tokens evaluated, and of those, single tokens of decoding sequences.
+    size_t tokens;
+    size_t decoded;
+    // Positions taken from blocks another sequence had computed.
+    size_t reused;
+} llm_step_report;
+
+// Counts of an engine's KV pool, in blocks of `block_positions` positions.
+typedef struct llm_pool_stats {
+    // Positions per block.
+    size_t block_positions;
+    // Blocks in the pool.
+    size_t total;
+    // Blocks no sequence holds.
+    size_t free;
+    // Blocks held by more than one sequence (a shared prompt beginning).
+    size_t shared;
+} llm_pool_stats;
 
 // What `llm_explain` records. Get the defaults from `llm_explain_default_params()`.
 typedef struct llm_explain_params {
@@ -574,6 +652,211 @@ int32_t llm_chat_apply_template(const struct llm_model *model,
                                 bool add_generation_prompt,
                                 char *buf,
                                 size_t len);
+
+// The default engine options (every count 0 = automatic; KV F16; prefix sharing on).
+struct llm_engine_params llm_engine_default_params(void);
+
+// Creates a batcher on `model`. `params` may be NULL for the defaults.
+//
+// Returns the batcher, or NULL on failure (`llm_last_status()`: LLM_ERR_NULL,
+// LLM_ERR_INVALID_ARGUMENT for an unknown `kv_type` or threads that cannot start).
+// Free it with `llm_batcher_free`.
+//
+// # Safety
+// `model` is NULL or a live model; `params` is NULL or points to an `llm_engine_params`.
+struct llm_batcher *llm_batcher_new(const struct llm_model *model,
+                                    const struct llm_engine_params *params);
+
+// Frees a batcher, after the generations running in it have ended. NULL is a no-op.
+//
+// # Safety
+// `batcher` is NULL or a pointer from `llm_batcher_new` not yet freed, and no other thread is
+// in an `llm_batcher_*` call on it.
+void llm_batcher_free(struct llm_batcher *batcher);
+
+// Most tokens one generation of the batcher holds, prompt included; LLM_FAILED if `batcher` is
+// NULL.
+//
+// # Safety
+// `batcher` is NULL or a live batcher.
+int32_t llm_batcher_n_ctx(const struct llm_batcher *batcher);
+
+// Generates a continuation of `prompt` (NUL-terminated UTF-8) among the batcher's other
+// generations, and returns when it ends. Parameters, output and return codes are those of
+// `llm_generate`, except that nothing is reused from an earlier call (every call is a new
+// sequence; a prompt beginning that another running generation has already computed is taken
+// from it). `on_token` runs on the calling thread.
+//
+// # Safety
+// As `llm_generate`, with `batcher` NULL or a live batcher (which other threads may be using).
+enum llm_status llm_batcher_generate(const struct llm_batcher *batcher,
+                                     const char *prompt,
+                                     const struct llm_generate_params *params,
+                                     llm_token_callback on_token,
+                                     void *user_data,
+                                     char *out_buf,
+                                     size_t out_len,
+                                     struct llm_generate_stats *stats);
+
+// Replies to a conversation among the batcher's other generations: `messages` rendered as
+// `llm_chat` renders them, generated as `llm_batcher_generate` generates (same outputs and
+// return codes as `llm_chat`).
+//
+// # Safety
+// As `llm_chat`, with `batcher` NULL or a live batcher (which other threads may be using).
+enum llm_status llm_batcher_chat(const struct llm_batcher *batcher,
+                                 const struct llm_chat_message *messages,
+                                 size_t n_messages,
+                                 const struct llm_generate_params *params,
+                                 llm_token_callback on_token,
+                                 void *user_data,
+                                 char *out_buf,
+                                 size_t out_len,
+                                 struct llm_generate_stats *stats);
+
+// Creates an engine on `model` with no sequences. `params` may be NULL for the defaults.
+//
+// Returns the engine, or NULL on failure (`llm_last_status()`: LLM_ERR_NULL,
+// LLM_ERR_INVALID_ARGUMENT). Free it with `llm_engine_free`.
+//
+// # Safety
+// `model` is NULL or a live model; `params` is NULL or points to an `llm_engine_params`.
+struct llm_engine *llm_engine_new(const struct llm_model *model,
+                                  const struct llm_engine_params *params);
+
+// Frees an engine and its sequences. NULL is a no-op.
+//
+// # Safety
+// `engine` is NULL or a pointer from `llm_engine_new` not yet freed and not in use.
+void llm_engine_free(struct llm_engine *engine);
+
+// Adds an empty sequence and writes its id to `*seq`. Ids are never reused by one engine.
+//
+// Returns LLM_OK or LLM_ERR_NULL.
+//
+// # Safety
+// `engine` is NULL or a live engine; `seq` is NULL or writable.
+enum llm_status llm_engine_add(struct llm_engine *engine,
+                               uint64_t *seq);
+
+// Appends `n` tokens to sequence `seq`, to be evaluated by the next steps: a prompt (one call
+// is evaluated in batches of `n_batch` as a session evaluates one `llm_eval`), or the token
+// just sampled.
+//
+// Returns LLM_OK; LLM_ERR_NULL; LLM_ERR_INVALID_ARGUMENT (no such sequence, it failed, `n` is 0,
+// a token outside the vocabulary); LLM_ERR_CONTEXT_FULL (the sequence would hold more than
+// `n_ctx` tokens).
+//
+// # Safety
+// `engine` is NULL or a live engine; `tokens` is NULL or has `n` tokens.
+enum llm_status llm_engine_feed(struct llm_engine *engine,
+                                uint64_t seq,
+                                const llm_token *tokens,
+                                size_t n);
+
+// Evaluates the next tokens of the sequences in one forward pass: one token of every sequence
+// whose next fed token is a single one, and pieces of prompts within the step's budget. A
+// sequence that cannot get KV blocks fails alone (LLM_ERR_CONTEXT_FULL from
+// `llm_engine_logits`). `report` (may be NULL) receives what the step did.
+//
+// Returns LLM_OK; LLM_ERR_NULL.
+//
+// # Safety
+// `engine` is NULL or a live engine; `report` is NULL or writable.
+enum llm_status llm_engine_step(struct llm_engine *engine,
+                                struct llm_step_report *report);
+
+// Whether some sequence has fed tokens not yet evaluated (the next step would do work):
+// 1 or 0; LLM_FAILED if `engine` is NULL.
+//
+// # Safety
+// `engine` is NULL or a live engine.
+int32_t llm_engine_has_work(const struct llm_engine *engine);
+
+// The logits (`n_vocab` floats) after the last token of sequence `seq`, once every token fed
+// to it has been evaluated. Valid until the next call that feeds, steps or removes on this
+// engine.
+//
+// Returns NULL (with `llm_last_status()`) when the logits are not ready: LLM_ERR_INVALID_ARGUMENT
+// (no such sequence, or tokens still to evaluate: step again), or the error the sequence
+// failed with (LLM_ERR_CONTEXT_FULL when the KV pool had no room for it).
+//
+// # Safety
+// `engine` is NULL or a live engine.
+const float *llm_engine_logits(const struct llm_engine *engine,
+                               uint64_t seq);
+
+// The number of tokens sequence `seq` holds (evaluated); LLM_FAILED if `engine` is NULL or
+// there is no such sequence.
+//
+// # Safety
+// `engine` is NULL or a live engine.
+int32_t llm_engine_n_past(const struct llm_engine *engine,
+                          uint64_t seq);
+
+// Removes sequence `seq` (finished, abandoned or failed) and returns its KV blocks to the pool.
+//
+// Returns LLM_OK; LLM_ERR_NULL; LLM_ERR_INVALID_ARGUMENT (no such sequence).
+//
+// # Safety
+// `engine` is NULL or a live engine.
+enum llm_status llm_engine_remove(struct llm_engine *engine,
+                                  uint64_t seq);
+
+// Adds a sequence holding what `seq` holds (its tokens, its logits), writing its id to
+// `*forked`. The two share KV blocks until one of them writes into a shared block, which it
+// then copies first: forking a long prompt costs no memory. Tokens fed but not yet evaluated
+// are not copied.
+//
+// Returns LLM_OK; LLM_ERR_NULL; LLM_ERR_INVALID_ARGUMENT (no such sequence).
+//
+// # Safety
+// `engine` is NULL or a live engine; `forked` is NULL or writable.
+enum llm_status llm_engine_fork(struct llm_engine *engine,
+                                uint64_t seq,
+                                uint64_t *forked);
+
+// Writes the counts of the engine's KV pool to `*stats`.
+//
+// Returns LLM_OK or LLM_ERR_NULL.
+//
+// # Safety
+// `engine` is NULL or a live engine; `stats` is NULL or writable.
+enum llm_status llm_engine_pool_stats(const struct llm_engine *engine,
+                                      struct llm_pool_stats *stats);
+
+// Creates a sampler from the sampling fields of `params` (NULL = the defaults of
+// `llm_generate_default_params()`).
+//
+// Returns the sampler, or NULL on failure (`llm_last_status()`: LLM_ERR_INVALID_ARGUMENT for
+// out-of-range fields, LLM_ERR_INVALID_UTF8 for bad stop strings). Free it with
+// `llm_sampler_free`.
+//
+// # Safety
+// `params` is NULL or valid (with `n_stop` valid strings in `stop`).
+struct llm_sampler *llm_sampler_new(const struct llm_generate_params *params);
+
+// Frees a sampler. NULL is a no-op.
+//
+// # Safety
+// `sampler` is NULL or a pointer from `llm_sampler_new` not yet freed and not in use.
+void llm_sampler_free(struct llm_sampler *sampler);
+
+// Chooses the next token from `logits` (`n_vocab` floats), as `llm_generate` chooses it:
+// `history` (`n_history` tokens, prompt and generated so far; may be NULL when 0) is what the
+// penalties look at. Advances the sampler's random stream.
+//
+// Returns the token id; LLM_FAILED on LLM_ERR_NULL or LLM_ERR_INVALID_ARGUMENT (`n_vocab` 0 or
+// above INT32_MAX).
+//
+// # Safety
+// `sampler` is NULL or a live sampler; `logits` is NULL or has `n_vocab` floats; `history` is
+// NULL or has `n_history` tokens.
+int32_t llm_sampler_sample(struct llm_sampler *sampler,
+                           const float *logits,
+                           size_t n_vocab,
+                           const llm_token *history,
+                           size_t n_history);
 
 // The default explain options: 8 steps, top 5, the last layer, the mean over heads, greedy.
 struct llm_explain_params llm_explain_default_params(void);

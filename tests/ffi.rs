@@ -405,7 +405,20 @@ fn c_threads_sharing_a_model_generate_what_one_thread_does() {
     let exe = build("examples/c/threads.c", Link::Shared);
     let (ok, stdout, stderr) = run(Command::new(&exe).arg(&model).arg("24"), "");
     assert!(ok, "threads failed:\n{stdout}\n{stderr}");
-    assert!(stderr.contains("same texts as one thread"), "{stderr}");
+    assert!(
+        stderr.contains("with sessions and with one batcher: same texts as one thread"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn c_engine_stepped_by_the_caller_gives_each_sequence_its_tokens_alone() {
+    let Some(model) = model(SMOLLM2) else { return };
+    let exe = build("examples/c/engine.c", Link::Shared);
+    let (ok, stdout, stderr) = run(Command::new(&exe).arg(&model).arg("20"), "");
+    assert!(ok, "engine failed:\n{stdout}\n{stderr}");
+    assert_eq!(stdout.matches("\tsame\t").count(), 5, "{stdout}");
+    assert!(stderr.contains("same tokens as alone, pool whole again"), "{stderr}");
 }
 
 /// A model handle that several threads may use at once, as the C API documents.

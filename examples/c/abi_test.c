@@ -115,7 +115,50 @@ static void without_a_model(const char *self_path) {
     EXPECT(llm_chat(NULL, &msg, 1, NULL, NULL, NULL, NULL, 0, NULL), LLM_ERR_NULL);
     EXPECT_FAILED(llm_chat_apply_template(NULL, &msg, 1, true, buf, sizeof buf), LLM_ERR_NULL);
 
+    /* The engine, batcher and sampler with NULLs. */
+    llm_batcher_free(NULL);
+    llm_engine_free(NULL);
+    llm_sampler_free(NULL);
+    EXPECT(llm_last_status(), LLM_OK);
+    llm_engine_params ep = llm_engine_default_params();
+    uint64_t seq = 0;
+    llm_step_report report;
+    llm_pool_stats pool;
+    float logits[4] = {0.0f, 1.0f, 3.0f, 2.0f};
+    EXPECT_NULL(llm_batcher_new(NULL, &ep), LLM_ERR_NULL);
+    EXPECT_FAILED(llm_batcher_n_ctx(NULL), LLM_ERR_NULL);
+    EXPECT(llm_batcher_generate(NULL, "hi", NULL, NULL, NULL, buf, sizeof buf, &stats),
+           LLM_ERR_NULL);
+    EXPECT(llm_batcher_chat(NULL, &msg, 1, NULL, NULL, NULL, NULL, 0, NULL), LLM_ERR_NULL);
+    EXPECT_NULL(llm_engine_new(NULL, NULL), LLM_ERR_NULL);
+    EXPECT(llm_engine_add(NULL, &seq), LLM_ERR_NULL);
+    EXPECT(llm_engine_feed(NULL, 0, tokens, 3), LLM_ERR_NULL);
+    EXPECT(llm_engine_step(NULL, &report), LLM_ERR_NULL);
+    EXPECT_FAILED(llm_engine_has_work(NULL), LLM_ERR_NULL);
+    EXPECT_NULL(llm_engine_logits(NULL, 0), LLM_ERR_NULL);
+    EXPECT_FAILED(llm_engine_n_past(NULL, 0), LLM_ERR_NULL);
+    EXPECT(llm_engine_remove(NULL, 0), LLM_ERR_NULL);
+    EXPECT(llm_engine_fork(NULL, 0, &seq), LLM_ERR_NULL);
+    EXPECT(llm_engine_pool_stats(NULL, &pool), LLM_ERR_NULL);
+    llm_generate_params bad_sampling = llm_generate_default_params();
+    bad_sampling.top_p = -1.0f;
+    EXPECT_NULL(llm_sampler_new(&bad_sampling), LLM_ERR_INVALID_ARGUMENT);
+    llm_sampler *greedy_sampler = NULL;
+    {
+        llm_generate_params gp = llm_generate_default_params();
+        gp.temperature = 0.0f;
+        greedy_sampler = llm_sampler_new(&gp);
+    }
+    CHECK(greedy_sampler != NULL);
+    EXPECT_FAILED(llm_sampler_sample(NULL, logits, 4, NULL, 0), LLM_ERR_NULL);
+    EXPECT_FAILED(llm_sampler_sample(greedy_sampler, NULL, 4, NULL, 0), LLM_ERR_NULL);
+    EXPECT_FAILED(llm_sampler_sample(greedy_sampler, logits, 0, NULL, 0), LLM_ERR_INVALID_ARGUMENT);
+    EXPECT_FAILED(llm_sampler_sample(greedy_sampler, logits, 4, NULL, 2), LLM_ERR_NULL);
+    CHECK(llm_sampler_sample(greedy_sampler, logits, 4, NULL, 0) == 2); /* the argmax */
+    llm_sampler_free(greedy_sampler);
+
     /* A success clears the last error. */
+    llm_engine_has_work(NULL);
     CHECK(llm_last_error()[0] != '\0');
     llm_model_free(NULL);
     CHECK(llm_last_error()[0] == '\0');
@@ -403,6 +446,91 @@ static void with_a_model(const char *path) {
     gp.max_tokens = 4;
     EXPECT(llm_chat(session, msgs, 1, &gp, NULL, NULL, out, sizeof out, &stats), LLM_OK);
     CHECK(stats.generated_tokens > 0 && stats.generated_tokens <= 4);
+
+    /* An engine and a batcher: bad arguments, and what they hold. */
+    {
+        llm_engine_params ep = llm_engine_default_params();
+        ep.kv_type = 7;
+        EXPECT_NULL(llm_engine_new(model, &ep), LLM_ERR_INVALID_ARGUMENT);
+        EXPECT_NULL(llm_batcher_new(model, &ep), LLM_ERR_INVALID_ARGUMENT);
+        ep = llm_engine_default_params();
+        ep.n_ctx = 64;
+        ep.pool_positions = 64;
+        llm_engine *engine = llm_engine_new(model, &ep);
+        CHECK(engine != NULL);
+        uint64_t a = 0, b = 0;
+        llm_pool_stats before, after;
+        EXPECT(llm_engine_pool_stats(engine, &before), LLM_OK);
+        CHECK(before.block_positions == 16 && before.total == 4 && before.free == 4);
+        EXPECT(llm_engine_add(engine, NULL), LLM_ERR_NULL);
+        EXPECT(llm_engine_add(engine, &a), LLM_OK);
+        EXPECT(llm_engine_add(engine, &b), LLM_OK);
+        CHECK(a != b);
+        EXPECT(llm_engine_feed(engine, a, NULL, 3), LLM_ERR_NULL);
+        EXPECT(llm_engine_feed(engine, a, tokens, 0), LLM_ERR_INVALID_ARGUMENT);
+        EXPECT(llm_engine_feed(engine, a, bad_tokens, 2), LLM_ERR_INVALID_ARGUMENT);
+        EXPECT(llm_engine_feed(engine, 999, tokens, 3), LLM_ERR_INVALID_ARGUMENT);
+        EXPECT(llm_engine_feed(engine, a, many, 65), LLM_ERR_CONTEXT_FULL);
+        CHECK(llm_engine_has_work(engine) == 0);
+        EXPECT(llm_engine_feed(engine, a, tokens, 3), LLM_OK);
+        /* b's 60 tokens need 4 blocks, a holds 1 of the 4: b fails alone, a goes on. */
+        EXPECT(llm_engine_feed(engine, b, many, 60), LLM_OK);
+        CHECK(llm_engine_has_work(engine) == 1);
+        EXPECT_NULL(llm_engine_logits(engine, a), LLM_ERR_INVALID_ARGUMENT); /* not yet */
+        EXPECT(llm_engine_step(engine, NULL), LLM_OK);
+        while (llm_engine_has_work(engine) == 1) EXPECT(llm_engine_step(engine, NULL), LLM_OK);
+        CHECK(llm_engine_logits(engine, a) != NULL);
+        CHECK(llm_engine_n_past(engine, a) == 3);
+        EXPECT_NULL(llm_engine_logits(engine, b), LLM_ERR_CONTEXT_FULL);
+        EXPECT_NULL(llm_engine_logits(engine, 999), LLM_ERR_INVALID_ARGUMENT);
+        EXPECT_FAILED(llm_engine_n_past(engine, 999), LLM_ERR_INVALID_ARGUMENT);
+        EXPECT(llm_engine_remove(engine, 999), LLM_ERR_INVALID_ARGUMENT);
+        EXPECT(llm_engine_fork(engine, a, NULL), LLM_ERR_NULL);
+        uint64_t c = 0;
+        EXPECT(llm_engine_fork(engine, a, &c), LLM_OK);
+        CHECK(llm_engine_n_past(engine, c) == 3 && llm_engine_logits(engine, c) != NULL);
+        EXPECT(llm_engine_pool_stats(engine, NULL), LLM_ERR_NULL);
+        EXPECT(llm_engine_pool_stats(engine, &after), LLM_OK);
+        CHECK(after.shared == 1);
+        EXPECT(llm_engine_remove(engine, a), LLM_OK);
+        EXPECT(llm_engine_remove(engine, b), LLM_OK);
+        EXPECT(llm_engine_remove(engine, c), LLM_OK);
+        EXPECT(llm_engine_remove(engine, c), LLM_ERR_INVALID_ARGUMENT);
+        EXPECT(llm_engine_pool_stats(engine, &after), LLM_OK);
+        CHECK(after.free == before.free && after.shared == 0);
+        llm_engine_free(engine);
+
+        ep = llm_engine_default_params();
+        ep.n_ctx = 64;
+        llm_batcher *batcher = llm_batcher_new(model, &ep);
+        CHECK(batcher != NULL);
+        CHECK(llm_batcher_n_ctx(batcher) == 64);
+        EXPECT(llm_batcher_generate(batcher, NULL, &gp, NULL, NULL, out, sizeof out, &stats),
+               LLM_ERR_NULL);
+        EXPECT(llm_batcher_generate(batcher, BAD_UTF8, &gp, NULL, NULL, out, sizeof out, &stats),
+               LLM_ERR_INVALID_UTF8);
+        EXPECT(llm_batcher_generate(batcher, "", &gp, NULL, NULL, out, sizeof out, &stats),
+               LLM_ERR_INVALID_ARGUMENT);
+        EXPECT(llm_batcher_generate(batcher, long_prompt, &gp, NULL, NULL, out, sizeof out,
+                                    &stats),
+               LLM_ERR_CONTEXT_FULL);
+        bad = gp;
+        bad.temperature = -1.0f;
+        EXPECT(llm_batcher_generate(batcher, prompt, &bad, NULL, NULL, out, sizeof out, &stats),
+               LLM_ERR_INVALID_ARGUMENT);
+        EXPECT(llm_batcher_chat(batcher, msgs, 0, &gp, NULL, NULL, out, sizeof out, &stats),
+               LLM_ERR_INVALID_ARGUMENT);
+        /* The same greedy text as the session's, streamed and in the buffer. */
+        collected c2 = {0};
+        EXPECT(llm_batcher_generate(batcher, prompt, &gp, collect, &c2, out, sizeof out, &stats),
+               LLM_OK);
+        CHECK(strcmp(out, c2.text) == 0 && strncmp(out, full, strlen(out)) == 0);
+        CHECK(stats.prompt_tokens > 0 && stats.generated_tokens > 0 && stats.generated_tokens <= 4);
+        EXPECT(llm_batcher_chat(batcher, msgs, 1, &gp, NULL, NULL, out, sizeof out, &stats),
+               LLM_OK);
+        CHECK(stats.generated_tokens > 0 && stats.generated_tokens <= 4);
+        llm_batcher_free(batcher);
+    }
 
     /* A session keeps its model alive. */
     llm_model_free(model);

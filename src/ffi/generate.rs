@@ -124,7 +124,7 @@ impl llm_generate_stats {
         generate_tokens_per_second: 0.0,
     };
 
-    fn of(g: &Generation) -> Self {
+    pub(super) fn of(g: &Generation) -> Self {
         let s: &GenerateStats = &g.stats;
         llm_generate_stats {
             stop_reason: match g.stop_reason {
@@ -186,7 +186,9 @@ pub extern "C" fn llm_generate_default_params() -> llm_generate_params {
 ///
 /// # Safety
 /// `params.stop` is NULL or points to `params.n_stop` pointers, each NULL or NUL-terminated.
-unsafe fn generate_params(params: &llm_generate_params) -> Result<GenerateParams, FfiError> {
+pub(super) unsafe fn generate_params(
+    params: &llm_generate_params,
+) -> Result<GenerateParams, FfiError> {
     let finite_at_least = |name: &str, value: f32, min: f32| {
         if value.is_finite() && value >= min {
             Ok(value)
@@ -248,28 +250,23 @@ unsafe fn generate_params(params: &llm_generate_params) -> Result<GenerateParams
 }
 
 /// Where a generation's output goes.
-struct Output {
-    on_token: llm_token_callback,
-    user_data: *mut c_void,
-    out_buf: *mut c_char,
-    out_len: usize,
-    stats: *mut llm_generate_stats,
+pub(super) struct Output {
+    pub(super) on_token: llm_token_callback,
+    pub(super) user_data: *mut c_void,
+    pub(super) out_buf: *mut c_char,
+    pub(super) out_len: usize,
+    pub(super) stats: *mut llm_generate_stats,
 }
 
 /// Runs `generate` with the C options and output: streams pieces to the callback, then writes the
 /// text and the statistics.
 ///
 /// # Safety
-/// `session`, `params` and every pointer in `output` follow `llm_generate`'s contract.
-unsafe fn run(
-    session: *mut llm_session,
+/// `params` and every pointer in `output` follow `llm_generate`'s contract.
+pub(super) unsafe fn run_generation(
     params: *const llm_generate_params,
     output: Output,
-    generate: impl FnOnce(
-        &mut llm_session,
-        &GenerateParams,
-        &mut dyn FnMut(&str) -> bool,
-    ) -> Result<Generation, FfiError>,
+    generate: impl FnOnce(&GenerateParams, &mut dyn FnMut(&str) -> bool) -> Result<Generation, FfiError>,
 ) -> Result<(), FfiError> {
     // SAFETY: forwarded from this function's contract.
     let stats = unsafe { output.stats.as_mut() };
@@ -277,8 +274,6 @@ unsafe fn run(
         *s = llm_generate_stats::EMPTY;
         s
     });
-    // SAFETY: as above.
-    let s = unsafe { as_mut(session, "session") }?;
     check_buffer(output.out_buf, output.out_len, "out_buf")?;
     // SAFETY: as above.
     let params = match unsafe { params.as_ref() } {
@@ -290,7 +285,6 @@ unsafe fn run(
             unsafe { generate_params(&defaults) }?
         }
     };
-    s.forget_eval_logits();
     // The piece plus a NUL, reused across calls so C gets a C string without an allocation each.
     let mut piece_c = Vec::new();
     let mut on_piece = |piece: &str| match output.on_token {
@@ -304,7 +298,7 @@ unsafe fn run(
             unsafe { callback(piece_c.as_ptr().cast(), piece.len(), output.user_data) }
         }
     };
-    let generation = generate(s, &params, &mut on_piece)?;
+    let generation = generate(&params, &mut on_piece)?;
     if let Some(stats) = stats {
         *stats = llm_generate_stats::of(&generation);
     }
@@ -326,6 +320,31 @@ unsafe fn run(
             Err(e)
         }
         Ok(_) => Ok(()),
+    }
+}
+
+/// Runs `generate` in `session` with the C options and output (see [`run_generation`]).
+///
+/// # Safety
+/// `session`, `params` and every pointer in `output` follow `llm_generate`'s contract.
+unsafe fn run(
+    session: *mut llm_session,
+    params: *const llm_generate_params,
+    output: Output,
+    generate: impl FnOnce(
+        &mut llm_session,
+        &GenerateParams,
+        &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Generation, FfiError>,
+) -> Result<(), FfiError> {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        run_generation(params, output, |params, on_piece| {
+            // SAFETY: as above.
+            let s = as_mut(session, "session")?;
+            s.forget_eval_logits();
+            generate(s, params, on_piece)
+        })
     }
 }
 
@@ -393,7 +412,7 @@ pub unsafe extern "C" fn llm_generate(
 ///
 /// # Safety
 /// `messages` is NULL or has `n` messages whose strings are NULL or NUL-terminated.
-unsafe fn chat_messages(
+pub(super) unsafe fn chat_messages(
     messages: *const llm_chat_message,
     n: usize,
 ) -> Result<Vec<ChatMessage>, FfiError> {

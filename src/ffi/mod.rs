@@ -1,6 +1,7 @@
-//! The C ABI: a thin skin over [`Model`](crate::Model), [`Session`](crate::Session) and
-//! [`generate`](crate::generate). It converts pointers and strings, catches panics, maps
-//! [`Error`](crate::Error) to an [`llm_status`] plus a thread-local message, and holds no logic of
+//! The C ABI: a thin skin over [`Model`](crate::Model), [`Session`](crate::Session),
+//! [`generate`](crate::generate), [`Engine`](crate::Engine) and [`Batcher`](crate::Batcher).
+//! It converts pointers and strings, catches panics, maps [`Error`](crate::Error) to an
+//! [`llm_status`] plus a thread-local message, and holds no logic of
 //! its own. `include/llmrt.h` is generated from this module by cbindgen (`scripts/gen-header.sh`);
 //! the doc comments here are the header's documentation, written for C readers.
 //!
@@ -23,12 +24,22 @@ mod model;
 mod session;
 // After model and session: the header lists items in this order.
 mod generate;
+// After generate: many sequences reuse its parameters.
+mod engine;
 // Last in the header.
 mod explain;
 
 pub use boundary::{
     llm_last_error, llm_last_status, llm_status, llm_status_str, llm_system_info, llm_version,
     LLM_FAILED,
+};
+pub use engine::{
+    llm_batcher, llm_batcher_chat, llm_batcher_free, llm_batcher_generate, llm_batcher_n_ctx,
+    llm_batcher_new, llm_engine, llm_engine_add, llm_engine_default_params, llm_engine_feed,
+    llm_engine_fork, llm_engine_free, llm_engine_has_work, llm_engine_logits, llm_engine_n_past,
+    llm_engine_new, llm_engine_params, llm_engine_pool_stats, llm_engine_remove, llm_engine_step,
+    llm_pool_stats, llm_sampler, llm_sampler_free, llm_sampler_new, llm_sampler_sample,
+    llm_step_report,
 };
 pub use explain::{
     llm_explain, llm_explain_default_params, llm_explain_params, llm_explanation,

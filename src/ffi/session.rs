@@ -63,6 +63,15 @@ impl llm_session {
     }
 }
 
+/// The KV element type an `llm_kv_type` value names.
+pub(super) fn kv_type_of(value: i32) -> Result<KvType, FfiError> {
+    match value {
+        k if k == llm_kv_type::LLM_KV_F16 as i32 => Ok(KvType::F16),
+        k if k == llm_kv_type::LLM_KV_F32 as i32 => Ok(KvType::F32),
+        other => Err(FfiError::invalid(format!("unknown kv_type {other}"))),
+    }
+}
+
 /// The default session options (every field 0/false = automatic; KV cache F16).
 #[no_mangle]
 pub extern "C" fn llm_session_default_params() -> llm_session_params {
@@ -95,11 +104,7 @@ pub unsafe extern "C" fn llm_session_new(
         let params = unsafe { params.as_ref() }
             .copied()
             .unwrap_or_else(|| llm_session_default_params());
-        let kv_type = match params.kv_type {
-            k if k == llm_kv_type::LLM_KV_F16 as i32 => KvType::F16,
-            k if k == llm_kv_type::LLM_KV_F32 as i32 => KvType::F32,
-            other => return Err(FfiError::invalid(format!("unknown kv_type {other}"))),
-        };
+        let kv_type = kv_type_of(params.kv_type)?;
         let session = Session::new(
             shared.model.clone(),
             &SessionParams {
