@@ -204,7 +204,12 @@ impl Engine {
         &self.model
     }
 
-    /// Threads of the engine's pool.
+    /// The SIMD level its kernels run at.
+    pub fn simd(&self) -> Simd {
+        self.simd
+    }
+
+    /// Worker threads of the engine's pool.
     pub fn n_threads(&self) -> usize {
         self.pool.current_num_threads()
     }

@@ -265,6 +265,46 @@ fn bench_keeps_stdout_for_results() {
     assert_eq!(text(&out.stderr), "");
 }
 
+#[test]
+fn bench_batch_reports_aggregate_decode_speed_per_batch_size() {
+    let Some(model) = model_path(MODEL) else {
+        return;
+    };
+    let args = [
+        "bench",
+        "-m",
+        path_str(&model),
+        "--batch",
+        "1,3",
+        "-p",
+        "20",
+        "-n",
+        "3",
+    ];
+    let out = llmrt(&[&args[..], &["-r", "1", "--json"]].concat(), None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let rows = json["batched"].as_array().expect("a batched list");
+    let batches: Vec<u64> = rows.iter().filter_map(|r| r["batch"].as_u64()).collect();
+    assert_eq!(batches, [1, 3], "{json}");
+    assert!(
+        rows.iter()
+            .all(|r| r["tg"].as_f64().is_some_and(|v| v > 0.0)),
+        "{json}"
+    );
+    assert_eq!(
+        (json["prompt"].as_u64(), json["steps"].as_u64()),
+        (Some(20), Some(3))
+    );
+    // Without --json: one line in llama.cpp's batched-bench wording.
+    let out = llmrt(&[&args[..], &["-r", "1"]].concat(), None);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.starts_with("llmrt-batched ") && stdout.contains(" B1=") && stdout.contains(" B3="),
+        "{stdout}"
+    );
+}
+
 /// `inspect`, `run` and `score` on every architecture's synthetic model: the architecture named,
 /// llama.cpp's greedy text printed after the prompt, and its perplexity (as `score --json` reports
 /// it) equal to the reference's digits.
