@@ -28,6 +28,8 @@ from ._errors import (
     TokenizerError,
     UnsupportedError,
 )
+from ._batcher import Batcher
+from ._engine import Engine, PoolStats, Sampler, StepReport
 from ._generate import GenerationStats
 from ._lib import candidate_paths, library_path, status_str, system_info, version
 from ._model import Model, ModelInfo
@@ -36,10 +38,12 @@ from ._session import Session
 __version__ = "0.1.0"
 
 __all__ = [
+    "Batcher",
     "BufferTooSmallError",
     "CancelledError",
     "ClosedError",
     "ContextFullError",
+    "Engine",
     "GenerationStats",
     "InvalidArgumentError",
     "InvalidGgufError",
@@ -53,8 +57,11 @@ __all__ = [
     "NotFoundError",
     "NullError",
     "PanicError",
+    "PoolStats",
+    "Sampler",
     "Session",
     "Status",
+    "StepReport",
     "TemplateError",
     "TokenizerError",
     "UnsupportedError",

@@ -1,12 +1,12 @@
 """Running a generation: its statistics, and the worker threads that let a caller stream the
-pieces or wait for the end while Ctrl-C still works."""
+pieces or wait for the end (of one generation, or of many at once) while Ctrl-C still works."""
 
 from __future__ import annotations
 
 import dataclasses
 import queue
 import threading
-from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from . import _lib
 
@@ -133,3 +133,71 @@ def complete(run: Run) -> Tuple[bytes, GenerationStats]:
     if isinstance(outcome[0], BaseException):
         raise outcome[0]
     return outcome[0]
+
+
+def complete_many(
+    runs: Sequence[Run], sizes: Sequence[int], capacity: int, workers: int
+) -> List[Tuple[bytes, GenerationStats]]:
+    """Runs every one of ``runs`` to its end, at once on up to ``workers`` threads, and returns
+    their results in order; this thread waits, and Ctrl-C cancels them all, waits for them to
+    stop, and propagates (as :func:`complete`).
+
+    Run ``i`` holds ``sizes[i]`` of a shared ``capacity`` while it runs (a batcher's KV
+    positions: a generation that finds the pool full fails instead of waiting, so it must not be
+    started then). Runs start in order, each when its size fits, so a large one is not overtaken
+    forever by small ones; a size above ``capacity`` is taken as ``capacity`` (the run goes
+    alone). The first run to fail cancels the others, and the failure of the earliest run in
+    ``runs`` is raised once all have stopped."""
+    cancel = threading.Event()
+    outcomes: List[Any] = [None] * len(runs)
+    room = threading.Condition()
+    held = [0]  # of capacity, by the runs in progress
+    turn = threading.Lock()  # held while the next run in order waits for room
+    order = iter(range(len(runs)))
+
+    def on_piece(_piece: bytes) -> bool:
+        return not cancel.is_set()
+
+    def work() -> None:
+        while True:
+            with turn:
+                i = next(order, None)
+                if i is None:
+                    return
+                size = min(sizes[i], capacity)
+                with room:
+                    while held[0] + size > capacity and not cancel.is_set():
+                        room.wait()
+                    held[0] += size
+            try:
+                if cancel.is_set():
+                    return  # the outcome is not needed: a failure or Ctrl-C is raised instead
+                outcomes[i] = runs[i](on_piece)
+            except BaseException as e:  # noqa: BLE001 - re-raised on the calling thread
+                outcomes[i] = e
+                cancel.set()
+            finally:
+                with room:
+                    held[0] -= size
+                    room.notify_all()
+
+    threads = [
+        threading.Thread(target=work, name="llmrt-generate-many", daemon=True)
+        for _ in range(max(1, min(workers, len(runs))))
+    ]
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            t.join()
+    except BaseException:
+        cancel.set()
+        with room:
+            room.notify_all()  # the run waiting for room gives up
+        for t in threads:
+            t.join()
+        raise
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return outcomes

@@ -67,9 +67,24 @@ class llm_explanation(Structure):
     """Opaque explain result handle (only ever used through a pointer)."""
 
 
+class llm_batcher(Structure):
+    """Opaque batcher handle (only ever used through a pointer)."""
+
+
+class llm_engine(Structure):
+    """Opaque engine handle (only ever used through a pointer)."""
+
+
+class llm_sampler(Structure):
+    """Opaque sampler handle (only ever used through a pointer)."""
+
+
 llm_model_p = POINTER(llm_model)
 llm_session_p = POINTER(llm_session)
 llm_explanation_p = POINTER(llm_explanation)
+llm_batcher_p = POINTER(llm_batcher)
+llm_engine_p = POINTER(llm_engine)
+llm_sampler_p = POINTER(llm_sampler)
 
 
 class llm_model_params(Structure):
@@ -133,6 +148,38 @@ class llm_generate_stats(Structure):
         ("generate_seconds", c_double),
         ("prompt_tokens_per_second", c_double),
         ("generate_tokens_per_second", c_double),
+    ]
+
+
+class llm_engine_params(Structure):
+    _fields_ = [
+        ("n_ctx", c_size_t),
+        ("n_threads", c_size_t),
+        ("n_batch", c_size_t),
+        ("kv_type", c_int32),
+        ("pool_positions", c_size_t),
+        ("step_tokens", c_size_t),
+        ("max_decode", c_size_t),
+        ("prefix_sharing", c_bool),
+    ]
+
+
+class llm_step_report(Structure):
+    _fields_ = [
+        ("n_ready", c_size_t),
+        ("n_failed", c_size_t),
+        ("tokens", c_size_t),
+        ("decoded", c_size_t),
+        ("reused", c_size_t),
+    ]
+
+
+class llm_pool_stats(Structure):
+    _fields_ = [
+        ("block_positions", c_size_t),
+        ("total", c_size_t),
+        ("free", c_size_t),
+        ("shared", c_size_t),
     ]
 
 
@@ -232,6 +279,60 @@ _SIGNATURES = [
         "llm_chat_apply_template",
         c_int32,
         [llm_model_p, POINTER(llm_chat_message), c_size_t, c_bool, char_p, c_size_t],
+    ),
+    # Batchers: generate and chat from many threads at once.
+    ("llm_engine_default_params", llm_engine_params, []),
+    ("llm_batcher_new", llm_batcher_p, [llm_model_p, POINTER(llm_engine_params)]),
+    ("llm_batcher_free", None, [llm_batcher_p]),
+    ("llm_batcher_n_ctx", c_int32, [llm_batcher_p]),
+    (
+        "llm_batcher_generate",
+        _status,
+        [
+            llm_batcher_p,
+            c_char_p,
+            POINTER(llm_generate_params),
+            llm_token_callback,
+            c_void_p,
+            char_p,
+            c_size_t,
+            POINTER(llm_generate_stats),
+        ],
+    ),
+    (
+        "llm_batcher_chat",
+        _status,
+        [
+            llm_batcher_p,
+            POINTER(llm_chat_message),
+            c_size_t,
+            POINTER(llm_generate_params),
+            llm_token_callback,
+            c_void_p,
+            char_p,
+            c_size_t,
+            POINTER(llm_generate_stats),
+        ],
+    ),
+    # Engines: many sequences stepped by the caller.
+    ("llm_engine_new", llm_engine_p, [llm_model_p, POINTER(llm_engine_params)]),
+    ("llm_engine_free", None, [llm_engine_p]),
+    ("llm_engine_add", _status, [llm_engine_p, POINTER(c_uint64)]),
+    ("llm_engine_feed", _status, [llm_engine_p, c_uint64, POINTER(llm_token), c_size_t]),
+    ("llm_engine_step", _status, [llm_engine_p, POINTER(llm_step_report)]),
+    ("llm_engine_has_work", c_int32, [llm_engine_p]),
+    ("llm_engine_logits", POINTER(c_float), [llm_engine_p, c_uint64]),
+    ("llm_engine_n_past", c_int32, [llm_engine_p, c_uint64]),
+    ("llm_engine_remove", _status, [llm_engine_p, c_uint64]),
+    ("llm_engine_fork", _status, [llm_engine_p, c_uint64, POINTER(c_uint64)]),
+    ("llm_engine_pool_stats", _status, [llm_engine_p, POINTER(llm_pool_stats)]),
+    # Samplers: llm_generate's choice of the next token, for an engine's sequences.
+    ("llm_sampler_new", llm_sampler_p, [POINTER(llm_generate_params)]),
+    ("llm_sampler_free", None, [llm_sampler_p]),
+    (
+        "llm_sampler_sample",
+        c_int32,
+        [llm_sampler_p, POINTER(c_float), c_size_t, POINTER(llm_token), c_size_t],
     ),
     # Explain.
     ("llm_explain_default_params", llm_explain_params, []),

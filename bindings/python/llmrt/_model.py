@@ -10,12 +10,13 @@ from ctypes import byref
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 from . import _lib
+from ._batcher import Batcher
 from ._errors import LlmError, Status, check, last_error
 from ._explain import EXPLAIN_KEYWORDS
 from ._generate import GenerationStats
 from ._handle import Handle
 from ._marshal import Message, chat_messages, check_count, read_bytes, token_array, utf8
-from ._options import STREAM_KEYWORDS, keywords, session_options
+from ._options import GENERATE_KEYWORDS, STREAM_KEYWORDS, keywords, session_options
 from ._session import Session
 
 
@@ -46,9 +47,10 @@ class Model(Handle):
     forward pass (0 = 512), ``kv_type`` "f16" or "f32".
 
     The model is immutable and may be shared by threads. ``generate``, ``chat`` and ``score`` use
-    one default session, one call at a time; for concurrent generation create a session per
-    thread with :meth:`create_session`. Release the memory with :meth:`close` or a ``with``
-    block; a closed model raises :class:`ClosedError`.
+    one default session, one call at a time; for concurrent generation use a batcher
+    (:meth:`create_batcher`, :meth:`generate_many`), which decodes the generations of all its
+    callers together, or a session per thread (:meth:`create_session`). Release the memory with
+    :meth:`close` or a ``with`` block; a closed model raises :class:`ClosedError`.
     """
 
     _noun = "model"
@@ -238,6 +240,39 @@ class Model(Handle):
         )
         return Session(self, **options)
 
+    @keywords()
+    def create_batcher(
+        self,
+        *,
+        n_ctx: Optional[int] = None,
+        n_threads: Optional[int] = None,
+        n_batch: Optional[int] = None,
+        kv_type: Optional[str] = None,
+        pool_positions: int = 0,
+        step_tokens: int = 0,
+        max_decode: int = 0,
+        prefix_sharing: bool = True,
+    ) -> Batcher:
+        """A new :class:`Batcher` on this model: generations from any number of threads, decoded
+        together. ``n_ctx`` (per generation), ``n_threads``, ``n_batch`` and ``kv_type`` default
+        to the model's, so that its texts are the model's own; ``pool_positions`` is the KV
+        positions of all running generations together (0 = four times ``n_ctx``), ``step_tokens``
+        the most tokens one step evaluates (0 = ``n_batch``), ``max_decode`` the most generations
+        one step decodes (0 = 64), and ``prefix_sharing`` lets a prompt take the evaluation of a
+        beginning another running generation computed."""
+        base = self._session_options
+        return Batcher(
+            self,
+            n_ctx=base["n_ctx"] if n_ctx is None else n_ctx,
+            n_threads=base["n_threads"] if n_threads is None else n_threads,
+            n_batch=base["n_batch"] if n_batch is None else n_batch,
+            kv_type=base["kv_type"] if kv_type is None else kv_type,
+            pool_positions=pool_positions,
+            step_tokens=step_tokens,
+            max_decode=max_decode,
+            prefix_sharing=prefix_sharing,
+        )
+
     @contextmanager
     def _default_session(self) -> Iterator["Session"]:
         with self._session_lock:
@@ -287,6 +322,15 @@ class Model(Handle):
         """OpenAI-style chat completion; see :meth:`Session.create_chat_completion`."""
         with self._default_session() as s:
             return s.create_chat_completion(messages, **kwargs)
+
+    @keywords(GENERATE_KEYWORDS)
+    def generate_many(self, prompts: Sequence[str], **kwargs: Any) -> List[str]:
+        """The texts of ``prompts``, generated together on a batcher of the model's options and
+        returned in order: each is exactly what :meth:`generate` gives for that prompt alone with
+        the same options and seed (``seed`` may be None, one int for every prompt, or one seed
+        per prompt). See :meth:`Batcher.generate_many`."""
+        with self.create_batcher() as batcher:
+            return batcher.generate_many(prompts, **kwargs)
 
     @keywords(EXPLAIN_KEYWORDS)
     def explain(self, prompt: str, **kwargs: Any) -> Dict[str, Any]:

@@ -1,5 +1,5 @@
 """Keyword arguments of the public API: checking their names, and turning them into the C
-parameter structs (``llm_generate_params``, ``llm_session_params``)."""
+parameter structs (``llm_generate_params``, ``llm_session_params``, ``llm_engine_params``)."""
 
 from __future__ import annotations
 
@@ -63,10 +63,16 @@ def unexpected_keyword(function: str, name: str, valid: Iterable[str]) -> TypeEr
     return TypeError(f"{function}() got an unexpected keyword argument {name!r}; {hint}")
 
 
-def _public_name(function: Callable[..., Any]) -> str:
-    """``Model.generate`` for a method, ``Model`` for a constructor (what the user typed)."""
-    name = function.__qualname__
-    return name[: -len(".__init__")] if name.endswith(".__init__") else name
+def _public_name(function: Callable[..., Any], args: Sequence[Any]) -> str:
+    """``Model.generate`` for a method, ``Model`` for a constructor (what the user typed). A
+    method is named after the class of the object it was called on, not the one defining it: a
+    ``Batcher`` and a ``Session`` share ``generate``, and each names itself."""
+    qualname = function.__qualname__
+    parameters = list(inspect.signature(function).parameters)
+    if "." not in qualname or not args or parameters[:1] != ["self"]:
+        return qualname
+    owner = type(args[0]).__name__
+    return owner if function.__name__ == "__init__" else f"{owner}.{function.__name__}"
 
 
 def keywords(forwarded: Iterable[str] = ()) -> Callable[[F], F]:
@@ -76,13 +82,12 @@ def keywords(forwarded: Iterable[str] = ()) -> Callable[[F], F]:
 
     def decorate(function: F) -> F:
         valid = keyword_names(function) | frozenset(forwarded)
-        shown = _public_name(function)
 
         @functools.wraps(function)
         def checked(*args: Any, **kwargs: Any) -> Any:
             for name in kwargs:
                 if name not in valid:
-                    raise unexpected_keyword(shown, name, valid)
+                    raise unexpected_keyword(_public_name(function, args), name, valid)
             return function(*args, **kwargs)
 
         return checked  # type: ignore[return-value]
@@ -159,6 +164,8 @@ class GenerateOptions:
 GENERATE_KEYWORDS = keyword_names(GenerateOptions.__init__, "lib")
 #: The same with ``stream``.
 STREAM_KEYWORDS = GENERATE_KEYWORDS | {"stream"}
+#: The keywords of :class:`GenerateOptions` that choose a token (what ``llm_sampler_new`` reads).
+SAMPLING_KEYWORDS = GENERATE_KEYWORDS - {"max_tokens", "stop", "add_special", "parse_special"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,4 +194,45 @@ def session_params(lib: ctypes.CDLL, options: Dict[str, Any]) -> Any:
     params.kv_type = KV_TYPES[options["kv_type"]]
     # Lets score() read the logits of every position; only llm_eval keeps them.
     params.logits_all = True
+    return params
+
+
+# ---------------------------------------------------------------------------------------------
+# Engines and batchers
+# ---------------------------------------------------------------------------------------------
+
+
+def engine_options(
+    n_ctx: int,
+    n_threads: int,
+    n_batch: int,
+    kv_type: str,
+    pool_positions: int,
+    step_tokens: int,
+    max_decode: int,
+    prefix_sharing: bool,
+) -> Dict[str, Any]:
+    """The checked options of an engine or a batcher, as keyword arguments of ``Engine`` and
+    ``Batcher``."""
+    options = session_options(n_ctx, n_threads, n_batch, kv_type)
+    options["pool_positions"] = check_count("pool_positions", pool_positions)
+    options["step_tokens"] = check_count("step_tokens", step_tokens)
+    options["max_decode"] = check_count("max_decode", max_decode)
+    if not isinstance(prefix_sharing, bool):
+        raise InvalidArgumentError(f"prefix_sharing must be a bool, got {prefix_sharing!r}")
+    options["prefix_sharing"] = prefix_sharing
+    return options
+
+
+def engine_params(lib: ctypes.CDLL, options: Dict[str, Any]) -> Any:
+    """``llm_engine_params`` for checked ``options`` (see :func:`engine_options`)."""
+    params = lib.llm_engine_default_params()
+    params.n_ctx = options["n_ctx"]
+    params.n_threads = options["n_threads"]
+    params.n_batch = options["n_batch"]
+    params.kv_type = KV_TYPES[options["kv_type"]]
+    params.pool_positions = options["pool_positions"]
+    params.step_tokens = options["step_tokens"]
+    params.max_decode = options["max_decode"]
+    params.prefix_sharing = options["prefix_sharing"]
     return params

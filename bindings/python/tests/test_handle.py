@@ -33,8 +33,8 @@ def model():
         yield m
 
 
-def test_model_and_session_take_their_lifetime_from_the_one_base_class():
-    for cls in (llmrt.Model, llmrt.Session):
+def test_every_handle_takes_its_lifetime_from_the_one_base_class():
+    for cls in (llmrt.Model, llmrt.Session, llmrt.Batcher, llmrt.Engine, llmrt.Sampler):
         assert issubclass(cls, Handle)
         for name in ("_use", "__enter__", "__exit__", "__del__", "closed"):
             assert name not in vars(cls), f"{cls.__name__} re-implements {name}"

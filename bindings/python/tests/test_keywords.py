@@ -14,6 +14,20 @@ PROMPT = "the first president of US is"
 MESSAGES = [{"role": "user", "content": "Name a color."}]
 
 
+_batchers = {}
+
+
+def batcher_of(model):
+    """One batcher per model, shared by the calls below (each would otherwise start a thread)."""
+    if model not in _batchers:
+        _batchers[model] = model.create_batcher(n_ctx=64)
+    return _batchers[model]
+
+
+def engine_of(model):
+    return llmrt.Engine(model, n_ctx=64)
+
+
 @pytest.fixture(scope="module")
 def model():
     try:
@@ -54,6 +68,18 @@ CALLS = [
         "stop",
     ),
     ("Model.explain", lambda m, s: m.explain(PROMPT, n_step=2), "n_step", "n_steps"),
+    (
+        "Model.create_batcher",
+        lambda m, s: m.create_batcher(pool_position=64),
+        "pool_position",
+        "pool_positions",
+    ),
+    (
+        "Model.generate_many",
+        lambda m, s: m.generate_many([PROMPT], max_token=2),
+        "max_token",
+        "max_tokens",
+    ),
     ("Session", lambda m, s: llmrt.Session(m, kvtype="f32"), "kvtype", "kv_type"),
     (
         "Session.generate",
@@ -80,6 +106,46 @@ CALLS = [
         "temprature",
         "temperature",
     ),
+    (
+        "Batcher",
+        lambda m, s: llmrt.Batcher(m, prefix_shareing=False),
+        "prefix_shareing",
+        "prefix_sharing",
+    ),
+    (
+        "Batcher.generate",
+        lambda m, s: batcher_of(m).generate(PROMPT, temprature=0),
+        "temprature",
+        "temperature",
+    ),
+    ("Batcher.chat", lambda m, s: batcher_of(m).chat(MESSAGES, streem=True), "streem", "stream"),
+    (
+        "Batcher.create_completion",
+        lambda m, s: batcher_of(m).create_completion(PROMPT, min_pp=0.1),
+        "min_pp",
+        "min_p",
+    ),
+    (
+        "Batcher.create_chat_completion",
+        lambda m, s: batcher_of(m).create_chat_completion(MESSAGES, repeat_penalt=1.1),
+        "repeat_penalt",
+        "repeat_penalty",
+    ),
+    (
+        "Batcher.generate_many",
+        lambda m, s: batcher_of(m).generate_many([PROMPT], sead=[1]),
+        "sead",
+        "seed",
+    ),
+    ("Engine", lambda m, s: llmrt.Engine(m, max_decod=2), "max_decod", "max_decode"),
+    ("Engine.feed", lambda m, s: engine_of(m).feed(0, id=[1]), "id", "ids"),
+    ("Sampler", lambda m, s: llmrt.Sampler(temprature=0), "temprature", "temperature"),
+    (
+        "Sampler.sample",
+        lambda m, s: llmrt.Sampler().sample([0.0], histroy=[]),
+        "histroy",
+        "history",
+    ),
 ]
 
 
@@ -99,11 +165,11 @@ def test_a_mistyped_keyword_names_the_public_function_and_the_right_keyword(
 
 def test_every_public_function_with_keywords_is_checked():
     """Each public method or constructor that takes keywords is in CALLS, so a new one cannot
-    skip the check unnoticed."""
+    skip the check unnoticed. Inherited methods count: a Session and a Batcher share generate."""
     tested = {c[0] for c in CALLS}
     public = set()
-    for cls in (llmrt.Model, llmrt.Session):
-        for attr, member in vars(cls).items():
+    for cls in (llmrt.Model, llmrt.Session, llmrt.Batcher, llmrt.Engine, llmrt.Sampler):
+        for attr, member in inspect.getmembers(cls):
             if not callable(member) or (
                 attr.startswith("_") and attr not in ("__init__", "__call__")
             ):

@@ -171,6 +171,15 @@ def test_struct_layouts_agree_with_the_documented_defaults(library):
         False,
     )
     assert lib.llm_model_default_params().n_threads == 0
+    e = lib.llm_engine_default_params()
+    assert (e.n_ctx, e.n_threads, e.n_batch, e.kv_type, e.pool_positions) == (
+        0,
+        0,
+        0,
+        _lib.LLM_KV_F16,
+        0,
+    )
+    assert (e.step_tokens, e.max_decode, e.prefix_sharing) == (0, 0, True)
 
 
 HEADER = REPO / "include" / "llmrt.h"
@@ -194,6 +203,7 @@ def _ctype_of(c_type, name=""):
         "int": ctypes.c_int,
         "int32_t": ctypes.c_int32,
         "uint64_t": ctypes.c_uint64,
+        "uint64_t *": ctypes.POINTER(ctypes.c_uint64),
         "size_t": ctypes.c_size_t,
         "float": ctypes.c_float,
         "double": ctypes.c_double,
