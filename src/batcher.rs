@@ -9,11 +9,11 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crate::engine::{Engine, EngineParams, SeqId};
+use crate::engine::{Engine, EngineParams, PoolStats, SeqId};
 use crate::generate::{Continuation, GenerateParams, GenerateStats, Generation, StopReason};
 use crate::model::Model;
 use crate::{Error, Result};
@@ -79,10 +79,20 @@ impl Running {
     }
 }
 
+/// What a batcher is doing, as of its worker's last step.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatcherStatus {
+    /// Generations running (their prompts being evaluated, or decoding).
+    pub running: usize,
+    /// The engine's KV pool.
+    pub pool: PoolStats,
+}
+
 /// An engine on its own thread, running the generations any thread submits.
 pub struct Batcher {
     model: Arc<Model>,
     n_ctx: usize,
+    status: Arc<Mutex<BatcherStatus>>,
     jobs: Option<mpsc::Sender<Job>>,
     worker: Option<JoinHandle<()>>,
 }
@@ -100,14 +110,20 @@ impl Batcher {
     pub fn new(model: Arc<Model>, params: &EngineParams) -> Result<Batcher> {
         let engine = Engine::new(model.clone(), params)?;
         let n_ctx = engine.n_ctx();
+        let status = Arc::new(Mutex::new(BatcherStatus {
+            running: 0,
+            pool: engine.pool_stats(),
+        }));
         let (jobs, queue) = mpsc::channel();
+        let reported = status.clone();
         let worker = std::thread::Builder::new()
             .name("llmrt-batcher".into())
-            .spawn(move || work(engine, queue))
+            .spawn(move || work(engine, queue, &reported))
             .map_err(|e| Error::Internal(format!("cannot start the batcher's thread: {e}")))?;
         Ok(Batcher {
             model,
             n_ctx,
+            status,
             jobs: Some(jobs),
             worker: Some(worker),
         })
@@ -120,6 +136,12 @@ impl Batcher {
     /// Most tokens one generation holds, prompt included.
     pub fn n_ctx(&self) -> usize {
         self.n_ctx
+    }
+
+    /// What the worker is doing, as of its last step.
+    pub fn status(&self) -> BatcherStatus {
+        // A poisoned lock still holds the last status written.
+        *self.status.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Queues the generation of a continuation of `prompt` (token ids). `on_piece` gets its text
@@ -219,11 +241,15 @@ impl Drop for Batcher {
 
 /// The worker: starts queued jobs between steps, steps the engine, samples every sequence whose
 /// logits are ready and feeds it its next token, until the queue closes and nothing runs.
-fn work(mut engine: Engine, queue: mpsc::Receiver<Job>) {
+fn work(mut engine: Engine, queue: mpsc::Receiver<Job>, status: &Mutex<BatcherStatus>) {
     let model = engine.model().clone();
     let tokenizer = model.tokenizer();
     let mut running: Vec<Running> = Vec::new();
     loop {
+        *status.lock().unwrap_or_else(|e| e.into_inner()) = BatcherStatus {
+            running: running.len(),
+            pool: engine.pool_stats(),
+        };
         // Block for work when idle; otherwise take what has arrived and go on stepping.
         if running.is_empty() {
             match queue.recv() {

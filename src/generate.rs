@@ -26,6 +26,9 @@ pub struct GenerateParams {
     pub add_special: bool,
     /// Treat special-token text in the prompt (`<|im_start|>`) as those tokens.
     pub parse_special: bool,
+    /// Record each generated token's log-probability and those of this many most likely
+    /// alternatives ([`Generation::logprobs`]); `None` records nothing.
+    pub top_logprobs: Option<usize>,
 }
 
 impl Default for GenerateParams {
@@ -36,6 +39,7 @@ impl Default for GenerateParams {
             stop: Vec::new(),
             add_special: true,
             parse_special: false,
+            top_logprobs: None,
         }
     }
 }
@@ -112,6 +116,56 @@ pub struct Generation {
     pub tokens: Vec<u32>,
     pub stop_reason: StopReason,
     pub stats: GenerateStats,
+    /// One entry per generated token when [`GenerateParams::top_logprobs`] asked for them.
+    pub logprobs: Vec<TokenLogprobs>,
+}
+
+/// A generated token's log-probability under the model (the log-softmax of its raw logits,
+/// before any sampler stage), and the most likely tokens at that step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprobs {
+    pub token: u32,
+    pub logprob: f32,
+    /// The most likely tokens and their log-probabilities, most likely first.
+    pub top: Vec<(u32, f32)>,
+}
+
+impl TokenLogprobs {
+    /// `token`'s entry from the logits it was drawn from.
+    fn of(logits: &[f32], token: u32, n_top: usize) -> TokenLogprobs {
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let log_sum = logits
+            .iter()
+            .map(|&l| f64::from(l - max).exp())
+            .sum::<f64>()
+            .ln() as f32;
+        let logprob = |id: u32| {
+            logits
+                .get(id as usize)
+                .map_or(f32::NEG_INFINITY, |&l| l - max - log_sum)
+        };
+        let mut top: Vec<u32> = Vec::new();
+        if n_top > 0 {
+            let mut ids: Vec<u32> = (0..logits.len() as u32).collect();
+            let n = n_top.min(ids.len());
+            let by_logit = |a: &u32, b: &u32| {
+                logits[*b as usize]
+                    .total_cmp(&logits[*a as usize])
+                    .then(a.cmp(b))
+            };
+            if n > 0 && n < ids.len() {
+                ids.select_nth_unstable_by(n - 1, by_logit);
+            }
+            ids.truncate(n);
+            ids.sort_by(by_logit);
+            top = ids;
+        }
+        TokenLogprobs {
+            token,
+            logprob: logprob(token),
+            top: top.into_iter().map(|id| (id, logprob(id))).collect(),
+        }
+    }
 }
 
 /// Tokenizes `prompt` and generates its continuation; see [`generate_tokens`].
@@ -252,6 +306,9 @@ pub struct Continuation {
     decoder: StreamDecoder,
     text: TextWithStops,
     tokens: Vec<u32>,
+    /// Alternatives recorded per token, if log-probabilities are recorded.
+    top_logprobs: Option<usize>,
+    logprobs: Vec<TokenLogprobs>,
     /// Most tokens to generate.
     budget: usize,
     /// Most tokens the sequence may hold, prompt included.
@@ -266,6 +323,8 @@ impl Continuation {
             decoder: StreamDecoder::new(),
             text: TextWithStops::new(params.stop.clone()),
             tokens: Vec::new(),
+            top_logprobs: params.top_logprobs,
+            logprobs: Vec::new(),
             budget: match params.max_tokens {
                 0 => n_ctx,
                 n => n,
@@ -292,6 +351,9 @@ impl Continuation {
         }
         let next = self.sampler.sample(logits, history);
         self.tokens.push(next);
+        if let Some(n_top) = self.top_logprobs {
+            self.logprobs.push(TokenLogprobs::of(logits, next, n_top));
+        }
         if tokenizer.is_eog(next) {
             return Some(StopReason::EndOfGeneration);
         }
@@ -343,6 +405,7 @@ impl Continuation {
             tokens: self.tokens,
             stop_reason,
             stats,
+            logprobs: self.logprobs,
         }
     }
 }

@@ -23,7 +23,7 @@ pub mod sample;
 pub mod session;
 pub mod tokenizer;
 
-pub use batcher::Batcher;
+pub use batcher::{Batcher, BatcherStatus};
 pub use engine::{Engine, EngineParams, SeqId};
 pub use error::{Error, Result};
 pub use model::{Model, ModelParams};

@@ -418,7 +418,10 @@ fn c_engine_stepped_by_the_caller_gives_each_sequence_its_tokens_alone() {
     let (ok, stdout, stderr) = run(Command::new(&exe).arg(&model).arg("20"), "");
     assert!(ok, "engine failed:\n{stdout}\n{stderr}");
     assert_eq!(stdout.matches("\tsame\t").count(), 5, "{stdout}");
-    assert!(stderr.contains("same tokens as alone, pool whole again"), "{stderr}");
+    assert!(
+        stderr.contains("same tokens as alone, pool whole again"),
+        "{stderr}"
+    );
 }
 
 /// A model handle that several threads may use at once, as the C API documents.

@@ -96,7 +96,7 @@ fn run_batched(args: &Args, model: Arc<Model>, load_seconds: f64) -> llmrt::Resu
                 pool_positions: b * n_ctx,
                 n_batch: n_prompt,
                 max_decode: b,
-                step_tokens: n_prompt.max(b),
+                step_tokens: n_prompt.max(b).max(16),
                 ..EngineParams::default()
             },
         )?;

@@ -1,4 +1,5 @@
-//! The `llmrt` command line: run, chat, tokenize, inspect, quantize, score, bench, explain.
+//! The `llmrt` command line: run, chat, tokenize, inspect, quantize, score, bench, explain,
+//! serve.
 
 use clap::{Parser, Subcommand};
 
@@ -10,6 +11,7 @@ mod inspect;
 mod quantize;
 mod run;
 mod score;
+mod serve;
 mod tokenize;
 
 #[derive(Parser)]
@@ -41,6 +43,8 @@ enum Command {
     Explain(explain::Args),
     /// Perplexity and per-position logits of a text under teacher forcing.
     Score(score::Args),
+    /// An OpenAI-compatible HTTP server (like llama-server), batching concurrent requests.
+    Serve(serve::Args),
 }
 
 fn main() {
@@ -55,6 +59,7 @@ fn main() {
         Command::Score(args) => score::run(args),
         Command::Explain(args) => explain::run(args),
         Command::Tokenize(args) => tokenize::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     if let Err(e) = result {
         eprintln!("llmrt: {e}");

@@ -37,6 +37,7 @@ pub fn run(args: Args) -> llmrt::Result<()> {
         stop: args.stop.clone(),
         add_special: true,
         parse_special: args.parse_special,
+        top_logprobs: None,
     };
     let mut out = std::io::stdout().lock();
     if !args.no_echo {

@@ -30,7 +30,7 @@ pub struct Blocks {
 }
 
 /// How a pool's blocks are used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PoolStats {
     /// Blocks in the pool.
     pub total: usize,

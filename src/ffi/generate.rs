@@ -246,6 +246,7 @@ pub(super) unsafe fn generate_params(
         stop,
         add_special: params.add_special,
         parse_special: params.parse_special,
+        top_logprobs: None,
     })
 }
 
