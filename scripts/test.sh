@@ -23,8 +23,10 @@ cargo clippy --workspace --all-targets --release -- -D warnings
 if [ -f bindings/python/pyproject.toml ]; then
   venv=target/pytest-venv
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check pytest numpy ./bindings/python
+  "$venv/bin/pip" install -q --disable-pip-version-check pytest numpy openai httpx ./bindings/python
   LLMRT_LIB="$root/target/release/libllmrt.so" "$venv/bin/python" -m pytest -q bindings/python/tests
+  # `llmrt serve` through the official openai client.
+  "$venv/bin/python" -m pytest -q tests/server
 fi
 # The wheel, installed in a fresh venv outside the checkout, generates.
 scripts/test-wheel.sh

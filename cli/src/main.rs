@@ -49,7 +49,7 @@ enum Command {
 
 fn main() {
     default_sigpipe();
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(llama_server_flags(std::env::args_os()));
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Bench(args) => bench::run(args),
@@ -65,6 +65,22 @@ fn main() {
         eprintln!("llmrt: {e}");
         std::process::exit(1);
     }
+}
+
+/// llama-server's one multi-letter short flag, `-np N`, which clap cannot express, as
+/// `--parallel N` (only for `serve`, where it means that).
+fn llama_server_flags(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let args: Vec<_> = args.collect();
+    let serving = args.get(1).is_some_and(|a| a == "serve");
+    args.into_iter()
+        .map(|a| {
+            if serving && a == "-np" {
+                "--parallel".into()
+            } else {
+                a
+            }
+        })
+        .collect()
 }
 
 /// Makes a closed pipe end the program quietly, as it ends other Unix tools writing into

@@ -111,6 +111,7 @@ impl Sampling {
     /// The generation parameters, every field checked.
     fn params(
         &self,
+        state: &AppState,
         n_vocab: usize,
         top_logprobs: Option<usize>,
     ) -> Result<GenerateParams, ApiError> {
@@ -142,7 +143,8 @@ impl Sampling {
             .or(self.max_tokens)
             .or(self.n_predict)
         {
-            None | Some(-1) => 0,
+            None => state.default_max_tokens,
+            Some(-1) => 0,
             Some(n) if n >= 0 => n as usize,
             Some(n) => {
                 return Err(ApiError::invalid_param(
@@ -455,7 +457,7 @@ pub(crate) async fn completions(
     let n_vocab = ready.model.config().n_vocab;
     let params = request
         .sampling
-        .params(n_vocab, checked_logprobs(request.logprobs)?)?;
+        .params(&state, n_vocab, checked_logprobs(request.logprobs)?)?;
     let tokenize = |text: &str| -> Result<Vec<u32>, ApiError> {
         Ok(ready
             .model
@@ -652,7 +654,7 @@ pub(crate) async fn chat_completions(
     };
     let params = request
         .sampling
-        .params(ready.model.config().n_vocab, top_logprobs)?;
+        .params(&state, ready.model.config().n_vocab, top_logprobs)?;
     let (_, prompt) = chat_prompt(ready, &request.messages, true)?;
     let n_prompt = prompt.len();
     let id = state.response_id("chatcmpl");

@@ -38,9 +38,14 @@ pub struct Args {
     pub host: String,
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
-    /// Generations decoded together (slots); more requests wait in the queue.
-    #[arg(long = "parallel", short = 'n', alias = "np", default_value_t = 4)]
+    /// Generations decoded together (slots); more requests wait in the queue. `-np` as in
+    /// llama-server.
+    #[arg(long = "parallel", default_value_t = 4)]
     pub parallel: usize,
+    /// Most tokens a completion generates when the request does not say (-1 = until the
+    /// context is full).
+    #[arg(short = 'n', long = "n-predict", default_value_t = -1, allow_negative_numbers = true)]
+    pub n_predict: i64,
     /// Most tokens one request holds, prompt and completion (0 = the model's trained context,
     /// capped at 4096).
     #[arg(short = 'c', long = "ctx-size", default_value_t = 0)]
@@ -70,6 +75,8 @@ pub(crate) struct AppState {
     load_error: OnceLock<String>,
     alias: String,
     api_key: Option<String>,
+    /// `max_tokens` of requests that do not give one (0 = until the context is full).
+    default_max_tokens: usize,
     /// One permit per slot: a request holds one while its generation runs.
     slots: Arc<Semaphore>,
     n_slots: usize,
@@ -151,6 +158,7 @@ async fn serve(args: Args) -> llmrt::Result<()> {
         load_error: OnceLock::new(),
         alias,
         api_key: args.api_key.clone().filter(|k| !k.is_empty()),
+        default_max_tokens: usize::try_from(args.n_predict).unwrap_or(0),
         slots: Arc::new(Semaphore::new(n_slots)),
         n_slots,
         waiting: AtomicUsize::new(0),

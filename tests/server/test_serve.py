@@ -1,0 +1,310 @@
+"""`llmrt serve` through the official `openai` client (and raw HTTP where the client would hide
+what is sent): completions and chat, streamed and not, equal to `llmrt run`; stop strings; usage
+counts equal to the tokenizer's; logprobs; concurrent clients getting their solo texts; a client
+that disconnects; every class of bad input; the API key; the queue."""
+
+import json
+import subprocess
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+
+from conftest import LLMRT, Server, model_path
+
+PROMPTS = [
+    "The capital of France is",
+    "def fibonacci(n):",
+    "Once upon a time, in a small village by the sea, there lived",
+    "1, 1, 2, 3, 5, 8,",
+    "Water boils at",
+    "The three laws of thermodynamics are",
+    "Q: What is the largest planet in the solar system?\nA:",
+    "My favourite recipe for bread",
+]
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+
+
+def llmrt_run(prompt: str, n: int, *sampling: str) -> str:
+    """What `llmrt run` prints for the prompt (without the echo and the final newline)."""
+    out = subprocess.run(
+        [str(LLMRT), "run", "-m", str(model_path()), "-c", "1024", "-t", "2", "-p", prompt,
+         "-n", str(n), "--no-echo", *sampling],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    assert out.endswith("\n")
+    return out[:-1]
+
+
+def tokenize(server, text: str, add_special: bool = True) -> list:
+    r = httpx.post(server.url + "/tokenize", json={"content": text, "add_special": add_special})
+    assert r.status_code == 200, r.text
+    return r.json()["tokens"]
+
+
+def test_completion_at_temperature_0_and_with_a_seed_equals_llmrt_run(client, alias):
+    for prompt in PROMPTS[:3]:
+        r = client.completions.create(model=alias, prompt=prompt, max_tokens=24, temperature=0)
+        assert r.choices[0].text == llmrt_run(prompt, 24, "--temp", "0")
+        assert r.choices[0].finish_reason in ("length", "stop")
+        assert r.object == "text_completion" and r.model == alias
+    r = client.completions.create(model=alias, prompt=PROMPTS[0], max_tokens=24, temperature=0.9, seed=42)
+    assert r.choices[0].text == llmrt_run(PROMPTS[0], 24, "--temp", "0.9", "--seed", "42")
+
+
+def test_streamed_completion_and_chat_equal_the_whole_responses(client, alias):
+    whole = client.completions.create(model=alias, prompt=PROMPTS[1], max_tokens=20, temperature=0)
+    chunks = list(client.completions.create(
+        model=alias, prompt=PROMPTS[1], max_tokens=20, temperature=0, stream=True))
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == whole.choices[0].text
+    assert len({c.id for c in chunks}) == 1
+    assert chunks[-1].choices[0].finish_reason == whole.choices[0].finish_reason
+
+    messages = [{"role": "user", "content": "Name three colours."}]
+    whole = client.chat.completions.create(model=alias, messages=messages, max_tokens=24, temperature=0)
+    assert whole.choices[0].message.role == "assistant"
+    chunks = list(client.chat.completions.create(
+        model=alias, messages=messages, max_tokens=24, temperature=0, stream=True,
+        stream_options={"include_usage": True}))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert len({c.id for c in chunks}) == 1
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content and text
+    finals = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert len(finals) == 1 and finals[0].choices[0].finish_reason == whole.choices[0].finish_reason
+    # The usage chunk comes last, without choices, and counts what the whole response counts.
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.prompt_tokens == whole.usage.prompt_tokens
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    assert all(c.usage is None for c in chunks[:-1])
+
+
+def test_the_raw_stream_ends_with_done(server, alias):
+    with httpx.stream("POST", server.url + "/v1/chat/completions", json={
+        "model": alias, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4,
+        "stream": True,
+    }) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = [line[len("data: "):] for line in r.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    assert all(json.loads(e)["object"] == "chat.completion.chunk" for e in events[:-1])
+
+
+def test_chat_reply_equals_the_rendered_prompt_completed(server, client, alias):
+    messages = [{"role": "system", "content": "You are terse."},
+                {"role": "user", "content": "What is 2 + 2?"}]
+    chat = client.chat.completions.create(model=alias, messages=messages, max_tokens=16, temperature=0)
+    rendered = httpx.post(server.url + "/apply-template", json={"messages": messages}).json()["prompt"]
+    assert rendered.endswith("assistant\n")
+    prompt_ids = tokenize(server, rendered, add_special=True)
+    assert chat.usage.prompt_tokens == len(prompt_ids)
+    completion = client.completions.create(model=alias, prompt=prompt_ids, max_tokens=16, temperature=0)
+    assert completion.choices[0].text == chat.choices[0].message.content
+
+
+def test_stop_strings_end_the_text_before_them_streamed_or_not(client, alias):
+    prompt = "1, 2, 3, 4, 5, 6, 7, 8, 9,"
+    free = client.completions.create(model=alias, prompt=prompt, max_tokens=16, temperature=0).choices[0].text
+    assert " 12" in free, free
+    stop = [" 12", "never appears"]
+    r = client.completions.create(model=alias, prompt=prompt, max_tokens=16, temperature=0, stop=stop)
+    assert r.choices[0].text == free[:free.index(" 12")]
+    assert r.choices[0].finish_reason == "stop"
+    streamed = "".join(c.choices[0].text for c in client.completions.create(
+        model=alias, prompt=prompt, max_tokens=16, temperature=0, stop=stop, stream=True) if c.choices)
+    assert streamed == r.choices[0].text
+    one = client.completions.create(model=alias, prompt=prompt, max_tokens=16, temperature=0, stop=" 12")
+    assert one.choices[0].text == r.choices[0].text
+
+
+def test_usage_counts_are_the_tokenizers(server, client, alias):
+    prompt = PROMPTS[2]
+    r = client.completions.create(model=alias, prompt=prompt, max_tokens=10, temperature=0)
+    assert r.usage.prompt_tokens == len(tokenize(server, prompt))
+    assert r.usage.completion_tokens == 10 and r.choices[0].finish_reason == "length"
+    assert r.usage.total_tokens == r.usage.prompt_tokens + 10
+    # The ten tokens detokenize to the text.
+    ids = tokenize(server, r.choices[0].text, add_special=False)
+    text = httpx.post(server.url + "/detokenize", json={"tokens": ids}).json()["content"]
+    assert text == r.choices[0].text
+
+
+def test_logprobs_are_log_softmax_and_the_greedy_token_is_the_most_likely(client, alias):
+    r = client.chat.completions.create(
+        model=alias, messages=[{"role": "user", "content": "Say hello."}], max_tokens=8,
+        temperature=0, logprobs=True, top_logprobs=3)
+    content = r.choices[0].logprobs.content
+    assert len(content) == r.usage.completion_tokens or r.choices[0].finish_reason == "stop"
+    assert "".join(t.token for t in content).startswith(r.choices[0].message.content[:1])
+    for t in content:
+        assert t.logprob <= 0 and len(t.top_logprobs) == 3
+        assert t.top_logprobs[0].token == t.token and t.top_logprobs[0].logprob == t.logprob
+        lps = [a.logprob for a in t.top_logprobs]
+        assert lps == sorted(lps, reverse=True)
+        assert sum(2.718281828459045 ** lp for lp in lps) <= 1.0 + 1e-5
+    r = client.completions.create(model=alias, prompt=PROMPTS[0], max_tokens=5, temperature=0, logprobs=2)
+    lp = r.choices[0].logprobs
+    assert "".join(lp.tokens) == r.choices[0].text
+    assert len(lp.token_logprobs) == 5 and all(len(t) == 2 for t in lp.top_logprobs)
+
+
+def test_eight_concurrent_clients_each_get_their_solo_text(client, alias):
+    def request(i):
+        sampled = i % 2 == 1
+        return client.completions.create(
+            model=alias, prompt=PROMPTS[i], max_tokens=32,
+            temperature=0.8 if sampled else 0, seed=100 + i)
+    solo = [request(i).choices[0].text for i in range(8)]
+    together = [None] * 8
+
+    def run(i):
+        time.sleep(0.03 * i)  # some join while others decode
+        together[i] = request(i).choices[0].text
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert together == solo
+
+
+def wait_until_idle(server, headers=None):
+    deadline = time.time() + 20
+    while True:
+        m = server.metrics(headers)
+        if m["llmrt_slots_busy"] == 0 and m["llmrt_engine_sequences"] == 0:
+            return m
+        assert time.time() < deadline, m
+        time.sleep(0.05)
+
+
+def test_a_client_that_disconnects_frees_its_slot(server, client, alias):
+    before = wait_until_idle(server)
+    with httpx.stream("POST", server.url + "/v1/completions", json={
+        "model": alias, "prompt": PROMPTS[2], "max_tokens": 400, "temperature": 0, "stream": True,
+    }) as r:
+        lines = r.iter_lines()
+        got = [next(lines) for _ in range(4)]
+        assert any(line.startswith("data: ") for line in got)
+    # Closed mid-stream: the generation is cancelled and leaves the engine.
+    after = wait_until_idle(server)
+    assert after["llmrt_kv_pool_blocks_free"] == after["llmrt_kv_pool_blocks_total"]
+    assert after["llmrt_generations_cancelled_total"] > before["llmrt_generations_cancelled_total"]
+    r = client.completions.create(model=alias, prompt=PROMPTS[0], max_tokens=4, temperature=0)
+    assert r.usage.completion_tokens == 4
+
+
+def post(server, path, body, **kwargs):
+    content = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return httpx.post(server.url + path, content=content,
+                      headers={"content-type": "application/json"}, **kwargs)
+
+
+@pytest.mark.parametrize("body, status, code", [
+    (b"{not json", 400, None),
+    ({"prompt": 5}, 400, None),
+    ({"prompt": "hi", "max_tokens": "ten"}, 400, None),
+    ({"prompt": "hi", "max_tokens": -5}, 400, None),
+    ({"prompt": "hi", "temperature": -1}, 400, None),
+    ({"prompt": "hi", "top_p": 7}, 400, None),
+    ({"prompt": "hi", "n": 2}, 400, None),
+    ({"prompt": "hi", "logit_bias": {"banana": 1}}, 400, None),
+    ({"prompt": "hi", "logit_bias": {"99999999": 1}}, 400, None),
+    ({"prompt": ""}, 400, None),
+    ({"prompt": [1, 2, 99999999]}, 400, None),
+    ({"prompt": "word " * 2000, "max_tokens": 1}, 400, "context_length_exceeded"),
+    ({"prompt": "hi", "model": "no-such-model"}, 404, "model_not_found"),
+    ({"max_tokens": 3}, 400, None),
+])
+def test_bad_completion_requests_get_openai_shaped_errors(server, body, status, code):
+    r = post(server, "/v1/completions", body)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert error["message"] and error["type"]
+    assert error["code"] == code
+
+
+@pytest.mark.parametrize("body", [
+    {"messages": []},
+    {"messages": "hello"},
+    {"messages": [{"content": "no role"}]},
+    {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+    {"messages": [{"role": "user", "content": "hi"}], "top_logprobs": 3},
+])
+def test_bad_chat_requests_get_400(server, body):
+    r = post(server, "/v1/chat/completions", body)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_the_openai_client_sees_bad_requests_as_errors(client, alias):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model=alias, prompt="word " * 2000, max_tokens=1)
+    assert e.value.code == "context_length_exceeded"
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(model="gpt-4", prompt="hi", max_tokens=1)
+
+
+def test_bodies_over_the_limit_and_unknown_paths(server):
+    r = post(server, "/v1/completions", b'{"prompt": "' + b"a" * (9 << 20) + b'"}')
+    assert r.status_code == 413
+    r = httpx.get(server.url + "/v1/nothing-here")
+    assert r.status_code == 404 and r.json()["error"]["message"]
+    # The server goes on.
+    assert httpx.get(server.url + "/health").json() == {"status": "ok"}
+
+
+def test_models_tokenize_and_metrics(server, alias):
+    models = httpx.get(server.url + "/v1/models").json()
+    assert models["object"] == "list" and models["data"][0]["id"] == alias
+    r = httpx.post(server.url + "/tokenize", json={"content": "Hello world", "with_pieces": True}).json()
+    assert "".join(t["piece"] for t in r["tokens"]) == "Hello world"
+    m = server.metrics()
+    for name in ["llmrt_requests_total", "llmrt_generated_tokens_total", "llmrt_queue_depth",
+                 "llmrt_slots_busy", "llmrt_kv_pool_blocks_free",
+                 "llmrt_time_to_first_token_seconds_count", "llmrt_inter_token_seconds_count"]:
+        assert name in m, name
+
+
+def test_the_api_key_guards_every_endpoint_but_health():
+    s = Server("-c", "256", "--api-key", "sekret")
+    try:
+        assert httpx.get(s.url + "/health").status_code == 200
+        for headers in [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "sekret"}]:
+            r = httpx.get(s.url + "/v1/models", headers=headers)
+            assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+            assert httpx.get(s.url + "/metrics", headers=headers).status_code == 401
+        ok = openai.OpenAI(base_url=s.url + "/v1", api_key="sekret", max_retries=0)
+        alias = ok.models.list().data[0].id
+        r = ok.completions.create(model=alias, prompt="Hi", max_tokens=2)
+        assert r.usage.completion_tokens == 2
+        bad = openai.OpenAI(base_url=s.url + "/v1", api_key="wrong", max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            bad.models.list()
+    finally:
+        s.stop()
+
+
+def test_a_full_queue_answers_503_with_retry_after():
+    s = Server("-c", "512", "-np", "1", "--queue", "0")
+    try:
+        with httpx.stream("POST", s.url + "/v1/completions", json={
+            "prompt": PROMPTS[2], "max_tokens": 300, "temperature": 0, "stream": True,
+        }) as r:
+            lines = r.iter_lines()  # kept: dropping the iterator closes the stream
+            next(lines)  # the one slot is busy now
+            busy = post(s, "/v1/completions", {"prompt": "hi", "max_tokens": 2})
+            assert busy.status_code == 503, (busy.text, s.read_log())
+            assert busy.headers["retry-after"] == "1"
+            assert busy.json()["error"]["type"] == "unavailable_error"
+        wait_until_idle(s)
+        assert post(s, "/v1/completions", {"prompt": "hi", "max_tokens": 2}).status_code == 200
+    finally:
+        s.stop()
