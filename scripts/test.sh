@@ -7,10 +7,15 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 export LLMRT_REQUIRE_MODELS=1
-# The C ABI test runs the examples under valgrind; a missing valgrind fails it here.
-if ! command -v valgrind >/dev/null; then
+# The C ABI test runs the examples under valgrind, and the server's page is tested in Debian's
+# chromium driven by chromedriver; missing ones are installed here (a failure fails the run).
+missing=()
+command -v valgrind >/dev/null || missing+=(valgrind)
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
+if [ ${#missing[@]} -gt 0 ]; then
   sudo=$(command -v sudo || true)
-  $sudo apt-get update -qq && $sudo apt-get install -y -qq valgrind >/dev/null
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 cargo build --release --bin llmrt
 cargo build --release   # libllmrt.so and libllmrt.a, for C and Python
@@ -23,9 +28,9 @@ cargo clippy --workspace --all-targets --release -- -D warnings
 if [ -f bindings/python/pyproject.toml ]; then
   venv=target/pytest-venv
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check pytest numpy openai httpx ./bindings/python
+  "$venv/bin/pip" install -q --disable-pip-version-check pytest numpy openai httpx selenium ./bindings/python
   LLMRT_LIB="$root/target/release/libllmrt.so" "$venv/bin/python" -m pytest -q bindings/python/tests
-  # `llmrt serve` through the official openai client.
+  # `llmrt serve` through the official openai client, and its page in a browser.
   "$venv/bin/python" -m pytest -q tests/server
 fi
 # The wheel, installed in a fresh venv outside the checkout, generates.

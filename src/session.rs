@@ -224,6 +224,43 @@ impl Session {
         self.eval_inner(tokens, Some(on_logits))
     }
 
+    /// Appends `tokens` to the context like [`Session::eval`], but computes no logits: calls
+    /// `on_hidden(i, state)` with every token's final hidden state (after the output norm)
+    /// instead. [`Session::logits`] is not updated.
+    pub fn eval_hidden(
+        &mut self,
+        tokens: &[u32],
+        on_hidden: &mut dyn FnMut(usize, &[f32]),
+    ) -> Result<()> {
+        let needed = self.tokens.len() + tokens.len();
+        if needed > self.n_ctx() {
+            return Err(Error::ContextFull {
+                needed,
+                n_ctx: self.n_ctx(),
+            });
+        }
+        let mut done = 0;
+        for batch in tokens.chunks(self.state.n_batch) {
+            let at = SeqAt {
+                pos: self.tokens.len(),
+                blocks: BlockTable::InOrder,
+            };
+            let pass = Pass {
+                state: &mut self.state,
+                kv: &mut self.kv,
+                pool: &self.pool,
+                simd: self.simd,
+                probe: self.probe.as_mut(),
+            };
+            let mut forward_to_caller = |i: usize, h: &[f32]| on_hidden(done + i, h);
+            self.model
+                .forward(pass, batch, at, Logits::Hidden(&mut forward_to_caller))?;
+            self.tokens.extend_from_slice(batch);
+            done += batch.len();
+        }
+        Ok(())
+    }
+
     fn eval_inner(
         &mut self,
         tokens: &[u32],

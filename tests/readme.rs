@@ -113,6 +113,10 @@ fn skip_reason(words: &[&str]) -> Option<&'static str> {
             "scripts/test.sh builds the release program and libraries before `cargo test`, and \
              cargo here would wait forever for the build-directory lock this `cargo test` holds",
         ),
+        [LLMRT, "serve", ..] | ["curl", ..] => Some(
+            "a server runs until stopped; tests/server (run by scripts/test.sh) starts `llmrt \
+             serve` and sends it these requests and more through the openai client",
+        ),
         ["scripts/build-wheel.sh"] => Some(
             "scripts/test-wheel.sh, which scripts/test.sh runs, builds the wheel and installs it \
              into a fresh venv outside the checkout, as this line does",

@@ -54,6 +54,10 @@ pub enum Logits<'a> {
     Last,
     /// Every token's, handed to the callback as `(index in batch, logits)`.
     All(&'a mut dyn FnMut(usize, &[f32])),
+    /// No logits: every token's final hidden state (after the output norm, the input of the
+    /// output projection), handed to the callback as `(index in batch, state)`. Embeddings are
+    /// pooled from these.
+    Hidden(&'a mut dyn FnMut(usize, &[f32])),
 }
 
 /// Activation buffers for a batch of up to `n_batch` tokens. Shapes are per token × width.
@@ -930,7 +934,21 @@ impl Batch<'_> {
         let c = self.model.config();
         let w = self.model.weights();
         let (n, d) = (self.n, c.n_embd);
+        if let Logits::Hidden(f) = want {
+            for t in 0..n {
+                pre_norm(
+                    c,
+                    &s.x[t * d..(t + 1) * d],
+                    Some(&w.output_norm),
+                    w.output_norm_b.as_deref(),
+                    &mut s.out_norm[..d],
+                );
+                f(t, &s.out_norm[..d]);
+            }
+            return Ok(());
+        }
         let rows: Box<dyn Iterator<Item = std::ops::Range<usize>>> = match want {
+            Logits::Hidden(_) => return Ok(()),
             Logits::Last => Box::new(std::iter::once(n - 1..n)),
             // Each row as alone: any grouping computes the same.
             Logits::All(_) if self.alone => Box::new(

@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import LLMRT, Server, model_path
+from conftest import LLMRT, ROOT, Server, model_path
 
 PROMPTS = [
     "The capital of France is",
@@ -308,3 +308,70 @@ def test_a_full_queue_answers_503_with_retry_after():
         assert post(s, "/v1/completions", {"prompt": "hi", "max_tokens": 2}).status_code == 200
     finally:
         s.stop()
+
+
+def reference_embeddings():
+    path = ROOT / "tests" / "reference" / "embeddings" / (model_path().stem + ".json")
+    return json.loads(path.read_text())
+
+
+def test_embeddings_equal_llama_cpps(server, client, alias):
+    reference = reference_embeddings()
+    assert reference["model_file"] == model_path().name
+    # The server pools as the file says (mean for a generative model). llama.cpp's mean is a
+    # float32 matrix product whose summation order differs from ours: the vectors agree to a few
+    # float32 ulps (1e-6 is about 16 ulps at these magnitudes), not always to the bit.
+    rows = reference["pooling"]["mean"]
+    got = client.embeddings.create(model=alias, input=[r["text"] for r in rows])
+    assert [d.index for d in got.data] == list(range(len(rows)))
+    assert got.usage.prompt_tokens == sum(len(r["tokens"]) for r in rows)
+    for row, d in zip(rows, got.data):
+        want, have = row["embedding"], d.embedding
+        assert len(have) == len(want)
+        assert max(abs(a - b) for a, b in zip(have, want)) < 1e-6, row["text"]
+        assert abs(sum(x * x for x in have) - 1) < 1e-5
+    # Token ids in, floats out (the client asks for base64 unless told).
+    raw = httpx.post(server.url + "/v1/embeddings", json={
+        "input": rows[0]["tokens"], "encoding_format": "float"}).json()
+    assert max(abs(a - b) for a, b in zip(raw["data"][0]["embedding"], got.data[0].embedding)) == 0
+
+
+@pytest.mark.parametrize("body, status", [
+    ({"input": ""}, 400),
+    ({"input": []}, 400),
+    ({"input": "hi", "encoding_format": "int8"}, 400),
+    ({"input": "hi", "dimensions": 3}, 400),
+    ({"input": "word " * 2000}, 400),
+    ({"input": "hi", "model": "nope"}, 404),
+    ({"text": "hi"}, 400),
+])
+def test_bad_embedding_requests(server, body, status):
+    r = post(server, "/v1/embeddings", body)
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["message"]
+
+
+def test_explain_gives_tokens_candidates_and_attention(server, client, alias):
+    r = post(server, "/explain", {"prompt": PROMPTS[0], "n_steps": 4, "top_k": 3, "layer": 1, "head": 2})
+    assert r.status_code == 200, r.text
+    e = r.json()
+    assert e["layer"] == 1 and e["head"] == 2 and len(e["steps"]) <= 4
+    assert "".join(t["piece"] for t in e["prompt"]).endswith(PROMPTS[0])
+    text = client.completions.create(model=alias, prompt=PROMPTS[0], max_tokens=len(e["steps"]),
+                                     temperature=0).choices[0].text
+    assert e["text"] == text
+    for step in e["steps"]:
+        assert len(step["candidates"]) == 3 and step["candidates"][0]["id"] == step["chosen"]["id"]
+    for i, row in enumerate(e["attention"]):
+        # The attention multiplies the values by half-precision weights (as llama.cpp does),
+        # each rounded to 2^-11 relative: the rows sum to 1 within that.
+        assert len(row) == i + 1 and abs(sum(row) - 1) < 5e-4 * (i + 1)
+    assert post(server, "/explain", {"prompt": "hi", "layer": 999}).status_code == 400
+
+
+def test_the_page_is_served_from_the_binary(server):
+    r = httpx.get(server.url + "/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "<script>" in r.text and "v1/chat/completions" in r.text
+    # No CDN: every script and style is inline.
+    assert "http://" not in r.text.replace("http://www.w3.org", "") and "https://" not in r.text

@@ -44,6 +44,72 @@ pub(crate) async fn health(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
+/// The web page: a streaming chat and the explain view, one self-contained file.
+pub(crate) async fn page() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("page.html"))
+}
+
+#[derive(Deserialize)]
+struct ExplainRequest {
+    prompt: String,
+    n_steps: Option<usize>,
+    top_k: Option<usize>,
+    layer: Option<usize>,
+    head: Option<usize>,
+}
+
+/// What the model did with a prompt: its tokens, each step's candidates and one layer's
+/// attention (`llmrt explain`'s JSON).
+pub(crate) async fn explain(
+    State(state): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request: ExplainRequest = parse(&body)?;
+    let ready = state.ready()?;
+    let c = ready.model.config();
+    let defaults = llmrt::explain::ExplainParams::default();
+    let params = llmrt::explain::ExplainParams {
+        n_steps: request.n_steps.unwrap_or(defaults.n_steps).clamp(1, 64),
+        top_k: request.top_k.unwrap_or(defaults.top_k).clamp(1, 20),
+        layer: request.layer,
+        head: request.head,
+        ..defaults
+    };
+    if request.layer.is_some_and(|l| l >= c.n_layer) || request.head.is_some_and(|h| h >= c.n_head)
+    {
+        return Err(ApiError::invalid(format!(
+            "the model has {} layers of {} heads",
+            c.n_layer, c.n_head
+        )));
+    }
+    if request.prompt.is_empty() {
+        return Err(ApiError::invalid_param("prompt", "the prompt is empty"));
+    }
+    let n_ctx = ready.batcher.n_ctx();
+    let worker = state.clone();
+    let explanation = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
+        let ready = worker.ready()?;
+        let mut session = ready.side.lock().unwrap_or_else(|e| e.into_inner());
+        let n_prompt = ready
+            .model
+            .tokenizer()
+            .encode(&request.prompt, true, false)?
+            .len();
+        if n_prompt + params.n_steps > n_ctx {
+            return Err(ApiError::context_length(format!(
+                "the prompt has {n_prompt} tokens; with {} steps the context of {n_ctx} overflows",
+                params.n_steps
+            )));
+        }
+        let e = llmrt::explain::explain(&mut session, &request.prompt, &params)?;
+        session.reset();
+        serde_json::to_value(&e).map_err(|e| ApiError::internal(e.to_string()))
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("the explain task failed: {e}")))??;
+    Ok(Json(explanation))
+}
+
 pub(crate) async fn not_found(uri: Uri) -> ApiError {
     ApiError::not_found(uri.path())
 }
@@ -757,6 +823,117 @@ fn stream(
     Sse::new(body)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
+}
+
+#[derive(Deserialize)]
+struct EmbeddingRequest {
+    input: Prompt,
+    model: Option<String>,
+    encoding_format: Option<String>,
+    dimensions: Option<i64>,
+}
+
+pub(crate) async fn embeddings(
+    State(state): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request: EmbeddingRequest = parse(&body)?;
+    let ready = state.ready()?;
+    if let Some(m) = request
+        .model
+        .as_ref()
+        .filter(|m| !m.is_empty() && **m != state.alias)
+    {
+        return Err(ApiError::model_not_found(m));
+    }
+    let base64 = match request.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(ApiError::invalid_param(
+                "encoding_format",
+                format!("encoding_format must be float or base64, got {other}"),
+            ))
+        }
+    };
+    let n_embd = ready.model.config().n_embd;
+    if request.dimensions.is_some_and(|d| d != n_embd as i64) {
+        return Err(ApiError::invalid_param(
+            "dimensions",
+            format!("this model's embeddings have {n_embd} dimensions"),
+        ));
+    }
+    let pooling = ready
+        .pooling
+        .clone()
+        .map_err(|e| ApiError::invalid(format!("embeddings: {e}")))?;
+    // As llama-cpp-python's `embed`: BOS as the model wants it, special-token text as text.
+    let tokenize = |text: &str| -> Result<Vec<u32>, ApiError> {
+        Ok(ready.model.tokenizer().encode(text, true, false)?)
+    };
+    let inputs: Vec<Vec<u32>> = match &request.input {
+        Prompt::Text(t) => vec![tokenize(t)?],
+        Prompt::Texts(ts) => ts.iter().map(|t| tokenize(t)).collect::<Result<_, _>>()?,
+        Prompt::Tokens(ids) => vec![ids.clone()],
+        Prompt::TokenLists(lists) => lists.clone(),
+    };
+    let n_vocab = ready.model.config().n_vocab;
+    let n_ctx = ready.batcher.n_ctx();
+    if inputs.is_empty() {
+        return Err(ApiError::invalid_param("input", "input is empty"));
+    }
+    for ids in &inputs {
+        if ids.is_empty() {
+            return Err(ApiError::invalid_param("input", "an input is empty"));
+        }
+        if let Some(&bad) = ids.iter().find(|&&t| t as usize >= n_vocab) {
+            return Err(ApiError::invalid_param(
+                "input",
+                format!("token id {bad} is outside the vocabulary of {n_vocab}"),
+            ));
+        }
+        if ids.len() > n_ctx {
+            return Err(ApiError::context_length(format!(
+                "an input has {} tokens; the context holds {n_ctx}",
+                ids.len()
+            )));
+        }
+    }
+    let n_tokens: usize = inputs.iter().map(Vec::len).sum();
+    let worker = state.clone();
+    let vectors = tokio::task::spawn_blocking(move || -> Result<Vec<Vec<f32>>, ApiError> {
+        let ready = worker.ready()?;
+        // A poisoned lock: the session is reset before every text anyway.
+        let mut session = ready.side.lock().unwrap_or_else(|e| e.into_inner());
+        inputs
+            .iter()
+            .map(|ids| Ok(llmrt::embed::embed(&mut session, ids, pooling)?))
+            .collect()
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("the embedding task failed: {e}")))??;
+    let data: Vec<Value> = vectors
+        .iter()
+        .enumerate()
+        .map(|(index, v)| {
+            let embedding = if base64 {
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                json!(base64::Engine::encode(
+                    &base64::engine::general_purpose::STANDARD,
+                    bytes
+                ))
+            } else {
+                json!(v)
+            };
+            json!({"object": "embedding", "index": index, "embedding": embedding})
+        })
+        .collect();
+    Ok(Json(json!({
+        "object": "list",
+        "data": data,
+        "model": state.alias,
+        "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens},
+    })))
 }
 
 #[derive(Deserialize)]

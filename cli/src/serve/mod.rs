@@ -93,6 +93,9 @@ pub(crate) struct Ready {
     model: Arc<Model>,
     batcher: Batcher,
     template: Result<ChatTemplate, String>,
+    /// Embeddings and explanations run one at a time in a session of their own.
+    side: std::sync::Mutex<llmrt::Session>,
+    pooling: Result<llmrt::embed::Pooling, String>,
 }
 
 impl AppState {
@@ -236,10 +239,21 @@ fn load(path: &PathBuf, n_ctx: usize, threads: usize, slots: usize) -> llmrt::Re
         },
     )?;
     let template = ChatTemplate::from_gguf(model.gguf()).map_err(|e| e.to_string());
+    let side = llmrt::Session::new(
+        model.clone(),
+        &llmrt::SessionParams {
+            n_ctx,
+            n_threads: threads,
+            ..llmrt::SessionParams::default()
+        },
+    )?;
+    let pooling = llmrt::embed::Pooling::of_file(model.gguf()).map_err(|e| e.to_string());
     Ok(Ready {
         model,
         batcher,
         template,
+        side: std::sync::Mutex::new(side),
+        pooling,
     })
 }
 
@@ -250,6 +264,9 @@ fn router(state: Arc<AppState>, max_body: usize) -> Router {
         .route("/completions", post(api::completions))
         .route("/v1/chat/completions", post(api::chat_completions))
         .route("/chat/completions", post(api::chat_completions))
+        .route("/explain", post(api::explain))
+        .route("/v1/embeddings", post(api::embeddings))
+        .route("/embeddings", post(api::embeddings))
         .route("/tokenize", post(api::tokenize))
         .route("/detokenize", post(api::detokenize))
         .route("/apply-template", post(api::apply_template))
@@ -259,6 +276,7 @@ fn router(state: Arc<AppState>, max_body: usize) -> Router {
             require_api_key,
         ));
     Router::new()
+        .route("/", get(api::page))
         .route("/health", get(api::health))
         .merge(api)
         .fallback(api::not_found)
