@@ -78,5 +78,43 @@ for command in ([str(program), "--version"], ["llmrt", "--version"]):
     check(out.returncode == 0, f"{command} exited {out.returncode}: {out.stderr}")
     check(out.stdout.strip() == expected, f"{command} printed {out.stdout!r}, not {expected!r}")
     print(f"test-wheel: {' '.join(command)} -> {out.stdout.strip()}")
+
+# `llmrt serve` from the venv's PATH answers a completion with the same greedy text.
+import json
+import socket
+import time
+import urllib.request
+
+with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+server = subprocess.Popen(
+    ["llmrt", "serve", "-m", model_path, "--port", str(port), "-c", "256", "-t", "2"],
+    env={"PATH": str(Path(sys.executable).parent)},
+    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+)
+try:
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        check(server.poll() is None and time.time() < deadline, "llmrt serve did not start")
+        time.sleep(0.1)
+    body = json.dumps({"prompt": "the first president of US is", "max_tokens": 16,
+                       "temperature": 0}).encode()
+    request = urllib.request.Request(url + "/v1/completions", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as r:
+        served = json.load(r)["choices"][0]["text"]
+    check(served == text, f"llmrt serve gave {served!r}, the library {text!r}")
+    print(f"test-wheel: llmrt serve answered {served!r}")
+finally:
+    server.terminate()
+    server.wait(timeout=20)
 EOF
 echo "test-wheel: ok"

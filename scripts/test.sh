@@ -30,8 +30,11 @@ if [ -f bindings/python/pyproject.toml ]; then
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check pytest numpy openai httpx selenium ./bindings/python
   LLMRT_LIB="$root/target/release/libllmrt.so" "$venv/bin/python" -m pytest -q bindings/python/tests
-  # `llmrt serve` through the official openai client, and its page in a browser.
+  # `llmrt serve` through the official openai client, and its page in a browser; a bounded
+  # load; two replicas behind nginx.
   "$venv/bin/python" -m pytest -q tests/server
+  "$venv/bin/python" scripts/load-test.py models/smollm2-135m-instruct-q8_0.gguf
+  PYTHON="$venv/bin/python" scripts/serve-replicas.sh models/smollm2-135m-instruct-q8_0.gguf
 fi
 # The wheel, installed in a fresh venv outside the checkout, generates.
 scripts/test-wheel.sh
