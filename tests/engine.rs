@@ -111,7 +111,9 @@ fn run_together(
     for id in ids.into_iter().flatten() {
         engine.remove(id).expect("remove");
     }
-    assert_eq!(engine.pool_stats(), start, "every block returned");
+    // Every block returned (published ones stay cached for later prompts, counted as free).
+    let after = engine.pool_stats();
+    assert_eq!((after.free, after.shared), (start.free, 0), "{after:?}");
     (traces, end)
 }
 
@@ -419,4 +421,72 @@ fn forks_copy_a_shared_block_before_writing_and_removal_leaves_others_alone() {
         assert_eq!(bits(engine.logits(id).unwrap().unwrap()), alone, "{id:?}");
     }
     assert!(engine.remove(gone).is_err(), "removed once");
+}
+
+/// Greedy decoding of one prompt in `engine`, alone: its trace, and how many positions it took
+/// from blocks computed before.
+fn decode_alone(engine: &mut Engine, prompt: &[u32], steps: usize) -> (Trace, usize) {
+    let id = engine.add();
+    engine.feed(id, prompt).expect("feeds");
+    let mut trace = Vec::new();
+    loop {
+        engine.run().expect("runs");
+        let logits = engine
+            .logits(id)
+            .expect("sequence")
+            .expect("logits")
+            .to_vec();
+        trace.push(bits(&logits));
+        if trace.len() > steps {
+            break;
+        }
+        engine.feed(id, &[argmax(&logits)]).expect("feeds");
+    }
+    let reused = engine.reused(id).expect("sequence");
+    engine.remove(id).expect("removes");
+    (trace, reused)
+}
+
+/// A finished sequence's prefix stays in the pool for later prompts (the bits they would compute,
+/// taken instead), until its blocks are needed: then the oldest go, with every block keyed after
+/// them, and a later prompt computes what it can no longer take, to the same bits.
+#[test]
+fn finished_prefixes_stay_cached_until_their_blocks_are_needed() {
+    let Some(model) = load("smollm2-135m-instruct-q8_0.gguf") else {
+        return;
+    };
+    let simd = Simd::detect();
+    let prompt = long_tokens(&model, 1100);
+    let mut other = long_tokens(&model, 1100);
+    other[1] = 100;
+    let mut engine = Engine::new(
+        model.clone(),
+        &EngineParams {
+            pool_positions: 1200,
+            ..params()
+        },
+    )
+    .expect("engine");
+    engine.set_simd(simd).expect("level");
+    let start = engine.pool_stats();
+    let (first, reused) = decode_alone(&mut engine, &prompt, 4);
+    assert_eq!(reused, 0);
+    let after = engine.pool_stats();
+    // The whole blocks of the prompt's batches (512, 512 and 76 tokens) were published: 68
+    // blocks stay cached, and count as free.
+    assert_eq!((after.free, after.cached), (start.free, 68), "{after:?}");
+    let (again, reused) = decode_alone(&mut engine, &prompt, 4);
+    assert_eq!(reused, 68 * 16, "the cached prefix is taken");
+    assert_same("from the cache", &[again], &[first.clone()]);
+    // Another prompt needs the pool: the cached blocks are taken for it, oldest first.
+    let (_, reused) = decode_alone(&mut engine, &other, 2);
+    assert_eq!(reused, 0, "nothing of another prompt is cached");
+    let (third, reused) = decode_alone(&mut engine, &prompt, 4);
+    assert!(
+        reused < 68 * 16,
+        "the first prompt's blocks were reused for the other"
+    );
+    assert_same("after eviction", &[third], &[first]);
+    let end = engine.pool_stats();
+    assert_eq!(end.free, start.free, "{end:?}");
 }

@@ -19,14 +19,25 @@ pub struct BlockKey {
 }
 
 /// The bookkeeping of `total` blocks.
+///
+/// A published block that no sequence holds any longer is kept, with its keys and values, as
+/// long as no block is needed for anything else: a later prompt with the same beginning takes
+/// it instead of computing it again. Such cached blocks count as free; when a block is needed
+/// and none is truly free, the one cached longest ago is taken, and every published block after
+/// it in a prefix (whose key names it as parent) is unpublished with it, so that no key can
+/// ever name a block whose contents have changed.
 #[derive(Debug)]
 pub struct Blocks {
-    /// Sequences holding each block (0: free).
+    /// Sequences holding each block (0: free or cached).
     holders: Vec<u32>,
     free: Vec<u32>,
+    /// Published blocks no sequence holds, least recently released first.
+    cached: Vec<u32>,
     /// The published blocks, by key, and each published block's key.
     published: HashMap<BlockKey, u32>,
     key_of: HashMap<u32, BlockKey>,
+    /// The published blocks whose key names each block as parent.
+    children: HashMap<u32, Vec<u32>>,
 }
 
 /// How a pool's blocks are used.
@@ -34,12 +45,14 @@ pub struct Blocks {
 pub struct PoolStats {
     /// Blocks in the pool.
     pub total: usize,
-    /// Blocks no sequence holds.
+    /// Blocks no sequence holds (`cached` of them still holding a prefix for later prompts).
     pub free: usize,
     /// Blocks held by more than one sequence.
     pub shared: usize,
     /// Positions per block.
     pub block_positions: usize,
+    /// Free blocks that still hold a computed prefix a later prompt may take.
+    pub cached: usize,
 }
 
 impl Blocks {
@@ -50,41 +63,50 @@ impl Blocks {
         let mut free = Vec::new();
         free.try_reserve_exact(total)
             .map_err(|e| Error::InvalidArgument(format!("a pool of {total} blocks: {e}")))?;
-        // Handed out lowest first.
+        // Taken from the end: block 0 first.
         free.extend((0..n).rev());
         Ok(Blocks {
             holders: vec![0; total],
             free,
+            cached: Vec::new(),
             published: HashMap::new(),
             key_of: HashMap::new(),
+            children: HashMap::new(),
         })
     }
 
     pub fn stats(&self) -> PoolStats {
         PoolStats {
             total: self.holders.len(),
-            free: self.free.len(),
+            free: self.free.len() + self.cached.len(),
             shared: self.holders.iter().filter(|&&h| h > 1).count(),
             block_positions: BLOCK_POSITIONS,
+            cached: self.cached.len(),
         }
     }
 
-    /// Whether `n` blocks are free, else the error saying so.
+    /// Whether `n` blocks can be taken, or the error saying how many are missing.
     pub fn check_free(&self, n: usize) -> Result<()> {
-        if n <= self.free.len() {
+        let free = self.free.len() + self.cached.len();
+        if n <= free {
             return Ok(());
         }
         Err(Error::KvPoolFull {
             needed: n,
-            free: self.free.len(),
+            free,
             total: self.holders.len(),
             block_positions: BLOCK_POSITIONS,
         })
     }
 
-    /// A free block, now held once.
+    /// A block for one sequence to write: a free one, else the cached one released longest ago.
     pub fn take(&mut self) -> Result<u32> {
         self.check_free(1)?;
+        if self.free.is_empty() {
+            if let Some(&oldest) = self.cached.first() {
+                self.unpublish(oldest);
+            }
+        }
         let b = self
             .free
             .pop()
@@ -93,8 +115,11 @@ impl Blocks {
         Ok(b)
     }
 
-    /// One more holder of `block`.
+    /// One more sequence holds `block` (a published prefix it takes, or a fork).
     pub fn share(&mut self, block: u32) {
+        if self.holders[block as usize] == 0 {
+            self.cached.retain(|&b| b != block);
+        }
         self.holders[block as usize] += 1;
     }
 
@@ -103,15 +128,19 @@ impl Blocks {
         self.holders[block as usize]
     }
 
-    /// One holder fewer; the last one frees the block and withdraws it from the published ones.
+    /// One sequence fewer holds `block`; with none left it is cached if published, else free.
     pub fn release(&mut self, block: u32) {
         let h = &mut self.holders[block as usize];
-        *h = h.saturating_sub(1);
         if *h == 0 {
-            if let Some(key) = self.key_of.remove(&block) {
-                self.published.remove(&key);
+            return;
+        }
+        *h -= 1;
+        if *h == 0 {
+            if self.key_of.contains_key(&block) {
+                self.cached.push(block);
+            } else {
+                self.free.push(block);
             }
-            self.free.push(block);
         }
     }
 
@@ -120,13 +149,36 @@ impl Blocks {
         self.published.get(key).copied()
     }
 
-    /// Makes `block` (whose positions are all computed) available to sequences that would
-    /// compute the same bits, unless an equal block is published already.
+    /// Makes `block`, written in full, findable by `key` (unless the key or block already is).
     pub fn publish(&mut self, block: u32, key: BlockKey) {
         if self.key_of.contains_key(&block) || self.published.contains_key(&key) {
             return;
         }
+        if let Some(parent) = key.parent {
+            self.children.entry(parent).or_default().push(block);
+        }
         self.key_of.insert(block, key.clone());
         self.published.insert(key, block);
+    }
+
+    /// Unpublishes `block` and every published block after it in a prefix; those no sequence
+    /// holds become free.
+    fn unpublish(&mut self, block: u32) {
+        let mut pending = vec![block];
+        while let Some(b) = pending.pop() {
+            if let Some(key) = self.key_of.remove(&b) {
+                self.published.remove(&key);
+                if let Some(siblings) = key.parent.and_then(|p| self.children.get_mut(&p)) {
+                    siblings.retain(|&c| c != b);
+                }
+            }
+            pending.extend(self.children.remove(&b).unwrap_or_default());
+            if self.holders[b as usize] == 0 {
+                if let Some(at) = self.cached.iter().position(|&c| c == b) {
+                    self.cached.remove(at);
+                    self.free.push(b);
+                }
+            }
+        }
     }
 }
