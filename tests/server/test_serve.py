@@ -375,3 +375,14 @@ def test_the_page_is_served_from_the_binary(server):
     assert "<script>" in r.text and "v1/chat/completions" in r.text
     # No CDN: every script and style is inline.
     assert "http://" not in r.text.replace("http://www.w3.org", "") and "https://" not in r.text
+
+
+def test_a_repeated_long_prompt_takes_its_cached_blocks_and_gives_the_same_text(client, alias):
+    # Blocks are taken only where they hold the bits the request would compute itself: whole
+    # blocks of the prompt's batches of 512 tokens.
+    prompt = "The history of the river begins in the mountains. " * 70
+    first = client.completions.create(model=alias, prompt=prompt, max_tokens=12, temperature=0)
+    assert first.usage.prompt_tokens > 512
+    again = client.completions.create(model=alias, prompt=prompt, max_tokens=12, temperature=0)
+    assert again.usage.prompt_tokens_details.cached_tokens >= 512
+    assert again.choices[0].text == first.choices[0].text
