@@ -477,7 +477,7 @@ fn finished_prefixes_stay_cached_until_their_blocks_are_needed() {
     assert_eq!((after.free, after.cached), (start.free, 68), "{after:?}");
     let (again, reused) = decode_alone(&mut engine, &prompt, 4);
     assert_eq!(reused, 68 * 16, "the cached prefix is taken");
-    assert_same("from the cache", &[again], &[first.clone()]);
+    assert_same("from the cache", &[again], std::slice::from_ref(&first));
     // Another prompt needs the pool: the cached blocks are taken for it, oldest first.
     let (_, reused) = decode_alone(&mut engine, &other, 2);
     assert_eq!(reused, 0, "nothing of another prompt is cached");
