@@ -311,13 +311,14 @@ fn work(mut engine: Engine, queue: mpsc::Receiver<Job>, status: &Mutex<BatcherSt
                 .continuation
                 .next(tokenizer, logits, history, &mut r.on_piece)
             {
-                None => {
+                Ok(None) => {
                     let next = r.continuation.last_token();
                     if let Err(error) = engine.feed(id, &[next]) {
                         running.swap_remove(k).finish(&mut engine, Err(error));
                     }
                 }
-                Some(reason) => running.swap_remove(k).finish(&mut engine, Ok(reason)),
+                Ok(Some(reason)) => running.swap_remove(k).finish(&mut engine, Ok(reason)),
+                Err(error) => running.swap_remove(k).finish(&mut engine, Err(error)),
             }
         }
         // Every running generation waits for its sequence's next logits; with nothing left to
@@ -333,8 +334,12 @@ fn work(mut engine: Engine, queue: mpsc::Receiver<Job>, status: &Mutex<BatcherSt
 
 /// Adds the job's sequence to the engine with its prompt.
 fn start(engine: &mut Engine, running: &mut Vec<Running>, job: Job) {
+    let continuation = match Continuation::new(engine.model(), &job.params, engine.n_ctx()) {
+        Ok(c) => c,
+        Err(error) => return (job.on_done)(Err(error)),
+    };
     if job.cancel.is_cancelled() {
-        (job.on_done)(Ok(Continuation::new(&job.params, engine.n_ctx()).finish(
+        (job.on_done)(Ok(continuation.finish(
             StopReason::Cancelled,
             GenerateStats {
                 prompt_tokens: job.prompt.len(),
@@ -352,7 +357,7 @@ fn start(engine: &mut Engine, running: &mut Vec<Running>, job: Job) {
     }
     running.push(Running {
         id,
-        continuation: Continuation::new(&job.params, engine.n_ctx()),
+        continuation,
         on_piece: job.on_piece,
         on_done: job.on_done,
         cancel: job.cancel,

@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use crate::chat::{ChatMessage, ChatTemplate};
+use crate::constrain::{Constraint, Guide};
 use crate::model::Model;
 use crate::sample::{Sampler, SamplerParams};
 use crate::session::Session;
@@ -29,6 +30,9 @@ pub struct GenerateParams {
     /// Record each generated token's log-probability and those of this many most likely
     /// alternatives ([`Generation::logprobs`]); `None` records nothing.
     pub top_logprobs: Option<usize>,
+    /// What the text must match (a JSON schema, a regex, a grammar): tokens it does not allow
+    /// are never sampled, and generation can end only where it accepts.
+    pub constraint: Option<Constraint>,
 }
 
 impl Default for GenerateParams {
@@ -40,6 +44,7 @@ impl Default for GenerateParams {
             add_special: true,
             parse_special: false,
             top_logprobs: None,
+            constraint: None,
         }
     }
 }
@@ -284,10 +289,10 @@ pub fn generate_tokens(
     stats.prompt_seconds = started.elapsed().as_secs_f64();
 
     let started = Instant::now();
-    let mut continuation = Continuation::new(params, n_ctx);
+    let mut continuation = Continuation::new(&model, params, n_ctx)?;
     let stop_reason = loop {
         if let Some(reason) =
-            continuation.next(tokenizer, session.logits(), session.tokens(), on_piece)
+            continuation.next(tokenizer, session.logits(), session.tokens(), on_piece)?
         {
             break reason;
         }
@@ -313,12 +318,21 @@ pub struct Continuation {
     budget: usize,
     /// Most tokens the sequence may hold, prompt included.
     n_ctx: usize,
+    /// The constraint's state, and the logits it masks (a copy: the caller's stay as the
+    /// model computed them).
+    guide: Option<Guide>,
+    masked: Vec<f32>,
 }
 
 impl Continuation {
-    /// A generation by `params` in a sequence that holds at most `n_ctx` tokens.
-    pub fn new(params: &GenerateParams, n_ctx: usize) -> Continuation {
-        Continuation {
+    /// A generation of `model` by `params` in a sequence that holds at most `n_ctx` tokens;
+    /// fails when the constraint does not compile.
+    pub fn new(model: &Model, params: &GenerateParams, n_ctx: usize) -> Result<Continuation> {
+        let guide = match &params.constraint {
+            Some(c) => Some(Guide::new(model.constraint_vocabulary()?, c)?),
+            None => None,
+        };
+        Ok(Continuation {
             sampler: Sampler::new(&params.sampler),
             decoder: StreamDecoder::new(),
             text: TextWithStops::new(params.stop.clone()),
@@ -330,45 +344,60 @@ impl Continuation {
                 n => n,
             },
             n_ctx,
-        }
+            guide,
+            masked: Vec::new(),
+        })
     }
 
     /// Chooses the next token from `logits`, the model's output after the last of `history`
     /// (every token the sequence holds), and passes the text that is now certain to `on_piece`.
     /// `None` means: evaluate [`Continuation::last_token`] and call again with its logits.
+    /// Fails only when the constraint does (its grammar grew too large, or it reached a state
+    /// where nothing is allowed).
     pub fn next(
         &mut self,
         tokenizer: &Tokenizer,
         logits: &[f32],
         history: &[u32],
         on_piece: &mut dyn FnMut(&str) -> bool,
-    ) -> Option<StopReason> {
+    ) -> Result<Option<StopReason>> {
         if self.tokens.len() >= self.budget {
-            return Some(StopReason::MaxTokens);
+            return Ok(Some(StopReason::MaxTokens));
         }
         if history.len() >= self.n_ctx {
-            return Some(StopReason::ContextFull);
+            return Ok(Some(StopReason::ContextFull));
         }
-        let next = self.sampler.sample(logits, history);
+        let next = match &mut self.guide {
+            Some(guide) => {
+                self.masked.clear();
+                self.masked.extend_from_slice(logits);
+                guide.mask(&mut self.masked)?;
+                self.sampler.sample(&self.masked, history)
+            }
+            None => self.sampler.sample(logits, history),
+        };
         self.tokens.push(next);
         if let Some(n_top) = self.top_logprobs {
             self.logprobs.push(TokenLogprobs::of(logits, next, n_top));
         }
         if tokenizer.is_eog(next) {
-            return Some(StopReason::EndOfGeneration);
+            return Ok(Some(StopReason::EndOfGeneration));
+        }
+        if let Some(guide) = &mut self.guide {
+            guide.accept(next)?;
         }
         let piece = self.decoder.push(tokenizer, next);
         let (ready, stopped) = self.text.push(&piece);
         if !ready.is_empty() && !on_piece(&ready) {
-            return Some(StopReason::Cancelled);
+            return Ok(Some(StopReason::Cancelled));
         }
         if stopped {
-            return Some(StopReason::StopString);
+            return Ok(Some(StopReason::StopString));
         }
         if self.tokens.len() >= self.budget {
-            return Some(StopReason::MaxTokens);
+            return Ok(Some(StopReason::MaxTokens));
         }
-        None
+        Ok(None)
     }
 
     /// The token chosen last, to be evaluated next.

@@ -11,6 +11,7 @@
 
 pub mod batcher;
 pub mod chat;
+pub mod constrain;
 pub mod embed;
 pub mod engine;
 pub mod error;

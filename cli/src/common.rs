@@ -156,3 +156,42 @@ fn warn_if_beyond_training(session: &Session) {
         );
     }
 }
+
+/// What the generated text must match (at most one).
+#[derive(clap::Args, Debug, Default)]
+pub struct ConstraintArgs {
+    /// The text is a JSON value valid under the JSON schema in FILE.
+    #[arg(long = "json-schema", value_name = "FILE", group = "constraint")]
+    pub json_schema: Option<PathBuf>,
+    /// The text follows the grammar in FILE, in llguidance's Lark dialect.
+    #[arg(long, value_name = "FILE", group = "constraint")]
+    pub grammar: Option<PathBuf>,
+    /// The whole text matches this regular expression.
+    #[arg(long, value_name = "REGEX", group = "constraint")]
+    pub regex: Option<String>,
+}
+
+impl ConstraintArgs {
+    pub fn constraint(&self) -> llmrt::Result<Option<llmrt::constrain::Constraint>> {
+        use llmrt::constrain::Constraint;
+        if let Some(file) = &self.json_schema {
+            let text = read_text(file)?;
+            let schema = serde_json::from_str(&text).map_err(|e| {
+                llmrt::Error::InvalidArgument(format!("{}: not JSON: {e}", file.display()))
+            })?;
+            return Ok(Some(Constraint::JsonSchema(schema)));
+        }
+        if let Some(file) = &self.grammar {
+            let text = read_text(file)?;
+            if text.contains("::=") {
+                return Err(llmrt::Error::InvalidArgument(format!(
+                    "{}: a GBNF grammar (`::=`); llmrt reads grammars in llguidance's Lark \
+                     dialect (`rule: ...`) for now",
+                    file.display()
+                )));
+            }
+            return Ok(Some(Constraint::Lark(text)));
+        }
+        Ok(self.regex.clone().map(Constraint::Regex))
+    }
+}

@@ -26,6 +26,8 @@ pub struct Args {
     /// Do not print the prompt before the continuation.
     #[arg(long)]
     pub no_echo: bool,
+    #[command(flatten)]
+    pub constraint: crate::common::ConstraintArgs,
 }
 
 pub fn run(args: Args) -> llmrt::Result<()> {
@@ -38,6 +40,7 @@ pub fn run(args: Args) -> llmrt::Result<()> {
         add_special: true,
         parse_special: args.parse_special,
         top_logprobs: None,
+        constraint: args.constraint.constraint()?,
     };
     let mut out = std::io::stdout().lock();
     if !args.no_echo {

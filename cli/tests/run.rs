@@ -417,3 +417,79 @@ fn a_closed_pipe_ends_the_output_quietly() {
         out.status
     );
 }
+
+#[test]
+fn run_follows_a_json_schema_a_regex_or_a_grammar() {
+    let Some(model) = model_path(MODEL) else {
+        return;
+    };
+    let dir = temp_dir("constraints");
+    let schema = dir.join("schema.json");
+    std::fs::write(
+        &schema,
+        r#"{"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}}, "required": ["city"], "additionalProperties": false}"#,
+    )
+    .expect("write the schema");
+    let m = path_str(&model);
+    let base = [
+        "run",
+        "-m",
+        m,
+        "--no-echo",
+        "--temp",
+        "0.9",
+        "--seed",
+        "3",
+        "-n",
+        "48",
+    ];
+    let out = llmrt(
+        &[
+            &base[..],
+            &["-p", "A city as JSON:", "--json-schema", path_str(&schema)],
+        ]
+        .concat(),
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(text(&out.stdout).trim_end()).expect("JSON");
+    assert!(
+        v["city"].is_string() && v.as_object().map(|o| o.len()) == Some(1),
+        "{v}"
+    );
+    let out = llmrt(
+        &[&base[..], &["-p", "The year:", "--regex", "[12][0-9]{3}"]].concat(),
+        None,
+    );
+    let year = text(&out.stdout);
+    let year = year.trim_end_matches('\n');
+    assert!(
+        year.len() == 4 && year.chars().all(|c| c.is_ascii_digit()),
+        "{year:?}"
+    );
+    // GBNF is refused naming the format; two constraints at once are a usage error.
+    let gbnf = dir.join("g.gbnf");
+    std::fs::write(&gbnf, "root ::= \"yes\" | \"no\"\n").expect("write");
+    let out = llmrt(
+        &[&base[..], &["-p", "x", "--grammar", path_str(&gbnf)]].concat(),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("GBNF"), "{}", text(&out.stderr));
+    let out = llmrt(
+        &[
+            &base[..],
+            &[
+                "-p",
+                "x",
+                "--regex",
+                "a",
+                "--json-schema",
+                path_str(&schema),
+            ],
+        ]
+        .concat(),
+        None,
+    );
+    assert!(!out.status.success());
+}

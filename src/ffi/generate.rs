@@ -247,6 +247,7 @@ pub(super) unsafe fn generate_params(
         add_special: params.add_special,
         parse_special: params.parse_special,
         top_logprobs: None,
+        constraint: None,
     })
 }
 

@@ -11,6 +11,7 @@ pub mod trace;
 pub mod weights;
 
 use std::path::Path;
+use std::sync::Arc;
 
 pub use config::{Arch, Config, SUPPORTED_ARCHITECTURES};
 pub use forward::RunState;
@@ -33,7 +34,9 @@ pub struct Model {
     file: GgufFile,
     config: Config,
     weights: Weights,
-    tokenizer: Tokenizer,
+    tokenizer: Arc<Tokenizer>,
+    /// The vocabulary for constrained generation, built on first use.
+    vocabulary: std::sync::OnceLock<std::result::Result<Arc<crate::constrain::Vocabulary>, String>>,
     /// RoPE inverse frequencies for global-attention layers.
     rope_global: ops::RopeFrequencies,
     /// RoPE inverse frequencies for sliding-window layers.
@@ -76,7 +79,8 @@ impl Model {
             file,
             config,
             weights,
-            tokenizer,
+            tokenizer: Arc::new(tokenizer),
+            vocabulary: std::sync::OnceLock::new(),
             rope_global,
             rope_local,
             params: params.clone(),
@@ -96,6 +100,19 @@ impl Model {
     /// The tokenizer built from the file's metadata.
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
+    }
+
+    /// The vocabulary constrained generation works on, built on first use (about a second for
+    /// a large vocabulary) and kept.
+    pub fn constraint_vocabulary(&self) -> Result<Arc<crate::constrain::Vocabulary>> {
+        self.vocabulary
+            .get_or_init(|| {
+                crate::constrain::Vocabulary::new(self.tokenizer.clone())
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+            .map_err(crate::Error::InvalidArgument)
     }
 
     /// The parameters the model was loaded with.

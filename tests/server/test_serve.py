@@ -386,3 +386,62 @@ def test_a_repeated_long_prompt_takes_its_cached_blocks_and_gives_the_same_text(
     again = client.completions.create(model=alias, prompt=prompt, max_tokens=12, temperature=0)
     assert again.usage.prompt_tokens_details.cached_tokens >= 512
     assert again.choices[0].text == first.choices[0].text
+
+
+PERSON = {
+    "type": "object",
+    "properties": {"name": {"type": "string", "maxLength": 16},
+                   "age": {"type": "integer", "minimum": 0, "maximum": 120}},
+    "required": ["name", "age"], "additionalProperties": False,
+}
+
+
+def test_response_format_json_schema_and_json_object(client, alias):
+    for seed in range(3):
+        r = client.chat.completions.create(
+            model=alias, messages=[{"role": "user", "content": "Invent a person."}],
+            max_tokens=64, temperature=1.0, seed=seed,
+            response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}})
+        assert r.choices[0].finish_reason == "stop", r.choices[0].message.content
+        assert r.choices[0].finish_reason == "stop", r.choices[0].message.content
+        person = json.loads(r.choices[0].message.content)
+        assert set(person) == {"name", "age"} and isinstance(person["age"], int)
+        assert 0 <= person["age"] <= 120 and len(person["name"]) <= 16
+    ask = [{"role": "user", "content": 'Give a JSON object with a key "colour".'}]
+    r = client.chat.completions.create(
+        model=alias, messages=ask, max_tokens=200, temperature=0,
+        response_format={"type": "json_object"})
+    assert r.choices[0].finish_reason == "stop"
+    assert isinstance(json.loads(r.choices[0].message.content), dict)
+    # Streamed, the same constrained text.
+    chunks = client.chat.completions.create(
+        model=alias, messages=ask, max_tokens=200, temperature=0,
+        response_format={"type": "json_object"}, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == r.choices[0].message.content
+
+
+def test_llama_server_fields_grammar_json_schema_and_regex(server, alias):
+    for header in ["%llguidance {}\n", "%llguidance\n"]:  # llama.cpp's form, and bare
+        r = post(server, "/v1/completions", {"prompt": "Is water wet? Answer:", "max_tokens": 8,
+                                             "grammar": header + 'start: " yes" | " no"'})
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["text"] in (" yes", " no")
+    r = post(server, "/v1/completions", {"prompt": "Age:", "max_tokens": 8, "json_schema": {"type": "integer"}})
+    assert r.status_code == 200 and isinstance(json.loads(r.json()["choices"][0]["text"]), int)
+    r = post(server, "/v1/completions", {"prompt": "Code:", "max_tokens": 8, "regex": "[A-Z]{3}[0-9]{2}"})
+    import re
+    assert re.fullmatch("[A-Z]{3}[0-9]{2}", r.json()["choices"][0]["text"])
+
+
+@pytest.mark.parametrize("body", [
+    {"prompt": "x", "grammar": 'root ::= "yes" | "no"'},
+    {"prompt": "x", "regex": "(unclosed"},
+    {"prompt": "x", "response_format": {"type": "json_schema"}},
+    {"prompt": "x", "response_format": {"type": "yaml"}},
+    {"prompt": "x", "json_schema": {"type": "no-such-type"}},
+    {"prompt": "x", "regex": "a", "json_schema": {"type": "integer"}},
+])
+def test_bad_constraints_are_400(server, body):
+    r = post(server, "/v1/completions", body)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["message"]

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use llmrt::batcher::CancelHandle;
 use llmrt::chat::ChatMessage;
+use llmrt::constrain::Constraint;
 use llmrt::generate::{self, GenerateParams, Generation, StopReason, TokenLogprobs};
 use llmrt::sample::SamplerParams;
 use serde::de::DeserializeOwned;
@@ -165,6 +166,28 @@ struct Sampling {
     stream: bool,
     stream_options: Option<StreamOptions>,
     model: Option<String>,
+    /// OpenAI's structured output: `{"type": "json_object"}` or
+    /// `{"type": "json_schema", "json_schema": {"schema": …}}`.
+    response_format: Option<ResponseFormat>,
+    /// llama-server's fields: a JSON schema, or a grammar (Lark, after `%llguidance`).
+    json_schema: Option<Value>,
+    grammar: Option<String>,
+    /// A regular expression the whole completion matches.
+    regex: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ResponseFormat {
+    #[serde(rename = "type")]
+    kind: String,
+    json_schema: Option<JsonSchemaFormat>,
+    /// llama-server accepts the schema here too.
+    schema: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct JsonSchemaFormat {
+    schema: Option<Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -287,7 +310,80 @@ impl Sampling {
             add_special: true,
             parse_special: true,
             top_logprobs,
+            constraint: self.constraint()?,
         })
+    }
+
+    /// The constraint the request asks for, if any (at most one).
+    fn constraint(&self) -> Result<Option<Constraint>, ApiError> {
+        let mut found = Vec::new();
+        if let Some(f) = &self.response_format {
+            match (f.kind.as_str(), &f.json_schema, &f.schema) {
+                ("text", _, _) => {}
+                ("json_object", _, None) => found.push(Constraint::JsonObject),
+                ("json_object", _, Some(schema)) => {
+                    found.push(Constraint::JsonSchema(schema.clone()))
+                }
+                (
+                    "json_schema",
+                    Some(JsonSchemaFormat {
+                        schema: Some(schema),
+                    }),
+                    _,
+                )
+                | ("json_schema", _, Some(schema)) => {
+                    found.push(Constraint::JsonSchema(schema.clone()))
+                }
+                ("json_schema", _, None) => {
+                    return Err(ApiError::invalid_param(
+                        "response_format",
+                        "response_format of type json_schema needs json_schema.schema",
+                    ))
+                }
+                (other, _, _) => {
+                    return Err(ApiError::invalid_param(
+                        "response_format",
+                        format!(
+                        "response_format type `{other}` is not text, json_object or json_schema"
+                    ),
+                    ))
+                }
+            }
+        }
+        if let Some(schema) = &self.json_schema {
+            found.push(Constraint::JsonSchema(schema.clone()));
+        }
+        if let Some(grammar) = &self.grammar {
+            match grammar.trim_start().strip_prefix("%llguidance") {
+                // llama.cpp's form: `%llguidance {}` (options, which we do not take), then
+                // the grammar on the next lines.
+                Some(rest) => {
+                    let (first, after) = rest.split_once('\n').unwrap_or((rest, ""));
+                    let lark = if first.trim().starts_with('{') {
+                        after
+                    } else {
+                        rest
+                    };
+                    found.push(Constraint::Lark(lark.to_string()))
+                }
+                None => {
+                    return Err(ApiError::invalid_param(
+                        "grammar",
+                        "GBNF grammars are not supported yet; give a Lark grammar after a \
+                         `%llguidance` line, a `json_schema` or a `regex`",
+                    ))
+                }
+            }
+        }
+        if let Some(rx) = &self.regex {
+            found.push(Constraint::Regex(rx.clone()));
+        }
+        if found.len() > 1 {
+            return Err(ApiError::invalid(
+                "give one of response_format, json_schema, grammar and regex",
+            ));
+        }
+        Ok(found.pop())
     }
 
     fn check_model(&self, state: &AppState) -> Result<(), ApiError> {
@@ -335,6 +431,16 @@ impl Running {
                 "the prompt has {} tokens; the context holds {n_ctx}, prompt and completion",
                 prompt.len()
             )));
+        }
+        if let Some(constraint) = params.constraint.clone() {
+            // A constraint that does not compile is the request's fault: say so before it
+            // takes a slot (the first use also builds the model's vocabulary, off the runtime).
+            let model = ready.model.clone();
+            tokio::task::spawn_blocking(move || -> llmrt::Result<()> {
+                llmrt::constrain::Guide::new(model.constraint_vocabulary()?, &constraint).map(drop)
+            })
+            .await
+            .map_err(|e| ApiError::internal(format!("the constraint check failed: {e}")))??;
         }
         let slot = state.slot().await?;
         let submitted = Instant::now();
