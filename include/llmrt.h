@@ -40,6 +40,20 @@
 // than a too-small buffer (see `llm_last_status()` and `llm_last_error()`).
 #define LLM_FAILED (-2147483647 - 1)
 
+// What `llm_generate_params.constraint` holds.
+typedef enum llm_constraint_type {
+    // No constraint.
+    LLM_CONSTRAINT_NONE = 0,
+    // A JSON value valid under the JSON schema in `constraint`.
+    LLM_CONSTRAINT_JSON_SCHEMA = 1,
+    // Any JSON object (`constraint` is ignored).
+    LLM_CONSTRAINT_JSON_OBJECT = 2,
+    // The whole text matches the regular expression in `constraint` (Rust `regex` syntax).
+    LLM_CONSTRAINT_REGEX = 3,
+    // The text follows the grammar in `constraint`, in llguidance's Lark dialect.
+    LLM_CONSTRAINT_LARK = 4,
+} llm_constraint_type;
+
 // Element type of a session's KV cache.
 typedef enum llm_kv_type {
     // Half precision (the default, as llama.cpp): half the memory, tiny rounding.
@@ -248,6 +262,15 @@ typedef struct llm_generate_params {
     // Treat special-token text in the prompt ("<|im_start|>") as those tokens. Default false.
     // Ignored by `llm_chat` (always parsed there).
     bool parse_special;
+    // What the generated text must match, an `llm_constraint_type` value: LLM_CONSTRAINT_NONE
+    // (0, default), or one naming what `constraint` holds. Tokens the constraint does not allow
+    // are never sampled, and generation ends (LLM_STOP_END_OF_GENERATION) only where the text
+    // is complete under it. A constraint that does not compile fails the call with
+    // LLM_ERR_INVALID_ARGUMENT and a message saying why.
+    int32_t constraint_type;
+    // The constraint, NUL-terminated UTF-8: a JSON schema (as JSON text), a regular expression
+    // or a Lark grammar. NULL for LLM_CONSTRAINT_NONE and LLM_CONSTRAINT_JSON_OBJECT.
+    const char *constraint;
 } llm_generate_params;
 
 // Receives each piece of generated text as soon as it is complete UTF-8 (a piece never splits a
@@ -602,7 +625,7 @@ struct llm_generate_params llm_generate_default_params(void);
 //
 // # Safety
 // `session` is NULL or a live session not in use by another thread; `prompt` is NULL or
-// NUL-terminated; `params` is NULL or valid (with `n_stop` valid strings in `stop`);
+// NUL-terminated; `params` is NULL or valid (with `n_stop` valid strings in `stop`, and `constraint` NULL or NUL-terminated);
 // `on_token` is NULL or a function of that type; `out_buf` is NULL or has `out_len` writable
 // bytes; `stats` is NULL or writable.
 enum llm_status llm_generate(struct llm_session *session,
@@ -833,7 +856,7 @@ enum llm_status llm_engine_pool_stats(const struct llm_engine *engine,
 // `llm_sampler_free`.
 //
 // # Safety
-// `params` is NULL or valid (with `n_stop` valid strings in `stop`).
+// `params` is NULL or valid (with `n_stop` valid strings in `stop`, and `constraint` NULL or NUL-terminated).
 struct llm_sampler *llm_sampler_new(const struct llm_generate_params *params);
 
 // Frees a sampler. NULL is a no-op.

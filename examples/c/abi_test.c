@@ -357,6 +357,28 @@ static void with_a_model(const char *path) {
     bad.stop = bad_stop;
     EXPECT(llm_generate(session, prompt, &bad, NULL, NULL, out, sizeof out, &stats),
            LLM_ERR_INVALID_UTF8);
+    /* Constraints: unknown types and constraints that do not compile are refused; a regex is
+     * followed. */
+    bad = gp;
+    bad.constraint_type = 99;
+    EXPECT(llm_generate(session, prompt, &bad, NULL, NULL, out, sizeof out, &stats),
+           LLM_ERR_INVALID_ARGUMENT);
+    bad.constraint_type = LLM_CONSTRAINT_REGEX;
+    bad.constraint = NULL;
+    EXPECT(llm_generate(session, prompt, &bad, NULL, NULL, out, sizeof out, &stats), LLM_ERR_NULL);
+    bad.constraint = "(unclosed";
+    EXPECT(llm_generate(session, prompt, &bad, NULL, NULL, out, sizeof out, &stats),
+           LLM_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(llm_last_error(), "constraint") != NULL);
+    bad.constraint_type = LLM_CONSTRAINT_JSON_SCHEMA;
+    bad.constraint = "{not json";
+    EXPECT(llm_generate(session, prompt, &bad, NULL, NULL, out, sizeof out, &stats),
+           LLM_ERR_INVALID_ARGUMENT);
+    bad.constraint_type = LLM_CONSTRAINT_REGEX;
+    bad.constraint = "[0-9]{4}";
+    EXPECT(llm_generate(session, prompt, &bad, NULL, NULL, out, sizeof out, &stats), LLM_OK);
+    CHECK(strlen(out) == 4 && strspn(out, "0123456789") == 4);
+    EXPECT(llm_session_reset(session), LLM_OK);
     /* A budget beyond the context (it holds 64): generation runs until the context is full. */
     bad = gp;
     bad.max_tokens = 100;

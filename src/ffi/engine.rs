@@ -554,7 +554,7 @@ pub struct llm_sampler {
 /// `llm_sampler_free`.
 ///
 /// # Safety
-/// `params` is NULL or valid (with `n_stop` valid strings in `stop`).
+/// `params` is NULL or valid (with `n_stop` valid strings in `stop`, and `constraint` NULL or NUL-terminated).
 #[no_mangle]
 pub unsafe extern "C" fn llm_sampler_new(params: *const llm_generate_params) -> *mut llm_sampler {
     guard_ptr(|| {

@@ -7,6 +7,7 @@ use super::convert::{as_mut, as_ref, c_str, check_buffer, slice, write_string};
 use super::model::llm_model;
 use super::session::llm_session;
 use crate::chat::ChatMessage;
+use crate::constrain::Constraint;
 use crate::generate::{self, GenerateParams, GenerateStats, Generation, StopReason};
 use crate::sample::SamplerParams;
 
@@ -66,6 +67,31 @@ pub struct llm_generate_params {
     /// Treat special-token text in the prompt ("<|im_start|>") as those tokens. Default false.
     /// Ignored by `llm_chat` (always parsed there).
     pub parse_special: bool,
+    /// What the generated text must match, an `llm_constraint_type` value: LLM_CONSTRAINT_NONE
+    /// (0, default), or one naming what `constraint` holds. Tokens the constraint does not allow
+    /// are never sampled, and generation ends (LLM_STOP_END_OF_GENERATION) only where the text
+    /// is complete under it. A constraint that does not compile fails the call with
+    /// LLM_ERR_INVALID_ARGUMENT and a message saying why.
+    pub constraint_type: i32,
+    /// The constraint, NUL-terminated UTF-8: a JSON schema (as JSON text), a regular expression
+    /// or a Lark grammar. NULL for LLM_CONSTRAINT_NONE and LLM_CONSTRAINT_JSON_OBJECT.
+    pub constraint: *const c_char,
+}
+
+/// What `llm_generate_params.constraint` holds.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum llm_constraint_type {
+    /// No constraint.
+    LLM_CONSTRAINT_NONE = 0,
+    /// A JSON value valid under the JSON schema in `constraint`.
+    LLM_CONSTRAINT_JSON_SCHEMA = 1,
+    /// Any JSON object (`constraint` is ignored).
+    LLM_CONSTRAINT_JSON_OBJECT = 2,
+    /// The whole text matches the regular expression in `constraint` (Rust `regex` syntax).
+    LLM_CONSTRAINT_REGEX = 3,
+    /// The text follows the grammar in `constraint`, in llguidance's Lark dialect.
+    LLM_CONSTRAINT_LARK = 4,
 }
 
 /// Why a generation ended.
@@ -179,13 +205,45 @@ pub extern "C" fn llm_generate_default_params() -> llm_generate_params {
         n_stop: 0,
         add_special: generate.add_special,
         parse_special: generate.parse_special,
+        constraint_type: llm_constraint_type::LLM_CONSTRAINT_NONE as i32,
+        constraint: std::ptr::null(),
     }
+}
+
+/// Reads the constraint fields of C generation options.
+///
+/// # Safety
+/// `params.constraint` is NULL or NUL-terminated.
+unsafe fn constraint_of(params: &llm_generate_params) -> Result<Option<Constraint>, FfiError> {
+    use llm_constraint_type as T;
+    let text = || {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { c_str(params.constraint, "params.constraint") }.map(str::to_owned)
+    };
+    Ok(match params.constraint_type {
+        t if t == T::LLM_CONSTRAINT_NONE as i32 => None,
+        t if t == T::LLM_CONSTRAINT_JSON_OBJECT as i32 => Some(Constraint::JsonObject),
+        t if t == T::LLM_CONSTRAINT_JSON_SCHEMA as i32 => {
+            let schema = serde_json::from_str(&text()?).map_err(|e| {
+                FfiError::invalid(format!("params.constraint is not a JSON schema: {e}"))
+            })?;
+            Some(Constraint::JsonSchema(schema))
+        }
+        t if t == T::LLM_CONSTRAINT_REGEX as i32 => Some(Constraint::Regex(text()?)),
+        t if t == T::LLM_CONSTRAINT_LARK as i32 => Some(Constraint::Lark(text()?)),
+        other => {
+            return Err(FfiError::invalid(format!(
+                "unknown constraint_type {other}"
+            )))
+        }
+    })
 }
 
 /// Checks and converts C generation options.
 ///
 /// # Safety
-/// `params.stop` is NULL or points to `params.n_stop` pointers, each NULL or NUL-terminated.
+/// `params.stop` is NULL or points to `params.n_stop` pointers, each NULL or NUL-terminated;
+/// `params.constraint` is NULL or NUL-terminated.
 pub(super) unsafe fn generate_params(
     params: &llm_generate_params,
 ) -> Result<GenerateParams, FfiError> {
@@ -247,7 +305,8 @@ pub(super) unsafe fn generate_params(
         add_special: params.add_special,
         parse_special: params.parse_special,
         top_logprobs: None,
-        constraint: None,
+        // SAFETY: forwarded from this function's contract.
+        constraint: unsafe { constraint_of(params) }?,
     })
 }
 
@@ -372,7 +431,7 @@ unsafe fn run(
 ///
 /// # Safety
 /// `session` is NULL or a live session not in use by another thread; `prompt` is NULL or
-/// NUL-terminated; `params` is NULL or valid (with `n_stop` valid strings in `stop`);
+/// NUL-terminated; `params` is NULL or valid (with `n_stop` valid strings in `stop`, and `constraint` NULL or NUL-terminated);
 /// `on_token` is NULL or a function of that type; `out_buf` is NULL or has `out_len` writable
 /// bytes; `stats` is NULL or writable.
 #[no_mangle]

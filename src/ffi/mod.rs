@@ -47,8 +47,9 @@ pub use explain::{
     llm_explanation_n_tokens, llm_explanation_png,
 };
 pub use generate::{
-    llm_chat, llm_chat_apply_template, llm_chat_message, llm_generate, llm_generate_default_params,
-    llm_generate_params, llm_generate_stats, llm_stop_reason, llm_token_callback,
+    llm_chat, llm_chat_apply_template, llm_chat_message, llm_constraint_type, llm_generate,
+    llm_generate_default_params, llm_generate_params, llm_generate_stats, llm_stop_reason,
+    llm_token_callback,
 };
 pub use model::{
     llm_detokenize, llm_load, llm_model, llm_model_default_params, llm_model_free, llm_model_info,

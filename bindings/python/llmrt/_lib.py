@@ -54,6 +54,13 @@ LLM_STOP_STRING = 3
 LLM_STOP_CANCELLED = 4
 LLM_STOP_CONTEXT_FULL = 5
 
+#: ``llm_constraint_type`` values.
+LLM_CONSTRAINT_NONE = 0
+LLM_CONSTRAINT_JSON_SCHEMA = 1
+LLM_CONSTRAINT_JSON_OBJECT = 2
+LLM_CONSTRAINT_REGEX = 3
+LLM_CONSTRAINT_LARK = 4
+
 
 class llm_model(Structure):
     """Opaque model handle (only ever used through a pointer)."""
@@ -133,6 +140,9 @@ class llm_generate_params(Structure):
         ("n_stop", c_size_t),
         ("add_special", c_bool),
         ("parse_special", c_bool),
+        # llm_constraint_type, and the schema, regex or grammar it names.
+        ("constraint_type", ctypes.c_int32),
+        ("constraint", c_char_p),
     ]
 
 

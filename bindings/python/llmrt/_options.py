@@ -7,6 +7,7 @@ import ctypes
 import difflib
 import functools
 import inspect
+import json
 import secrets
 from typing import (
     Any,
@@ -120,6 +121,10 @@ class GenerateOptions:
         stop: Union[None, str, Sequence[str]] = None,
         add_special: bool = True,
         parse_special: bool = False,
+        json_schema: Union[None, Dict[str, Any], str] = None,
+        regex: Optional[str] = None,
+        grammar: Optional[str] = None,
+        response_format: Optional[Dict[str, Any]] = None,
     ):
         p = lib.llm_generate_default_params()
         p.max_tokens = check_count("max_tokens", max_tokens)
@@ -151,6 +156,11 @@ class GenerateOptions:
         p.n_stop = len(stop_bytes)
         p.add_special = bool(add_special)
         p.parse_special = bool(parse_special)
+        kind, text = constraint_of(json_schema, regex, grammar, response_format)
+        # Kept alive with the params, which point into it.
+        self._constraint = None if text is None else utf8(text, "constraint")
+        p.constraint_type = kind
+        p.constraint = self._constraint
         self.params = p
         self.max_tokens = max_tokens
 
@@ -160,12 +170,67 @@ class GenerateOptions:
         return max(_OUT_BYTES_MIN, self.max_tokens * _OUT_BYTES_PER_TOKEN)
 
 
+def constraint_of(
+    json_schema: Union[None, Dict[str, Any], str],
+    regex: Optional[str],
+    grammar: Optional[str],
+    response_format: Optional[Dict[str, Any]],
+) -> "tuple[int, Optional[str]]":
+    """The ``llm_constraint_type`` and text of at most one constraint: a JSON schema (a dict or
+    its JSON text), a regex, a Lark grammar, or OpenAI's ``response_format``
+    (``{"type": "json_object"}``, ``{"type": "json_schema", "json_schema": {"schema": ...}}``)."""
+    given = [x is not None for x in (json_schema, regex, grammar, response_format)]
+    if sum(given) > 1:
+        raise InvalidArgumentError(
+            "give at most one of json_schema, regex, grammar and response_format"
+        )
+    if response_format is not None:
+        if not isinstance(response_format, dict):
+            raise InvalidArgumentError(f"response_format must be a dict, got {response_format!r}")
+        kind = response_format.get("type")
+        if kind == "text":
+            return _lib.LLM_CONSTRAINT_NONE, None
+        if kind == "json_object":
+            schema = response_format.get("schema")
+            if schema is None:
+                return _lib.LLM_CONSTRAINT_JSON_OBJECT, None
+            json_schema = schema
+        elif kind == "json_schema":
+            inner = response_format.get("json_schema") or {}
+            json_schema = inner.get("schema") if isinstance(inner, dict) else None
+            if json_schema is None:
+                raise InvalidArgumentError(
+                    "response_format of type json_schema needs json_schema.schema"
+                )
+        else:
+            raise InvalidArgumentError(
+                f"response_format type must be text, json_object or json_schema, got {kind!r}"
+            )
+    if json_schema is not None:
+        text = json_schema if isinstance(json_schema, str) else json.dumps(json_schema)
+        return _lib.LLM_CONSTRAINT_JSON_SCHEMA, text
+    if regex is not None:
+        return _lib.LLM_CONSTRAINT_REGEX, str(regex)
+    if grammar is not None:
+        return _lib.LLM_CONSTRAINT_LARK, str(grammar)
+    return _lib.LLM_CONSTRAINT_NONE, None
+
+
 #: The sampling keywords of generate, chat and the completion calls.
 GENERATE_KEYWORDS = keyword_names(GenerateOptions.__init__, "lib")
 #: The same with ``stream``.
 STREAM_KEYWORDS = GENERATE_KEYWORDS | {"stream"}
 #: The keywords of :class:`GenerateOptions` that choose a token (what ``llm_sampler_new`` reads).
-SAMPLING_KEYWORDS = GENERATE_KEYWORDS - {"max_tokens", "stop", "add_special", "parse_special"}
+SAMPLING_KEYWORDS = GENERATE_KEYWORDS - {
+    "max_tokens",
+    "stop",
+    "add_special",
+    "parse_special",
+    "json_schema",
+    "regex",
+    "grammar",
+    "response_format",
+}
 
 
 # ---------------------------------------------------------------------------------------------
