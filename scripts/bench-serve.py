@@ -46,7 +46,7 @@ def start(kind, args, clients, port):
                "-c", str(args.ctx * clients), "-t", str(args.threads), "--threads-batch",
                str(args.threads)]
     log = open(ROOT / "target" / f"bench-serve-{kind}.log", "wb")
-    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 1200  # llama-server is built on first use
     while True:
@@ -66,7 +66,10 @@ def completion(client, url, i, max_tokens):
             "stream_options": {"include_usage": True}}
     started = time.perf_counter()
     first, text, tokens = None, [], 0
-    with client.stream("POST", url + "/v1/completions", json=body) as r:
+    # A connection per request: llama-server (this version) exits when a kept-alive connection
+    # is reused after a long streamed response.
+    with client.stream("POST", url + "/v1/completions", json=body,
+                       headers={"Connection": "close"}) as r:
         r.raise_for_status()
         for line in r.iter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
