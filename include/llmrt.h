@@ -52,6 +52,8 @@ typedef enum llm_constraint_type {
     LLM_CONSTRAINT_REGEX = 3,
     // The text follows the grammar in `constraint`, in llguidance's Lark dialect.
     LLM_CONSTRAINT_LARK = 4,
+    // The text follows the grammar in `constraint`, in llama.cpp's GBNF (its `root` rule).
+    LLM_CONSTRAINT_GBNF = 5,
 } llm_constraint_type;
 
 // Element type of a session's KV cache.
@@ -268,8 +270,8 @@ typedef struct llm_generate_params {
     // is complete under it. A constraint that does not compile fails the call with
     // LLM_ERR_INVALID_ARGUMENT and a message saying why.
     int32_t constraint_type;
-    // The constraint, NUL-terminated UTF-8: a JSON schema (as JSON text), a regular expression
-    // or a Lark grammar. NULL for LLM_CONSTRAINT_NONE and LLM_CONSTRAINT_JSON_OBJECT.
+    // The constraint, NUL-terminated UTF-8: a JSON schema (as JSON text), a regular expression,
+    // a Lark or a GBNF grammar. NULL for LLM_CONSTRAINT_NONE and LLM_CONSTRAINT_JSON_OBJECT.
     const char *constraint;
 } llm_generate_params;
 

@@ -242,3 +242,39 @@ fn in_a_batch_each_sequence_keeps_its_constraint_and_its_text_alone() {
     assert_eq!(together, alone);
     check_person(&together[0]);
 }
+
+/// llama.cpp's greedy completions under GBNF grammars, by its own grammar sampler
+/// (`scripts/make-gbnf-reference.py`): the grammars translated to Lark give the same tokens, so
+/// they allow exactly what llama.cpp's allow along the way.
+#[test]
+fn gbnf_grammars_give_llama_cpps_greedy_tokens() {
+    let name = "smollm2-135m-instruct-q8_0";
+    let Some(model) = load(&format!("{name}.gguf")) else {
+        return;
+    };
+    let reference = common::models::reference_json(&format!("gbnf/{name}.json"));
+    let cases = reference["cases"].as_array().expect("cases");
+    assert!(cases.len() >= 6);
+    let ids = |v: &Value| -> Vec<u32> {
+        v.as_array()
+            .expect("ids")
+            .iter()
+            .map(|t| t.as_u64().expect("id") as u32)
+            .collect()
+    };
+    for case in cases {
+        let grammar = case["grammar"].as_str().expect("grammar");
+        let mut s = session(&model);
+        let params = GenerateParams {
+            max_tokens: case["max_tokens"].as_u64().expect("max_tokens") as usize,
+            sampler: SamplerParams::greedy(),
+            constraint: Some(Constraint::Gbnf(grammar.into())),
+            ..GenerateParams::default()
+        };
+        let g =
+            generate::generate_tokens(&mut s, &ids(&case["prompt_tokens"]), &params, &mut |_| true)
+                .expect("generates");
+        assert_eq!(g.tokens, ids(&case["tokens"]), "{grammar}: {:?}", g.text);
+        assert_eq!(g.text, case["text"].as_str().expect("text"), "{grammar}");
+    }
+}

@@ -163,7 +163,8 @@ pub struct ConstraintArgs {
     /// The text is a JSON value valid under the JSON schema in FILE.
     #[arg(long = "json-schema", value_name = "FILE", group = "constraint")]
     pub json_schema: Option<PathBuf>,
-    /// The text follows the grammar in FILE, in llguidance's Lark dialect.
+    /// The text follows the grammar in FILE: GBNF (llama.cpp's `root ::= …`) or llguidance's
+    /// Lark dialect (`start: …`).
     #[arg(long, value_name = "FILE", group = "constraint")]
     pub grammar: Option<PathBuf>,
     /// The whole text matches this regular expression.
@@ -182,15 +183,7 @@ impl ConstraintArgs {
             return Ok(Some(Constraint::JsonSchema(schema)));
         }
         if let Some(file) = &self.grammar {
-            let text = read_text(file)?;
-            if text.contains("::=") {
-                return Err(llmrt::Error::InvalidArgument(format!(
-                    "{}: a GBNF grammar (`::=`); llmrt reads grammars in llguidance's Lark \
-                     dialect (`rule: ...`) for now",
-                    file.display()
-                )));
-            }
-            return Ok(Some(Constraint::Lark(text)));
+            return Ok(Some(Constraint::grammar_text(&read_text(file)?)));
         }
         Ok(self.regex.clone().map(Constraint::Regex))
     }

@@ -467,15 +467,26 @@ fn run_follows_a_json_schema_a_regex_or_a_grammar() {
         year.len() == 4 && year.chars().all(|c| c.is_ascii_digit()),
         "{year:?}"
     );
-    // GBNF is refused naming the format; two constraints at once are a usage error.
-    let gbnf = dir.join("g.gbnf");
-    std::fs::write(&gbnf, "root ::= \"yes\" | \"no\"\n").expect("write");
-    let out = llmrt(
-        &[&base[..], &["-p", "x", "--grammar", path_str(&gbnf)]].concat(),
-        None,
-    );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("GBNF"), "{}", text(&out.stderr));
+    // A GBNF grammar (llama.cpp's format) and a Lark one; two constraints at once are a usage
+    // error.
+    for (file, grammar) in [
+        (
+            "g.gbnf",
+            "root ::= answer \".\"\nanswer ::= \"yes\" | \"no\"\n",
+        ),
+        ("g.lark", "start: answer \".\"\nanswer: \"yes\" | \"no\"\n"),
+    ] {
+        let path = dir.join(file);
+        std::fs::write(&path, grammar).expect("write");
+        let args = ["-p", "Yes or no?", "--grammar", path_str(&path)];
+        let out = llmrt(&[&base[..], &args[..]].concat(), None);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let answer = text(&out.stdout);
+        assert!(
+            ["yes.\n", "no.\n"].contains(&answer.as_str()),
+            "{file}: {answer:?}"
+        );
+    }
     let out = llmrt(
         &[
             &base[..],

@@ -378,6 +378,13 @@ static void with_a_model(const char *path) {
     bad.constraint = "[0-9]{4}";
     EXPECT(llm_generate(session, prompt, &bad, NULL, NULL, out, sizeof out, &stats), LLM_OK);
     CHECK(strlen(out) == 4 && strspn(out, "0123456789") == 4);
+    bad.constraint_type = LLM_CONSTRAINT_GBNF;
+    bad.constraint = "root ::= (\"yes\" | \"no\") \".\"";
+    EXPECT(llm_generate(session, prompt, &bad, NULL, NULL, out, sizeof out, &stats), LLM_OK);
+    CHECK(strcmp(out, "yes.") == 0 || strcmp(out, "no.") == 0);
+    bad.constraint = "root ::= (";
+    EXPECT(llm_generate(session, prompt, &bad, NULL, NULL, out, sizeof out, &stats),
+           LLM_ERR_INVALID_ARGUMENT);
     EXPECT(llm_session_reset(session), LLM_OK);
     /* A budget beyond the context (it holds 64): generation runs until the context is full. */
     bad = gp;

@@ -73,8 +73,8 @@ pub struct llm_generate_params {
     /// is complete under it. A constraint that does not compile fails the call with
     /// LLM_ERR_INVALID_ARGUMENT and a message saying why.
     pub constraint_type: i32,
-    /// The constraint, NUL-terminated UTF-8: a JSON schema (as JSON text), a regular expression
-    /// or a Lark grammar. NULL for LLM_CONSTRAINT_NONE and LLM_CONSTRAINT_JSON_OBJECT.
+    /// The constraint, NUL-terminated UTF-8: a JSON schema (as JSON text), a regular expression,
+    /// a Lark or a GBNF grammar. NULL for LLM_CONSTRAINT_NONE and LLM_CONSTRAINT_JSON_OBJECT.
     pub constraint: *const c_char,
 }
 
@@ -92,6 +92,8 @@ pub enum llm_constraint_type {
     LLM_CONSTRAINT_REGEX = 3,
     /// The text follows the grammar in `constraint`, in llguidance's Lark dialect.
     LLM_CONSTRAINT_LARK = 4,
+    /// The text follows the grammar in `constraint`, in llama.cpp's GBNF (its `root` rule).
+    LLM_CONSTRAINT_GBNF = 5,
 }
 
 /// Why a generation ended.
@@ -231,6 +233,7 @@ unsafe fn constraint_of(params: &llm_generate_params) -> Result<Option<Constrain
         }
         t if t == T::LLM_CONSTRAINT_REGEX as i32 => Some(Constraint::Regex(text()?)),
         t if t == T::LLM_CONSTRAINT_LARK as i32 => Some(Constraint::Lark(text()?)),
+        t if t == T::LLM_CONSTRAINT_GBNF as i32 => Some(Constraint::Gbnf(text()?)),
         other => {
             return Err(FfiError::invalid(format!(
                 "unknown constraint_type {other}"

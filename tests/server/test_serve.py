@@ -433,8 +433,16 @@ def test_llama_server_fields_grammar_json_schema_and_regex(server, alias):
     assert re.fullmatch("[A-Z]{3}[0-9]{2}", r.json()["choices"][0]["text"])
 
 
+def test_a_gbnf_grammar_as_llama_server_takes_it(server):
+    r = post(server, "/v1/completions", {"prompt": "Yes or no?", "max_tokens": 8, "temperature": 0.9,
+                                         "seed": 4, "grammar": 'root ::= ("yes" | "no") "!"\n'})
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["text"] in ("yes!", "no!")
+
+
 @pytest.mark.parametrize("body", [
-    {"prompt": "x", "grammar": 'root ::= "yes" | "no"'},
+    {"prompt": "x", "grammar": 'root ::= ("yes" | "no"'},
+    {"prompt": "x", "grammar": 'answer ::= "yes"'},
     {"prompt": "x", "regex": "(unclosed"},
     {"prompt": "x", "response_format": {"type": "json_schema"}},
     {"prompt": "x", "response_format": {"type": "yaml"}},

@@ -8,6 +8,7 @@ import difflib
 import functools
 import inspect
 import json
+import re
 import secrets
 from typing import (
     Any,
@@ -177,7 +178,7 @@ def constraint_of(
     response_format: Optional[Dict[str, Any]],
 ) -> "tuple[int, Optional[str]]":
     """The ``llm_constraint_type`` and text of at most one constraint: a JSON schema (a dict or
-    its JSON text), a regex, a Lark grammar, or OpenAI's ``response_format``
+    its JSON text), a regex, a grammar (GBNF or Lark), or OpenAI's ``response_format``
     (``{"type": "json_object"}``, ``{"type": "json_schema", "json_schema": {"schema": ...}}``)."""
     given = [x is not None for x in (json_schema, regex, grammar, response_format)]
     if sum(given) > 1:
@@ -212,7 +213,9 @@ def constraint_of(
     if regex is not None:
         return _lib.LLM_CONSTRAINT_REGEX, str(regex)
     if grammar is not None:
-        return _lib.LLM_CONSTRAINT_LARK, str(grammar)
+        # GBNF (llama.cpp's `root ::= ...`) when a line defines a rule with `::=`, else Lark.
+        gbnf = re.search(r"^\s*[A-Za-z0-9_-]+\s*::=", str(grammar), flags=re.M)
+        return (_lib.LLM_CONSTRAINT_GBNF if gbnf else _lib.LLM_CONSTRAINT_LARK), str(grammar)
     return _lib.LLM_CONSTRAINT_NONE, None
 
 

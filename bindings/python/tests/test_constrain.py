@@ -62,6 +62,10 @@ def test_sampled_texts_match_a_json_schema_a_regex_and_a_grammar(model):
         answer = model.generate("Is it raining? Answer:", max_tokens=8, temperature=1.0,
                                 seed=seed, grammar='start: " yes" | " no"')
         assert answer in (" yes", " no")
+        # llama.cpp's GBNF, as llama-cpp-python users write it.
+        answer = model.generate("Is it raining? Answer:", max_tokens=8, temperature=1.0,
+                                seed=seed, grammar='root ::= " " ("yes" | "no") "."\n')
+        assert answer in (" yes.", " no.")
 
 
 def test_chat_response_format_and_streaming(model):

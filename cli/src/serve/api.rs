@@ -169,7 +169,7 @@ struct Sampling {
     /// OpenAI's structured output: `{"type": "json_object"}` or
     /// `{"type": "json_schema", "json_schema": {"schema": …}}`.
     response_format: Option<ResponseFormat>,
-    /// llama-server's fields: a JSON schema, or a grammar (Lark, after `%llguidance`).
+    /// llama-server's fields: a JSON schema, or a grammar (GBNF, or Lark after `%llguidance`).
     json_schema: Option<Value>,
     grammar: Option<String>,
     /// A regular expression the whole completion matches.
@@ -366,13 +366,8 @@ impl Sampling {
                     };
                     found.push(Constraint::Lark(lark.to_string()))
                 }
-                None => {
-                    return Err(ApiError::invalid_param(
-                        "grammar",
-                        "GBNF grammars are not supported yet; give a Lark grammar after a \
-                         `%llguidance` line, a `json_schema` or a `regex`",
-                    ))
-                }
+                // As llama-server: otherwise the grammar is GBNF.
+                None => found.push(Constraint::Gbnf(grammar.clone())),
             }
         }
         if let Some(rx) = &self.regex {

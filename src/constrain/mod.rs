@@ -1,11 +1,14 @@
-//! Output constrained to a JSON schema, a regular expression or a Lark grammar, with llguidance:
+//! Output constrained to a JSON schema, a regular expression or a grammar, with llguidance:
 //! before each token is sampled, every token the constraint does not allow next gets a logit of
 //! −∞, and an end-of-generation token is allowed exactly when the constraint accepts the text
 //! so far.
 //!
 //! llguidance works on a token trie of the model's vocabulary (each token's bytes, special
 //! tokens marked so that no text can produce them), built once per model ([`Vocabulary`]); each
-//! generation then runs its own matcher over it ([`Guide`]).
+//! generation then runs its own matcher over it ([`Guide`]). llama.cpp's GBNF grammars are
+//! translated to Lark first ([`gbnf`]).
+
+pub mod gbnf;
 
 use std::sync::Arc;
 
@@ -27,18 +30,38 @@ pub enum Constraint {
     Regex(String),
     /// A grammar in llguidance's Lark dialect.
     Lark(String),
+    /// A grammar in llama.cpp's GBNF, its `root` rule the whole text.
+    Gbnf(String),
 }
 
 impl Constraint {
-    fn grammar(&self) -> TopLevelGrammar {
-        match self {
+    /// A grammar in either format: GBNF when a line defines a rule with `::=` (llama.cpp's
+    /// `name ::= …`), else Lark (`name: …`).
+    pub fn grammar_text(text: &str) -> Constraint {
+        let defines_gbnf_rule = |line: &str| {
+            let line = line.trim_start();
+            let name_end = line
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+                .unwrap_or(line.len());
+            name_end > 0 && line[name_end..].trim_start().starts_with("::=")
+        };
+        if text.lines().any(defines_gbnf_rule) {
+            Constraint::Gbnf(text.to_string())
+        } else {
+            Constraint::Lark(text.to_string())
+        }
+    }
+
+    fn grammar(&self) -> Result<TopLevelGrammar> {
+        Ok(match self {
             Constraint::JsonSchema(schema) => TopLevelGrammar::from_json_schema(schema.clone()),
             Constraint::JsonObject => {
                 TopLevelGrammar::from_json_schema(serde_json::json!({"type": "object"}))
             }
             Constraint::Regex(rx) => TopLevelGrammar::from_regex(rx),
             Constraint::Lark(lark) => TopLevelGrammar::from_lark(lark.clone()),
-        }
+            Constraint::Gbnf(gbnf) => TopLevelGrammar::from_lark(gbnf::to_lark(gbnf)?),
+        })
     }
 }
 
@@ -149,7 +172,7 @@ impl Guide {
     pub fn new(vocabulary: Arc<Vocabulary>, constraint: &Constraint) -> Result<Guide> {
         let parser = vocabulary
             .factory
-            .create_parser(constraint.grammar())
+            .create_parser(constraint.grammar()?)
             .map_err(|e| Error::InvalidArgument(format!("constraint: {e}")))?;
         let matcher = Matcher::new(Ok(parser));
         if let Some(e) = matcher.get_error() {
