@@ -28,7 +28,7 @@ cargo clippy --workspace --all-targets --release -- -D warnings
 if [ -f bindings/python/pyproject.toml ]; then
   venv=target/pytest-venv
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check pytest numpy openai httpx selenium ./bindings/python
+  "$venv/bin/pip" install -q --disable-pip-version-check pytest numpy openai httpx selenium jsonschema ./bindings/python
   LLMRT_LIB="$root/target/release/libllmrt.so" "$venv/bin/python" -m pytest -q bindings/python/tests
   # `llmrt serve` through the official openai client, and its page in a browser; a bounded
   # load; two replicas behind nginx.

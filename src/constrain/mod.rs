@@ -54,15 +54,31 @@ impl Constraint {
 
     fn grammar(&self) -> Result<TopLevelGrammar> {
         Ok(match self {
-            Constraint::JsonSchema(schema) => TopLevelGrammar::from_json_schema(schema.clone()),
-            Constraint::JsonObject => {
-                TopLevelGrammar::from_json_schema(serde_json::json!({"type": "object"}))
+            Constraint::JsonSchema(schema) => {
+                TopLevelGrammar::from_json_schema(with_bounded_whitespace(schema))
             }
+            Constraint::JsonObject => TopLevelGrammar::from_json_schema(with_bounded_whitespace(
+                &serde_json::json!({"type": "object"}),
+            )),
             Constraint::Regex(rx) => TopLevelGrammar::from_regex(rx),
             Constraint::Lark(lark) => TopLevelGrammar::from_lark(lark.clone()),
             Constraint::Gbnf(gbnf) => TopLevelGrammar::from_lark(gbnf::to_lark(gbnf)?),
         })
     }
+}
+
+/// Whitespace between JSON tokens as llama.cpp's schema grammars allow it: one space, or one
+/// newline and up to 20 spaces or tabs of indentation. llguidance's default (any run of
+/// whitespace) lets a small model write newlines until its token budget runs out. A schema that
+/// sets llguidance's own options (`x-guidance`) keeps them.
+fn with_bounded_whitespace(schema: &serde_json::Value) -> serde_json::Value {
+    let mut schema = schema.clone();
+    if let Some(object) = schema.as_object_mut() {
+        object
+            .entry("x-guidance")
+            .or_insert_with(|| serde_json::json!({"whitespace_pattern": "(?: |\n[ \t]{0,20})"}));
+    }
+    schema
 }
 
 /// The model's tokenizer as llguidance asks for it: the trie of token bytes, and tokenization

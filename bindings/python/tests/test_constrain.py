@@ -11,6 +11,7 @@ import os
 import re
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 import llmrt
@@ -111,3 +112,100 @@ def test_batched_generations_keep_their_own_constraints(model):
 def test_bad_constraints_raise_invalid_argument(model, options):
     with pytest.raises(llmrt.InvalidArgumentError):
         model.generate("x", max_tokens=4, **options)
+
+
+SCHEMAS = {
+    "nested objects": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 20},
+            "address": {
+                "type": "object",
+                "properties": {
+                    "city": {"type": "string", "maxLength": 20},
+                    "zip": {"type": "string", "pattern": "^[0-9]{5}$"},
+                },
+                "required": ["city", "zip"],
+                "additionalProperties": False,
+            },
+        },
+        "required": ["name", "address"],
+        "additionalProperties": False,
+    },
+    "bounded array": {
+        "type": "array",
+        "items": {"type": "integer", "minimum": -50, "maximum": 50},
+        "minItems": 2,
+        "maxItems": 5,
+    },
+    "enums": {
+        "type": "object",
+        "properties": {"colour": {"enum": ["red", "green", "blue"]}, "size": {"enum": [1, 2, 3]}},
+        "required": ["colour", "size"],
+        "additionalProperties": False,
+    },
+    "anyOf and patterns": {
+        "anyOf": [
+            {"type": "integer", "minimum": 0, "maximum": 9},
+            {"type": "string", "pattern": "^[a-z]{2,4}$"},
+            {"type": "boolean"},
+        ]
+    },
+    "number ranges": {
+        "type": "object",
+        "properties": {
+            # A decimal in steps of 0.25: a plain "number" lets the fraction run on for as many
+            # digits as the model likes (JSON has no bound), past any token budget.
+            "t": {"type": "number", "minimum": -10.5, "maximum": 40, "multipleOf": 0.25},
+            "n": {"type": "integer", "exclusiveMinimum": 0, "exclusiveMaximum": 100},
+        },
+        "required": ["t", "n"],
+        "additionalProperties": False,
+    },
+}
+
+
+@pytest.mark.parametrize("name", list(SCHEMAS))
+def test_fifty_sampled_generations_validate_against_their_schema(model, name):
+    schema = SCHEMAS[name]
+    prompts = [f"Example {i} of {name}, as JSON:" for i in range(50)]
+    texts = model.generate_many(prompts, max_tokens=160, temperature=1.0,
+                                seed=list(range(50)), json_schema=schema)
+    for text in texts:
+        jsonschema.validate(json.loads(text), schema)
+
+
+def test_a_gbnf_arithmetic_grammar_yields_only_expressions_it_accepts(model):
+    grammar = (
+        'root ::= expr\n'
+        'expr ::= term (("+" | "-") term)*\n'
+        'term ::= factor (("*" | "/") factor)*\n'
+        'factor ::= [0-9]{1,3} | "(" expr ")"\n'
+    )
+    accepts = re.compile(r"^[0-9()+\-*/]+$")
+    for i in range(20):
+        reply = model.create_completion(f"Expression {i}:", max_tokens=32, temperature=1.0,
+                                        seed=i, grammar=grammar)
+        text, finish = reply["choices"][0]["text"], reply["choices"][0]["finish_reason"]
+        assert accepts.match(text), text
+        if finish == "stop":
+            # Python evaluates exactly the expressions this grammar accepts (integers, + - * /,
+            # parentheses): a complete one parses.
+            try:
+                eval(text, {"__builtins__": {}})  # noqa: S307 (only digits and operators)
+            except ZeroDivisionError:
+                pass
+        else:
+            assert finish == "length"
+
+
+@pytest.mark.parametrize("schema, message", [
+    ({"type": "array", "uniqueItems": True}, "Unimplemented keys"),
+    ({"not": {"type": "integer"}}, "Unimplemented keys"),
+    ({"type": "integer", "minimum": 5, "maximum": 1}, "Unsatisfiable"),
+    ({"$ref": "#/defs/missing"}, "does not exist"),
+    ({"type": "string", "format": "no-such-format"}, "Unknown format"),
+])
+def test_schemas_that_cannot_be_honoured_are_errors_naming_why(model, schema, message):
+    with pytest.raises(llmrt.InvalidArgumentError, match=message):
+        model.generate("x", max_tokens=4, json_schema=schema)
