@@ -23,6 +23,9 @@ pub struct Args {
     pub n_predict: usize,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    /// Every reply follows this constraint.
+    #[command(flatten)]
+    pub constraint: crate::common::ConstraintArgs,
 }
 
 pub fn run(args: Args) -> llmrt::Result<()> {
@@ -34,6 +37,7 @@ pub fn run(args: Args) -> llmrt::Result<()> {
     let params = GenerateParams {
         max_tokens: args.n_predict,
         sampler: args.sampling.params(),
+        constraint: args.constraint.constraint()?,
         ..GenerateParams::default()
     };
     let mut messages: Vec<ChatMessage> = args

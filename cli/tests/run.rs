@@ -504,3 +504,30 @@ fn run_follows_a_json_schema_a_regex_or_a_grammar() {
     );
     assert!(!out.status.success());
 }
+
+#[test]
+fn chat_replies_follow_a_constraint() {
+    let Some(model) = model_path(MODEL) else {
+        return;
+    };
+    let out = llmrt(
+        &[
+            "chat",
+            "-m",
+            path_str(&model),
+            "--temp",
+            "0.8",
+            "--seed",
+            "5",
+            "--regex",
+            "(red|green|blue)\\.",
+        ],
+        Some("Give me a colour.\nAnother one.\n"),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let replies: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
+    assert_eq!(replies.len(), 2, "{replies:?}");
+    for r in &replies {
+        assert!(["red.", "green.", "blue."].contains(&r.as_str()), "{r:?}");
+    }
+}
