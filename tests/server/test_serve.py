@@ -4,6 +4,7 @@ counts equal to the tokenizer's; logprobs; concurrent clients getting their solo
 that disconnects; every class of bad input; the API key; the queue."""
 
 import json
+import os
 import subprocess
 import threading
 import time
@@ -12,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import LLMRT, ROOT, Server, model_path
+from conftest import LLMRT, ROOT, Server, free_port, model_path
 
 PROMPTS = [
     "The capital of France is",
@@ -453,3 +454,39 @@ def test_bad_constraints_are_400(server, body):
     r = post(server, "/v1/completions", body)
     assert r.status_code == 400, r.text
     assert r.json()["error"]["message"]
+
+
+def test_health_is_503_while_the_model_loads_and_says_why_a_load_failed(tmp_path):
+    # A FIFO as the model: opening it blocks until a writer comes, so the server is held in
+    # "loading" for as long as the test likes; then the write end closes and loading fails.
+    fifo = tmp_path / "model.gguf"
+    os.mkfifo(fifo)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen([str(LLMRT), "serve", "-m", str(fifo), "--port", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                r = httpx.get(url + "/health", timeout=2)
+                break
+            except httpx.HTTPError:
+                assert time.time() < deadline, "the server never listened"
+                time.sleep(0.05)
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert r.json()["error"]["message"] == "Loading model"
+        busy = httpx.post(url + "/v1/completions", json={"prompt": "hi"})
+        assert busy.status_code == 503
+        # The write end opens and closes: the load goes on, and fails on an empty file.
+        with open(fifo, "wb"):
+            pass
+        deadline = time.time() + 30
+        while "failed to load" not in httpx.get(url + "/health").text:
+            assert time.time() < deadline
+            time.sleep(0.05)
+        r = httpx.get(url + "/health")
+        assert r.status_code == 503 and "failed to load" in r.json()["error"]["message"]
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
