@@ -14,6 +14,16 @@ use crate::{Error, Result};
 /// Receives `(index in batch, logits)` for every evaluated token.
 type LogitsCallback<'a> = &'a mut dyn FnMut(usize, &[f32]);
 
+/// What an evaluation hands back per token.
+enum Wanted<'a> {
+    /// The last token's logits, kept in the session.
+    Last,
+    /// Every token's logits, to the callback (the last also kept).
+    Every(LogitsCallback<'a>),
+    /// Every token's final hidden state, to the callback; no logits.
+    Hidden(LogitsCallback<'a>),
+}
+
 /// Context length used when neither the caller nor a smaller trained context says otherwise.
 pub const DEFAULT_MAX_CTX: usize = 4096;
 /// Tokens evaluated per forward pass when processing a prompt.
@@ -210,7 +220,7 @@ impl Session {
     /// Appends `tokens` to the context, evaluating them in batches; afterwards [`Session::logits`]
     /// holds the last token's logits.
     pub fn eval(&mut self, tokens: &[u32]) -> Result<&[f32]> {
-        self.eval_inner(tokens, None)?;
+        self.eval_inner(tokens, Wanted::Last)?;
         Ok(&self.logits)
     }
 
@@ -221,7 +231,7 @@ impl Session {
         tokens: &[u32],
         on_logits: &mut dyn FnMut(usize, &[f32]),
     ) -> Result<()> {
-        self.eval_inner(tokens, Some(on_logits))
+        self.eval_inner(tokens, Wanted::Every(on_logits))
     }
 
     /// Appends `tokens` to the context like [`Session::eval`], but computes no logits: calls
@@ -232,40 +242,10 @@ impl Session {
         tokens: &[u32],
         on_hidden: &mut dyn FnMut(usize, &[f32]),
     ) -> Result<()> {
-        let needed = self.tokens.len() + tokens.len();
-        if needed > self.n_ctx() {
-            return Err(Error::ContextFull {
-                needed,
-                n_ctx: self.n_ctx(),
-            });
-        }
-        let mut done = 0;
-        for batch in tokens.chunks(self.state.n_batch) {
-            let at = SeqAt {
-                pos: self.tokens.len(),
-                blocks: BlockTable::InOrder,
-            };
-            let pass = Pass {
-                state: &mut self.state,
-                kv: &mut self.kv,
-                pool: &self.pool,
-                simd: self.simd,
-                probe: self.probe.as_mut(),
-            };
-            let mut forward_to_caller = |i: usize, h: &[f32]| on_hidden(done + i, h);
-            self.model
-                .forward(pass, batch, at, Logits::Hidden(&mut forward_to_caller))?;
-            self.tokens.extend_from_slice(batch);
-            done += batch.len();
-        }
-        Ok(())
+        self.eval_inner(tokens, Wanted::Hidden(on_hidden))
     }
 
-    fn eval_inner(
-        &mut self,
-        tokens: &[u32],
-        mut on_logits: Option<LogitsCallback<'_>>,
-    ) -> Result<()> {
+    fn eval_inner(&mut self, tokens: &[u32], mut wanted: Wanted<'_>) -> Result<()> {
         let needed = self.tokens.len() + tokens.len();
         if needed > self.n_ctx() {
             return Err(Error::ContextFull {
@@ -287,8 +267,9 @@ impl Session {
                 simd: self.simd,
                 probe: self.probe.as_mut(),
             };
-            match on_logits.as_mut() {
-                Some(f) => {
+            match &mut wanted {
+                Wanted::Last => self.model.forward(pass, batch, at, Logits::Last)?,
+                Wanted::Every(f) => {
                     let last_logits = &mut self.logits;
                     let mut forward_to_caller = |i: usize, l: &[f32]| {
                         if done + i + 1 == tokens.len() {
@@ -299,12 +280,16 @@ impl Session {
                     self.model
                         .forward(pass, batch, at, Logits::All(&mut forward_to_caller))?;
                 }
-                None => self.model.forward(pass, batch, at, Logits::Last)?,
+                Wanted::Hidden(f) => {
+                    let mut forward_to_caller = |i: usize, h: &[f32]| f(done + i, h);
+                    self.model
+                        .forward(pass, batch, at, Logits::Hidden(&mut forward_to_caller))?;
+                }
             }
             self.tokens.extend_from_slice(batch);
             done += batch.len();
         }
-        if on_logits.is_none() && !tokens.is_empty() {
+        if matches!(wanted, Wanted::Last) && !tokens.is_empty() {
             self.logits.copy_from_slice(&self.state.logits[..n_vocab]);
         }
         Ok(())
