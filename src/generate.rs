@@ -197,10 +197,19 @@ pub fn chat(
     params: &GenerateParams,
     on_piece: &mut dyn FnMut(&str) -> bool,
 ) -> Result<Generation> {
-    let model = session.model().clone();
-    let rendered = render_chat(&model, template, messages, true)?;
-    let tokens = tokenize_rendered_chat(&model, &rendered)?;
+    let tokens = chat_prompt(&session.model().clone(), template, messages)?;
     generate_tokens(session, &tokens, params, on_piece)
+}
+
+/// The prompt of the assistant's reply to `messages`: rendered by `template` with the
+/// assistant's turn prefix, tokenized as a rendered chat.
+pub fn chat_prompt(
+    model: &Model,
+    template: &ChatTemplate,
+    messages: &[ChatMessage],
+) -> Result<Vec<u32>> {
+    let rendered = render_chat(model, template, messages, true)?;
+    tokenize_rendered_chat(model, &rendered)
 }
 
 /// The conversation as the model's template renders it.

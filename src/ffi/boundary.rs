@@ -271,6 +271,21 @@ pub(crate) fn guard_status(body: impl FnOnce() -> Result<(), FfiError>) -> llm_s
     }
 }
 
+/// Frees a handle made by `Box::into_raw`, as every `llm_*_free` does: NULL is a no-op, and a
+/// panic in the handle's drop is caught like any other.
+///
+/// # Safety
+/// `ptr` is NULL or came from `Box::into_raw` of a `Box<T>`, not yet freed and not in use.
+pub(crate) unsafe fn free_handle<T>(ptr: *mut T) {
+    let _ = guard_status(|| {
+        if !ptr.is_null() {
+            // SAFETY: forwarded from this function's contract.
+            drop(unsafe { Box::from_raw(ptr) });
+        }
+        Ok(())
+    });
+}
+
 /// [`guard`] for functions returning an object (NULL on failure).
 pub(crate) fn guard_ptr<T>(body: impl FnOnce() -> Result<*mut T, FfiError>) -> *mut T {
     guard(body).unwrap_or(std::ptr::null_mut())

@@ -5,10 +5,10 @@
 use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 
-use super::boundary::{guard_count, guard_ptr, guard_status, llm_status, FfiError};
+use super::boundary::{free_handle, guard_count, guard_ptr, guard_status, llm_status, FfiError};
 use super::convert::{as_mut, as_ref, c_str, slice};
 use super::generate::{
-    chat_messages, generate_params, llm_chat_message, llm_generate_default_params,
+    conversation, generate_params, llm_chat_message, llm_generate_default_params,
     llm_generate_params, llm_generate_stats, llm_token_callback, run_generation, Output,
 };
 use super::model::{llm_model, llm_token, SharedModel};
@@ -129,14 +129,9 @@ pub unsafe extern "C" fn llm_batcher_new(
 /// in an `llm_batcher_*` call on it.
 #[no_mangle]
 pub unsafe extern "C" fn llm_batcher_free(batcher: *mut llm_batcher) {
-    let _ = guard_status(|| {
-        if !batcher.is_null() {
-            // SAFETY: the pointer came from Box::into_raw in llm_batcher_new and is freed only
-            // here.
-            drop(unsafe { Box::from_raw(batcher) });
-        }
-        Ok(())
-    });
+    // SAFETY: forwarded from this function's contract: the pointer is NULL or came from
+    // Box::into_raw in llm_batcher_new, and is freed only here.
+    unsafe { free_handle(batcher) };
 }
 
 /// Most tokens one generation of the batcher holds, prompt included; LLM_FAILED if `batcher` is
@@ -224,19 +219,14 @@ pub unsafe extern "C" fn llm_batcher_chat(
             stats,
         };
         // SAFETY: forwarded from this function's contract.
-        let messages = unsafe { chat_messages(messages, n_messages) }?;
-        if messages.is_empty() {
-            return Err(FfiError::invalid("no messages"));
-        }
+        let messages = unsafe { conversation(messages, n_messages) }?;
         // SAFETY: as above.
         unsafe {
             run_generation(params, output, |params, on_piece| {
                 // SAFETY: as above.
                 let b = as_ref(batcher, "batcher")?;
                 let template = b.model.chat_template()?;
-                let model = &b.model.model;
-                let rendered = generate::render_chat(model, template, &messages, true)?;
-                let tokens = generate::tokenize_rendered_chat(model, &rendered)?;
+                let tokens = generate::chat_prompt(&b.model.model, template, &messages)?;
                 Ok(b.batcher.generate(&tokens, params, on_piece)?)
             })
         }
@@ -315,14 +305,9 @@ pub unsafe extern "C" fn llm_engine_new(
 /// `engine` is NULL or a pointer from `llm_engine_new` not yet freed and not in use.
 #[no_mangle]
 pub unsafe extern "C" fn llm_engine_free(engine: *mut llm_engine) {
-    let _ = guard_status(|| {
-        if !engine.is_null() {
-            // SAFETY: the pointer came from Box::into_raw in llm_engine_new and is freed only
-            // here.
-            drop(unsafe { Box::from_raw(engine) });
-        }
-        Ok(())
-    });
+    // SAFETY: forwarded from this function's contract: the pointer is NULL or came from
+    // Box::into_raw in llm_engine_new, and is freed only here.
+    unsafe { free_handle(engine) };
 }
 
 /// Adds an empty sequence and writes its id to `*seq`. Ids are never reused by one engine.
@@ -580,14 +565,9 @@ pub unsafe extern "C" fn llm_sampler_new(params: *const llm_generate_params) -> 
 /// `sampler` is NULL or a pointer from `llm_sampler_new` not yet freed and not in use.
 #[no_mangle]
 pub unsafe extern "C" fn llm_sampler_free(sampler: *mut llm_sampler) {
-    let _ = guard_status(|| {
-        if !sampler.is_null() {
-            // SAFETY: the pointer came from Box::into_raw in llm_sampler_new and is freed only
-            // here.
-            drop(unsafe { Box::from_raw(sampler) });
-        }
-        Ok(())
-    });
+    // SAFETY: forwarded from this function's contract: the pointer is NULL or came from
+    // Box::into_raw in llm_sampler_new, and is freed only here.
+    unsafe { free_handle(sampler) };
 }
 
 /// Chooses the next token from `logits` (`n_vocab` floats), as `llm_generate` chooses it:

@@ -2,7 +2,7 @@
 
 use std::ffi::c_char;
 
-use super::boundary::{guard_count, guard_ptr, guard_status, FfiError};
+use super::boundary::{free_handle, guard_count, guard_ptr, FfiError};
 use super::convert::{as_mut, as_ref, c_str, write_slice, write_string};
 use super::session::llm_session;
 use crate::explain::{explain, ExplainParams, Explanation};
@@ -124,13 +124,9 @@ pub unsafe extern "C" fn llm_explain(
 /// `explanation` is NULL or a pointer from `llm_explain` not yet freed and not in use.
 #[no_mangle]
 pub unsafe extern "C" fn llm_explanation_free(explanation: *mut llm_explanation) {
-    let _ = guard_status(|| {
-        if !explanation.is_null() {
-            // SAFETY: the pointer came from Box::into_raw in llm_explain and is freed only here.
-            drop(unsafe { Box::from_raw(explanation) });
-        }
-        Ok(())
-    });
+    // SAFETY: forwarded from this function's contract: the pointer is NULL or came from
+    // Box::into_raw in llm_explain, and is freed only here.
+    unsafe { free_handle(explanation) };
 }
 
 /// Everything recorded, as one JSON object (UTF-8, NUL-terminated) in `buf`:

@@ -472,11 +472,27 @@ pub unsafe extern "C" fn llm_generate(
     })
 }
 
+/// Reads the C messages of a conversation to reply to: at least one.
+///
+/// # Safety
+/// As [`chat_messages`].
+pub(super) unsafe fn conversation(
+    messages: *const llm_chat_message,
+    n: usize,
+) -> Result<Vec<ChatMessage>, FfiError> {
+    // SAFETY: forwarded from this function's contract.
+    let messages = unsafe { chat_messages(messages, n) }?;
+    if messages.is_empty() {
+        return Err(FfiError::invalid("no messages"));
+    }
+    Ok(messages)
+}
+
 /// Reads C chat messages.
 ///
 /// # Safety
 /// `messages` is NULL or has `n` messages whose strings are NULL or NUL-terminated.
-pub(super) unsafe fn chat_messages(
+unsafe fn chat_messages(
     messages: *const llm_chat_message,
     n: usize,
 ) -> Result<Vec<ChatMessage>, FfiError> {
@@ -528,10 +544,7 @@ pub unsafe extern "C" fn llm_chat(
             stats,
         };
         // SAFETY: forwarded from this function's contract.
-        let messages = unsafe { chat_messages(messages, n_messages) }?;
-        if messages.is_empty() {
-            return Err(FfiError::invalid("no messages"));
-        }
+        let messages = unsafe { conversation(messages, n_messages) }?;
         // SAFETY: as above.
         unsafe {
             run(session, params, output, |s, params, on_piece| {

@@ -3,7 +3,7 @@
 use std::ffi::c_char;
 use std::sync::{Arc, OnceLock};
 
-use super::boundary::{guard_count, guard_ptr, guard_status, llm_status, FfiError};
+use super::boundary::{free_handle, guard_count, guard_ptr, guard_status, llm_status, FfiError};
 use super::convert::{as_mut, as_ref, c_str, slice, str_with_len, write_slice, write_string};
 use crate::chat::ChatTemplate;
 use crate::gguf::Value;
@@ -145,13 +145,9 @@ pub unsafe extern "C" fn llm_load(
 /// `model` is NULL or a pointer from `llm_load` not yet freed.
 #[no_mangle]
 pub unsafe extern "C" fn llm_model_free(model: *mut llm_model) {
-    let _ = guard_status(|| {
-        if !model.is_null() {
-            // SAFETY: the pointer came from Box::into_raw in llm_load and is freed only here.
-            drop(unsafe { Box::from_raw(model) });
-        }
-        Ok(())
-    });
+    // SAFETY: forwarded from this function's contract: the pointer is NULL or came from
+    // Box::into_raw in llm_load, and is freed only here.
+    unsafe { free_handle(model) };
 }
 
 /// Fills `*out` with facts about the model.

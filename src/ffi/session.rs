@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::boundary::{guard_count, guard_ptr, guard_status, llm_status, FfiError};
+use super::boundary::{free_handle, guard_count, guard_ptr, guard_status, llm_status, FfiError};
 use super::convert::{as_mut, as_ref, slice};
 use super::model::{llm_model, llm_token, SharedModel};
 use crate::model::KvType;
@@ -130,14 +130,9 @@ pub unsafe extern "C" fn llm_session_new(
 /// `session` is NULL or a pointer from `llm_session_new` not yet freed and not in use.
 #[no_mangle]
 pub unsafe extern "C" fn llm_session_free(session: *mut llm_session) {
-    let _ = guard_status(|| {
-        if !session.is_null() {
-            // SAFETY: the pointer came from Box::into_raw in llm_session_new and is freed only
-            // here.
-            drop(unsafe { Box::from_raw(session) });
-        }
-        Ok(())
-    });
+    // SAFETY: forwarded from this function's contract: the pointer is NULL or came from
+    // Box::into_raw in llm_session_new, and is freed only here.
+    unsafe { free_handle(session) };
 }
 
 /// Empties the session's context (the next generation starts from scratch).

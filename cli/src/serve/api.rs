@@ -13,7 +13,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use llmrt::batcher::CancelHandle;
-use llmrt::chat::ChatMessage;
+use llmrt::chat::{ChatMessage, ChatTemplate};
 use llmrt::constrain::Constraint;
 use llmrt::generate::{self, GenerateParams, Generation, StopReason, TokenLogprobs};
 use llmrt::sample::SamplerParams;
@@ -778,12 +778,11 @@ struct ChatRequest {
     top_logprobs: Option<i64>,
 }
 
-/// The conversation rendered by the model's template, as tokens.
-fn chat_prompt(
-    ready: &Ready,
+/// The model's chat template and the request's messages in the library's terms.
+fn chat_messages<'a>(
+    ready: &'a Ready,
     messages: &[Message],
-    add_generation_prompt: bool,
-) -> Result<(String, Vec<u32>), ApiError> {
+) -> Result<(&'a ChatTemplate, Vec<ChatMessage>), ApiError> {
     if messages.is_empty() {
         return Err(ApiError::invalid_param("messages", "messages is empty"));
     }
@@ -795,9 +794,7 @@ fn chat_prompt(
         .template
         .as_ref()
         .map_err(|e| ApiError::invalid(format!("the model's chat template: {e}")))?;
-    let rendered = generate::render_chat(&ready.model, template, &messages, add_generation_prompt)?;
-    let tokens = generate::tokenize_rendered_chat(&ready.model, &rendered)?;
-    Ok((rendered, tokens))
+    Ok((template, messages))
 }
 
 pub(crate) async fn chat_completions(
@@ -822,7 +819,8 @@ pub(crate) async fn chat_completions(
     let params = request
         .sampling
         .params(&state, ready.model.config().n_vocab, top_logprobs)?;
-    let (_, prompt) = chat_prompt(ready, &request.messages, true)?;
+    let (template, messages) = chat_messages(ready, &request.messages)?;
+    let prompt = generate::chat_prompt(&ready.model, template, &messages)?;
     let n_prompt = prompt.len();
     let id = state.response_id("chatcmpl");
     let created = unix_now();
@@ -1116,6 +1114,12 @@ pub(crate) async fn apply_template(
 ) -> Result<Json<Value>, ApiError> {
     let request: ApplyTemplateRequest = parse(&body)?;
     let ready = state.ready()?;
-    let (prompt, _) = chat_prompt(ready, &request.messages, request.add_generation_prompt)?;
+    let (template, messages) = chat_messages(ready, &request.messages)?;
+    let prompt = generate::render_chat(
+        &ready.model,
+        template,
+        &messages,
+        request.add_generation_prompt,
+    )?;
     Ok(Json(json!({ "prompt": prompt })))
 }
