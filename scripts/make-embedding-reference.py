@@ -5,12 +5,13 @@ texts, with mean and with last-token pooling, as the reference for llmrt's /v1/e
 usage (with the Python that ../shared/tools/llcpp-bench.sh builds, ~/.cache/llcpp-ref/venv):
   make-embedding-reference.py MODEL.gguf OUT.json
 """
-import hashlib
 import json
 import sys
 
 import llama_cpp as L
 from llama_cpp import Llama
+
+from reference_files import sha256
 
 TEXTS = [
     "The capital of France is Paris.",
@@ -19,14 +20,6 @@ TEXTS = [
     "Ich bin ein Berliner. ¿Dónde está la biblioteca? 東京は日本の首都です。",
     "a",
 ]
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def main(model_path, out_path):

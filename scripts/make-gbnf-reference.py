@@ -4,11 +4,12 @@ llama-cpp-python's LlamaGrammar), the reference for llmrt's translation of GBNF 
 
 usage (with ~/.cache/llcpp-ref/venv/bin/python): make-gbnf-reference.py MODEL.gguf OUT.json
 """
-import hashlib
 import json
 import sys
 
 from llama_cpp import Llama, LlamaGrammar
+
+from reference_files import sha256
 
 CASES = [
     # (grammar, prompt, max_tokens)
@@ -26,14 +27,6 @@ CASES = [
     ('root ::= [A-Z] ([a-z] | "-" [a-z])* ("!" | "?" | ".")\n',
      "Say one word:", 12),
 ]
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def main(model_path, out_path):

@@ -9,13 +9,10 @@ use std::sync::Arc;
 
 use llmrt::generate::{self, GenerateParams, Generation, StopReason};
 use llmrt::sample::SamplerParams;
-use llmrt::{Batcher, EngineParams, Error, Model, ModelParams, Session, SessionParams};
+use llmrt::{Batcher, EngineParams, Error, Model, Session, SessionParams};
 
 fn load(name: &str) -> Option<Arc<Model>> {
-    let path = common::models::model_path(name)?;
-    Some(Arc::new(
-        Model::load(&path, &ModelParams::default()).expect("model loads"),
-    ))
+    common::models::load(name)
 }
 
 const TEXTS: [&str; 8] = [

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use llmrt::constrain::Constraint;
 use llmrt::generate::{self, GenerateParams, StopReason};
 use llmrt::sample::SamplerParams;
-use llmrt::{Batcher, EngineParams, Error, Model, ModelParams, Session, SessionParams};
+use llmrt::{Batcher, EngineParams, Error, Model, Session, SessionParams};
 use serde_json::{json, Value};
 
 const MODELS: [&str; 2] = [
@@ -19,10 +19,7 @@ const MODELS: [&str; 2] = [
 ];
 
 fn load(name: &str) -> Option<Arc<Model>> {
-    let path = common::models::model_path(name)?;
-    Some(Arc::new(
-        Model::load(&path, &ModelParams::default()).expect("model loads"),
-    ))
+    common::models::load(name)
 }
 
 fn session(model: &Arc<Model>) -> Session {

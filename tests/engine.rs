@@ -11,13 +11,10 @@ use std::sync::Arc;
 
 use llmrt::engine::PoolStats;
 use llmrt::quant::Simd;
-use llmrt::{Engine, EngineParams, Error, Model, ModelParams, SeqId, Session, SessionParams};
+use llmrt::{Engine, EngineParams, Error, Model, SeqId, Session, SessionParams};
 
 fn load(name: &str) -> Option<Arc<Model>> {
-    let path = common::models::model_path(name)?;
-    Some(Arc::new(
-        Model::load(&path, &ModelParams::default()).expect("model loads"),
-    ))
+    common::models::load(name)
 }
 
 /// Prompts of different lengths and texts (the first `n` of them).

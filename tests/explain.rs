@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use llmrt::explain::{explain, visible_piece, ExplainParams, Explanation};
-use llmrt::{Model, ModelParams, Session, SessionParams};
+use llmrt::{Model, Session, SessionParams};
 use serde_json::Value;
 
 mod common;
@@ -34,10 +34,7 @@ fn model_path() -> PathBuf {
 }
 
 fn load() -> Option<Arc<Model>> {
-    let path = models::model_path(&format!("{MODEL}.gguf"))?;
-    Some(Arc::new(
-        Model::load(&path, &ModelParams::default()).expect("model loads"),
-    ))
+    models::load(&format!("{MODEL}.gguf"))
 }
 
 fn session(model: &Arc<Model>) -> Session {

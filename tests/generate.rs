@@ -9,7 +9,7 @@ use std::sync::Arc;
 use llmrt::chat::{ChatMessage, ChatTemplate};
 use llmrt::generate::{self, GenerateParams, StopReason};
 use llmrt::sample::SamplerParams;
-use llmrt::{Error, Model, ModelParams, Session, SessionParams};
+use llmrt::{Error, Model, Session, SessionParams};
 use serde_json::Value;
 
 /// A greedy step whose top-2 logits are closer than this is a near-tie, after which our reply
@@ -17,10 +17,7 @@ use serde_json::Value;
 const NEAR_TIE: f32 = 0.1;
 
 fn load(name: &str) -> Option<Arc<Model>> {
-    let path = common::models::model_path(&format!("{name}.gguf"))?;
-    Some(Arc::new(
-        Model::load(&path, &ModelParams::default()).expect("model loads"),
-    ))
+    common::models::load(&format!("{name}.gguf"))
 }
 
 fn reference(name: &str) -> Value {

@@ -54,3 +54,11 @@ pub fn model_path(name: &str) -> Option<PathBuf> {
     );
     None
 }
+
+/// The model `models/NAME`, loaded with the default parameters, when the file is there (see
+/// [`model_path`] for when it is not).
+pub fn load(name: &str) -> Option<std::sync::Arc<llmrt::Model>> {
+    let path = model_path(name)?;
+    let model = llmrt::Model::load(&path, &llmrt::ModelParams::default()).expect("model loads");
+    Some(std::sync::Arc::new(model))
+}
