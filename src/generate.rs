@@ -33,6 +33,9 @@ pub struct GenerateParams {
     /// What the text must match (a JSON schema, a regex, a grammar): tokens it does not allow
     /// are never sampled, and generation can end only where it accepts.
     pub constraint: Option<Constraint>,
+    /// Control tokens written into the text as their own text rather than dropped: the markers
+    /// a tool-call parser looks for (`[TOOL_CALLS]`, `<|python_tag|>`).
+    pub preserved_tokens: Vec<u32>,
 }
 
 impl Default for GenerateParams {
@@ -45,6 +48,7 @@ impl Default for GenerateParams {
             parse_special: false,
             top_logprobs: None,
             constraint: None,
+            preserved_tokens: Vec::new(),
         }
     }
 }
@@ -208,7 +212,18 @@ pub fn chat_prompt(
     template: &ChatTemplate,
     messages: &[ChatMessage],
 ) -> Result<Vec<u32>> {
-    let rendered = render_chat(model, template, messages, true)?;
+    chat_prompt_with(model, template, messages, &serde_json::Value::Null)
+}
+
+/// [`chat_prompt`] for any serializable messages (JSON messages with `tool_calls`), with extra
+/// template variables (`extra`: `null` or a JSON object, e.g. `{"tools": […]}`).
+pub fn chat_prompt_with<M: serde::Serialize + ?Sized>(
+    model: &Model,
+    template: &ChatTemplate,
+    messages: &M,
+    extra: &serde_json::Value,
+) -> Result<Vec<u32>> {
+    let rendered = render_chat_with(model, template, messages, true, extra)?;
     tokenize_rendered_chat(model, &rendered)
 }
 
@@ -219,17 +234,35 @@ pub fn render_chat(
     messages: &[ChatMessage],
     add_generation_prompt: bool,
 ) -> Result<String> {
+    render_chat_with(
+        model,
+        template,
+        messages,
+        add_generation_prompt,
+        &serde_json::Value::Null,
+    )
+}
+
+/// [`render_chat`] for any serializable messages, with extra template variables.
+pub fn render_chat_with<M: serde::Serialize + ?Sized>(
+    model: &Model,
+    template: &ChatTemplate,
+    messages: &M,
+    add_generation_prompt: bool,
+    extra: &serde_json::Value,
+) -> Result<String> {
     let tok = model.tokenizer();
     let text_of = |id: Option<u32>| {
         id.and_then(|id| tok.token_text(id))
             .unwrap_or("")
             .to_string()
     };
-    template.render(
+    template.render_with(
         messages,
         add_generation_prompt,
         &text_of(tok.bos()),
         &text_of(tok.eos()),
+        extra,
     )
 }
 
@@ -333,6 +366,7 @@ pub struct Continuation {
     /// model computed them).
     guide: Option<Guide>,
     masked: Vec<f32>,
+    preserved_tokens: Vec<u32>,
 }
 
 impl Continuation {
@@ -357,6 +391,7 @@ impl Continuation {
             n_ctx,
             guide,
             masked: Vec::new(),
+            preserved_tokens: params.preserved_tokens.clone(),
         })
     }
 
@@ -397,7 +432,8 @@ impl Continuation {
         if let Some(guide) = &mut self.guide {
             guide.accept(next)?;
         }
-        let piece = self.decoder.push(tokenizer, next);
+        let special = self.preserved_tokens.contains(&next);
+        let piece = self.decoder.push_piece(tokenizer, next, special);
         let (ready, stopped) = self.text.push(&piece);
         if !ready.is_empty() && !on_piece(&ready) {
             return Ok(Some(StopReason::Cancelled));

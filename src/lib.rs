@@ -24,6 +24,7 @@ pub mod quant;
 pub mod sample;
 pub mod session;
 pub mod tokenizer;
+pub mod tools;
 
 pub use batcher::{Batcher, BatcherStatus};
 pub use engine::{Engine, EngineParams, SeqId};

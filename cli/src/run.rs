@@ -41,6 +41,7 @@ pub fn run(args: Args) -> llmrt::Result<()> {
         parse_special: args.parse_special,
         top_logprobs: None,
         constraint: args.constraint.constraint()?,
+        preserved_tokens: Vec::new(),
     };
     let mut out = std::io::stdout().lock();
     if !args.no_echo {

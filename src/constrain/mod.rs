@@ -71,7 +71,7 @@ impl Constraint {
 /// newline and up to 20 spaces or tabs of indentation. llguidance's default (any run of
 /// whitespace) lets a small model write newlines until its token budget runs out. A schema that
 /// sets llguidance's own options (`x-guidance`) keeps them.
-fn with_bounded_whitespace(schema: &serde_json::Value) -> serde_json::Value {
+pub(crate) fn with_bounded_whitespace(schema: &serde_json::Value) -> serde_json::Value {
     let mut schema = schema.clone();
     if let Some(object) = schema.as_object_mut() {
         object

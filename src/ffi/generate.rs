@@ -310,6 +310,7 @@ pub(super) unsafe fn generate_params(
         top_logprobs: None,
         // SAFETY: forwarded from this function's contract.
         constraint: unsafe { constraint_of(params) }?,
+        preserved_tokens: Vec::new(),
     })
 }
 

@@ -401,7 +401,12 @@ impl StreamDecoder {
     /// Adds token `id`; returns the text that is now complete (possibly empty). Bytes that can
     /// never become valid UTF-8 are emitted as U+FFFD rather than held.
     pub fn push(&mut self, tok: &Tokenizer, id: u32) -> String {
-        self.pending.extend_from_slice(&tok.piece(id, false));
+        self.push_piece(tok, id, false)
+    }
+
+    /// [`StreamDecoder::push`] with control tokens written as their text when `special`.
+    pub fn push_piece(&mut self, tok: &Tokenizer, id: u32, special: bool) -> String {
+        self.pending.extend_from_slice(&tok.piece(id, special));
         let mut out = String::new();
         let mut rest: &[u8] = &self.pending;
         loop {

@@ -12,15 +12,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 LLMRT = ROOT / "target" / "release" / "llmrt"
 MODEL = ROOT / "models" / "smollm2-135m-instruct-q8_0.gguf"
+# A model whose chat template shows it a tool-call format (Hermes' <tool_call>).
+TOOL_MODEL = ROOT / "models" / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 
 
-def model_path() -> Path:
-    if not MODEL.exists():
+def model_path(model: Path = MODEL) -> Path:
+    if not model.exists():
         # Under scripts/test.sh (LLMRT_REQUIRE_MODELS=1) an absent model is a failure.
         if os.environ.get("LLMRT_REQUIRE_MODELS") == "1":
-            pytest.fail(f"{MODEL} is missing: run scripts/fetch-models.sh")
-        pytest.skip(f"SKIP: {MODEL} is missing (scripts/fetch-models.sh fetches it)")
-    return MODEL
+            pytest.fail(f"{model} is missing: run scripts/fetch-models.sh")
+        pytest.skip(f"SKIP: {model} is missing (scripts/fetch-models.sh fetches it)")
+    return model
 
 
 def free_port() -> int:
@@ -32,10 +34,11 @@ def free_port() -> int:
 class Server:
     """A running `llmrt serve`; `url` is its base address."""
 
-    def __init__(self, *args: str):
+    def __init__(self, *args: str, model: Path = MODEL):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [str(LLMRT), "serve", "-m", str(model_path()), "--port", str(self.port), "-t", "2", *args]
+        cmd = [str(LLMRT), "serve", "-m", str(model_path(model)), "--port", str(self.port), "-t", "2",
+               *args]
         self.log = open(ROOT / "target" / f"serve-test-{self.port}.log", "wb")
         self.process = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 60

@@ -13,16 +13,18 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use llmrt::batcher::CancelHandle;
-use llmrt::chat::{ChatMessage, ChatTemplate};
+use llmrt::chat::ChatTemplate;
 use llmrt::constrain::Constraint;
 use llmrt::generate::{self, GenerateParams, Generation, StopReason, TokenLogprobs};
 use llmrt::sample::SamplerParams;
+use llmrt::tools;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use super::error::ApiError;
+use super::tools::{ToolFields, ToolUse};
 use super::{AppState, Ready};
 
 /// Parses a JSON body into `T`, with serde's message (which names the field and the type it
@@ -311,6 +313,7 @@ impl Sampling {
             parse_special: true,
             top_logprobs,
             constraint: self.constraint()?,
+            preserved_tokens: Vec::new(),
         })
     }
 
@@ -738,10 +741,16 @@ struct ContentPart {
 struct Message {
     role: String,
     content: Option<Content>,
+    /// An assistant turn's calls, and a tool result's call id and function name.
+    tool_calls: Option<Vec<Value>>,
+    tool_call_id: Option<String>,
+    name: Option<String>,
 }
 
 impl Message {
-    fn to_chat(&self) -> Result<ChatMessage, ApiError> {
+    /// The message as the chat template reads it: `role` and `content` (text; none is empty),
+    /// then the tool fields the message has.
+    fn to_template(&self) -> Result<Value, ApiError> {
         let content = match &self.content {
             None => String::new(),
             Some(Content::Text(t)) => t.clone(),
@@ -761,10 +770,17 @@ impl Message {
                 text
             }
         };
-        Ok(ChatMessage {
-            role: self.role.clone(),
-            content,
-        })
+        let mut message = json!({"role": self.role, "content": content});
+        if let Some(calls) = &self.tool_calls {
+            message["tool_calls"] = json!(calls);
+        }
+        if let Some(id) = &self.tool_call_id {
+            message["tool_call_id"] = json!(id);
+        }
+        if let Some(name) = &self.name {
+            message["name"] = json!(name);
+        }
+        Ok(message)
     }
 }
 
@@ -773,28 +789,64 @@ struct ChatRequest {
     messages: Vec<Message>,
     #[serde(flatten)]
     sampling: Sampling,
+    #[serde(flatten)]
+    tools: ToolFields,
     #[serde(default)]
     logprobs: bool,
     top_logprobs: Option<i64>,
 }
 
-/// The model's chat template and the request's messages in the library's terms.
-fn chat_messages<'a>(
-    ready: &'a Ready,
-    messages: &[Message],
-) -> Result<(&'a ChatTemplate, Vec<ChatMessage>), ApiError> {
-    if messages.is_empty() {
-        return Err(ApiError::invalid_param("messages", "messages is empty"));
+/// A conversation ready to render: the model's template, the request's messages as it reads
+/// them, its extra variables (the tools), and the tools the reply may call.
+struct Conversation<'a> {
+    template: &'a ChatTemplate,
+    messages: Vec<Value>,
+    variables: Value,
+    tool_use: Option<ToolUse>,
+}
+
+impl<'a> Conversation<'a> {
+    fn new(
+        ready: &'a Ready,
+        messages: &[Message],
+        tools: &ToolFields,
+    ) -> Result<Conversation<'a>, ApiError> {
+        if messages.is_empty() {
+            return Err(ApiError::invalid_param("messages", "messages is empty"));
+        }
+        let messages: Vec<Value> = messages
+            .iter()
+            .map(Message::to_template)
+            .collect::<Result<_, _>>()?;
+        let template = ready
+            .template
+            .as_ref()
+            .map_err(|e| ApiError::invalid(format!("the model's chat template: {e}")))?;
+        let tool_use = tools.tool_use(template)?;
+        let (messages, variables) = match &tool_use {
+            Some(t) => (t.messages(&messages, template), t.template_variables()),
+            None => (
+                messages.iter().map(tools::with_parsed_arguments).collect(),
+                Value::Null,
+            ),
+        };
+        Ok(Conversation {
+            template,
+            messages,
+            variables,
+            tool_use,
+        })
     }
-    let messages: Vec<ChatMessage> = messages
-        .iter()
-        .map(Message::to_chat)
-        .collect::<Result<_, _>>()?;
-    let template = ready
-        .template
-        .as_ref()
-        .map_err(|e| ApiError::invalid(format!("the model's chat template: {e}")))?;
-    Ok((template, messages))
+
+    fn render(&self, ready: &Ready, add_generation_prompt: bool) -> llmrt::Result<String> {
+        generate::render_chat_with(
+            &ready.model,
+            self.template,
+            &self.messages,
+            add_generation_prompt,
+            &self.variables,
+        )
+    }
 }
 
 pub(crate) async fn chat_completions(
@@ -819,8 +871,14 @@ pub(crate) async fn chat_completions(
     let params = request
         .sampling
         .params(&state, ready.model.config().n_vocab, top_logprobs)?;
-    let (template, messages) = chat_messages(ready, &request.messages)?;
-    let prompt = generate::chat_prompt(&ready.model, template, &messages)?;
+    let conversation = Conversation::new(ready, &request.messages, &request.tools)?;
+    let mut params = params;
+    if let Some(tool_use) = &conversation.tool_use {
+        tool_use.configure(&mut params, &ready.model).await?;
+    }
+    let prompt =
+        generate::tokenize_rendered_chat(&ready.model, &conversation.render(ready, true)?)?;
+    let tool_use = conversation.tool_use;
     let n_prompt = prompt.len();
     let id = state.response_id("chatcmpl");
     let created = unix_now();
@@ -828,6 +886,7 @@ pub(crate) async fn chat_completions(
     if request.sampling.stream {
         let model = state.alias.clone();
         let include_usage = request.sampling.include_usage();
+        let mut reply = tool_use.as_ref().map(|t| t.stream(&id));
         let chunk = move |delta: Value, finish: Option<&str>| {
             let mut c = json!({
                 "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
@@ -840,9 +899,24 @@ pub(crate) async fn chat_completions(
         };
         return Ok(stream(running, move |event| match event {
             Streamed::Start => vec![chunk(json!({"role": "assistant", "content": ""}), None)],
-            Streamed::Piece(p) => vec![chunk(json!({"content": p}), None)],
+            Streamed::Piece(p) => match &mut reply {
+                Some(reply) => reply.push(p).into_iter().map(|d| chunk(d, None)).collect(),
+                None => vec![chunk(json!({"content": p}), None)],
+            },
             Streamed::End(g) => {
-                let mut last = vec![chunk(json!({}), Some(finish_reason(g.stop_reason)))];
+                let (mut last, called) = match &mut reply {
+                    Some(reply) => {
+                        let (deltas, called) = reply.finish();
+                        (deltas.into_iter().map(|d| chunk(d, None)).collect(), called)
+                    }
+                    None => (Vec::new(), false),
+                };
+                let reason = if called {
+                    "tool_calls"
+                } else {
+                    finish_reason(g.stop_reason)
+                };
+                last.push(chunk(json!({}), Some(reason)));
                 if include_usage {
                     let mut u = chunk(json!({}), None);
                     u["choices"] = json!([]);
@@ -858,13 +932,22 @@ pub(crate) async fn chat_completions(
         Some(_) => chat_logprobs(ready, &g),
         None => Value::Null,
     };
+    let (message, called) = match &tool_use {
+        Some(t) => t.message(&g.text, &id),
+        None => (json!({"role": "assistant", "content": g.text}), false),
+    };
+    let reason = if called {
+        "tool_calls"
+    } else {
+        finish_reason(g.stop_reason)
+    };
     Ok(Json(json!({
         "id": id, "object": "chat.completion", "created": created, "model": state.alias,
         "choices": [{
             "index": 0,
-            "message": {"role": "assistant", "content": g.text},
+            "message": message,
             "logprobs": logprobs,
-            "finish_reason": finish_reason(g.stop_reason),
+            "finish_reason": reason,
         }],
         "usage": usage(n_prompt, &g),
     }))
@@ -882,7 +965,7 @@ enum Streamed<'a> {
 /// is sent as an error event. A client that goes away ends the generation at the next step.
 fn stream(
     mut running: Running,
-    chunks: impl Fn(Streamed<'_>) -> Vec<Value> + Send + 'static,
+    mut chunks: impl FnMut(Streamed<'_>) -> Vec<Value> + Send + 'static,
 ) -> Response {
     let (events, receiver) = mpsc::channel::<SseEvent>(32);
     tokio::spawn(async move {
@@ -1100,6 +1183,8 @@ pub(crate) async fn detokenize(
 #[derive(Deserialize)]
 struct ApplyTemplateRequest {
     messages: Vec<Message>,
+    #[serde(flatten)]
+    tools: ToolFields,
     #[serde(default = "yes")]
     add_generation_prompt: bool,
 }
@@ -1114,12 +1199,7 @@ pub(crate) async fn apply_template(
 ) -> Result<Json<Value>, ApiError> {
     let request: ApplyTemplateRequest = parse(&body)?;
     let ready = state.ready()?;
-    let (template, messages) = chat_messages(ready, &request.messages)?;
-    let prompt = generate::render_chat(
-        &ready.model,
-        template,
-        &messages,
-        request.add_generation_prompt,
-    )?;
+    let conversation = Conversation::new(ready, &request.messages, &request.tools)?;
+    let prompt = conversation.render(ready, request.add_generation_prompt)?;
     Ok(Json(json!({ "prompt": prompt })))
 }

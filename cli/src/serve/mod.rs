@@ -6,6 +6,7 @@
 mod api;
 mod error;
 mod metrics;
+mod tools;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
