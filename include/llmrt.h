@@ -660,6 +660,34 @@ enum llm_status llm_chat(struct llm_session *session,
                          size_t out_len,
                          struct llm_generate_stats *stats);
 
+// Replies to a chat request given as JSON in OpenAI's shape (NUL-terminated UTF-8):
+// `{"messages": [{"role", "content", "tool_calls"?, "tool_call_id"?}, …], "tools": […],
+// "tool_choice": "none"|"auto"|"required"|{"type": "function", "function": {"name": …}},
+// "parallel_tool_calls": bool}`, all but `messages` optional. The tools go into the model's chat
+// template; a required or named call is constrained to the tool's parameter schema.
+//
+// Output as `llm_chat`, except that `on_token` gets only the reply's text (not the calls) and
+// `out_buf` receives the reply as the JSON of an OpenAI assistant message:
+// `{"role": "assistant", "content": …, "tool_calls": [{"id", "type": "function", "function":
+// {"name", "arguments"}}]}` (`tool_calls` present when the model called a tool; `arguments` a
+// JSON string, `content` null when the reply is only calls). `stats->text_len` is that JSON's
+// length.
+//
+// Returns as `llm_chat`, with LLM_ERR_INVALID_ARGUMENT for a request that is not such JSON, a
+// bad tool, a `tool_choice` naming no tool, or a parameter schema that cannot constrain a call
+// (`llm_last_error` names the field).
+//
+// # Safety
+// As `llm_generate`; `request` is NULL or NUL-terminated.
+enum llm_status llm_chat_request(struct llm_session *session,
+                                 const char *request,
+                                 const struct llm_generate_params *params,
+                                 llm_token_callback on_token,
+                                 void *user_data,
+                                 char *out_buf,
+                                 size_t out_len,
+                                 struct llm_generate_stats *stats);
+
 // Renders `messages` (`n` of them) with the model's chat template (as `llm_chat` chooses it)
 // into `buf`, NUL-terminated;
 // with `add_generation_prompt`, the assistant's turn prefix is appended.

@@ -28,7 +28,10 @@ use serde_json::{json, Value};
 
 use std::sync::Arc;
 
+use crate::chat::ChatTemplate;
 use crate::constrain::{self, Constraint, Guide, Vocabulary};
+use crate::generate::{self, GenerateParams, Generation};
+use crate::session::Session;
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 
@@ -114,6 +117,130 @@ pub enum ToolChoice {
     Function(String),
 }
 
+/// The tools a chat request offers and what it asks of them, with the model's format.
+#[derive(Debug, Clone)]
+pub struct ToolUse {
+    pub format: ToolFormat,
+    pub tools: Vec<Tool>,
+    pub choice: ToolChoice,
+    /// Whether one reply may hold several calls.
+    pub parallel: bool,
+}
+
+impl ToolUse {
+    /// From OpenAI's request fields `tools`, `tool_choice` (`"none"`, `"auto"`, `"required"` or
+    /// `{"type": "function", "function": {"name": …}}`) and `parallel_tool_calls` (off unless
+    /// given, as llama-server has it), for a model with this template. `None` when the request
+    /// offers no tools, or forbids calls (`"none"`: the tools are not shown to the model).
+    /// Error messages begin with the field at fault.
+    pub fn from_openai(
+        tools: Option<&[Value]>,
+        tool_choice: Option<&Value>,
+        parallel_tool_calls: Option<bool>,
+        template_source: &str,
+    ) -> Result<Option<ToolUse>> {
+        let bad_choice = |why: String| Error::InvalidArgument(format!("tool_choice: {why}"));
+        let choice = match tool_choice {
+            None | Some(Value::Null) => ToolChoice::Auto,
+            Some(Value::String(s)) => match s.as_str() {
+                "none" => return Ok(None),
+                "auto" => ToolChoice::Auto,
+                "required" => ToolChoice::Required,
+                other => {
+                    return Err(bad_choice(format!(
+                        "`{other}` is not none, auto or required"
+                    )))
+                }
+            },
+            Some(named) => match named.pointer("/function/name").and_then(Value::as_str) {
+                Some(name) => ToolChoice::Function(name.to_string()),
+                None => {
+                    return Err(bad_choice(
+                        "a string or {\"type\": \"function\", \"function\": {\"name\": …}}".into(),
+                    ))
+                }
+            },
+        };
+        let tools = Tool::list_from_openai(tools.unwrap_or_default())?;
+        if tools.is_empty() {
+            return match choice {
+                ToolChoice::Auto => Ok(None),
+                _ => Err(bad_choice("asks for a call, but there are no tools".into())),
+            };
+        }
+        if let ToolChoice::Function(name) = &choice {
+            if !tools.iter().any(|t| &t.name == name) {
+                return Err(Error::InvalidArgument(format!(
+                    "tools: tool_choice names `{name}`, which is not among them"
+                )));
+            }
+        }
+        Ok(Some(ToolUse {
+            format: ToolFormat::detect(template_source),
+            tools,
+            choice,
+            parallel: parallel_tool_calls.unwrap_or(false),
+        }))
+    }
+
+    /// The template variables that show the tools: `{"tools": […]}`, as the caller gave them.
+    pub fn template_variables(&self) -> Value {
+        let definitions: Vec<&Value> = self.tools.iter().map(|t| &t.definition).collect();
+        json!({ "tools": definitions })
+    }
+
+    /// The messages as the template should see them (see [`ToolFormat::prepare_messages`]).
+    pub fn messages(&self, messages: &[Value], template_source: &str) -> Vec<Value> {
+        self.format
+            .prepare_messages(messages, &self.tools, &self.choice, template_source)
+    }
+
+    /// The constraint of the reply, if it has one (see [`ToolFormat::constraint`]).
+    pub fn constraint(&self, tokenizer: &Tokenizer) -> Result<Option<Constraint>> {
+        self.format
+            .constraint(&self.tools, &self.choice, self.parallel, tokenizer)
+    }
+
+    /// Adds what the tools need to `params`: the markers kept in the text, and the reply's
+    /// constraint, which cannot be combined with another.
+    pub fn configure(&self, params: &mut GenerateParams, tokenizer: &Tokenizer) -> Result<()> {
+        params.preserved_tokens = self.format.preserved_tokens(tokenizer);
+        if let Some(constraint) = self.constraint(tokenizer)? {
+            if params.constraint.is_some() {
+                return Err(Error::InvalidArgument(
+                    "this model's tool calls are constrained output, which cannot be combined with another constraint".into(),
+                ));
+            }
+            params.constraint = Some(constraint);
+        }
+        Ok(())
+    }
+
+    /// The assistant message of a whole reply in OpenAI's shape (`content` null when the reply
+    /// is only calls), and whether it calls tools. Calls without an id of their own get
+    /// `call_{id_stem}_{index}`.
+    pub fn message(&self, text: &str, id_stem: &str) -> (Value, bool) {
+        let reply = self.format.parse(text);
+        let calls: Vec<Value> = reply
+            .tool_calls
+            .iter()
+            .enumerate()
+            .map(|(i, c)| c.to_openai(id_stem, i))
+            .collect();
+        let content = if calls.is_empty() || !reply.content.trim().is_empty() {
+            Value::String(reply.content)
+        } else {
+            Value::Null
+        };
+        let mut message = json!({"role": "assistant", "content": content});
+        let called = !calls.is_empty();
+        if called {
+            message["tool_calls"] = Value::Array(calls);
+        }
+        (message, called)
+    }
+}
+
 /// A call the model made.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToolCall {
@@ -122,6 +249,22 @@ pub struct ToolCall {
     pub name: String,
     /// The arguments as JSON (an object, as the schemas ask).
     pub arguments: Value,
+}
+
+impl ToolCall {
+    /// The call as OpenAI returns it (`arguments` as a JSON string); a call without an id of
+    /// its own gets `call_{id_stem}_{index}`.
+    pub fn to_openai(&self, id_stem: &str, index: usize) -> Value {
+        let id = self
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("call_{id_stem}_{index}"));
+        json!({
+            "id": id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments.to_string()},
+        })
+    }
 }
 
 /// A reply split into its text and its calls.
@@ -697,6 +840,99 @@ fn parse_generic(text: &str) -> Reply {
         content: text.to_string(),
         tool_calls: Vec::new(),
     }
+}
+
+/// Replies in `session` to a chat request in OpenAI's shape: `{"messages": […], "tools": […],
+/// "tool_choice": …, "parallel_tool_calls": …}` (all but `messages` optional; message content a
+/// string or null). Returns the generation and the reply as an OpenAI assistant message, its
+/// calls parsed out; `on_content` gets the reply's text as it is generated, without the calls.
+/// Call ids without one of the model's are `call_{number of request messages}_{index}`, so they
+/// differ from turn to turn of a conversation.
+pub fn reply_to_request(
+    session: &mut Session,
+    template: &ChatTemplate,
+    request: &Value,
+    params: &GenerateParams,
+    on_content: &mut dyn FnMut(&str) -> bool,
+) -> Result<(Generation, Value)> {
+    let messages = request
+        .get("messages")
+        .and_then(Value::as_array)
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| Error::InvalidArgument("messages: a non-empty array is needed".into()))?;
+    for (i, m) in messages.iter().enumerate() {
+        let role_ok = m.get("role").is_some_and(Value::is_string);
+        let content_ok = matches!(
+            m.get("content"),
+            None | Some(Value::Null | Value::String(_))
+        );
+        if !role_ok || !content_ok {
+            return Err(Error::InvalidArgument(format!(
+                "messages[{i}]: a message needs a string `role` and a string or null `content`"
+            )));
+        }
+    }
+    let messages: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            let mut m = with_parsed_arguments(m);
+            if m.get("content").is_none_or(Value::is_null) {
+                m["content"] = Value::String(String::new());
+            }
+            m
+        })
+        .collect();
+    let tool_use = ToolUse::from_openai(
+        request
+            .get("tools")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice),
+        request.get("tool_choice"),
+        request.get("parallel_tool_calls").and_then(Value::as_bool),
+        template.source(),
+    )?;
+    let model = session.model().clone();
+    let mut params = params.clone();
+    let (messages, variables) = match &tool_use {
+        Some(t) => {
+            t.configure(&mut params, model.tokenizer())?;
+            (
+                t.messages(&messages, template.source()),
+                t.template_variables(),
+            )
+        }
+        None => (messages, Value::Null),
+    };
+    let prompt = generate::chat_prompt_with(&model, template, &messages, &variables)?;
+    let Some(tool_use) = tool_use else {
+        let generation = generate::generate_tokens(session, &prompt, &params, on_content)?;
+        let message = json!({"role": "assistant", "content": generation.text});
+        return Ok((generation, message));
+    };
+    let mut stream = ReplyStream::new(tool_use.format);
+    let mut on_piece = |piece: &str| {
+        stream.push(piece).iter().all(|d| match d {
+            ReplyDelta::Content(text) => on_content(text),
+            ReplyDelta::Call(_) => true,
+        })
+    };
+    let generation = generate::generate_tokens(session, &prompt, &params, &mut on_piece)?;
+    for d in stream.finish() {
+        if let ReplyDelta::Content(text) = d {
+            // The reply is complete; a false return has nothing left to stop.
+            let _ = on_content(&text);
+        }
+    }
+    let (message, _) = tool_use.message(&generation.text, &messages_count_stem(request));
+    Ok((generation, message))
+}
+
+fn messages_count_stem(request: &Value) -> String {
+    request
+        .get("messages")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len)
+        .to_string()
 }
 
 /// What a [`ReplyStream`] lets out.

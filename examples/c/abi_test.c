@@ -476,6 +476,29 @@ static void with_a_model(const char *path) {
     EXPECT(llm_chat(session, msgs, 1, &gp, NULL, NULL, out, sizeof out, &stats), LLM_OK);
     CHECK(stats.generated_tokens > 0 && stats.generated_tokens <= 4);
 
+    /* A JSON chat request: NULL, not JSON, bad fields, and the reply message's JSON. */
+    {
+        const char *hello = "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}";
+        EXPECT(llm_chat_request(NULL, hello, NULL, NULL, NULL, NULL, 0, NULL), LLM_ERR_NULL);
+        EXPECT(llm_chat_request(session, NULL, &gp, NULL, NULL, out, sizeof out, &stats),
+               LLM_ERR_NULL);
+        EXPECT(llm_chat_request(session, BAD_UTF8, &gp, NULL, NULL, out, sizeof out, &stats),
+               LLM_ERR_INVALID_UTF8);
+        const char *bad[] = {
+            "{\"messages\": [",
+            "{\"messages\": []}",
+            "{\"messages\": [{\"role\": 1, \"content\": \"hi\"}]}",
+            "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"tool_choice\": \"required\"}",
+            "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"tools\": [{\"type\": \"function\"}]}",
+        };
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+            EXPECT(llm_chat_request(session, bad[i], &gp, NULL, NULL, out, sizeof out, &stats),
+                   LLM_ERR_INVALID_ARGUMENT);
+        EXPECT(llm_chat_request(session, hello, &gp, NULL, NULL, out, sizeof out, &stats), LLM_OK);
+        CHECK(strncmp(out, "{\"role\":\"assistant\",\"content\":", 30) == 0);
+        CHECK(stats.text_len == strlen(out) && stats.generated_tokens <= 4);
+    }
+
     /* An engine and a batcher: bad arguments, and what they hold. */
     {
         llm_engine_params ep = llm_engine_default_params();

@@ -10,6 +10,7 @@ use crate::chat::ChatMessage;
 use crate::constrain::Constraint;
 use crate::generate::{self, GenerateParams, GenerateStats, Generation, StopReason};
 use crate::sample::SamplerParams;
+use crate::tools;
 
 /// Receives each piece of generated text as soon as it is complete UTF-8 (a piece never splits a
 /// character, and text that might begin a stop string is held back until it cannot).
@@ -557,6 +558,61 @@ pub unsafe extern "C" fn llm_chat(
                     params,
                     on_piece,
                 )?)
+            })
+        }
+    })
+}
+
+/// Replies to a chat request given as JSON in OpenAI's shape (NUL-terminated UTF-8):
+/// `{"messages": [{"role", "content", "tool_calls"?, "tool_call_id"?}, …], "tools": […],
+/// "tool_choice": "none"|"auto"|"required"|{"type": "function", "function": {"name": …}},
+/// "parallel_tool_calls": bool}`, all but `messages` optional. The tools go into the model's chat
+/// template; a required or named call is constrained to the tool's parameter schema.
+///
+/// Output as `llm_chat`, except that `on_token` gets only the reply's text (not the calls) and
+/// `out_buf` receives the reply as the JSON of an OpenAI assistant message:
+/// `{"role": "assistant", "content": …, "tool_calls": [{"id", "type": "function", "function":
+/// {"name", "arguments"}}]}` (`tool_calls` present when the model called a tool; `arguments` a
+/// JSON string, `content` null when the reply is only calls). `stats->text_len` is that JSON's
+/// length.
+///
+/// Returns as `llm_chat`, with LLM_ERR_INVALID_ARGUMENT for a request that is not such JSON, a
+/// bad tool, a `tool_choice` naming no tool, or a parameter schema that cannot constrain a call
+/// (`llm_last_error` names the field).
+///
+/// # Safety
+/// As `llm_generate`; `request` is NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn llm_chat_request(
+    session: *mut llm_session,
+    request: *const c_char,
+    params: *const llm_generate_params,
+    on_token: llm_token_callback,
+    user_data: *mut c_void,
+    out_buf: *mut c_char,
+    out_len: usize,
+    stats: *mut llm_generate_stats,
+) -> llm_status {
+    guard_status(|| {
+        let output = Output {
+            on_token,
+            user_data,
+            out_buf,
+            out_len,
+            stats,
+        };
+        // SAFETY: forwarded from this function's contract.
+        let request = unsafe { c_str(request, "request") }?;
+        let request: serde_json::Value = serde_json::from_str(request)
+            .map_err(|e| FfiError::invalid(format!("request: not JSON: {e}")))?;
+        // SAFETY: as above.
+        unsafe {
+            run(session, params, output, |s, params, on_piece| {
+                let template = s.model.chat_template()?;
+                let (mut generation, message) =
+                    tools::reply_to_request(&mut s.session, template, &request, params, on_piece)?;
+                generation.text = message.to_string();
+                Ok(generation)
             })
         }
     })

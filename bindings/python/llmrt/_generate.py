@@ -68,13 +68,18 @@ class _StreamEnd:
 
     stats: Optional[GenerationStats] = None
     error: Optional[BaseException] = None
+    text: bytes = b""
 
 
-def stream(run: Run, end: Optional[List[GenerationStats]] = None) -> Iterator[str]:
+def stream(
+    run: Run,
+    end: Optional[List[GenerationStats]] = None,
+    whole: Optional[List[bytes]] = None,
+) -> Iterator[str]:
     """Runs ``run`` on a worker thread and yields the pieces as text while it goes. Leaving the
     loop early (``break``, an exception, dropping the iterator) cancels the generation and waits
     for it to stop, so the session is free again afterwards. The statistics are appended to
-    ``end`` when given."""
+    ``end`` and the whole output to ``whole`` when given."""
     items: "queue.Queue[Union[bytes, _StreamEnd]]" = queue.Queue()
     cancel = threading.Event()
 
@@ -86,8 +91,8 @@ def stream(run: Run, end: Optional[List[GenerationStats]] = None) -> Iterator[st
 
     def work() -> None:
         try:
-            _, stats = run(on_piece)
-            items.put(_StreamEnd(stats=stats))
+            text, stats = run(on_piece)
+            items.put(_StreamEnd(stats=stats, text=text))
         except BaseException as e:  # noqa: BLE001 - handed to the consuming thread
             items.put(_StreamEnd(error=e))
 
@@ -101,6 +106,8 @@ def stream(run: Run, end: Optional[List[GenerationStats]] = None) -> Iterator[st
                     raise item.error
                 if end is not None and item.stats is not None:
                     end.append(item.stats)
+                if whole is not None:
+                    whole.append(item.text)
                 return
             # Pieces are whole UTF-8 characters (llm_token_callback).
             yield item.decode("utf-8", "replace")

@@ -5,12 +5,13 @@ prompt or the messages, params, callback, user data, buffer, length and stats)."
 from __future__ import annotations
 
 import ctypes
+import json
 from ctypes import byref
-from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 from typing import Union
 
 from . import _generate, _lib
-from ._errors import Status, last_error
+from ._errors import InvalidArgumentError, Status, last_error
 from ._generate import GenerationStats, Run
 from ._handle import Handle
 from ._marshal import Message, chat_messages, utf8
@@ -30,6 +31,8 @@ class Generator(Handle):
     #: ``llm_batcher_generate``), and the one called as ``llm_chat`` is.
     _generate_function = ""
     _chat_function = ""
+    #: The C function that replies to a JSON chat request with tools ("" when unsupported).
+    _chat_request_function = ""
 
     def __init__(self, model: "Model") -> None:
         super().__init__()
@@ -41,11 +44,16 @@ class Generator(Handle):
     # -- the one C call -------------------------------------------------------------------------
 
     def _run(
-        self, call: Callable[..., int], options: GenerateOptions, on_piece: Callable[[bytes], bool]
+        self,
+        call: Callable[..., int],
+        options: GenerateOptions,
+        on_piece: Callable[[bytes], bool],
+        whole_output: bool = False,
     ) -> Tuple[bytes, GenerationStats]:
         """One generate-like call: ``call(handle, params, callback, buf, len, stats)``;
         ``on_piece`` sees each piece and returns False to stop. Returns the text and the
-        statistics."""
+        statistics. With ``whole_output`` the output is not the pieces joined (a reply
+        message's JSON), so it gets a larger buffer and one too small is an error."""
         lib = self._lib
         pieces: List[bytes] = []
         failure: List[BaseException] = []
@@ -61,7 +69,7 @@ class Generator(Handle):
                 return False
 
         c_callback = _lib.llm_token_callback(callback)
-        capacity = options.out_capacity()
+        capacity = options.out_capacity() * (4 if whole_output else 1)
         out = ctypes.create_string_buffer(capacity)
         raw_stats = _lib.llm_generate_stats()
         with self._use() as h:
@@ -80,6 +88,10 @@ class Generator(Handle):
             raise error
         stats = GenerationStats.of(raw_stats)
         self.last_stats = stats
+        if status == Status.ERR_BUFFER_TOO_SMALL and whole_output:
+            raise InvalidArgumentError(
+                f"the reply's JSON outgrew its {capacity}-byte buffer: give a max_tokens"
+            )
         if status == Status.ERR_BUFFER_TOO_SMALL:
             # The text outgrew the buffer; the pieces are the same text (llm_token_callback).
             return b"".join(pieces), stats
@@ -103,6 +115,25 @@ class Generator(Handle):
             lambda h, p, cb, out, size, st: chat(h, array, n, p, cb, None, out, size, st),
             options,
             on_piece,
+        )
+
+    def _chat_request(self, request: Dict[str, Any], options: GenerateOptions) -> Run:
+        """The generation of the reply to a JSON chat request (messages and tools), whose
+        output is the reply message's JSON."""
+        if not self._chat_request_function:
+            raise InvalidArgumentError(
+                f"tools are not supported by a {type(self).__name__}: use a Session or the Model"
+            )
+        try:
+            data = utf8(json.dumps(request, ensure_ascii=False), "request")
+        except (TypeError, ValueError) as e:
+            raise InvalidArgumentError(f"messages and tools must be JSON: {e}") from None
+        chat = getattr(self._lib, self._chat_request_function)
+        return lambda on_piece: self._run(
+            lambda h, p, cb, out, size, st: chat(h, data, p, cb, None, out, size, st),
+            options,
+            on_piece,
+            whole_output=True,
         )
 
     # -- the public calls -----------------------------------------------------------------------
@@ -149,12 +180,36 @@ class Generator(Handle):
 
     @keywords(STREAM_KEYWORDS)
     def create_chat_completion(
-        self, messages: Sequence[Message], *, stream: bool = False, **kwargs: Any
+        self,
+        messages: Sequence[Any],
+        *,
+        stream: bool = False,
+        tools: Optional[Sequence[Dict[str, Any]]] = None,
+        tool_choice: Optional[Union[str, Dict[str, Any]]] = None,
+        parallel_tool_calls: Optional[bool] = None,
+        **kwargs: Any,
     ) -> Any:
         """An OpenAI-style ``chat.completion`` dict: ``choices[0].message.{role, content}``,
         ``choices[0].finish_reason`` ("stop" or "length") and ``usage``. With ``stream=True``, an
         iterator of ``chat.completion.chunk`` dicts with ``choices[0].delta``. Same options as
-        :meth:`generate`."""
-        run = self._chat(messages, GenerateOptions(self._lib, **kwargs))
+        :meth:`generate`.
+
+        ``tools`` (OpenAI's function tools), ``tool_choice`` ("none", "auto", "required" or
+        ``{"type": "function", "function": {"name": ...}}``) and ``parallel_tool_calls`` go into
+        the model's chat template; the calls the model writes in its family's format come back
+        as ``message.tool_calls`` with ``finish_reason`` "tool_calls" (streamed: one
+        ``delta.tool_calls`` entry per call, once it is complete). A required or named call is
+        constrained to the tool's parameter schema. Messages may then carry ``tool_calls``
+        (assistant) and ``tool_call_id`` (role "tool")."""
+        options = GenerateOptions(self._lib, **kwargs)
         reply = ChatCompletion(self.model.path)
-        return reply.chunks(run) if stream else reply.whole(run)
+        if tools is None and tool_choice is None and parallel_tool_calls is None:
+            run = self._chat(messages, options)
+            return reply.chunks(run) if stream else reply.whole(run)
+        request: Dict[str, Any] = {"messages": list(messages)}
+        for key, value in [("tools", tools), ("tool_choice", tool_choice),
+                           ("parallel_tool_calls", parallel_tool_calls)]:
+            if value is not None:
+                request[key] = value
+        run = self._chat_request(request, options)
+        return reply.message_chunks(run) if stream else reply.whole_message(run)

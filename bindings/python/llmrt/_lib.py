@@ -287,6 +287,20 @@ _SIGNATURES = [
         ],
     ),
     (
+        "llm_chat_request",
+        _status,
+        [
+            llm_session_p,
+            c_char_p,
+            POINTER(llm_generate_params),
+            llm_token_callback,
+            c_void_p,
+            char_p,
+            c_size_t,
+            POINTER(llm_generate_stats),
+        ],
+    ),
+    (
         "llm_chat_apply_template",
         c_int32,
         [llm_model_p, POINTER(llm_chat_message), c_size_t, c_bool, char_p, c_size_t],

@@ -16,7 +16,13 @@ from ._explain import EXPLAIN_KEYWORDS
 from ._generate import GenerationStats
 from ._handle import Handle
 from ._marshal import Message, chat_messages, check_count, read_bytes, token_array, utf8
-from ._options import GENERATE_KEYWORDS, STREAM_KEYWORDS, keywords, session_options
+from ._options import (
+    CHAT_KEYWORDS,
+    GENERATE_KEYWORDS,
+    STREAM_KEYWORDS,
+    keywords,
+    session_options,
+)
 from ._session import Session
 
 
@@ -317,8 +323,8 @@ class Model(Handle):
         with self._default_session() as s:
             return s.create_completion(prompt, **kwargs)
 
-    @keywords(STREAM_KEYWORDS)
-    def create_chat_completion(self, messages: Sequence[Message], **kwargs: Any) -> Any:
+    @keywords(CHAT_KEYWORDS)
+    def create_chat_completion(self, messages: Sequence[Any], **kwargs: Any) -> Any:
         """OpenAI-style chat completion; see :meth:`Session.create_chat_completion`."""
         with self._default_session() as s:
             return s.create_chat_completion(messages, **kwargs)

@@ -3,6 +3,7 @@ dicts llama-cpp-python returns), whole or as streamed chunks."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any, Dict, Iterator, List, Optional
@@ -65,23 +66,30 @@ class ChatCompletion:
 
     def whole(self, run: Run) -> Dict[str, Any]:
         text, stats = complete(run)
+        message = {"role": "assistant", "content": text.decode("utf-8", "replace")}
+        return self._whole(message, stats.finish_reason, stats)
+
+    def whole_message(self, run: Run) -> Dict[str, Any]:
+        """:meth:`whole` of a run whose output is the reply message's JSON (tool calls)."""
+        text, stats = complete(run)
+        message = json.loads(text)
+        return self._whole(message, _finish_reason(message, stats), stats)
+
+    def _whole(
+        self, message: Dict[str, Any], finish_reason: str, stats: GenerationStats
+    ) -> Dict[str, Any]:
         return {
             "id": self.id,
             "object": "chat.completion",
             "created": self.created,
             "model": self.model,
             "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text.decode("utf-8", "replace")},
-                    "logprobs": None,
-                    "finish_reason": stats.finish_reason,
-                }
+                {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
             ],
             "usage": usage(stats),
         }
 
-    def _chunk(self, delta: Dict[str, str], finish_reason: Optional[str]) -> Dict[str, Any]:
+    def _chunk(self, delta: Dict[str, Any], finish_reason: Optional[str]) -> Dict[str, Any]:
         return {
             "id": self.id,
             "object": "chat.completion.chunk",
@@ -99,3 +107,21 @@ class ChatCompletion:
             yield self._chunk({"content": piece}, None)
         if end:
             yield self._chunk({}, end[0].finish_reason)
+
+    def message_chunks(self, run: Run) -> Iterator[Dict[str, Any]]:
+        """:meth:`chunks` of a run whose output is the reply message's JSON: the text as it
+        comes, then one ``delta.tool_calls`` chunk per call, then the finish reason."""
+        end: List[GenerationStats] = []
+        whole: List[bytes] = []
+        yield self._chunk({"role": "assistant"}, None)
+        for piece in stream(run, end, whole):
+            yield self._chunk({"content": piece}, None)
+        if end and whole:
+            message = json.loads(whole[0])
+            for index, call in enumerate(message.get("tool_calls") or []):
+                yield self._chunk({"tool_calls": [dict(call, index=index)]}, None)
+            yield self._chunk({}, _finish_reason(message, end[0]))
+
+
+def _finish_reason(message: Dict[str, Any], stats: GenerationStats) -> str:
+    return "tool_calls" if message.get("tool_calls") else stats.finish_reason

@@ -223,6 +223,8 @@ def constraint_of(
 GENERATE_KEYWORDS = keyword_names(GenerateOptions.__init__, "lib")
 #: The same with ``stream``.
 STREAM_KEYWORDS = GENERATE_KEYWORDS | {"stream"}
+#: The same with the tool keywords of ``create_chat_completion``.
+CHAT_KEYWORDS = STREAM_KEYWORDS | {"tools", "tool_choice", "parallel_tool_calls"}
 #: The keywords of :class:`GenerateOptions` that choose a token (what ``llm_sampler_new`` reads).
 SAMPLING_KEYWORDS = GENERATE_KEYWORDS - {
     "max_tokens",

@@ -41,6 +41,7 @@ class Session(Generator):
     _exclusive = True
     _generate_function = "llm_generate"
     _chat_function = "llm_chat"
+    _chat_request_function = "llm_chat_request"
 
     @keywords()
     def __init__(

@@ -17,14 +17,14 @@ use llmrt::chat::ChatTemplate;
 use llmrt::constrain::Constraint;
 use llmrt::generate::{self, GenerateParams, Generation, StopReason, TokenLogprobs};
 use llmrt::sample::SamplerParams;
-use llmrt::tools;
+use llmrt::tools::{self, ToolUse};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use super::error::ApiError;
-use super::tools::{ToolFields, ToolUse};
+use super::tools::{self as tool_fields, StreamedReply, ToolFields};
 use super::{AppState, Ready};
 
 /// Parses a JSON body into `T`, with serde's message (which names the field and the type it
@@ -822,9 +822,12 @@ impl<'a> Conversation<'a> {
             .template
             .as_ref()
             .map_err(|e| ApiError::invalid(format!("the model's chat template: {e}")))?;
-        let tool_use = tools.tool_use(template)?;
+        let tool_use = tools.tool_use(template.source())?;
         let (messages, variables) = match &tool_use {
-            Some(t) => (t.messages(&messages, template), t.template_variables()),
+            Some(t) => (
+                t.messages(&messages, template.source()),
+                t.template_variables(),
+            ),
             None => (
                 messages.iter().map(tools::with_parsed_arguments).collect(),
                 Value::Null,
@@ -874,7 +877,7 @@ pub(crate) async fn chat_completions(
     let conversation = Conversation::new(ready, &request.messages, &request.tools)?;
     let mut params = params;
     if let Some(tool_use) = &conversation.tool_use {
-        tool_use.configure(&mut params, &ready.model).await?;
+        tool_fields::configure(tool_use, &mut params, &ready.model).await?;
     }
     let prompt =
         generate::tokenize_rendered_chat(&ready.model, &conversation.render(ready, true)?)?;
@@ -886,7 +889,7 @@ pub(crate) async fn chat_completions(
     if request.sampling.stream {
         let model = state.alias.clone();
         let include_usage = request.sampling.include_usage();
-        let mut reply = tool_use.as_ref().map(|t| t.stream(&id));
+        let mut reply = tool_use.as_ref().map(|t| StreamedReply::new(t, &id));
         let chunk = move |delta: Value, finish: Option<&str>| {
             let mut c = json!({
                 "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
@@ -933,7 +936,7 @@ pub(crate) async fn chat_completions(
         None => Value::Null,
     };
     let (message, called) = match &tool_use {
-        Some(t) => t.message(&g.text, &id),
+        Some(t) => t.message(&g.text, tool_fields::call_id_stem(&id)),
         None => (json!({"role": "assistant", "content": g.text}), false),
     };
     let reason = if called {

@@ -1,11 +1,10 @@
 //! Tool calls on the chat endpoint: OpenAI's `tools`, `tool_choice` and `parallel_tool_calls`
 //! in, `tool_calls` out (whole, or streamed as deltas, one per complete call).
 
-use llmrt::chat::ChatTemplate;
-use llmrt::generate::GenerateParams;
 use std::sync::Arc;
 
-use llmrt::tools::{self, ReplyDelta, ReplyStream, Tool, ToolCall, ToolChoice, ToolFormat};
+use llmrt::generate::GenerateParams;
+use llmrt::tools::{self, ReplyDelta, ReplyStream, ToolFormat, ToolUse};
 use llmrt::Model;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -16,162 +15,84 @@ use super::error::ApiError;
 #[derive(Deserialize, Default)]
 pub(crate) struct ToolFields {
     tools: Option<Vec<Value>>,
-    /// `"none"`, `"auto"`, `"required"` or `{"type": "function", "function": {"name": …}}`.
     tool_choice: Option<Value>,
     parallel_tool_calls: Option<bool>,
 }
 
-/// Tools offered to one request, and how the model's reply is read.
-pub(crate) struct ToolUse {
-    format: ToolFormat,
-    tools: Vec<Tool>,
-    choice: ToolChoice,
-    parallel: bool,
+/// A library error about the tool fields as a 400 naming the field its message begins with.
+fn tool_error(e: llmrt::Error) -> ApiError {
+    let message = e.to_string();
+    let param = if message.contains("tool_choice:") {
+        "tool_choice"
+    } else {
+        "tools"
+    };
+    ApiError::invalid_param(param, message)
 }
 
 impl ToolFields {
-    /// What the request asks of the tools; `None` when it offers none, or forbids calls
-    /// (`tool_choice: "none"`: the tools are not shown to the model).
-    pub(crate) fn tool_use(&self, template: &ChatTemplate) -> Result<Option<ToolUse>, ApiError> {
-        let choice = match &self.tool_choice {
-            None => ToolChoice::Auto,
-            Some(Value::String(s)) => match s.as_str() {
-                "none" => return Ok(None),
-                "auto" => ToolChoice::Auto,
-                "required" => ToolChoice::Required,
-                other => {
-                    return Err(ApiError::invalid_param(
-                        "tool_choice",
-                        format!("tool_choice `{other}` is not none, auto or required"),
-                    ))
-                }
-            },
-            Some(named) => match named.pointer("/function/name").and_then(Value::as_str) {
-                Some(name) => ToolChoice::Function(name.to_string()),
-                None => {
-                    return Err(ApiError::invalid_param(
-                        "tool_choice",
-                        "tool_choice must be a string or {\"type\": \"function\", \"function\": {\"name\": …}}",
-                    ))
-                }
-            },
-        };
-        let tools = match &self.tools {
-            Some(entries) => Tool::list_from_openai(entries)
-                .map_err(|e| ApiError::invalid_param("tools", e.to_string()))?,
-            None => Vec::new(),
-        };
-        if tools.is_empty() {
-            return match choice {
-                ToolChoice::Auto => Ok(None),
-                _ => Err(ApiError::invalid_param(
-                    "tool_choice",
-                    "tool_choice asks for a call, but the request has no tools",
-                )),
-            };
-        }
-        Ok(Some(ToolUse {
-            format: ToolFormat::detect(template.source()),
-            tools,
-            choice,
-            // As llama-server: one call per reply unless asked for more.
-            parallel: self.parallel_tool_calls.unwrap_or(false),
-        }))
+    /// What the request asks of the tools (see [`ToolUse::from_openai`]).
+    pub(crate) fn tool_use(&self, template_source: &str) -> Result<Option<ToolUse>, ApiError> {
+        ToolUse::from_openai(
+            self.tools.as_deref(),
+            self.tool_choice.as_ref(),
+            self.parallel_tool_calls,
+            template_source,
+        )
+        .map_err(tool_error)
     }
 }
 
-impl ToolUse {
-    /// The template variables that show the tools: `{"tools": […]}`, as the caller gave them.
-    pub(crate) fn template_variables(&self) -> Value {
-        let definitions: Vec<&Value> = self.tools.iter().map(|t| &t.definition).collect();
-        json!({ "tools": definitions })
-    }
-
-    /// The messages as the template should see them (see [`ToolFormat::prepare_messages`]).
-    pub(crate) fn messages(&self, messages: &[Value], template: &ChatTemplate) -> Vec<Value> {
-        self.format
-            .prepare_messages(messages, &self.tools, &self.choice, template.source())
-    }
-
-    /// Adds what the tools need to `params`: the markers kept in the text, and the constraint
-    /// of a required call (or of the generic format's JSON), which cannot be combined with
-    /// another constraint.
-    pub(crate) async fn configure(
-        &self,
-        params: &mut GenerateParams,
-        model: &Arc<Model>,
-    ) -> Result<(), ApiError> {
-        let tokenizer = model.tokenizer();
-        params.preserved_tokens = self.format.preserved_tokens(tokenizer);
-        let constraint = self
-            .format
-            .constraint(&self.tools, &self.choice, self.parallel, tokenizer)
-            .map_err(|e| ApiError::invalid_param("tools", e.to_string()))?;
-        if let Some(constraint) = constraint {
-            self.check_schemas(model).await?;
-            if params.constraint.is_some() {
-                return Err(ApiError::invalid(
-                    "this model's tool calls are constrained output, which cannot be combined with response_format, json_schema, grammar or regex",
-                ));
-            }
-            params.constraint = Some(constraint);
-        }
-        Ok(())
-    }
-
-    /// Each tool's schema compiled, off the runtime (the first constraint of a model also
-    /// builds its vocabulary), so that one that cannot constrain a call is the request's error.
-    async fn check_schemas(&self, model: &Arc<Model>) -> Result<(), ApiError> {
-        let (model, tools) = (model.clone(), self.tools.clone());
+/// Adds what the tools need to `params` (see [`ToolUse::configure`]); when that constrains the
+/// reply, each tool's schema is compiled first, off the runtime (the first constraint of a
+/// model also builds its vocabulary), so that one that cannot constrain a call is the
+/// request's error.
+pub(crate) async fn configure(
+    tool_use: &ToolUse,
+    params: &mut GenerateParams,
+    model: &Arc<Model>,
+) -> Result<(), ApiError> {
+    let had_constraint = params.constraint.is_some();
+    tool_use
+        .configure(params, model.tokenizer())
+        .map_err(|e| match had_constraint {
+            true => ApiError::invalid(e.to_string()),
+            false => tool_error(e),
+        })?;
+    if params.constraint.is_some() && !had_constraint {
+        let (model, tools) = (model.clone(), tool_use.tools.clone());
         tokio::task::spawn_blocking(move || -> llmrt::Result<()> {
             tools::check_parameter_schemas(&tools, &model.constraint_vocabulary()?)
         })
         .await
         .map_err(|e| ApiError::internal(format!("the tool schema check failed: {e}")))?
-        .map_err(|e| ApiError::invalid_param("tools", e.to_string()))
+        .map_err(|e| ApiError::invalid_param("tools", e.to_string()))?;
     }
+    Ok(())
+}
 
-    /// The assistant message of a whole reply, and whether it calls tools.
-    pub(crate) fn message(&self, text: &str, response_id: &str) -> (Value, bool) {
-        let reply = self.format.parse(text);
-        let calls: Vec<Value> = reply
-            .tool_calls
-            .iter()
-            .enumerate()
-            .map(|(i, c)| openai_call(c, response_id, i))
-            .collect();
-        let content = if calls.is_empty() || !reply.content.trim().is_empty() {
-            Value::String(reply.content)
-        } else {
-            Value::Null
-        };
-        let mut message = json!({"role": "assistant", "content": content});
-        let called = !calls.is_empty();
-        if called {
-            message["tool_calls"] = Value::Array(calls);
-        }
-        (message, called)
-    }
-
-    /// A reader of the reply as it streams.
-    pub(crate) fn stream(&self, response_id: &str) -> StreamedReply {
-        StreamedReply {
-            reply: ReplyStream::new(self.format),
-            response_id: response_id.to_string(),
-            calls: 0,
-        }
-    }
+/// The stem of the ids of a response's calls: the response id's counter.
+pub(crate) fn call_id_stem(response_id: &str) -> &str {
+    response_id.rsplit('-').next().unwrap_or(response_id)
 }
 
 /// A streaming reply turned into chat-completion deltas.
 pub(crate) struct StreamedReply {
     reply: ReplyStream,
-    response_id: String,
+    id_stem: String,
     /// Calls sent so far.
     calls: usize,
 }
 
 impl StreamedReply {
+    pub(crate) fn new(tool_use: &ToolUse, response_id: &str) -> StreamedReply {
+        StreamedReply {
+            reply: ReplyStream::new(tool_use.format),
+            id_stem: call_id_stem(response_id).to_string(),
+            calls: 0,
+        }
+    }
+
     /// The deltas `piece` makes certain.
     pub(crate) fn push(&mut self, piece: &str) -> Vec<Value> {
         let deltas = self.reply.push(piece);
@@ -193,27 +114,11 @@ impl StreamedReply {
                 ReplyDelta::Call(call) => {
                     let index = self.calls;
                     self.calls += 1;
-                    let mut call = openai_call(&call, &self.response_id, index);
+                    let mut call = call.to_openai(&self.id_stem, index);
                     call["index"] = json!(index);
                     json!({ "tool_calls": [call] })
                 }
             })
             .collect()
     }
-}
-
-/// A call as OpenAI returns it; its id is the model's, or made from the response's id and the
-/// call's index.
-fn openai_call(call: &ToolCall, response_id: &str, index: usize) -> Value {
-    let id = call.id.clone().unwrap_or_else(|| {
-        format!(
-            "call_{}_{index}",
-            response_id.rsplit('-').next().unwrap_or("")
-        )
-    });
-    json!({
-        "id": id,
-        "type": "function",
-        "function": {"name": call.name, "arguments": call.arguments.to_string()},
-    })
 }
