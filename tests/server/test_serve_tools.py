@@ -12,39 +12,11 @@ import jsonschema
 import openai
 import pytest
 
-from conftest import TOOL_MODEL, Server
+from conftest import ROOT, TOOL_MODEL, Server
 
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The current weather in a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "city": {"type": "string", "minLength": 1},
-                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-            },
-            "required": ["city", "unit"],
-            "additionalProperties": False,
-        },
-    },
-}
-TIMER = {
-    "type": "function",
-    "function": {
-        "name": "set_timer",
-        "description": "Starts a kitchen timer.",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "minutes": {"type": "integer", "minimum": 1, "maximum": 120},
-                "label": {"type": "string", "maxLength": 40},
-            },
-            "required": ["minutes"],
-        },
-    },
-}
+# Shared with the Python tests' tool calls.
+TOOL_DEFINITIONS = json.loads((ROOT / "tests" / "data" / "tools.json").read_text())
+WEATHER, TIMER = TOOL_DEFINITIONS["get_weather"], TOOL_DEFINITIONS["set_timer"]
 TOOLS = [WEATHER, TIMER]
 SCHEMAS = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
 TOOL_ALIAS = TOOL_MODEL.stem

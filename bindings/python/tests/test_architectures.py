@@ -2,12 +2,12 @@
 (scripts/make-synthetic-models.sh): greedy generation gives llama.cpp's tokens, scoring its
 logits to the reference's 4 decimals, and the chat template renders as the reference did."""
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 import llmrt
+from conftest import require_model
 
 REPO = next(p for p in Path(__file__).resolve().parents if (p / "tests" / "reference").is_dir())
 SYNTHETIC = REPO / "tests" / "reference" / "synthetic"
@@ -26,12 +26,7 @@ SCORED_POSITIONS = 64
 
 @pytest.fixture(scope="module", params=NAMES)
 def case(request):
-    path = MODELS / f"{request.param}.gguf"
-    if not path.exists():
-        message = f"{path} is missing (run scripts/fetch-models.sh)"
-        if os.environ.get("LLMRT_REQUIRE_MODELS") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+    path = require_model(MODELS / f"{request.param}.gguf")
     with llmrt.Model(path, n_ctx=512) as model:
         yield model, json.loads((SYNTHETIC / f"{request.param}.json").read_text())
 

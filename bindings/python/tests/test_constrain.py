@@ -7,17 +7,15 @@ A missing model skips these tests with the reason, and fails them under LLMRT_RE
 """
 
 import json
-import os
 import re
-from pathlib import Path
 
 import jsonschema
 import pytest
 
 import llmrt
+from conftest import MODELS, require_model
 
-REPO = Path(__file__).resolve().parents[3]
-MODEL = REPO / "models" / "smollm2-135m-instruct-q4_1.gguf"
+MODEL = MODELS / "smollm2-135m-instruct-q4_1.gguf"
 
 PERSON = {
     "type": "object",
@@ -32,12 +30,7 @@ PERSON = {
 
 @pytest.fixture(scope="module")
 def model():
-    if not MODEL.exists():
-        message = f"{MODEL} is missing (scripts/fetch-models.sh fetches it)"
-        if os.environ.get("LLMRT_REQUIRE_MODELS") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    with llmrt.Model(str(MODEL), n_ctx=512) as m:
+    with llmrt.Model(str(require_model(MODEL)), n_ctx=512) as m:
         yield m
 
 

@@ -8,44 +8,22 @@ A missing model skips these tests with the reason, and fails them under LLMRT_RE
 """
 
 import json
-import os
-from pathlib import Path
 
 import jsonschema
 import pytest
 
 import llmrt
+from conftest import MODELS, TOOLS, require_model
 
-REPO = Path(__file__).resolve().parents[3]
-MODEL = REPO / "models" / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+MODEL = MODELS / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The current weather in a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "city": {"type": "string", "minLength": 1},
-                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-            },
-            "required": ["city", "unit"],
-            "additionalProperties": False,
-        },
-    },
-}
+WEATHER = TOOLS["get_weather"]
 QUESTION = [{"role": "user", "content": "What is the weather like in Paris right now?"}]
 
 
 @pytest.fixture(scope="module")
 def model():
-    if not MODEL.exists():
-        message = f"{MODEL} is missing (scripts/fetch-models.sh fetches it)"
-        if os.environ.get("LLMRT_REQUIRE_MODELS") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    with llmrt.Model(str(MODEL), n_ctx=2048) as m:
+    with llmrt.Model(str(require_model(MODEL)), n_ctx=2048) as m:
         yield m
 
 
