@@ -103,6 +103,9 @@ typedef enum llm_status {
     LLM_ERR_INVALID_MODEL = 13,
     // The requested item (a metadata key, …) does not exist.
     LLM_ERR_NOT_FOUND = 14,
+    // A saved-session file is damaged, truncated, of another format version, or was saved with
+    // another model or cache type; the session is unchanged.
+    LLM_ERR_INVALID_SESSION_FILE = 15,
 } llm_status;
 
 // Why a generation ended.
@@ -560,6 +563,34 @@ void llm_session_free(struct llm_session *session);
 // # Safety
 // `session` is NULL or a live session not in use by another thread.
 enum llm_status llm_session_reset(struct llm_session *session);
+
+// Saves the session's state to `path` (NUL-terminated UTF-8): the tokens its context holds,
+// their keys and values, and the last token's logits, so that `llm_session_load` into a
+// session of the same model (in this process or another) continues exactly where this one
+// is. The file is written beside `path` and renamed, never left half-written.
+//
+// Returns LLM_OK; LLM_ERR_NULL; LLM_ERR_INVALID_UTF8; LLM_ERR_IO (the message names the path).
+//
+// # Safety
+// `session` is NULL or a live session not in use by another thread; `path` is NULL or
+// NUL-terminated.
+enum llm_status llm_session_save(const struct llm_session *session,
+                                 const char *path);
+
+// Restores into `session` the state `llm_session_save` wrote to `path`. The session must be
+// of the same model (the file records the model's fingerprint), with the same KV cache type
+// and a context that holds the saved tokens. Afterwards a generation whose prompt begins with
+// the saved tokens reuses them; one whose prompt is exactly them starts from the saved logits.
+//
+// Returns LLM_OK; LLM_ERR_NULL; LLM_ERR_INVALID_UTF8; LLM_ERR_IO; LLM_ERR_INVALID_SESSION_FILE
+// (damaged, truncated, another format version, another model or cache type, too many tokens
+// for the context). On any error the session is unchanged.
+//
+// # Safety
+// `session` is NULL or a live session not in use by another thread; `path` is NULL or
+// NUL-terminated.
+enum llm_status llm_session_load(struct llm_session *session,
+                                 const char *path);
 
 // The session's context window in tokens, or LLM_FAILED (LLM_ERR_NULL).
 //

@@ -76,6 +76,11 @@ pub enum Error {
     #[error("invalid UTF-8 in {0}")]
     InvalidUtf8(&'static str),
 
+    /// A saved-session file is damaged, truncated, of another format version, or was saved
+    /// with another model or cache; the session it was to be loaded into is unchanged.
+    #[error("invalid session file: {0}")]
+    InvalidSessionFile(String),
+
     /// A caller-supplied argument is out of range or inconsistent.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -312,22 +312,8 @@ pub fn generate_tokens(
     // A prompt evaluated before in this session gets its saved logits back instead of a second
     // evaluation of its last token (alone, that token would take the one-token arithmetic and
     // its logits would differ in the last bits), so a seed reproduces a generation exactly.
-    let common = session
-        .tokens()
-        .iter()
-        .zip(prompt)
-        .take_while(|(a, b)| a == b)
-        .count();
     let started = Instant::now();
-    if common == prompt.len() && session.rewind_to_saved(prompt.len()) {
-        stats.reused_tokens = prompt.len();
-    } else {
-        let keep = common.min(prompt.len() - 1);
-        session.truncate(keep);
-        stats.reused_tokens = keep;
-        session.eval(&prompt[keep..])?;
-        session.save_logits();
-    }
+    stats.reused_tokens = prefill(session, prompt)?;
     stats.prompt_seconds = started.elapsed().as_secs_f64();
 
     // Before the clock starts: the first constrained generation of a model builds its
@@ -344,6 +330,31 @@ pub fn generate_tokens(
     };
     stats.generate_seconds = started.elapsed().as_secs_f64();
     Ok(continuation.finish(stop_reason, stats, on_piece))
+}
+
+/// Brings `session` to exactly `prompt` with the logits of its last token, as a generation
+/// from `prompt` starts: the cached prefix is reused and the rest evaluated; a prompt that
+/// already is the session's tokens gets its saved logits back. Returns how many tokens were
+/// reused. A generation from `prompt` right after this evaluates nothing more (so a session
+/// saved in between restores to the same start).
+pub fn prefill(session: &mut Session, prompt: &[u32]) -> Result<usize> {
+    if prompt.is_empty() {
+        return Err(Error::InvalidArgument("the prompt has no tokens".into()));
+    }
+    let common = session
+        .tokens()
+        .iter()
+        .zip(prompt)
+        .take_while(|(a, b)| a == b)
+        .count();
+    if common == prompt.len() && session.rewind_to_saved(prompt.len()) {
+        return Ok(prompt.len());
+    }
+    let keep = common.min(prompt.len() - 1);
+    session.truncate(keep);
+    session.eval(&prompt[keep..])?;
+    session.save_logits();
+    Ok(keep)
 }
 
 /// One generation's state between forward passes: the sampler, the text decoded so far and

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+mod saved;
+
 pub use crate::model::forward::AttentionProbe;
 use crate::model::forward::{Logits, Pass, SeqAt};
 use crate::model::kv_cache::BlockTable;
@@ -62,6 +64,9 @@ pub struct Session {
     tokens: Vec<u32>,
     /// Logits of the last evaluated token.
     logits: Vec<f32>,
+    /// Whether `logits` are those of the last of `tokens` (not after a truncation, or an
+    /// evaluation that computed hidden states only).
+    logits_current: bool,
     /// Logits saved by [`Session::save_logits`] and the token count they belong to (`None` when
     /// nothing valid is saved).
     saved: (Option<usize>, Vec<f32>),
@@ -114,6 +119,7 @@ impl Session {
             state,
             tokens: Vec::new(),
             logits,
+            logits_current: false,
             saved,
             probe: None,
         })
@@ -187,12 +193,16 @@ impl Session {
     /// Empties the cache.
     pub fn reset(&mut self) {
         self.tokens.clear();
+        self.logits_current = false;
         self.saved.0 = None;
     }
 
     /// Keeps only the first `n` cached tokens (later positions are overwritten by the next
     /// evaluation). The logits are stale until the next [`Session::eval`].
     pub fn truncate(&mut self, n: usize) {
+        if n < self.tokens.len() {
+            self.logits_current = false;
+        }
         self.tokens.truncate(n);
         if self.saved.0.is_some_and(|saved| saved > n) {
             self.saved.0 = None;
@@ -214,6 +224,7 @@ impl Session {
         }
         self.tokens.truncate(n);
         self.logits.copy_from_slice(&self.saved.1);
+        self.logits_current = true;
         true
     }
 
@@ -291,6 +302,9 @@ impl Session {
         }
         if matches!(wanted, Wanted::Last) && !tokens.is_empty() {
             self.logits.copy_from_slice(&self.state.logits[..n_vocab]);
+        }
+        if !tokens.is_empty() {
+            self.logits_current = !matches!(wanted, Wanted::Hidden(_));
         }
         Ok(())
     }

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use llmrt::generate::{generate, GenerateParams};
+use llmrt::generate::{generate, prefill, GenerateParams};
 
 use crate::common::{ModelArgs, PromptArgs, SamplingArgs};
 
@@ -28,6 +28,13 @@ pub struct Args {
     pub no_echo: bool,
     #[command(flatten)]
     pub constraint: crate::common::ConstraintArgs,
+    /// Session file of the prompt (llama.cpp's name): when it exists, the prompt's saved prefix
+    /// is reused instead of evaluated; the session is saved to it after the prompt.
+    #[arg(long, value_name = "FILE")]
+    pub prompt_cache: Option<std::path::PathBuf>,
+    /// With --prompt-cache: read the file, never write it.
+    #[arg(long, requires = "prompt_cache")]
+    pub prompt_cache_ro: bool,
 }
 
 pub fn run(args: Args) -> llmrt::Result<()> {
@@ -48,11 +55,34 @@ pub fn run(args: Args) -> llmrt::Result<()> {
         let _ = write!(out, "{prompt}");
         let _ = out.flush();
     }
-    let generation = generate(&mut session, &prompt, &params, &mut |piece| {
+    // With a prompt cache the prompt is evaluated here, so that the file holds it before the
+    // generation starts; the generation then evaluates nothing more of it.
+    let mut prefilled = None;
+    if let Some(cache) = &args.prompt_cache {
+        let started = std::time::Instant::now();
+        if cache.exists() {
+            session.load(cache)?;
+        }
+        let tokens = session.model().tokenizer().encode(
+            &prompt,
+            params.add_special,
+            params.parse_special,
+        )?;
+        let reused = prefill(&mut session, &tokens)?;
+        prefilled = Some((reused, started.elapsed().as_secs_f64()));
+        if reused < tokens.len() && !args.prompt_cache_ro {
+            session.save(cache)?;
+        }
+    }
+    let mut generation = generate(&mut session, &prompt, &params, &mut |piece| {
         // Stop quietly when stdout is closed (e.g. piped into `head`).
         write!(out, "{piece}").and_then(|_| out.flush()).is_ok()
     })?;
     let _ = writeln!(out);
+    if let Some((reused, seconds)) = prefilled {
+        generation.stats.reused_tokens = reused;
+        generation.stats.prompt_seconds = seconds;
+    }
     let s = generation.stats;
     eprintln!(
         "\n[{} prompt tokens ({} reused) at {:.1} tok/s, {} generated at {:.1} tok/s, stop: {}]",

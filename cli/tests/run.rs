@@ -531,3 +531,93 @@ fn chat_replies_follow_a_constraint() {
         assert!(["red.", "green.", "blue."].contains(&r.as_str()), "{r:?}");
     }
 }
+
+#[test]
+fn a_prompt_cache_is_reused_across_runs_with_the_same_text() {
+    let Some(model) = model_path(MODEL) else {
+        return;
+    };
+    let cache = temp_dir("prompt-cache").join("prompt.session");
+    let _ = std::fs::remove_file(&cache);
+    let prompt = "Once upon a time, in a small village by the sea, there lived";
+    let run = |prompt: &str, cache_args: &[&str]| {
+        let mut args = vec![
+            "run",
+            "-m",
+            path_str(&model),
+            "-p",
+            prompt,
+            "-n",
+            "16",
+            "--temp",
+            "0.9",
+            "--seed",
+            "21",
+            "--no-echo",
+            "-t",
+            "2",
+        ];
+        args.extend_from_slice(cache_args);
+        let out = llmrt(&args, None);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        (text(&out.stdout), text(&out.stderr))
+    };
+    let (plain, _) = run(prompt, &[]);
+    let with_cache = ["--prompt-cache", path_str(&cache)];
+    let (first, first_log) = run(prompt, &with_cache);
+    assert!(cache.is_file());
+    let (second, second_log) = run(prompt, &with_cache);
+    assert_eq!(first, plain);
+    assert_eq!(second, plain);
+    let n = first_log
+        .split(" prompt tokens")
+        .next()
+        .unwrap()
+        .rsplit('[')
+        .next()
+        .unwrap();
+    assert!(
+        first_log.contains(&format!("[{n} prompt tokens (0 reused)")),
+        "{first_log}"
+    );
+    assert!(
+        second_log.contains(&format!("[{n} prompt tokens ({n} reused)")),
+        "{second_log}"
+    );
+
+    // A longer prompt reuses the cached prefix and, read-only, leaves the file as it was.
+    let before = std::fs::read(&cache).unwrap();
+    let longer = format!("{prompt} an old fisherman");
+    let (extended, log) = run(
+        &longer,
+        &["--prompt-cache", path_str(&cache), "--prompt-cache-ro"],
+    );
+    assert_eq!(extended, run(&longer, &[]).0);
+    assert!(log.contains(&format!("({n} reused)")), "{log}");
+    assert_eq!(std::fs::read(&cache).unwrap(), before);
+
+    // A cache from another model is refused with a clear message.
+    let Some(other) = model_path("smollm2-135m-instruct-q8_0.gguf") else {
+        return;
+    };
+    let out = llmrt(
+        &[
+            "run",
+            "-m",
+            path_str(&other),
+            "-p",
+            prompt,
+            "-n",
+            "2",
+            "--prompt-cache",
+            path_str(&cache),
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("saved with another model"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -9,10 +9,13 @@
  *   gcc -O2 -Wall -Wextra examples/c/abi_test.c -Iinclude -Ltarget/release -lllmrt \
  *       -Wl,-rpath,$PWD/target/release -o abi_test
  */
+/* mkstemp, ftruncate, fileno, unlink for the saved-session checks. */
+#define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "llmrt.h"
 
@@ -103,6 +106,8 @@ static void without_a_model(const char *self_path) {
     EXPECT_NULL(llm_session_new(NULL, NULL), LLM_ERR_NULL);
     EXPECT_NULL(llm_session_new(NULL, &sp), LLM_ERR_NULL);
     EXPECT(llm_session_reset(NULL), LLM_ERR_NULL);
+    EXPECT(llm_session_save(NULL, "x.session"), LLM_ERR_NULL);
+    EXPECT(llm_session_load(NULL, "x.session"), LLM_ERR_NULL);
     EXPECT_FAILED(llm_session_n_ctx(NULL), LLM_ERR_NULL);
     EXPECT_FAILED(llm_session_n_past(NULL), LLM_ERR_NULL);
     EXPECT(llm_eval(NULL, tokens, 3), LLM_ERR_NULL);
@@ -582,6 +587,48 @@ static void with_a_model(const char *path) {
                LLM_OK);
         CHECK(stats.generated_tokens > 0 && stats.generated_tokens <= 4);
         llm_batcher_free(batcher);
+    }
+
+    /* A saved session: restored into a new session it continues as the original does; bad
+       files are refused and leave the session usable. */
+    {
+        char path[] = "/tmp/llmrt-abi-test-XXXXXX";
+        int fd = mkstemp(path);
+        CHECK(fd >= 0);
+        if (fd >= 0) close(fd);
+        EXPECT(llm_session_reset(session), LLM_OK);
+        gp.max_tokens = 6;
+        EXPECT(llm_generate(session, prompt, &gp, NULL, NULL, buf, sizeof buf, &stats), LLM_OK);
+        EXPECT(llm_session_save(session, NULL), LLM_ERR_NULL);
+        EXPECT(llm_session_save(session, BAD_UTF8), LLM_ERR_INVALID_UTF8);
+        EXPECT(llm_session_save(session, "/nonexistent-dir/x.session"), LLM_ERR_IO);
+        EXPECT(llm_session_save(session, path), LLM_OK);
+        llm_session *restored = llm_session_new(model, &sp);
+        CHECK(restored != NULL);
+        EXPECT(llm_session_load(restored, NULL), LLM_ERR_NULL);
+        EXPECT(llm_session_load(restored, "/nonexistent-dir/x.session"), LLM_ERR_IO);
+        EXPECT(llm_session_load(restored, path), LLM_OK);
+        CHECK(llm_session_n_past(restored) == llm_session_n_past(session));
+        char again[4096];
+        EXPECT(llm_generate(session, prompt, &gp, NULL, NULL, out, sizeof out, &stats), LLM_OK);
+        EXPECT(llm_generate(restored, prompt, &gp, NULL, NULL, again, sizeof again, &stats),
+               LLM_OK);
+        CHECK(strcmp(out, again) == 0);
+        /* Cut the file short: refused, and the session still generates. */
+        FILE *f = fopen(path, "r+b");
+        CHECK(f != NULL);
+        if (f) {
+            CHECK(ftruncate(fileno(f), 100) == 0);
+            fclose(f);
+        }
+        int32_t n_past = llm_session_n_past(restored);
+        EXPECT(llm_session_load(restored, path), LLM_ERR_INVALID_SESSION_FILE);
+        CHECK(llm_session_n_past(restored) == n_past);
+        EXPECT(llm_generate(restored, prompt, &gp, NULL, NULL, again, sizeof again, &stats),
+               LLM_OK);
+        CHECK(strcmp(out, again) == 0);
+        llm_session_free(restored);
+        unlink(path);
     }
 
     /* A session keeps its model alive. */

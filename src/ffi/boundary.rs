@@ -51,10 +51,13 @@ pub enum llm_status {
     LLM_ERR_INVALID_MODEL = 13,
     /// The requested item (a metadata key, …) does not exist.
     LLM_ERR_NOT_FOUND = 14,
+    /// A saved-session file is damaged, truncated, of another format version, or was saved with
+    /// another model or cache type; the session is unchanged.
+    LLM_ERR_INVALID_SESSION_FILE = 15,
 }
 
 impl llm_status {
-    const ALL: [llm_status; 15] = [
+    const ALL: [llm_status; 16] = [
         llm_status::LLM_OK,
         llm_status::LLM_ERR_NULL,
         llm_status::LLM_ERR_INVALID_ARGUMENT,
@@ -70,6 +73,7 @@ impl llm_status {
         llm_status::LLM_ERR_PANIC,
         llm_status::LLM_ERR_INVALID_MODEL,
         llm_status::LLM_ERR_NOT_FOUND,
+        llm_status::LLM_ERR_INVALID_SESSION_FILE,
     ];
 
     /// The status a library error maps to.
@@ -91,6 +95,7 @@ impl llm_status {
             }
             Error::InvalidUtf8(_) => llm_status::LLM_ERR_INVALID_UTF8,
             Error::InvalidArgument(_) => llm_status::LLM_ERR_INVALID_ARGUMENT,
+            Error::InvalidSessionFile(_) => llm_status::LLM_ERR_INVALID_SESSION_FILE,
             Error::Cancelled => llm_status::LLM_ERR_CANCELLED,
             Error::Internal(_) => llm_status::LLM_ERR_PANIC,
         }
@@ -114,6 +119,7 @@ impl llm_status {
             llm_status::LLM_ERR_PANIC => "internal error (panic)\0",
             llm_status::LLM_ERR_INVALID_MODEL => "invalid model\0",
             llm_status::LLM_ERR_NOT_FOUND => "not found\0",
+            llm_status::LLM_ERR_INVALID_SESSION_FILE => "invalid session file\0",
         }
     }
 }

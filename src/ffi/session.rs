@@ -1,9 +1,10 @@
 //! Sessions: a KV cache and the tokens in it, for one conversation; evaluation and logits.
 
+use std::ffi::c_char;
 use std::sync::Arc;
 
 use super::boundary::{free_handle, guard_count, guard_ptr, guard_status, llm_status, FfiError};
-use super::convert::{as_mut, as_ref, slice};
+use super::convert::{as_mut, as_ref, c_str, slice};
 use super::model::{llm_model, llm_token, SharedModel};
 use crate::model::KvType;
 use crate::{Session, SessionParams};
@@ -147,6 +148,58 @@ pub unsafe extern "C" fn llm_session_reset(session: *mut llm_session) -> llm_sta
         // SAFETY: forwarded from this function's contract.
         let s = unsafe { as_mut(session, "session") }?;
         s.session.reset();
+        s.forget_eval_logits();
+        Ok(())
+    })
+}
+
+/// Saves the session's state to `path` (NUL-terminated UTF-8): the tokens its context holds,
+/// their keys and values, and the last token's logits, so that `llm_session_load` into a
+/// session of the same model (in this process or another) continues exactly where this one
+/// is. The file is written beside `path` and renamed, never left half-written.
+///
+/// Returns LLM_OK; LLM_ERR_NULL; LLM_ERR_INVALID_UTF8; LLM_ERR_IO (the message names the path).
+///
+/// # Safety
+/// `session` is NULL or a live session not in use by another thread; `path` is NULL or
+/// NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn llm_session_save(
+    session: *const llm_session,
+    path: *const c_char,
+) -> llm_status {
+    guard_status(|| {
+        // SAFETY: forwarded from this function's contract.
+        let s = unsafe { as_ref(session, "session") }?;
+        // SAFETY: as above.
+        let path = unsafe { c_str(path, "path") }?;
+        Ok(s.session.save(path)?)
+    })
+}
+
+/// Restores into `session` the state `llm_session_save` wrote to `path`. The session must be
+/// of the same model (the file records the model's fingerprint), with the same KV cache type
+/// and a context that holds the saved tokens. Afterwards a generation whose prompt begins with
+/// the saved tokens reuses them; one whose prompt is exactly them starts from the saved logits.
+///
+/// Returns LLM_OK; LLM_ERR_NULL; LLM_ERR_INVALID_UTF8; LLM_ERR_IO; LLM_ERR_INVALID_SESSION_FILE
+/// (damaged, truncated, another format version, another model or cache type, too many tokens
+/// for the context). On any error the session is unchanged.
+///
+/// # Safety
+/// `session` is NULL or a live session not in use by another thread; `path` is NULL or
+/// NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn llm_session_load(
+    session: *mut llm_session,
+    path: *const c_char,
+) -> llm_status {
+    guard_status(|| {
+        // SAFETY: forwarded from this function's contract.
+        let s = unsafe { as_mut(session, "session") }?;
+        // SAFETY: as above.
+        let path = unsafe { c_str(path, "path") }?;
+        s.session.load(path)?;
         s.forget_eval_logits();
         Ok(())
     })

@@ -51,6 +51,30 @@ impl Store {
         }
     }
 
+    /// Elements `0..n` as little-endian bytes, appended to `out`.
+    fn append_bytes(&self, n: usize, out: &mut Vec<u8>) {
+        match self {
+            Store::F32(v) => v[..n].iter().for_each(|x| out.extend(x.to_le_bytes())),
+            Store::F16(v) => v[..n].iter().for_each(|x| out.extend(x.to_le_bytes())),
+        }
+    }
+
+    /// Sets the first elements from little-endian `bytes`, one element per 4 (f32) or 2 (f16).
+    fn set_from_bytes(&mut self, bytes: &[u8]) {
+        match self {
+            Store::F32(v) => {
+                for (x, b) in v.iter_mut().zip(bytes.chunks_exact(4)) {
+                    *x = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                }
+            }
+            Store::F16(v) => {
+                for (x, b) in v.iter_mut().zip(bytes.chunks_exact(2)) {
+                    *x = f16::from_le_bytes([b[0], b[1]]);
+                }
+            }
+        }
+    }
+
     fn copy_within(&mut self, from: usize, to: usize, n: usize) {
         match self {
             Store::F32(v) => v.copy_within(from..from + n, to),
@@ -180,6 +204,44 @@ impl KvCache {
         }
         for store in &mut self.values {
             store.copy_within(from * v_dim, to * v_dim, n * v_dim);
+        }
+    }
+
+    /// Bytes one position takes in every layer, keys and values.
+    pub fn bytes_per_position(&self) -> usize {
+        self.keys.len() * (self.k_dim + self.v_dim) * self.element_bytes()
+    }
+
+    fn element_bytes(&self) -> usize {
+        match self.kv_type() {
+            KvType::F32 => 4,
+            KvType::F16 => 2,
+        }
+    }
+
+    /// Rows `0..n` of every layer, keys then values of each layer in turn, as little-endian
+    /// bytes ([`KvCache::bytes_per_position`] each), appended to `out`.
+    pub fn append_rows(&self, n: usize, out: &mut Vec<u8>) {
+        for (keys, values) in self.keys.iter().zip(&self.values) {
+            keys.append_bytes(n * self.k_dim, out);
+            values.append_bytes(n * self.v_dim, out);
+        }
+    }
+
+    /// Sets rows `0..n` of every layer from bytes [`KvCache::append_rows`] wrote for `n` rows.
+    ///
+    /// # Panics
+    /// If `bytes` is not `n` positions long, or `n` exceeds the cache.
+    pub fn set_rows(&mut self, n: usize, bytes: &[u8]) {
+        assert!(n <= self.n_ctx && bytes.len() == n * self.bytes_per_position());
+        let element = self.element_bytes();
+        let mut rest = bytes;
+        for (keys, values) in self.keys.iter_mut().zip(&mut self.values) {
+            let (k, after) = rest.split_at(n * self.k_dim * element);
+            let (v, after) = after.split_at(n * self.v_dim * element);
+            keys.set_from_bytes(k);
+            values.set_from_bytes(v);
+            rest = after;
         }
     }
 

@@ -37,6 +37,8 @@ pub struct Model {
     tokenizer: Arc<Tokenizer>,
     /// The vocabulary for constrained generation, built on first use.
     vocabulary: std::sync::OnceLock<std::result::Result<Arc<crate::constrain::Vocabulary>, String>>,
+    /// [`Model::fingerprint_hex`], computed on first use.
+    fingerprint: std::sync::OnceLock<String>,
     /// RoPE inverse frequencies for global-attention layers.
     rope_global: ops::RopeFrequencies,
     /// RoPE inverse frequencies for sliding-window layers.
@@ -81,6 +83,7 @@ impl Model {
             weights,
             tokenizer: Arc::new(tokenizer),
             vocabulary: std::sync::OnceLock::new(),
+            fingerprint: std::sync::OnceLock::new(),
             rope_global,
             rope_local,
             params: params.clone(),
@@ -113,6 +116,29 @@ impl Model {
             })
             .clone()
             .map_err(crate::Error::InvalidArgument)
+    }
+
+    /// What tells this model's file from another's, in hex: a SHA-256 over its metadata count,
+    /// its tensor table (names, types, shapes, offsets) and the first 64 bytes of every tensor,
+    /// so that two fine-tunes of one base differ. A saved session records it.
+    pub fn fingerprint_hex(&self) -> String {
+        self.fingerprint
+            .get_or_init(|| {
+                use sha2::{Digest, Sha256};
+                let mut h = Sha256::new();
+                h.update((self.file.metadata().len() as u64).to_le_bytes());
+                for t in self.file.tensors() {
+                    h.update((t.name.len() as u64).to_le_bytes());
+                    h.update(t.name.as_bytes());
+                    h.update(t.ty.to_string().as_bytes());
+                    t.dims.iter().for_each(|d| h.update(d.to_le_bytes()));
+                    h.update(t.offset.to_le_bytes());
+                    let data = self.file.tensor_data(t);
+                    h.update(&data[..data.len().min(64)]);
+                }
+                h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+            })
+            .clone()
     }
 
     /// The parameters the model was loaded with.

@@ -31,6 +31,7 @@ class Status(enum.IntEnum):
     ERR_PANIC = 12
     ERR_INVALID_MODEL = 13
     ERR_NOT_FOUND = 14
+    ERR_INVALID_SESSION_FILE = 15
 
 
 class LlmError(Exception):
@@ -105,6 +106,11 @@ class NotFoundError(LlmError, LookupError):
     """The requested item (a metadata key, ...) does not exist."""
 
 
+class InvalidSessionFileError(LlmError, ValueError):
+    """A saved-session file is damaged, truncated, of another format version, or was saved with
+    another model or cache type; the session is unchanged."""
+
+
 class ClosedError(LlmError, ValueError):
     """The model or session was used after ``close()`` (raised by the bindings themselves)."""
 
@@ -129,6 +135,7 @@ ERROR_CLASSES: Dict[Status, Type[LlmError]] = {
     Status.ERR_PANIC: PanicError,
     Status.ERR_INVALID_MODEL: InvalidModelError,
     Status.ERR_NOT_FOUND: NotFoundError,
+    Status.ERR_INVALID_SESSION_FILE: InvalidSessionFileError,
 }
 
 

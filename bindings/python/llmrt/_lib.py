@@ -251,6 +251,8 @@ _SIGNATURES = [
     ("llm_session_new", llm_session_p, [llm_model_p, POINTER(llm_session_params)]),
     ("llm_session_free", None, [llm_session_p]),
     ("llm_session_reset", _status, [llm_session_p]),
+    ("llm_session_save", _status, [llm_session_p, c_char_p]),
+    ("llm_session_load", _status, [llm_session_p, c_char_p]),
     ("llm_session_n_ctx", c_int32, [llm_session_p]),
     ("llm_session_n_past", c_int32, [llm_session_p]),
     ("llm_eval", _status, [llm_session_p, POINTER(llm_token), c_size_t]),

@@ -246,6 +246,17 @@ class Model(Handle):
         )
         return Session(self, **options)
 
+    def load_session(self, path: Union[str, "os.PathLike[str]"], **options: Any) -> "Session":
+        """A new session (options as :meth:`create_session`) holding the state that
+        :meth:`Session.save` wrote to ``path``."""
+        session = self.create_session(**options)
+        try:
+            session.load(path)
+        except BaseException:
+            session.close()
+            raise
+        return session
+
     @keywords()
     def create_batcher(
         self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 import os
 from ctypes import byref
-from typing import TYPE_CHECKING, Any, Dict, Sequence
+from typing import TYPE_CHECKING, Any, Dict, Sequence, Union
 
 from . import _lib
 from ._errors import check, last_error
@@ -65,6 +65,24 @@ class Session(Generator):
         """Empties the context: the next call starts from scratch."""
         with self._use() as h:
             check(self._lib, self._lib.llm_session_reset(h))
+
+    def save(self, path: Union[str, "os.PathLike[str]"]) -> None:
+        """Saves the session's state to ``path``: the tokens its context holds, their keys and
+        values and the last token's logits, so that :meth:`load` (or
+        :meth:`Model.load_session`, in this process or another) continues exactly where this
+        session is. The file is written beside ``path`` and renamed, never left half-written."""
+        data = utf8(os.fspath(path), "path")
+        with self._use() as h:
+            check(self._lib, self._lib.llm_session_save(h, data))
+
+    def load(self, path: Union[str, "os.PathLike[str]"]) -> None:
+        """Restores the state :meth:`save` wrote; the file must come from a session of the same
+        model and KV cache type whose tokens fit this context. Raises
+        :class:`InvalidSessionFileError` for a damaged, truncated or foreign file, leaving the
+        session as it was."""
+        data = utf8(os.fspath(path), "path")
+        with self._use() as h:
+            check(self._lib, self._lib.llm_session_load(h, data))
 
     @property
     def n_ctx(self) -> int:
