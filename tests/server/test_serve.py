@@ -156,6 +156,25 @@ def test_logprobs_are_log_softmax_and_the_greedy_token_is_the_most_likely(client
     assert len(lp.token_logprobs) == 5 and all(len(t) == 2 for t in lp.top_logprobs)
 
 
+def test_streamed_logprobs_add_up_to_the_whole_responses(client, alias):
+    chat = dict(model=alias, messages=[{"role": "user", "content": "Name three colours."}],
+                max_tokens=12, temperature=0.7, seed=5, logprobs=True, top_logprobs=2)
+    whole = client.chat.completions.create(**chat).choices[0].logprobs.content
+    streamed = []
+    for chunk in client.chat.completions.create(stream=True, **chat):
+        if chunk.choices and chunk.choices[0].logprobs:
+            streamed.extend(chunk.choices[0].logprobs.content)
+    assert [t.model_dump() for t in streamed] == [t.model_dump() for t in whole] and whole
+    completion = dict(model=alias, prompt=PROMPTS[3], max_tokens=6, temperature=0, logprobs=3)
+    whole = client.completions.create(**completion).choices[0].logprobs
+    tokens, token_logprobs = [], []
+    for chunk in client.completions.create(stream=True, **completion):
+        if chunk.choices and chunk.choices[0].logprobs:
+            tokens += chunk.choices[0].logprobs.tokens
+            token_logprobs += chunk.choices[0].logprobs.token_logprobs
+    assert (tokens, token_logprobs) == (whole.tokens, whole.token_logprobs)
+
+
 def test_eight_concurrent_clients_each_get_their_solo_text(client, alias):
     def request(i):
         sampled = i % 2 == 1

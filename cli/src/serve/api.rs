@@ -660,9 +660,11 @@ pub(crate) async fn completions(
         }
         let prompt = prompts.into_iter().next().unwrap_or_default();
         let n_prompt = prompt.len();
+        let with_logprobs = params.top_logprobs.is_some();
         let running = Running::start(&state, prompt, params).await?;
         let model = state.alias.clone();
         let include_usage = request.sampling.include_usage();
+        let logprobs_state = state.clone();
         let chunk = move |text: &str, finish: Option<&str>| {
             let mut c = json!({
                 "id": id, "object": "text_completion", "created": created, "model": model,
@@ -677,7 +679,13 @@ pub(crate) async fn completions(
             Streamed::Start => Vec::new(),
             Streamed::Piece(p) => vec![chunk(p, None)],
             Streamed::End(g) => {
-                let mut last = vec![chunk("", Some(finish_reason(g.stop_reason)))];
+                let mut end = chunk("", Some(finish_reason(g.stop_reason)));
+                // Every token's log-probabilities in the last chunk: clients gather them
+                // across chunks, and the tokens behind a piece are only known at the end.
+                if let (true, Ok(ready)) = (with_logprobs, logprobs_state.ready()) {
+                    end["choices"][0]["logprobs"] = completion_logprobs(ready, g);
+                }
+                let mut last = vec![end];
                 if include_usage {
                     let mut u = chunk("", None);
                     u["choices"] = json!([]);
@@ -889,6 +897,7 @@ pub(crate) async fn chat_completions(
     if request.sampling.stream {
         let model = state.alias.clone();
         let include_usage = request.sampling.include_usage();
+        let logprobs_state = state.clone();
         let mut reply = tool_use.as_ref().map(|t| StreamedReply::new(t, &id));
         let chunk = move |delta: Value, finish: Option<&str>| {
             let mut c = json!({
@@ -919,7 +928,12 @@ pub(crate) async fn chat_completions(
                 } else {
                     finish_reason(g.stop_reason)
                 };
-                last.push(chunk(json!({}), Some(reason)));
+                let mut end = chunk(json!({}), Some(reason));
+                // As for completions: every token's log-probabilities in the last chunk.
+                if let (Some(_), Ok(ready)) = (top_logprobs, logprobs_state.ready()) {
+                    end["choices"][0]["logprobs"] = chat_logprobs(ready, g);
+                }
+                last.push(end);
                 if include_usage {
                     let mut u = chunk(json!({}), None);
                     u["choices"] = json!([]);
