@@ -82,3 +82,6 @@ done
 
 # The synthetic models of the architectures no downloadable file has (SmolLM2's tokenizer).
 "$root/scripts/make-synthetic-models.sh"
+
+# The LoRA test adapters, for the models above.
+"$root/scripts/make-synthetic-lora.sh"

@@ -15,14 +15,9 @@ if [ "${1:-}" != "--new-sums" ] && [ -s "$sums" ] && (cd "$out" && sha256sum --q
   exit 0
 fi
 [ -f "$tokenizer" ] || { echo "missing $tokenizer (scripts/fetch-models.sh makes it)" >&2; exit 1; }
-venv="$root/target/synth-venv"
-if ! "$venv/bin/python" -c 'import gguf, numpy' 2>/dev/null; then
-  echo "installing gguf and numpy for the synthetic-model generator into $venv" >&2
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check gguf==0.19.0 numpy==2.4.6
-fi
+python=$("$root/scripts/synth-venv.sh")
 echo "making the synthetic test models in $out" >&2
-"$venv/bin/python" "$root/scripts/make_synthetic_models.py" "$tokenizer" "$out" >/dev/null
+"$python" "$root/scripts/make_synthetic_models.py" "$tokenizer" "$out" >/dev/null
 if [ "${1:-}" = "--new-sums" ]; then
   (cd "$out" && sha256sum -- *.gguf) >"$sums"
   echo "wrote $sums" >&2

@@ -460,6 +460,7 @@ impl Engine {
                 pool: &self.pool,
                 simd: self.simd,
                 probe: None,
+                loras: &[],
             };
             let mut keep = |t: usize, l: &[f32]| {
                 logits[t * n_vocab..][..n_vocab].copy_from_slice(l);
@@ -575,6 +576,7 @@ impl Engine {
                 pool: &self.pool,
                 simd: self.simd,
                 probe: None,
+                loras: &[],
             };
             let piece = (pos - batch.start, batch.len);
             self.model.forward_piece(pass, &tokens, at, piece)

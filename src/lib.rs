@@ -19,6 +19,7 @@ pub mod explain;
 pub mod ffi;
 pub mod generate;
 pub mod gguf;
+pub mod lora;
 pub mod model;
 pub mod quant;
 pub mod sample;

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 mod saved;
 
+use crate::lora::ActiveLora;
+
 pub use crate::model::forward::AttentionProbe;
 use crate::model::forward::{Logits, Pass, SeqAt};
 use crate::model::kv_cache::BlockTable;
@@ -72,6 +74,8 @@ pub struct Session {
     saved: (Option<usize>, Vec<f32>),
     /// Attention recording for explain (off unless set).
     probe: Option<AttentionProbe>,
+    /// LoRA adapters applied to every evaluation, in order.
+    loras: Vec<ActiveLora>,
 }
 
 impl std::fmt::Debug for Session {
@@ -122,6 +126,7 @@ impl Session {
             logits_current: false,
             saved,
             probe: None,
+            loras: Vec::new(),
         })
     }
 
@@ -188,6 +193,39 @@ impl Session {
     /// The attention recording, if one was set.
     pub fn attention_probe(&self) -> Option<&AttentionProbe> {
         self.probe.as_ref()
+    }
+
+    /// Applies these LoRA adapters (each with its scale, added in this order) to every
+    /// evaluation from now on; an empty list detaches all. The cache was computed without them,
+    /// so a change empties it. Every adapter must have been loaded for this session's model.
+    pub fn set_loras(&mut self, loras: Vec<ActiveLora>) -> Result<()> {
+        if let Some(other) = loras.iter().find(|l| !l.adapter.adapts(&self.model)) {
+            return Err(Error::InvalidArgument(format!(
+                "LoRA adapter {} was loaded for another model",
+                other.adapter.path()
+            )));
+        }
+        if let Some(bad) = loras.iter().find(|l| !l.scale.is_finite()) {
+            return Err(Error::InvalidArgument(format!(
+                "LoRA adapter {} has scale {}",
+                bad.adapter.path(),
+                bad.scale
+            )));
+        }
+        let same = loras.len() == self.loras.len()
+            && loras.iter().zip(&self.loras).all(|(a, b)| {
+                Arc::ptr_eq(&a.adapter, &b.adapter) && a.scale.to_bits() == b.scale.to_bits()
+            });
+        if !same {
+            self.loras = loras;
+            self.reset();
+        }
+        Ok(())
+    }
+
+    /// The attached LoRA adapters.
+    pub fn loras(&self) -> &[ActiveLora] {
+        &self.loras
     }
 
     /// Empties the cache.
@@ -277,6 +315,7 @@ impl Session {
                 pool: &self.pool,
                 simd: self.simd,
                 probe: self.probe.as_mut(),
+                loras: &self.loras,
             };
             match &mut wanted {
                 Wanted::Last => self.model.forward(pass, batch, at, Logits::Last)?,

@@ -231,3 +231,38 @@ fn bad_files_are_refused_and_leave_the_session_as_it_was() {
         Err(Error::Io { .. })
     ));
 }
+
+#[test]
+fn a_file_saved_with_other_adapters_is_refused() {
+    let Some(model) = common::models::load("smollm2-135m-instruct-q8_0.gguf") else {
+        return;
+    };
+    let Some(path) = common::models::model_path("lora/smollm2-135m-lora-f16.gguf") else {
+        return;
+    };
+    let adapter = Arc::new(llmrt::lora::LoraAdapter::open(&path, &model).expect("adapter"));
+    let (_, plain) = saved_after_prompt(&model);
+    let mut adapted = session(&model, 256, KvType::F16);
+    let lora = llmrt::lora::ActiveLora {
+        adapter,
+        scale: 0.5,
+    };
+    adapted.set_loras(vec![lora.clone()]).expect("attach");
+    assert!(
+        matches!(adapted.restore(&plain), Err(Error::InvalidSessionFile(m)) if m.contains("LoRA"))
+    );
+    // Saved with the adapter, it restores into a session with the same adapter and scale only.
+    adapted.eval(&prompt_tokens(&model)).expect("eval");
+    let with_adapter = adapted.saved_bytes();
+    let mut same = session(&model, 256, KvType::F16);
+    same.set_loras(vec![lora.clone()]).expect("attach");
+    same.restore(&with_adapter).expect("same adapters");
+    let mut other_scale = session(&model, 256, KvType::F16);
+    other_scale
+        .set_loras(vec![llmrt::lora::ActiveLora { scale: 1.0, ..lora }])
+        .expect("attach");
+    assert!(other_scale.restore(&with_adapter).is_err());
+    assert!(session(&model, 256, KvType::F16)
+        .restore(&with_adapter)
+        .is_err());
+}

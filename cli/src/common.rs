@@ -4,6 +4,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use llmrt::lora::{ActiveLora, LoraAdapter};
+
 use llmrt::model::KvType;
 use llmrt::sample::SamplerParams;
 use llmrt::{Model, ModelParams, Session, SessionParams};
@@ -23,6 +25,12 @@ pub struct ModelArgs {
     /// Store the KV cache in f32 instead of f16.
     #[arg(long)]
     pub kv_f32: bool,
+    /// A LoRA adapter (GGUF) applied at scale 1 (repeatable).
+    #[arg(long = "lora", value_name = "FILE")]
+    pub lora: Vec<PathBuf>,
+    /// A LoRA adapter applied at this scale (repeatable; after the --lora ones).
+    #[arg(long = "lora-scaled", num_args = 2, value_names = ["FILE", "SCALE"])]
+    pub lora_scaled: Vec<String>,
 }
 
 impl ModelArgs {
@@ -49,7 +57,36 @@ impl ModelArgs {
             },
         )?;
         warn_if_beyond_training(&session);
+        let mut session = session;
+        session.set_loras(self.loras(session.model())?)?;
         Ok(session)
+    }
+
+    /// The adapters of `--lora` and `--lora-scaled`, loaded for `model`, in that order.
+    pub fn loras(&self, model: &Model) -> llmrt::Result<Vec<ActiveLora>> {
+        let mut files: Vec<(PathBuf, f32)> = self.lora.iter().map(|p| (p.clone(), 1.0)).collect();
+        for pair in self.lora_scaled.chunks(2) {
+            let [file, scale] = pair else {
+                return Err(llmrt::Error::InvalidArgument(
+                    "--lora-scaled takes a file and a scale".into(),
+                ));
+            };
+            let scale: f32 = scale.parse().map_err(|_| {
+                llmrt::Error::InvalidArgument(format!(
+                    "--lora-scaled {file}: `{scale}` is not a number"
+                ))
+            })?;
+            files.push((PathBuf::from(file), scale));
+        }
+        files
+            .into_iter()
+            .map(|(path, scale)| {
+                Ok(ActiveLora {
+                    adapter: Arc::new(LoraAdapter::open(&path, model)?),
+                    scale,
+                })
+            })
+            .collect()
     }
 }
 

@@ -257,6 +257,25 @@ impl GgufFile {
         &self.tensors
     }
 
+    /// What tells this file from another, in hex: a SHA-256 over its metadata count, its tensor
+    /// table (names, types, shapes, offsets) and the first 64 bytes of every tensor, so that
+    /// two fine-tunes of one base differ without reading every weight.
+    pub fn fingerprint_hex(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update((self.metadata().len() as u64).to_le_bytes());
+        for t in &self.tensors {
+            h.update((t.name.len() as u64).to_le_bytes());
+            h.update(t.name.as_bytes());
+            h.update(t.ty.to_string().as_bytes());
+            t.dims.iter().for_each(|d| h.update(d.to_le_bytes()));
+            h.update(t.offset.to_le_bytes());
+            let data = self.tensor_data(t);
+            h.update(&data[..data.len().min(64)]);
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// The tensor named `name`.
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
         self.tensor_index.get(name).map(|&i| &self.tensors[i])

@@ -20,6 +20,7 @@ use super::ops::{
 };
 use super::weights::{FeedForward, LayerWeights, Matrix};
 use super::Model;
+use crate::lora::{ActiveLora, LoraTerm};
 use crate::quant::{self, Simd};
 use crate::{Error, Result};
 
@@ -142,6 +143,8 @@ pub struct Pass<'s> {
     pub simd: Simd,
     /// When set, the attention weights of one layer are recorded (explain); `None` costs nothing.
     pub probe: Option<&'s mut AttentionProbe>,
+    /// LoRA adapters whose terms every adapted product adds, in this order.
+    pub loras: &'s [ActiveLora],
 }
 
 /// Records, for every evaluated token, the attention weights of one layer over all positions up
@@ -283,6 +286,7 @@ impl Model {
             positions,
             blocks,
             alone: columns == Columns::EachAlone,
+            loras: pass.loras,
             columns: match columns {
                 Columns::Of(first, total) => (first, total),
                 Columns::EachAlone => (0, 1),
@@ -327,6 +331,8 @@ struct Batch<'a> {
     /// Of one sequence: the first token's index in the batch whose arithmetic the pass computes,
     /// and that batch's length (`(0, n)` for the whole batch). Each token alone: `(0, 1)`.
     columns: (usize, usize),
+    /// The adapters of [`Pass::loras`].
+    loras: &'a [ActiveLora],
 }
 
 /// The arithmetic of a forward pass's tokens.
@@ -578,15 +584,50 @@ impl Batch<'_> {
     }
 
     /// `out = m · x` for the batch's `n` rows of `x` (each as alone when the tokens are of
-    /// different sequences).
+    /// different sequences), plus the term of every attached adapter that adapts `m`.
     fn matmul(&self, m: &Matrix, x: &[f32], out: &mut [f32], scratch: &mut Vec<u8>) -> Result<()> {
-        let view = m.view(self.model.gguf());
+        self.product(&m.view(self.model.gguf()), x, out, scratch)?;
+        for lora in self.loras {
+            if let Some(term) = lora.term(&m.name) {
+                self.add_lora(&term, x, out, scratch)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `out = w · x` in the arithmetic of this pass's tokens.
+    fn product(
+        &self,
+        w: &quant::QMatrix<'_>,
+        x: &[f32],
+        out: &mut [f32],
+        scratch: &mut Vec<u8>,
+    ) -> Result<()> {
         if self.alone {
-            quant::matmul_columns_alone(self.pool, &view, x, self.n, out, scratch, self.simd)
+            quant::matmul_columns_alone(self.pool, w, x, self.n, out, scratch, self.simd)
         } else {
             let (n, columns, simd) = (self.n, self.columns, self.simd);
-            quant::matmul_columns_of(self.pool, &view, x, n, columns, out, scratch, simd)
+            quant::matmul_columns_of(self.pool, w, x, n, columns, out, scratch, simd)
         }
+    }
+
+    /// `out += s·(B·(A·x))` of one adapter's term, each product as llama.cpp's graph computes
+    /// it, the scaled term rounded before it is added.
+    fn add_lora(
+        &self,
+        term: &LoraTerm<'_>,
+        x: &[f32],
+        out: &mut [f32],
+        scratch: &mut Vec<u8>,
+    ) -> Result<()> {
+        let mut ax = vec![0.0; self.n * term.a.rows];
+        self.product(&term.a, x, &mut ax, scratch)?;
+        let mut bax = vec![0.0; self.n * term.b.rows];
+        self.product(&term.b, &ax, &mut bax, scratch)?;
+        for (o, v) in out.iter_mut().zip(&bax) {
+            *o += v * term.scale;
+        }
+        Ok(())
     }
 
     /// The cache rows of token `t`'s sequence.
@@ -609,11 +650,46 @@ impl Batch<'_> {
                 )));
             }
             let row = &embd_data[id * embd.row_bytes()..(id + 1) * embd.row_bytes()];
-            let x = &mut s.x[t * d..(t + 1) * d];
-            quant::dequantize_row(embd.ty, row, x, self.simd)?;
-            if c.embed_scale != 1.0 {
-                x.iter_mut().for_each(|v| *v *= c.embed_scale);
+            quant::dequantize_row(embd.ty, row, &mut s.x[t * d..(t + 1) * d], self.simd)?;
+        }
+        // An adapter of the embedding adds s·(B·a[t]) to token t's row, before any scaling.
+        for lora in self.loras {
+            if let Some(term) = lora.term(&embd.name) {
+                self.add_embedding_lora(&term, tokens, &mut s.x[..self.n * d], &mut s.scratch)?;
             }
+        }
+        if c.embed_scale != 1.0 {
+            s.x[..self.n * d]
+                .iter_mut()
+                .for_each(|v| *v *= c.embed_scale);
+        }
+        Ok(())
+    }
+
+    /// `x[t] += s·(B·a[tokens[t]])`: the embedding's LoRA term, `a` gathered by token.
+    fn add_embedding_lora(
+        &self,
+        term: &LoraTerm<'_>,
+        tokens: &[u32],
+        x: &mut [f32],
+        scratch: &mut Vec<u8>,
+    ) -> Result<()> {
+        let rank = term.a.cols;
+        let row_bytes = term.a.data.len() / term.a.rows.max(1);
+        let mut gathered = vec![0.0; tokens.len() * rank];
+        for (&id, a_row) in tokens.iter().zip(gathered.chunks_exact_mut(rank)) {
+            let id = id as usize;
+            let bytes = term
+                .a
+                .data
+                .get(id * row_bytes..(id + 1) * row_bytes)
+                .ok_or_else(|| Error::InvalidArgument(format!("token {id} has no LoRA row")))?;
+            quant::dequantize_row(term.a.ty, bytes, a_row, self.simd)?;
+        }
+        let mut delta = vec![0.0; tokens.len() * term.b.rows];
+        self.product(&term.b, &gathered, &mut delta, scratch)?;
+        for (v, dv) in x.iter_mut().zip(&delta) {
+            *v += dv * term.scale;
         }
         Ok(())
     }
@@ -982,6 +1058,28 @@ impl Batch<'_> {
                 &mut s.scratch,
                 self.simd,
             )?;
+            // The output's adapters; a tied output is the embedding, whose factors are gathered
+            // by token, not multiplied.
+            if w.output.name != crate::lora::TOKEN_EMBEDDING {
+                let output_rows = Batch {
+                    n: m,
+                    columns: match want {
+                        Logits::Last => (0, 1),
+                        _ => (range.start, n),
+                    },
+                    ..*self
+                };
+                for lora in self.loras {
+                    if let Some(term) = lora.term(&w.output.name) {
+                        output_rows.add_lora(
+                            &term,
+                            &s.out_norm[..m * d],
+                            &mut s.logits[..m * c.n_vocab],
+                            &mut s.scratch,
+                        )?;
+                    }
+                }
+            }
             cap_logits(&mut s.logits[..m * c.n_vocab], c);
             if let Logits::All(f) = &mut want {
                 for (i, t) in range.enumerate() {

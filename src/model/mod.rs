@@ -118,26 +118,11 @@ impl Model {
             .map_err(crate::Error::InvalidArgument)
     }
 
-    /// What tells this model's file from another's, in hex: a SHA-256 over its metadata count,
-    /// its tensor table (names, types, shapes, offsets) and the first 64 bytes of every tensor,
-    /// so that two fine-tunes of one base differ. A saved session records it.
+    /// What tells this model's file from another's ([`GgufFile::fingerprint_hex`]); a saved
+    /// session records it.
     pub fn fingerprint_hex(&self) -> String {
         self.fingerprint
-            .get_or_init(|| {
-                use sha2::{Digest, Sha256};
-                let mut h = Sha256::new();
-                h.update((self.file.metadata().len() as u64).to_le_bytes());
-                for t in self.file.tensors() {
-                    h.update((t.name.len() as u64).to_le_bytes());
-                    h.update(t.name.as_bytes());
-                    h.update(t.ty.to_string().as_bytes());
-                    t.dims.iter().for_each(|d| h.update(d.to_le_bytes()));
-                    h.update(t.offset.to_le_bytes());
-                    let data = self.file.tensor_data(t);
-                    h.update(&data[..data.len().min(64)]);
-                }
-                h.finalize().iter().map(|b| format!("{b:02x}")).collect()
-            })
+            .get_or_init(|| self.file.fingerprint_hex())
             .clone()
     }
 

@@ -48,6 +48,8 @@ struct Header {
     n_tokens: usize,
     /// Whether the logits are those of the last token (else they are not restored).
     logits: bool,
+    /// The LoRA adapters the cache was computed with: each one's fingerprint and scale.
+    loras: Vec<(String, f32)>,
 }
 
 fn kv_type_name(ty: KvType) -> &'static str {
@@ -72,6 +74,7 @@ impl Session {
             kv_type: kv_type_name(self.kv.kv_type()).into(),
             n_tokens: n,
             logits: self.logits_current,
+            loras: self.lora_fingerprints(),
         };
         // Serializing a struct of strings and integers cannot fail.
         let header = serde_json::to_vec(&header).unwrap_or_default();
@@ -165,9 +168,15 @@ impl Session {
             kv_type: kv_type_name(self.kv.kv_type()).into(),
             n_tokens: header.n_tokens,
             logits: header.logits,
+            loras: self.lora_fingerprints(),
         };
         if header.model != expected.model {
             return Err(invalid("it was saved with another model"));
+        }
+        if header.loras != expected.loras {
+            return Err(invalid(
+                "it was saved with other LoRA adapters (or scales) than this session has",
+            ));
         }
         if header != expected {
             return Err(invalid(format!(
@@ -219,6 +228,15 @@ impl Session {
             self.save_logits();
         }
         Ok(())
+    }
+}
+
+impl Session {
+    fn lora_fingerprints(&self) -> Vec<(String, f32)> {
+        self.loras
+            .iter()
+            .map(|l| (l.adapter.fingerprint_hex().to_string(), l.scale))
+            .collect()
     }
 }
 

@@ -1,0 +1,184 @@
+//! LoRA adapters against llama.cpp (tests/reference/lora/, made by scripts/make-lora-reference.py
+//! on the adapters scripts/make-synthetic-lora.sh writes): with each adapter and scale, and two
+//! adapters at once, teacher-forced logits and greedy tokens equal llama.cpp's on every SIMD
+//! level; detaching gives the base model's logits back; bad adapters are refused with a message.
+
+use std::sync::Arc;
+
+use llmrt::lora::{ActiveLora, LoraAdapter};
+use llmrt::{Model, ModelParams, Session};
+use serde_json::Value;
+
+#[path = "common/models.rs"]
+mod models;
+#[path = "common/reference.rs"]
+mod reference;
+
+use reference::*;
+
+fn load(name: &str) -> Option<Arc<Model>> {
+    let path = models::model_path(name)?;
+    Some(Arc::new(
+        Model::load(&path, &ModelParams::default()).expect("model loads"),
+    ))
+}
+
+fn adapter(file: &str, model: &Model) -> Option<Arc<LoraAdapter>> {
+    let path = models::model_path(&format!("lora/{file}"))?;
+    Some(Arc::new(
+        LoraAdapter::open(&path, model).expect("adapter loads"),
+    ))
+}
+
+/// Where each reference's base model lives under models/.
+fn base_path(file: &str) -> String {
+    if file.starts_with("smollm2") || file.starts_with("qwen2.5") {
+        file.to_string()
+    } else {
+        format!("synthetic/{file}")
+    }
+}
+
+/// Every reference of tests/reference/lora/ with adapters, and the base references.
+fn references() -> Vec<(String, Value)> {
+    let dir = models::reference_path("lora");
+    let mut out: Vec<(String, Value)> = std::fs::read_dir(&dir)
+        .expect("tests/reference/lora")
+        .filter_map(|e| {
+            let path = e.ok()?.path();
+            let name = path.file_name()?.to_str()?.to_string();
+            (name.ends_with(".json") && name != "cases.json" && name != "errors.json").then(|| {
+                let text = std::fs::read_to_string(&path).expect("read");
+                (name, serde_json::from_str(&text).expect("json"))
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    assert!(
+        out.len() >= 10,
+        "the LoRA references are missing from {}",
+        dir.display()
+    );
+    out
+}
+
+#[test]
+fn adapted_logits_and_greedy_tokens_equal_llama_cpps() {
+    for (name, reference) in references() {
+        let base = reference["base_file"].as_str().expect("base_file");
+        let Some(model) = load(&base_path(base)) else {
+            continue;
+        };
+        let mut loras = Vec::new();
+        for a in reference["adapters"].as_array().expect("adapters") {
+            let Some(adapter) = adapter(a["file"].as_str().expect("file"), &model) else {
+                return;
+            };
+            loras.push(ActiveLora {
+                adapter,
+                scale: a["scale"].as_f64().expect("scale") as f32,
+            });
+        }
+        // llama.cpp keeps a context's adapters in a hash map, which for two of them applies the
+        // one attached last first; llmrt applies them in the order given.
+        loras.reverse();
+        let setup = |s: &mut Session| s.set_loras(loras.clone()).expect("attach");
+        // The scalar kernels only on the synthetic models: an adapter adds products of the
+        // kernels the model tests check at every level.
+        let synthetic = base_path(base).starts_with("synthetic/");
+        for simd in levels(&base_path(base))
+            .into_iter()
+            .filter(|&s| synthetic || s != llmrt::quant::Simd::Scalar)
+        {
+            teacher_forced(&name, &model, &reference, simd, &setup);
+            greedy(&name, &model, &reference, simd, &setup);
+        }
+    }
+}
+
+#[test]
+fn detaching_gives_the_base_logits_back() {
+    let Some(model) = load("smollm2-135m-instruct-q8_0.gguf") else {
+        return;
+    };
+    let Some(adapter) = adapter("smollm2-135m-lora-f32.gguf", &model) else {
+        return;
+    };
+    let reference = models::reference_json("lora/smollm2-135m-base.json");
+    let base_case = &reference["teacher_forced"][0];
+    let tokens: Vec<u32> = ids(&base_case["ids"]);
+    let mut session = Session::new(model.clone(), &Default::default()).expect("session");
+    let alone = session.eval(&tokens).expect("eval").to_vec();
+    session
+        .set_loras(vec![ActiveLora {
+            adapter,
+            scale: 1.0,
+        }])
+        .expect("attach");
+    assert!(session.tokens().is_empty(), "attaching empties the cache");
+    let adapted = session.eval(&tokens).expect("eval").to_vec();
+    assert_ne!(alone, adapted);
+    session.set_loras(Vec::new()).expect("detach");
+    let detached = session.eval(&tokens).expect("eval").to_vec();
+    assert!(alone
+        .iter()
+        .zip(&detached)
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
+}
+
+#[test]
+fn bad_adapters_are_refused_with_a_message() {
+    let errors = models::reference_json("lora/errors.json");
+    for case in errors["cases"].as_array().expect("cases") {
+        let file = case["file"].as_str().expect("file");
+        let Some(model) = load(&base_path(case["base_file"].as_str().expect("base"))) else {
+            continue;
+        };
+        let Some(path) = models::model_path(&format!("lora/{file}")) else {
+            continue;
+        };
+        let aborts = case["errors"].to_string().contains("GGML_ASSERT");
+        match (LoraAdapter::open(&path, &model), aborts) {
+            (Err(e), false) => println!("{file}: {e}"),
+            (Ok(_), false) => panic!(
+                "{file}: loaded, but llama.cpp refuses it: {}",
+                case["errors"]
+            ),
+            // An embedding adapter on a tied output, which llama.cpp multiplies the output by
+            // and aborts on: llmrt adds its term to the input embedding only.
+            (Ok(adapter), true) => {
+                let tokens = [1u32, 504, 3458, 282, 4649];
+                let mut s = Session::new(model.clone(), &Default::default()).expect("session");
+                let base = s.eval(&tokens).expect("eval").to_vec();
+                s.set_loras(vec![ActiveLora {
+                    adapter: Arc::new(adapter),
+                    scale: 1.0,
+                }])
+                .expect("attach");
+                assert_ne!(s.eval(&tokens).expect("eval"), base.as_slice(), "{file}");
+            }
+            (Err(e), true) => panic!("{file}: {e}"),
+        }
+    }
+    // An adapter loaded for one model cannot be attached to another.
+    let (Some(smol), Some(qwen)) = (
+        load("smollm2-135m-instruct-q8_0.gguf"),
+        load("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"),
+    ) else {
+        return;
+    };
+    let Some(adapter) = adapter("smollm2-135m-lora-f32.gguf", &smol) else {
+        return;
+    };
+    let mut session = Session::new(qwen.clone(), &Default::default()).expect("session");
+    let err = session
+        .set_loras(vec![ActiveLora {
+            adapter,
+            scale: 1.0,
+        }])
+        .expect_err("another model's adapter");
+    assert!(err.to_string().contains("another model"), "{err}");
+    let path = models::model_path("lora/smollm2-135m-lora-f32.gguf").expect("adapter");
+    let err = LoraAdapter::open(&path, &qwen).expect_err("another architecture's shapes");
+    println!("smollm2 adapter on qwen: {err}");
+}
