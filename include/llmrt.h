@@ -149,6 +149,10 @@ typedef struct llm_engine llm_engine;
 // Lifetime: from `llm_explain` until `llm_explanation_free`; independent of the session.
 typedef struct llm_explanation llm_explanation;
 
+// A LoRA adapter loaded for one model (opaque). Immutable: any number of sessions of that model,
+// on any threads, may use it at once.
+typedef struct llm_lora llm_lora;
+
 // A loaded model: weights (memory-mapped from the file), hyper-parameters, tokenizer and chat
 // template.
 //
@@ -941,6 +945,42 @@ int32_t llm_sampler_sample(struct llm_sampler *sampler,
                            size_t n_vocab,
                            const llm_token *history,
                            size_t n_history);
+
+// Loads the LoRA adapter at `path` (a GGUF file from llama.cpp's `convert_lora_to_gguf.py`)
+// for `model`, checking that it adapts the model's architecture and that every pair of factors
+// fits a tensor of the model.
+//
+// Returns the adapter, or NULL on failure (`llm_last_status()`: LLM_ERR_NULL,
+// LLM_ERR_INVALID_UTF8, LLM_ERR_IO, LLM_ERR_INVALID_GGUF, LLM_ERR_INVALID_ARGUMENT for a file
+// that is not a LoRA adapter of this model; the message says why). Free it with
+// `llm_lora_free`; sessions using it keep it alive.
+//
+// # Safety
+// `model` is NULL or a live model; `path` is NULL or NUL-terminated.
+struct llm_lora *llm_lora_load(const struct llm_model *model,
+                               const char *path);
+
+// Frees an adapter handle. NULL is a no-op. Sessions it is attached to keep using it.
+//
+// # Safety
+// `lora` is NULL or a pointer from `llm_lora_load` not yet freed.
+void llm_lora_free(struct llm_lora *lora);
+
+// Attaches `n` adapters to `session`, `loras[i]` at `scales[i]`, replacing those attached
+// before (`n` = 0 detaches all). Every product an adapter adapts then adds
+// `scale · alpha / rank · B·(A·x)` (`scale` alone when the adapter's alpha is 0), adapters in
+// the order given. A change empties the session's context (it was computed without them).
+//
+// Returns LLM_OK; LLM_ERR_NULL; LLM_ERR_INVALID_ARGUMENT (an adapter loaded for another
+// model, a scale that is not finite).
+//
+// # Safety
+// `session` is NULL or a live session not in use by another thread; `loras` and `scales` are
+// NULL (with `n` = 0) or point to `n` live adapters and `n` floats.
+enum llm_status llm_session_set_loras(struct llm_session *session,
+                                      const struct llm_lora *const *loras,
+                                      const float *scales,
+                                      size_t n);
 
 // The default explain options: 8 steps, top 5, the last layer, the mean over heads, greedy.
 struct llm_explain_params llm_explain_default_params(void);

@@ -45,6 +45,14 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// Runs `llmrt args` and checks that it fails with `needle` in its message.
+fn assert_fails_saying(args: &[&str], needle: &str) {
+    let out = llmrt(args, None);
+    assert!(!out.status.success(), "llmrt {args:?} succeeded");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains(needle), "llmrt {args:?}: {stderr}");
+}
+
 fn path_str(p: &Path) -> &str {
     p.to_str().expect("UTF-8 path")
 }
@@ -600,7 +608,7 @@ fn a_prompt_cache_is_reused_across_runs_with_the_same_text() {
     let Some(other) = model_path("smollm2-135m-instruct-q8_0.gguf") else {
         return;
     };
-    let out = llmrt(
+    assert_fails_saying(
         &[
             "run",
             "-m",
@@ -612,12 +620,64 @@ fn a_prompt_cache_is_reused_across_runs_with_the_same_text() {
             "--prompt-cache",
             path_str(&cache),
         ],
-        None,
+        "saved with another model",
     );
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("saved with another model"),
-        "{}",
-        text(&out.stderr)
+}
+
+#[test]
+fn lora_adapters_on_the_command_line_give_llama_cpps_greedy_text() {
+    let (Some(model), Some(adapter)) = (
+        model_path("smollm2-135m-instruct-q8_0.gguf"),
+        model_path("lora/smollm2-135m-lora-f32.gguf"),
+    ) else {
+        return;
+    };
+    for (reference, scale_args) in [
+        (
+            "smollm2-135m-lora-f32-s1.0.json",
+            vec!["--lora", path_str(&adapter)],
+        ),
+        (
+            "smollm2-135m-lora-f32-s0.5.json",
+            vec!["--lora-scaled", path_str(&adapter), "0.5"],
+        ),
+    ] {
+        let want = models::reference_json(&format!("lora/{reference}"));
+        for case in want["greedy"].as_array().expect("greedy") {
+            let prompt = case["prompt"].as_str().expect("prompt");
+            let n = case["ids"].as_array().expect("ids").len().to_string();
+            let mut args = vec![
+                "run",
+                "-m",
+                path_str(&model),
+                "-p",
+                prompt,
+                "-n",
+                &n,
+                "--temp",
+                "0",
+                "--no-echo",
+            ];
+            args.extend(&scale_args);
+            let out = llmrt(&args, None);
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            let printed = text(&out.stdout);
+            // `run` ends the text with one newline of its own.
+            let printed = printed.strip_suffix('\n').unwrap_or(&printed);
+            assert_eq!(printed, case["text"].as_str().unwrap(), "{reference}");
+        }
+    }
+    // A file that is not an adapter of the model is refused, naming it.
+    assert_fails_saying(
+        &[
+            "run",
+            "-m",
+            path_str(&model),
+            "-p",
+            "hi",
+            "--lora",
+            path_str(&model),
+        ],
+        "not an adapter",
     );
 }

@@ -107,6 +107,9 @@ static void without_a_model(const char *self_path) {
     EXPECT_NULL(llm_session_new(NULL, &sp), LLM_ERR_NULL);
     EXPECT(llm_session_reset(NULL), LLM_ERR_NULL);
     EXPECT(llm_session_save(NULL, "x.session"), LLM_ERR_NULL);
+    EXPECT_NULL(llm_lora_load(NULL, "adapter.gguf"), LLM_ERR_NULL);
+    EXPECT(llm_session_set_loras(NULL, NULL, NULL, 0), LLM_ERR_NULL);
+    llm_lora_free(NULL);
     EXPECT(llm_session_load(NULL, "x.session"), LLM_ERR_NULL);
     EXPECT_FAILED(llm_session_n_ctx(NULL), LLM_ERR_NULL);
     EXPECT_FAILED(llm_session_n_past(NULL), LLM_ERR_NULL);
@@ -587,6 +590,19 @@ static void with_a_model(const char *path) {
                LLM_OK);
         CHECK(stats.generated_tokens > 0 && stats.generated_tokens <= 4);
         llm_batcher_free(batcher);
+    }
+
+    /* LoRA adapters: files that are not adapters are refused; attaching none is detaching. */
+    {
+        EXPECT_NULL(llm_lora_load(model, NULL), LLM_ERR_NULL);
+        EXPECT_NULL(llm_lora_load(model, "/nonexistent-dir/adapter.gguf"), LLM_ERR_IO);
+        EXPECT_NULL(llm_lora_load(model, path), LLM_ERR_INVALID_ARGUMENT);
+        CHECK(strstr(llm_last_error(), "adapter") != NULL);
+        EXPECT(llm_session_set_loras(session, NULL, NULL, 0), LLM_OK);
+        float one = 1.0f;
+        EXPECT(llm_session_set_loras(session, NULL, &one, 1), LLM_ERR_NULL);
+        const llm_lora *none[1] = {NULL};
+        EXPECT(llm_session_set_loras(session, none, &one, 1), LLM_ERR_NULL);
     }
 
     /* A saved session: restored into a new session it continues as the original does; bad

@@ -26,6 +26,8 @@ mod session;
 mod generate;
 // After generate: many sequences reuse its parameters.
 mod engine;
+// After sessions and engines: adapters attach to them.
+mod lora;
 // Last in the header.
 mod explain;
 
@@ -47,10 +49,11 @@ pub use explain::{
     llm_explanation_n_tokens, llm_explanation_png,
 };
 pub use generate::{
-    llm_chat, llm_chat_apply_template, llm_chat_message, llm_constraint_type, llm_generate,
-    llm_generate_default_params, llm_generate_params, llm_generate_stats, llm_stop_reason,
-    llm_token_callback,
+    llm_chat, llm_chat_apply_template, llm_chat_message, llm_chat_request, llm_constraint_type,
+    llm_generate, llm_generate_default_params, llm_generate_params, llm_generate_stats,
+    llm_stop_reason, llm_token_callback,
 };
+pub use lora::{llm_lora, llm_lora_free, llm_lora_load, llm_session_set_loras};
 pub use model::{
     llm_detokenize, llm_load, llm_model, llm_model_default_params, llm_model_free, llm_model_info,
     llm_model_info_t, llm_model_meta, llm_model_meta_count, llm_model_meta_key, llm_model_params,
@@ -58,6 +61,6 @@ pub use model::{
 };
 pub use session::{
     llm_eval, llm_get_logits, llm_kv_type, llm_session, llm_session_default_params,
-    llm_session_free, llm_session_n_ctx, llm_session_n_past, llm_session_new, llm_session_params,
-    llm_session_reset,
+    llm_session_free, llm_session_load, llm_session_n_ctx, llm_session_n_past, llm_session_new,
+    llm_session_params, llm_session_reset, llm_session_save,
 };

@@ -33,6 +33,7 @@ from ._batcher import Batcher
 from ._engine import Engine, PoolStats, Sampler, StepReport
 from ._generate import GenerationStats
 from ._lib import candidate_paths, library_path, status_str, system_info, version
+from ._lora import Lora
 from ._model import Model, ModelInfo
 from ._session import Session
 
@@ -53,6 +54,7 @@ __all__ = [
     "IoError",
     "LibraryNotFoundError",
     "LlmError",
+    "Lora",
     "Model",
     "ModelInfo",
     "NotFoundError",

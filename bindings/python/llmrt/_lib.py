@@ -87,12 +87,17 @@ class llm_sampler(Structure):
     """Opaque sampler handle (only ever used through a pointer)."""
 
 
+class llm_lora(Structure):
+    """Opaque LoRA adapter handle (only ever used through a pointer)."""
+
+
 llm_model_p = POINTER(llm_model)
 llm_session_p = POINTER(llm_session)
 llm_explanation_p = POINTER(llm_explanation)
 llm_batcher_p = POINTER(llm_batcher)
 llm_engine_p = POINTER(llm_engine)
 llm_sampler_p = POINTER(llm_sampler)
+llm_lora_p = POINTER(llm_lora)
 
 
 class llm_model_params(Structure):
@@ -252,6 +257,13 @@ _SIGNATURES = [
     ("llm_session_free", None, [llm_session_p]),
     ("llm_session_reset", _status, [llm_session_p]),
     ("llm_session_save", _status, [llm_session_p, c_char_p]),
+    ("llm_lora_load", llm_lora_p, [llm_model_p, c_char_p]),
+    ("llm_lora_free", None, [llm_lora_p]),
+    (
+        "llm_session_set_loras",
+        _status,
+        [llm_session_p, POINTER(llm_lora_p), POINTER(c_float), c_size_t],
+    ),
     ("llm_session_load", _status, [llm_session_p, c_char_p]),
     ("llm_session_n_ctx", c_int32, [llm_session_p]),
     ("llm_session_n_past", c_int32, [llm_session_p]),

@@ -7,7 +7,7 @@ import os
 import threading
 from contextlib import contextmanager
 from ctypes import byref
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from . import _lib
 from ._batcher import Batcher
@@ -15,6 +15,7 @@ from ._errors import LlmError, Status, check, last_error
 from ._explain import EXPLAIN_KEYWORDS
 from ._generate import GenerationStats
 from ._handle import Handle
+from ._lora import Lora, LoraSpec, loras_of
 from ._marshal import Message, chat_messages, check_count, read_bytes, token_array, utf8
 from ._options import (
     CHAT_KEYWORDS,
@@ -70,8 +71,10 @@ class Model(Handle):
         n_threads: int = 0,
         n_batch: int = 0,
         kv_type: str = "f16",
+        lora: Sequence[LoraSpec] = (),
     ):
         super().__init__()
+        self._loras: List[Tuple[Lora, float]] = []
         self._session: Optional[Session] = None
         self._session_lock = threading.Lock()
         self._metadata: Optional[Dict[str, str]] = None
@@ -86,6 +89,13 @@ class Model(Handle):
         if not handle:
             raise last_error(self._lib)
         self._own(handle, self._lib.llm_model_free)
+        # Every session of the model, the default one included, starts with these adapters.
+        self._loras = loras_of(self, lora)
+
+    def load_lora(self, path: Union[str, "os.PathLike[str]"]) -> Lora:
+        """The LoRA adapter at ``path``, loaded for this model (see :class:`Lora`), to attach to
+        sessions with :meth:`Session.set_loras`."""
+        return Lora(self, path)
 
     def close(self) -> None:
         """Frees the model (and its default session). Waits for calls in progress on other
@@ -96,6 +106,8 @@ class Model(Handle):
         session, self._session = self._session, None
         if session is not None:
             session.close()
+        for adapter, _ in self._loras:
+            adapter.close()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
@@ -246,10 +258,21 @@ class Model(Handle):
         )
         return Session(self, **options)
 
-    def load_session(self, path: Union[str, "os.PathLike[str]"], **options: Any) -> "Session":
+    @keywords()
+    def load_session(
+        self,
+        path: Union[str, "os.PathLike[str]"],
+        *,
+        n_ctx: Optional[int] = None,
+        n_threads: Optional[int] = None,
+        n_batch: Optional[int] = None,
+        kv_type: Optional[str] = None,
+    ) -> "Session":
         """A new session (options as :meth:`create_session`) holding the state that
         :meth:`Session.save` wrote to ``path``."""
-        session = self.create_session(**options)
+        session = self.create_session(
+            n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch, kv_type=kv_type
+        )
         try:
             session.load(path)
         except BaseException:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import ctypes
 import os
 from ctypes import byref
-from typing import TYPE_CHECKING, Any, Dict, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Sequence, Tuple, Union
 
 from . import _lib
 from ._errors import check, last_error
 from ._explain import EXPLAIN_KEYWORDS, ExplainOptions, read_explanation
 from ._generator import Generator
+from ._lora import Lora, LoraSpec, loras_of, set_loras
 from ._marshal import token_array, utf8
 from ._options import keywords, session_options, session_params
 
@@ -60,11 +61,28 @@ class Session(Generator):
             if not handle:
                 raise last_error(self._lib)
         self._own(handle, self._lib.llm_session_free)
+        self._loras: List[Tuple[Lora, float]] = []
+        if model._loras:
+            self.set_loras(model._loras)
 
     def reset(self) -> None:
         """Empties the context: the next call starts from scratch."""
         with self._use() as h:
             check(self._lib, self._lib.llm_session_reset(h))
+
+    def set_loras(self, loras: Sequence[LoraSpec]) -> None:
+        """Applies these LoRA adapters to every evaluation from now on: each a :class:`Lora` of
+        this session's model or a path, alone (scale 1) or as ``(adapter, scale)``; ``[]``
+        detaches all. A change empties the context (it was computed without them)."""
+        pairs = loras_of(self.model, loras)
+        with self._use() as h:
+            set_loras(self._lib, h, pairs)
+        self._loras = pairs
+
+    @property
+    def loras(self) -> List[Tuple[Lora, float]]:
+        """The attached adapters and their scales."""
+        return list(self._loras)
 
     def save(self, path: Union[str, "os.PathLike[str]"]) -> None:
         """Saves the session's state to ``path``: the tokens its context holds, their keys and

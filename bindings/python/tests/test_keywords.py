@@ -44,6 +44,12 @@ def model():
 CALLS = [
     ("Model", lambda m, s: llmrt.Model(MODEL, n_ctxx=64), "n_ctxx", "n_ctx"),
     ("Model.create_session", lambda m, s: m.create_session(n_thread=1), "n_thread", "n_threads"),
+    (
+        "Model.load_session",
+        lambda m, s: m.load_session("unused.session", n_ct=64),
+        "n_ct",
+        "n_ctx",
+    ),
     ("Model.meta", lambda m, s: m.meta("general.name", defualt="x"), "defualt", "default"),
     (
         "Model.tokenize",

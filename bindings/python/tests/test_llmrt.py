@@ -212,6 +212,7 @@ def _ctype_of(c_type, name=""):
         "const char *": ctypes.c_char_p,
         "char *": _lib.char_p,
         "const char * const *": ctypes.POINTER(ctypes.c_char_p),
+        "const struct llm_lora * const *": ctypes.POINTER(_lib.llm_lora_p),
         "llm_token_callback": _lib.llm_token_callback,
         # C enums are int-sized.
         "enum llm_status": ctypes.c_int,
