@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use crate::engine::{Engine, EngineParams, PoolStats, SeqId};
 use crate::generate::{Continuation, GenerateParams, GenerateStats, Generation, StopReason};
+use crate::lora::ActiveLora;
 use crate::model::Model;
 use crate::{Error, Result};
 
@@ -108,7 +109,17 @@ impl std::fmt::Debug for Batcher {
 impl Batcher {
     /// A batcher over a new engine of `model` with `params`.
     pub fn new(model: Arc<Model>, params: &EngineParams) -> Result<Batcher> {
-        let engine = Engine::new(model.clone(), params)?;
+        Batcher::with_loras(model, params, Vec::new())
+    }
+
+    /// [`Batcher::new`] with LoRA adapters applied to every generation.
+    pub fn with_loras(
+        model: Arc<Model>,
+        params: &EngineParams,
+        loras: Vec<ActiveLora>,
+    ) -> Result<Batcher> {
+        let mut engine = Engine::new(model.clone(), params)?;
+        engine.set_loras(loras)?;
         let n_ctx = engine.n_ctx();
         let status = Arc::new(Mutex::new(BatcherStatus {
             running: 0,

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use blocks::Blocks;
 pub use blocks::{BlockKey, PoolStats};
 
+use crate::lora::ActiveLora;
 use crate::model::forward::{Pass, SeqAt};
 use crate::model::kv_cache::{BlockTable, BLOCK_POSITIONS};
 use crate::model::{KvCache, KvType, Model, RunState};
@@ -127,6 +128,8 @@ pub struct Engine {
     step_tokens: usize,
     max_decode: usize,
     sharing: bool,
+    /// LoRA adapters applied to every sequence.
+    loras: Vec<ActiveLora>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -196,6 +199,7 @@ impl Engine {
             step_tokens,
             max_decode,
             sharing: !params.no_prefix_sharing,
+            loras: Vec::new(),
         })
     }
 
@@ -229,6 +233,29 @@ impl Engine {
         }
         self.simd = simd;
         Ok(())
+    }
+
+    /// Applies these LoRA adapters (in order, each with its scale) to every sequence; only
+    /// while the engine holds nothing computed: no sequence and no cached prefix.
+    pub fn set_loras(&mut self, loras: Vec<ActiveLora>) -> Result<()> {
+        if !self.seqs.is_empty() || self.blocks.stats().cached > 0 {
+            return Err(Error::InvalidArgument(
+                "an engine's LoRA adapters are set before it computes anything".into(),
+            ));
+        }
+        if let Some(other) = loras.iter().find(|l| !l.adapter.adapts(&self.model)) {
+            return Err(Error::InvalidArgument(format!(
+                "LoRA adapter {} was loaded for another model",
+                other.adapter.path()
+            )));
+        }
+        self.loras = loras;
+        Ok(())
+    }
+
+    /// The LoRA adapters applied to every sequence.
+    pub fn loras(&self) -> &[ActiveLora] {
+        &self.loras
     }
 
     /// How the pool's blocks are used.
@@ -460,7 +487,7 @@ impl Engine {
                 pool: &self.pool,
                 simd: self.simd,
                 probe: None,
-                loras: &[],
+                loras: &self.loras,
             };
             let mut keep = |t: usize, l: &[f32]| {
                 logits[t * n_vocab..][..n_vocab].copy_from_slice(l);
@@ -576,7 +603,7 @@ impl Engine {
                 pool: &self.pool,
                 simd: self.simd,
                 probe: None,
-                loras: &[],
+                loras: &self.loras,
             };
             let piece = (pos - batch.start, batch.len);
             self.model.forward_piece(pass, &tokens, at, piece)

@@ -182,3 +182,79 @@ fn bad_adapters_are_refused_with_a_message() {
     let err = LoraAdapter::open(&path, &qwen).expect_err("another architecture's shapes");
     println!("smollm2 adapter on qwen: {err}");
 }
+
+#[test]
+fn a_batcher_with_an_adapter_gives_each_generation_its_solo_tokens() {
+    let Some(model) = load("smollm2-135m-instruct-q8_0.gguf") else {
+        return;
+    };
+    let Some(adapter) = adapter("smollm2-135m-lora-f16.gguf", &model) else {
+        return;
+    };
+    let loras = vec![ActiveLora {
+        adapter,
+        scale: 0.7,
+    }];
+    let prompts = [
+        "The capital of France is",
+        "def fibonacci(n):",
+        "Water boils at",
+        "Ich bin",
+    ];
+    let params = |i: usize| llmrt::generate::GenerateParams {
+        max_tokens: 16,
+        sampler: llmrt::sample::SamplerParams {
+            temperature: if i.is_multiple_of(2) { 0.0 } else { 0.9 },
+            seed: 40 + i as u64,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let tokens = |p: &str| model.tokenizer().encode(p, true, false).expect("tokenize");
+    let solo: Vec<Vec<u32>> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut s = Session::new(model.clone(), &Default::default()).expect("session");
+            s.set_loras(loras.clone()).expect("attach");
+            llmrt::generate::generate_tokens(&mut s, &tokens(p), &params(i), &mut |_| true)
+                .expect("generate")
+                .tokens
+        })
+        .collect();
+    let batcher = llmrt::Batcher::with_loras(model.clone(), &Default::default(), loras.clone())
+        .expect("batcher");
+    let together: Vec<Vec<u32>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = prompts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let (batcher, prompt) = (&batcher, tokens(p));
+                scope.spawn(move || {
+                    batcher
+                        .generate(&prompt, &params(i), &mut |_| true)
+                        .expect("generate")
+                        .tokens
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    assert_eq!(together, solo);
+    // Without the adapter the texts differ (the adapter is applied, not ignored).
+    let plain = llmrt::Batcher::new(model.clone(), &Default::default()).expect("batcher");
+    let base: Vec<Vec<u32>> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            plain
+                .generate(&tokens(p), &params(i), &mut |_| true)
+                .expect("generate")
+                .tokens
+        })
+        .collect();
+    assert_ne!(base, solo);
+}

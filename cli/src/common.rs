@@ -64,30 +64,40 @@ impl ModelArgs {
 
     /// The adapters of `--lora` and `--lora-scaled`, loaded for `model`, in that order.
     pub fn loras(&self, model: &Model) -> llmrt::Result<Vec<ActiveLora>> {
-        let mut files: Vec<(PathBuf, f32)> = self.lora.iter().map(|p| (p.clone(), 1.0)).collect();
-        for pair in self.lora_scaled.chunks(2) {
-            let [file, scale] = pair else {
-                return Err(llmrt::Error::InvalidArgument(
-                    "--lora-scaled takes a file and a scale".into(),
-                ));
-            };
-            let scale: f32 = scale.parse().map_err(|_| {
-                llmrt::Error::InvalidArgument(format!(
-                    "--lora-scaled {file}: `{scale}` is not a number"
-                ))
-            })?;
-            files.push((PathBuf::from(file), scale));
-        }
-        files
-            .into_iter()
-            .map(|(path, scale)| {
-                Ok(ActiveLora {
-                    adapter: Arc::new(LoraAdapter::open(&path, model)?),
-                    scale,
-                })
-            })
-            .collect()
+        load_loras(&self.lora, &self.lora_scaled, model)
     }
+}
+
+/// The adapters of `--lora FILE…` (scale 1) and `--lora-scaled FILE SCALE…` (`scaled` holds the
+/// pairs' words in turn), loaded for `model`, in that order.
+pub fn load_loras(
+    plain: &[PathBuf],
+    scaled: &[String],
+    model: &Model,
+) -> llmrt::Result<Vec<ActiveLora>> {
+    let mut files: Vec<(PathBuf, f32)> = plain.iter().map(|p| (p.clone(), 1.0)).collect();
+    for pair in scaled.chunks(2) {
+        let [file, scale] = pair else {
+            return Err(llmrt::Error::InvalidArgument(
+                "--lora-scaled takes a file and a scale".into(),
+            ));
+        };
+        let scale: f32 = scale.parse().map_err(|_| {
+            llmrt::Error::InvalidArgument(format!(
+                "--lora-scaled {file}: `{scale}` is not a number"
+            ))
+        })?;
+        files.push((PathBuf::from(file), scale));
+    }
+    files
+        .into_iter()
+        .map(|(path, scale)| {
+            Ok(ActiveLora {
+                adapter: Arc::new(LoraAdapter::open(&path, model)?),
+                scale,
+            })
+        })
+        .collect()
 }
 
 /// How to choose tokens.

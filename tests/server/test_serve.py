@@ -509,3 +509,30 @@ def test_health_is_503_while_the_model_loads_and_says_why_a_load_failed(tmp_path
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def test_lora_adapters_apply_to_every_request_and_are_listed():
+    adapter = ROOT / "models" / "lora" / "smollm2-135m-lora-f32.gguf"
+    model_path()
+    if not adapter.exists():
+        pytest.fail(f"{adapter} is missing: run scripts/fetch-models.sh")
+    reference = json.loads((ROOT / "tests" / "reference" / "lora" /
+                            "smollm2-135m-lora-f32-s0.5.json").read_text())
+    s = Server("-c", "512", "--lora-scaled", str(adapter), "0.5")
+    try:
+        listed = httpx.get(s.url + "/lora-adapters").json()
+        assert listed == [{"id": 0, "path": str(adapter), "scale": 0.5}]
+        client = openai.OpenAI(base_url=s.url + "/v1", api_key="unused", max_retries=0)
+        alias = client.models.list().data[0].id
+        for case in reference["greedy"]:
+            r = client.completions.create(model=alias, prompt=case["prompt"], temperature=0,
+                                          max_tokens=len(case["ids"]))
+            assert r.choices[0].text == case["text"]
+        body = {"prompt": "Hi", "max_tokens": 2}
+        ok = httpx.post(s.url + "/v1/completions", json={**body, "lora": [{"id": 0, "scale": 0.5}]})
+        assert ok.status_code == 200, ok.text
+        for lora in [[{"id": 0, "scale": 1.0}], [], [{"id": 3, "scale": 0.5}]]:
+            r = httpx.post(s.url + "/v1/completions", json={**body, "lora": lora})
+            assert r.status_code == 400 and r.json()["error"]["param"] == "lora", r.text
+    finally:
+        s.stop()

@@ -113,6 +113,20 @@ pub(crate) async fn explain(
     Ok(Json(explanation))
 }
 
+/// llama-server's `GET /lora-adapters`: the adapters every request runs with.
+pub(crate) async fn lora_adapters(
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<Value>, ApiError> {
+    let ready = state.ready()?;
+    let list: Vec<Value> = ready
+        .loras
+        .iter()
+        .enumerate()
+        .map(|(id, l)| json!({"id": id, "path": l.adapter.path(), "scale": l.scale}))
+        .collect();
+    Ok(Json(Value::Array(list)))
+}
+
 pub(crate) async fn not_found(uri: Uri) -> ApiError {
     ApiError::not_found(uri.path())
 }
@@ -176,6 +190,14 @@ struct Sampling {
     grammar: Option<String>,
     /// A regular expression the whole completion matches.
     regex: Option<String>,
+    /// llama-server's per-request adapter scales: `[{"id", "scale"}]`, unlisted adapters at 0.
+    lora: Option<Vec<LoraScale>>,
+}
+
+#[derive(Deserialize)]
+struct LoraScale {
+    id: usize,
+    scale: f32,
 }
 
 #[derive(Deserialize)]
@@ -382,6 +404,38 @@ impl Sampling {
             ));
         }
         Ok(found.pop())
+    }
+
+    /// A request's `lora` must give the server's adapters their scales: every request of the
+    /// engine runs with the same ones.
+    fn check_loras(&self, ready: &Ready) -> Result<(), ApiError> {
+        let Some(asked) = &self.lora else {
+            return Ok(());
+        };
+        let mut scales = vec![0.0f32; ready.loras.len()];
+        for l in asked {
+            let slot = scales.get_mut(l.id).ok_or_else(|| {
+                ApiError::invalid_param(
+                    "lora",
+                    format!(
+                        "no LoRA adapter has id {} (GET /lora-adapters lists them)",
+                        l.id
+                    ),
+                )
+            })?;
+            *slot = l.scale;
+        }
+        let served: Vec<f32> = ready.loras.iter().map(|l| l.scale).collect();
+        if scales != served {
+            return Err(ApiError::invalid_param(
+                "lora",
+                format!(
+                    "this server runs every request with its adapters at scales {served:?}; \
+                     other scales per request are not supported"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn check_model(&self, state: &AppState) -> Result<(), ApiError> {
@@ -621,6 +675,7 @@ pub(crate) async fn completions(
     let request: CompletionRequest = parse(&body)?;
     let ready = state.ready()?;
     request.sampling.check_model(&state)?;
+    request.sampling.check_loras(ready)?;
     if request.echo {
         return Err(ApiError::invalid_param("echo", "echo is not supported"));
     }
@@ -867,6 +922,7 @@ pub(crate) async fn chat_completions(
     let request: ChatRequest = parse(&body)?;
     let ready = state.ready()?;
     request.sampling.check_model(&state)?;
+    request.sampling.check_loras(ready)?;
     let top_logprobs = match (request.logprobs, request.top_logprobs) {
         (false, None) => None,
         (false, Some(_)) => {

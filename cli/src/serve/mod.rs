@@ -21,6 +21,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use llmrt::chat::ChatTemplate;
+use llmrt::lora::ActiveLora;
 use llmrt::{Batcher, EngineParams, Model, ModelParams};
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
@@ -29,7 +30,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use error::ApiError;
 use metrics::Metrics;
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct Args {
     /// The GGUF model file.
     #[arg(short, long)]
@@ -66,6 +67,12 @@ pub struct Args {
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = 8 << 20)]
     pub max_body: usize,
+    /// A LoRA adapter (GGUF) applied to every request at scale 1 (repeatable).
+    #[arg(long = "lora", value_name = "FILE")]
+    pub lora: Vec<PathBuf>,
+    /// A LoRA adapter applied to every request at this scale (repeatable).
+    #[arg(long = "lora-scaled", num_args = 2, value_names = ["FILE", "SCALE"])]
+    pub lora_scaled: Vec<String>,
 }
 
 /// What the handlers share.
@@ -97,6 +104,8 @@ pub(crate) struct Ready {
     /// Embeddings and explanations run one at a time in a session of their own.
     side: std::sync::Mutex<llmrt::Session>,
     pooling: Result<llmrt::embed::Pooling, String>,
+    /// The adapters every request runs with, ids in this order (`GET /lora-adapters`).
+    loras: Vec<ActiveLora>,
 }
 
 impl AppState {
@@ -193,10 +202,10 @@ async fn serve(args: Args) -> llmrt::Result<()> {
     tracing::info!(%addr, model = %args.model.display(), slots = n_slots, "listening");
 
     let loading = state.clone();
-    let load_args = (args.model.clone(), args.ctx_size, args.threads);
+    let load_args = args.clone();
     tokio::task::spawn_blocking(move || {
         let started = Instant::now();
-        match load(&load_args.0, load_args.1, load_args.2, n_slots) {
+        match load(&load_args, n_slots) {
             Ok(ready) => {
                 tracing::info!(
                     seconds = started.elapsed().as_secs_f64(),
@@ -222,13 +231,15 @@ async fn serve(args: Args) -> llmrt::Result<()> {
         .map_err(|e| llmrt::Error::io(addr.to_string(), e))
 }
 
-fn load(path: &PathBuf, n_ctx: usize, threads: usize, slots: usize) -> llmrt::Result<Ready> {
-    let model = Arc::new(Model::load(path, &ModelParams::default())?);
+fn load(args: &Args, slots: usize) -> llmrt::Result<Ready> {
+    let (n_ctx, threads) = (args.ctx_size, args.threads);
+    let model = Arc::new(Model::load(&args.model, &ModelParams::default())?);
+    let loras = crate::common::load_loras(&args.lora, &args.lora_scaled, &model)?;
     let n_ctx = match n_ctx {
         0 => model.config().n_ctx_train.clamp(1, 4096),
         n => n,
     };
-    let batcher = Batcher::new(
+    let batcher = Batcher::with_loras(
         model.clone(),
         &EngineParams {
             n_threads: threads,
@@ -238,9 +249,10 @@ fn load(path: &PathBuf, n_ctx: usize, threads: usize, slots: usize) -> llmrt::Re
             max_decode: slots,
             ..EngineParams::default()
         },
+        loras.clone(),
     )?;
     let template = ChatTemplate::from_gguf(model.gguf()).map_err(|e| e.to_string());
-    let side = llmrt::Session::new(
+    let mut side = llmrt::Session::new(
         model.clone(),
         &llmrt::SessionParams {
             n_ctx,
@@ -248,6 +260,7 @@ fn load(path: &PathBuf, n_ctx: usize, threads: usize, slots: usize) -> llmrt::Re
             ..llmrt::SessionParams::default()
         },
     )?;
+    side.set_loras(loras.clone())?;
     let pooling = llmrt::embed::Pooling::of_file(model.gguf()).map_err(|e| e.to_string());
     Ok(Ready {
         model,
@@ -255,6 +268,7 @@ fn load(path: &PathBuf, n_ctx: usize, threads: usize, slots: usize) -> llmrt::Re
         template,
         side: std::sync::Mutex::new(side),
         pooling,
+        loras,
     })
 }
 
@@ -271,6 +285,7 @@ fn router(state: Arc<AppState>, max_body: usize) -> Router {
         .route("/tokenize", post(api::tokenize))
         .route("/detokenize", post(api::detokenize))
         .route("/apply-template", post(api::apply_template))
+        .route("/lora-adapters", get(api::lora_adapters))
         .route("/metrics", get(metrics::render))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
