@@ -361,7 +361,11 @@ fn start(engine: &mut Engine, running: &mut Vec<Running>, job: Job) {
         return;
     }
     let id = engine.add();
-    if let Err(error) = engine.feed(id, &job.prompt) {
+    let adapters = match &job.params.loras {
+        Some(loras) => engine.set_sequence_loras(id, loras.clone()),
+        None => Ok(()),
+    };
+    if let Err(error) = adapters.and_then(|()| engine.feed(id, &job.prompt)) {
         let _ = engine.remove(id);
         (job.on_done)(Err(error));
         return;

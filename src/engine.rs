@@ -20,7 +20,7 @@ use blocks::Blocks;
 pub use blocks::{BlockKey, PoolStats};
 
 use crate::lora::ActiveLora;
-use crate::model::forward::{Pass, SeqAt};
+use crate::model::forward::{Pass, PassLoras, SeqAt};
 use crate::model::kv_cache::{BlockTable, BLOCK_POSITIONS};
 use crate::model::{KvCache, KvType, Model, RunState};
 use crate::quant::Simd;
@@ -83,6 +83,8 @@ struct Sequence {
     failed: Option<Error>,
     /// Positions taken from blocks other sequences computed.
     reused: usize,
+    /// The LoRA adapters of its evaluations.
+    loras: Vec<ActiveLora>,
 }
 
 impl Sequence {
@@ -277,8 +279,31 @@ impl Engine {
             fresh: false,
             failed: None,
             reused: 0,
+            loras: self.loras.clone(),
         });
         id
+    }
+
+    /// Gives sequence `id` its own LoRA adapters (in order, each with its scale) instead of the
+    /// engine's; only before anything of it is evaluated. Sequences with different adapters
+    /// still decode in one step: the base products are shared, each adapter's term is computed
+    /// for its own sequences' tokens.
+    pub fn set_sequence_loras(&mut self, id: SeqId, loras: Vec<ActiveLora>) -> Result<()> {
+        if let Some(other) = loras.iter().find(|l| !l.adapter.adapts(&self.model)) {
+            return Err(Error::InvalidArgument(format!(
+                "LoRA adapter {} was loaded for another model",
+                other.adapter.path()
+            )));
+        }
+        let i = self.index(id)?;
+        let s = &mut self.seqs[i];
+        if !s.tokens.is_empty() || s.batch.is_some() {
+            return Err(Error::InvalidArgument(
+                "a sequence's LoRA adapters are set before it evaluates anything".into(),
+            ));
+        }
+        s.loras = loras;
+        Ok(())
     }
 
     /// The sequences, in the order they were added.
@@ -376,10 +401,17 @@ impl Engine {
     /// into a shared one (which then gets its own copy first). Pending tokens are not copied.
     pub fn fork(&mut self, id: SeqId) -> Result<SeqId> {
         let i = self.index(id)?;
-        let (tokens, blocks, logits, fresh) = {
+        let (tokens, blocks, logits, fresh, loras) = {
             let s = &self.seqs[i];
             let fresh = s.fresh && s.pending.is_empty();
-            (s.tokens.clone(), s.blocks.clone(), s.logits.clone(), fresh)
+            let loras = s.loras.clone();
+            (
+                s.tokens.clone(),
+                s.blocks.clone(),
+                s.logits.clone(),
+                fresh,
+                loras,
+            )
         };
         for &b in &blocks {
             self.blocks.share(b);
@@ -389,7 +421,7 @@ impl Engine {
             .seqs
             .last_mut()
             .ok_or_else(|| Error::InvalidArgument("fork".into()))?;
-        (s.tokens, s.blocks, s.logits, s.fresh) = (tokens, blocks, logits, fresh);
+        (s.tokens, s.blocks, s.logits, s.fresh, s.loras) = (tokens, blocks, logits, fresh, loras);
         Ok(new)
     }
 
@@ -481,13 +513,24 @@ impl Engine {
                     blocks: BlockTable::Blocks(&self.seqs[i].blocks),
                 })
                 .collect();
+            let sets: Vec<&[ActiveLora]> = decode
+                .iter()
+                .map(|&i| self.seqs[i].loras.as_slice())
+                .collect();
+            let loras = match sets.first() {
+                Some(first) if sets.iter().all(|s| crate::lora::same_loras(s, first)) => {
+                    PassLoras::All(first)
+                }
+                Some(_) => PassLoras::PerToken(&sets),
+                None => PassLoras::All(&[]),
+            };
             let pass = Pass {
                 state: &mut self.state,
                 kv: &mut self.kv,
                 pool: &self.pool,
                 simd: self.simd,
                 probe: None,
-                loras: &self.loras,
+                loras,
             };
             let mut keep = |t: usize, l: &[f32]| {
                 logits[t * n_vocab..][..n_vocab].copy_from_slice(l);
@@ -531,6 +574,11 @@ impl Engine {
             tokens: tokens.try_into().ok()?,
             first_in_batch: start - batch.start,
             batch_len: batch.len,
+            adapters: s
+                .loras
+                .iter()
+                .map(|l| (l.adapter.fingerprint_hex().to_string(), l.scale.to_bits()))
+                .collect(),
         })
     }
 
@@ -603,7 +651,7 @@ impl Engine {
                 pool: &self.pool,
                 simd: self.simd,
                 probe: None,
-                loras: &self.loras,
+                loras: PassLoras::All(&s.loras),
             };
             let piece = (pos - batch.start, batch.len);
             self.model.forward_piece(pass, &tokens, at, piece)

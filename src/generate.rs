@@ -36,6 +36,10 @@ pub struct GenerateParams {
     /// Control tokens written into the text as their own text rather than dropped: the markers
     /// a tool-call parser looks for (`[TOOL_CALLS]`, `<|python_tag|>`).
     pub preserved_tokens: Vec<u32>,
+    /// The LoRA adapters of this generation on a batcher (`None`: the batcher's). A session's
+    /// adapters are its own ([`Session::set_loras`]); a generation there must leave this `None`
+    /// or give the same.
+    pub loras: Option<Vec<crate::lora::ActiveLora>>,
 }
 
 impl Default for GenerateParams {
@@ -49,6 +53,7 @@ impl Default for GenerateParams {
             top_logprobs: None,
             constraint: None,
             preserved_tokens: Vec::new(),
+            loras: None,
         }
     }
 }
@@ -290,6 +295,13 @@ pub fn generate_tokens(
 ) -> Result<Generation> {
     if prompt.is_empty() {
         return Err(Error::InvalidArgument("the prompt has no tokens".into()));
+    }
+    if let Some(loras) = &params.loras {
+        if !crate::lora::same_loras(loras, session.loras()) {
+            return Err(Error::InvalidArgument(
+                "a session generates with its own LoRA adapters (Session::set_loras)".into(),
+            ));
+        }
     }
     let n_ctx = session.n_ctx();
     // As llama.cpp: a prompt that leaves room generates until the context is full; one that

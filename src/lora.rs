@@ -257,3 +257,11 @@ impl ActiveLora {
         })
     }
 }
+
+/// Whether two adapter lists are the same adapters at the same scales, in the same order.
+pub fn same_loras(a: &[ActiveLora], b: &[ActiveLora]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            Arc::ptr_eq(&x.adapter, &y.adapter) && x.scale.to_bits() == y.scale.to_bits()
+        })
+}

@@ -9,7 +9,7 @@ mod saved;
 use crate::lora::ActiveLora;
 
 pub use crate::model::forward::AttentionProbe;
-use crate::model::forward::{Logits, Pass, SeqAt};
+use crate::model::forward::{Logits, Pass, PassLoras, SeqAt};
 use crate::model::kv_cache::BlockTable;
 use crate::model::{KvCache, KvType, Model, RunState};
 use crate::quant::Simd;
@@ -212,10 +212,7 @@ impl Session {
                 bad.scale
             )));
         }
-        let same = loras.len() == self.loras.len()
-            && loras.iter().zip(&self.loras).all(|(a, b)| {
-                Arc::ptr_eq(&a.adapter, &b.adapter) && a.scale.to_bits() == b.scale.to_bits()
-            });
+        let same = crate::lora::same_loras(&loras, &self.loras);
         if !same {
             self.loras = loras;
             self.reset();
@@ -315,7 +312,7 @@ impl Session {
                 pool: &self.pool,
                 simd: self.simd,
                 probe: self.probe.as_mut(),
-                loras: &self.loras,
+                loras: PassLoras::All(&self.loras),
             };
             match &mut wanted {
                 Wanted::Last => self.model.forward(pass, batch, at, Logits::Last)?,

@@ -258,3 +258,114 @@ fn a_batcher_with_an_adapter_gives_each_generation_its_solo_tokens() {
         .collect();
     assert_ne!(base, solo);
 }
+
+/// Greedy decoding of `steps` tokens after `prompt` in a session with `loras`: the bits of the
+/// logits after the prompt and after each token.
+fn solo_trace(
+    model: &Arc<Model>,
+    loras: &[ActiveLora],
+    prompt: &[u32],
+    steps: usize,
+) -> Vec<Vec<u32>> {
+    let mut s = Session::new(model.clone(), &Default::default()).expect("session");
+    s.set_loras(loras.to_vec()).expect("attach");
+    let bits = |l: &[f32]| l.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+    let mut trace = vec![bits(s.eval(prompt).expect("eval"))];
+    for _ in 0..steps {
+        let next = argmax(s.logits());
+        trace.push(bits(s.eval(&[next]).expect("eval")));
+    }
+    trace
+}
+
+#[test]
+fn sequences_with_different_adapters_decode_in_one_step_with_their_solo_logits() {
+    let Some(model) = load("smollm2-135m-instruct-q8_0.gguf") else {
+        return;
+    };
+    let (Some(f32_adapter), Some(f16_adapter)) = (
+        adapter("smollm2-135m-lora-f32.gguf", &model),
+        adapter("smollm2-135m-lora-f16.gguf", &model),
+    ) else {
+        return;
+    };
+    let sets: Vec<Vec<ActiveLora>> = vec![
+        vec![],
+        vec![ActiveLora {
+            adapter: f32_adapter.clone(),
+            scale: 1.0,
+        }],
+        vec![ActiveLora {
+            adapter: f32_adapter.clone(),
+            scale: 0.5,
+        }],
+        vec![
+            ActiveLora {
+                adapter: f16_adapter,
+                scale: 0.7,
+            },
+            ActiveLora {
+                adapter: f32_adapter,
+                scale: 1.0,
+            },
+        ],
+    ];
+    // The same prompt for all: a prefix computed with one set of adapters must not be taken
+    // by a sequence with another.
+    let prompt = model
+        .tokenizer()
+        .encode(
+            "Once upon a time, in a small village by the sea, there lived an old fisherman who \
+             every morning walked down to the harbour before dawn, mended his nets and talked to \
+             the gulls about the weather",
+            true,
+            false,
+        )
+        .expect("tokenize");
+    assert!(prompt.len() > 32, "the prompt fills whole KV blocks");
+    let steps = 8;
+    let mut engine = llmrt::Engine::new(model.clone(), &Default::default()).expect("engine");
+    let ids: Vec<llmrt::SeqId> = sets
+        .iter()
+        .map(|loras| {
+            let id = engine.add();
+            engine
+                .set_sequence_loras(id, loras.clone())
+                .expect("adapters");
+            engine.feed(id, &prompt).expect("feed");
+            id
+        })
+        .collect();
+    let mut traces: Vec<Vec<Vec<u32>>> = vec![Vec::new(); sets.len()];
+    let mut shared_steps = 0;
+    while engine.has_work() {
+        let report = engine.step().expect("step");
+        assert!(report.failed.is_empty(), "{report:?}");
+        if report.decoded > 1 {
+            shared_steps += 1;
+        }
+        for id in report.ready {
+            let i = ids.iter().position(|&x| x == id).expect("known");
+            let logits = engine.logits(id).expect("seq").expect("ready").to_vec();
+            traces[i].push(logits.iter().map(|x| x.to_bits()).collect());
+            if traces[i].len() <= steps {
+                engine.feed(id, &[argmax(&logits)]).expect("feed");
+            }
+        }
+    }
+    assert!(
+        shared_steps >= steps,
+        "the sequences did not decode together"
+    );
+    // Four sequences with three different adapter sets (and none): the same prompt's blocks
+    // were computed more than once, never shared across adapters.
+    assert_eq!(engine.pool_stats().shared, 0);
+    for (i, loras) in sets.iter().enumerate() {
+        assert!(
+            traces[i] == solo_trace(&model, loras, &prompt, steps),
+            "adapter set {i}"
+        );
+    }
+    // Setting adapters once a sequence has evaluated something is refused.
+    assert!(engine.set_sequence_loras(ids[0], Vec::new()).is_err());
+}

@@ -49,6 +49,7 @@ pub fn run(args: Args) -> llmrt::Result<()> {
         top_logprobs: None,
         constraint: args.constraint.constraint()?,
         preserved_tokens: Vec::new(),
+        loras: None,
     };
     let mut out = std::io::stdout().lock();
     if !args.no_echo {

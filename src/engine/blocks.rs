@@ -8,14 +8,17 @@ use crate::{Error, Result};
 
 /// What makes a block's keys and values what they are, so that two sequences whose blocks have
 /// equal keys hold equal bits: the block before it (which stands for all the tokens before), its
-/// tokens, and the arithmetic they were computed in — the index of the block's first position in
-/// the prompt batch that computed it, and that batch's length.
+/// tokens, the arithmetic they were computed in — the index of the block's first position in
+/// the prompt batch that computed it, and that batch's length — and the LoRA adapters they were
+/// computed with.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BlockKey {
     pub parent: Option<u32>,
     pub tokens: [u32; BLOCK_POSITIONS],
     pub first_in_batch: usize,
     pub batch_len: usize,
+    /// The sequence's adapters, each one's fingerprint and scale bits.
+    pub adapters: Vec<(String, u32)>,
 }
 
 /// The bookkeeping of `total` blocks.

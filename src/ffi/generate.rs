@@ -312,6 +312,7 @@ pub(super) unsafe fn generate_params(
         // SAFETY: forwarded from this function's contract.
         constraint: unsafe { constraint_of(params) }?,
         preserved_tokens: Vec::new(),
+        loras: None,
     })
 }
 

@@ -143,8 +143,18 @@ pub struct Pass<'s> {
     pub simd: Simd,
     /// When set, the attention weights of one layer are recorded (explain); `None` costs nothing.
     pub probe: Option<&'s mut AttentionProbe>,
-    /// LoRA adapters whose terms every adapted product adds, in this order.
-    pub loras: &'s [ActiveLora],
+    /// LoRA adapters whose terms every adapted product adds, in order.
+    pub loras: PassLoras<'s>,
+}
+
+/// The LoRA adapters of a pass's tokens.
+#[derive(Debug, Clone, Copy)]
+pub enum PassLoras<'a> {
+    /// The same adapters for every token (none: `&[]`).
+    All(&'a [ActiveLora]),
+    /// Each token's own, for tokens of different sequences computed as alone
+    /// ([`Model::forward_each_alone`]): one list per token.
+    PerToken(&'a [&'a [ActiveLora]]),
 }
 
 /// Records, for every evaluated token, the attention weights of one layer over all positions up
@@ -332,7 +342,7 @@ struct Batch<'a> {
     /// and that batch's length (`(0, n)` for the whole batch). Each token alone: `(0, 1)`.
     columns: (usize, usize),
     /// The adapters of [`Pass::loras`].
-    loras: &'a [ActiveLora],
+    loras: PassLoras<'a>,
 }
 
 /// The arithmetic of a forward pass's tokens.
@@ -587,9 +597,45 @@ impl Batch<'_> {
     /// different sequences), plus the term of every attached adapter that adapts `m`.
     fn matmul(&self, m: &Matrix, x: &[f32], out: &mut [f32], scratch: &mut Vec<u8>) -> Result<()> {
         self.product(&m.view(self.model.gguf()), x, out, scratch)?;
-        for lora in self.loras {
-            if let Some(term) = lora.term(&m.name) {
-                self.add_lora(&term, x, out, scratch)?;
+        let (cols, rows) = (x.len() / self.n, out.len() / self.n);
+        self.for_each_lora_term(&m.name, 0..self.n, |batch, term, t| {
+            let (x, out) = (
+                &x[t.start * cols..t.end * cols],
+                &mut out[t.start * rows..t.end * rows],
+            );
+            batch.add_lora(term, x, out, scratch)
+        })
+    }
+
+    /// Calls `apply(batch, term, tokens)` for the term of every adapter of tokens `among` that
+    /// adapts the tensor `name`: once for them all when the tokens share their adapters, else
+    /// token by token (each then a one-token batch, as alone). `tokens` counts from
+    /// `among.start`.
+    fn for_each_lora_term(
+        &self,
+        name: &str,
+        among: std::ops::Range<usize>,
+        mut apply: impl FnMut(&Batch<'_>, &LoraTerm<'_>, std::ops::Range<usize>) -> Result<()>,
+    ) -> Result<()> {
+        match self.loras {
+            PassLoras::All(loras) => {
+                for term in loras.iter().filter_map(|l| l.term(name)) {
+                    apply(self, &term, 0..among.len())?;
+                }
+            }
+            PassLoras::PerToken(sets) => {
+                let one = Batch {
+                    n: 1,
+                    columns: (0, 1),
+                    ..*self
+                };
+                for t in among.clone() {
+                    let loras = sets.get(t).copied().unwrap_or_default();
+                    for term in loras.iter().filter_map(|l| l.term(name)) {
+                        let at = t - among.start;
+                        apply(&one, &term, at..at + 1)?;
+                    }
+                }
             }
         }
         Ok(())
@@ -653,11 +699,12 @@ impl Batch<'_> {
             quant::dequantize_row(embd.ty, row, &mut s.x[t * d..(t + 1) * d], self.simd)?;
         }
         // An adapter of the embedding adds s·(B·a[t]) to token t's row, before any scaling.
-        for lora in self.loras {
-            if let Some(term) = lora.term(&embd.name) {
-                self.add_embedding_lora(&term, tokens, &mut s.x[..self.n * d], &mut s.scratch)?;
-            }
-        }
+        let scratch = &mut s.scratch;
+        let x = &mut s.x[..self.n * d];
+        self.for_each_lora_term(&embd.name, 0..self.n, |batch, term, t| {
+            let rows = &mut x[t.start * d..t.end * d];
+            batch.add_embedding_lora(term, &tokens[t], rows, scratch)
+        })?;
         if c.embed_scale != 1.0 {
             s.x[..self.n * d]
                 .iter_mut()
@@ -1069,16 +1116,16 @@ impl Batch<'_> {
                     },
                     ..*self
                 };
-                for lora in self.loras {
-                    if let Some(term) = lora.term(&w.output.name) {
-                        output_rows.add_lora(
-                            &term,
-                            &s.out_norm[..m * d],
-                            &mut s.logits[..m * c.n_vocab],
-                            &mut s.scratch,
-                        )?;
-                    }
-                }
+                let (x, out, scratch) = (&s.out_norm, &mut s.logits, &mut s.scratch);
+                let v = c.n_vocab;
+                let rows = match want {
+                    Logits::Last => n - 1..n,
+                    _ => range.clone(),
+                };
+                output_rows.for_each_lora_term(&w.output.name, rows, |batch, term, t| {
+                    let (x, out) = (&x[t.start * d..t.end * d], &mut out[t.start * v..t.end * v]);
+                    batch.add_lora(term, x, out, scratch)
+                })?;
             }
             cap_logits(&mut s.logits[..m * c.n_vocab], c);
             if let Logits::All(f) = &mut want {

@@ -511,28 +511,41 @@ def test_health_is_503_while_the_model_loads_and_says_why_a_load_failed(tmp_path
         process.wait(timeout=20)
 
 
-def test_lora_adapters_apply_to_every_request_and_are_listed():
+def test_lora_adapters_are_listed_and_scaled_per_request():
     adapter = ROOT / "models" / "lora" / "smollm2-135m-lora-f32.gguf"
     model_path()
     if not adapter.exists():
         pytest.fail(f"{adapter} is missing: run scripts/fetch-models.sh")
-    reference = json.loads((ROOT / "tests" / "reference" / "lora" /
-                            "smollm2-135m-lora-f32-s0.5.json").read_text())
-    s = Server("-c", "512", "--lora-scaled", str(adapter), "0.5")
+    references = {
+        name: json.loads((ROOT / "tests" / "reference" / "lora" / f"smollm2-135m-{name}.json")
+                         .read_text())
+        for name in ["lora-f32-s0.5", "lora-f32-s1.0", "base"]
+    }
+    s = Server("-c", "512", "-np", "4", "--lora-scaled", str(adapter), "0.5")
     try:
         listed = httpx.get(s.url + "/lora-adapters").json()
         assert listed == [{"id": 0, "path": str(adapter), "scale": 0.5}]
-        client = openai.OpenAI(base_url=s.url + "/v1", api_key="unused", max_retries=0)
-        alias = client.models.list().data[0].id
-        for case in reference["greedy"]:
-            r = client.completions.create(model=alias, prompt=case["prompt"], temperature=0,
-                                          max_tokens=len(case["ids"]))
-            assert r.choices[0].text == case["text"]
-        body = {"prompt": "Hi", "max_tokens": 2}
-        ok = httpx.post(s.url + "/v1/completions", json={**body, "lora": [{"id": 0, "scale": 0.5}]})
-        assert ok.status_code == 200, ok.text
-        for lora in [[{"id": 0, "scale": 1.0}], [], [{"id": 3, "scale": 0.5}]]:
-            r = httpx.post(s.url + "/v1/completions", json={**body, "lora": lora})
-            assert r.status_code == 400 and r.json()["error"]["param"] == "lora", r.text
+        # Requests with different adapter scales at once: each gets llama.cpp's text for its own.
+        asks = [(None, "lora-f32-s0.5"), ([{"id": 0, "scale": 1.0}], "lora-f32-s1.0"),
+                ([], "base"), ([{"id": 0, "scale": 0.5}], "lora-f32-s0.5")]
+        jobs = [(lora, case, name) for lora, name in asks
+                for case in references[name]["greedy"]]
+
+        def complete(job):
+            lora, case, name = job
+            body = {"prompt": case["prompt"], "temperature": 0, "max_tokens": len(case["ids"])}
+            if lora is not None:
+                body["lora"] = lora
+            r = httpx.post(s.url + "/v1/completions", json=body, timeout=120)
+            assert r.status_code == 200, r.text
+            return r.json()["choices"][0]["text"], case["text"], name
+
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(4) as pool:
+            for got, want, name in pool.map(complete, jobs):
+                assert got == want, name
+        r = httpx.post(s.url + "/v1/completions",
+                       json={"prompt": "Hi", "max_tokens": 2, "lora": [{"id": 3, "scale": 0.5}]})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "lora", r.text
     finally:
         s.stop()

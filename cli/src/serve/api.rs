@@ -16,6 +16,7 @@ use llmrt::batcher::CancelHandle;
 use llmrt::chat::ChatTemplate;
 use llmrt::constrain::Constraint;
 use llmrt::generate::{self, GenerateParams, Generation, StopReason, TokenLogprobs};
+use llmrt::lora::ActiveLora;
 use llmrt::sample::SamplerParams;
 use llmrt::tools::{self, ToolUse};
 use serde::de::DeserializeOwned;
@@ -336,6 +337,7 @@ impl Sampling {
             top_logprobs,
             constraint: self.constraint()?,
             preserved_tokens: Vec::new(),
+            loras: None,
         })
     }
 
@@ -406,15 +408,29 @@ impl Sampling {
         Ok(found.pop())
     }
 
-    /// A request's `lora` must give the server's adapters their scales: every request of the
-    /// engine runs with the same ones.
-    fn check_loras(&self, ready: &Ready) -> Result<(), ApiError> {
+    /// The adapters a request's `lora` asks for, as llama-server reads it: the server's
+    /// adapters by id, each at the scale given, those not listed at 0 (left out). `None`: the
+    /// server's own scales. Requests with different adapters decode in the same engine steps.
+    fn loras(&self, ready: &Ready) -> Result<Option<Vec<ActiveLora>>, ApiError> {
         let Some(asked) = &self.lora else {
-            return Ok(());
+            return Ok(None);
         };
-        let mut scales = vec![0.0f32; ready.loras.len()];
+        let mut loras: Vec<ActiveLora> = ready
+            .loras
+            .iter()
+            .map(|l| ActiveLora {
+                scale: 0.0,
+                ..l.clone()
+            })
+            .collect();
         for l in asked {
-            let slot = scales.get_mut(l.id).ok_or_else(|| {
+            if !l.scale.is_finite() {
+                return Err(ApiError::invalid_param(
+                    "lora",
+                    format!("the scale of adapter {} is {}", l.id, l.scale),
+                ));
+            }
+            let lora = loras.get_mut(l.id).ok_or_else(|| {
                 ApiError::invalid_param(
                     "lora",
                     format!(
@@ -423,19 +439,9 @@ impl Sampling {
                     ),
                 )
             })?;
-            *slot = l.scale;
+            lora.scale = l.scale;
         }
-        let served: Vec<f32> = ready.loras.iter().map(|l| l.scale).collect();
-        if scales != served {
-            return Err(ApiError::invalid_param(
-                "lora",
-                format!(
-                    "this server runs every request with its adapters at scales {served:?}; \
-                     other scales per request are not supported"
-                ),
-            ));
-        }
-        Ok(())
+        Ok(Some(loras))
     }
 
     fn check_model(&self, state: &AppState) -> Result<(), ApiError> {
@@ -675,14 +681,15 @@ pub(crate) async fn completions(
     let request: CompletionRequest = parse(&body)?;
     let ready = state.ready()?;
     request.sampling.check_model(&state)?;
-    request.sampling.check_loras(ready)?;
     if request.echo {
         return Err(ApiError::invalid_param("echo", "echo is not supported"));
     }
     let n_vocab = ready.model.config().n_vocab;
-    let params = request
-        .sampling
-        .params(&state, n_vocab, checked_logprobs(request.logprobs)?)?;
+    let mut params =
+        request
+            .sampling
+            .params(&state, n_vocab, checked_logprobs(request.logprobs)?)?;
+    params.loras = request.sampling.loras(ready)?;
     let tokenize = |text: &str| -> Result<Vec<u32>, ApiError> {
         Ok(ready
             .model
@@ -922,7 +929,6 @@ pub(crate) async fn chat_completions(
     let request: ChatRequest = parse(&body)?;
     let ready = state.ready()?;
     request.sampling.check_model(&state)?;
-    request.sampling.check_loras(ready)?;
     let top_logprobs = match (request.logprobs, request.top_logprobs) {
         (false, None) => None,
         (false, Some(_)) => {
@@ -940,6 +946,7 @@ pub(crate) async fn chat_completions(
         .params(&state, ready.model.config().n_vocab, top_logprobs)?;
     let conversation = Conversation::new(ready, &request.messages, &request.tools)?;
     let mut params = params;
+    params.loras = request.sampling.loras(ready)?;
     if let Some(tool_use) = &conversation.tool_use {
         tool_fields::configure(tool_use, &mut params, &ready.model).await?;
     }
