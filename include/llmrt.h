@@ -982,6 +982,24 @@ enum llm_status llm_session_set_loras(struct llm_session *session,
                                       const float *scales,
                                       size_t n);
 
+// Gives sequence `seq` of `engine` its own adapters (as `llm_session_set_loras` takes them)
+// instead of none; only before anything of the sequence is evaluated. Sequences with
+// different adapters still decode in one step: the base products are shared, each adapter's
+// term is computed for its own sequences' tokens, and prefixes are shared only between
+// sequences with the same adapters.
+//
+// Returns LLM_OK; LLM_ERR_NULL; LLM_ERR_INVALID_ARGUMENT (an unknown sequence, one that has
+// evaluated tokens, an adapter loaded for another model).
+//
+// # Safety
+// `engine` is NULL or a live engine not in use by another thread; `loras` and `scales` as in
+// `llm_session_set_loras`.
+enum llm_status llm_engine_set_sequence_loras(struct llm_engine *engine,
+                                              uint64_t seq,
+                                              const struct llm_lora *const *loras,
+                                              const float *scales,
+                                              size_t n);
+
 // The default explain options: 8 steps, top 5, the last layer, the mean over heads, greedy.
 struct llm_explain_params llm_explain_default_params(void);
 

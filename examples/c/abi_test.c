@@ -109,6 +109,7 @@ static void without_a_model(const char *self_path) {
     EXPECT(llm_session_save(NULL, "x.session"), LLM_ERR_NULL);
     EXPECT_NULL(llm_lora_load(NULL, "adapter.gguf"), LLM_ERR_NULL);
     EXPECT(llm_session_set_loras(NULL, NULL, NULL, 0), LLM_ERR_NULL);
+    EXPECT(llm_engine_set_sequence_loras(NULL, 0, NULL, NULL, 0), LLM_ERR_NULL);
     llm_lora_free(NULL);
     EXPECT(llm_session_load(NULL, "x.session"), LLM_ERR_NULL);
     EXPECT_FAILED(llm_session_n_ctx(NULL), LLM_ERR_NULL);
@@ -526,6 +527,10 @@ static void with_a_model(const char *path) {
         EXPECT(llm_engine_add(engine, &a), LLM_OK);
         EXPECT(llm_engine_add(engine, &b), LLM_OK);
         CHECK(a != b);
+        /* No adapters on a fresh sequence is fine; an unknown sequence is not. */
+        EXPECT(llm_engine_set_sequence_loras(engine, a, NULL, NULL, 0), LLM_OK);
+        EXPECT(llm_engine_set_sequence_loras(engine, 999, NULL, NULL, 0),
+               LLM_ERR_INVALID_ARGUMENT);
         EXPECT(llm_engine_feed(engine, a, NULL, 3), LLM_ERR_NULL);
         EXPECT(llm_engine_feed(engine, a, tokens, 0), LLM_ERR_INVALID_ARGUMENT);
         EXPECT(llm_engine_feed(engine, a, bad_tokens, 2), LLM_ERR_INVALID_ARGUMENT);
@@ -541,6 +546,8 @@ static void with_a_model(const char *path) {
         while (llm_engine_has_work(engine) == 1) EXPECT(llm_engine_step(engine, NULL), LLM_OK);
         CHECK(llm_engine_logits(engine, a) != NULL);
         CHECK(llm_engine_n_past(engine, a) == 3);
+        /* Adapters are set before a sequence evaluates anything. */
+        EXPECT(llm_engine_set_sequence_loras(engine, a, NULL, NULL, 0), LLM_ERR_INVALID_ARGUMENT);
         EXPECT_NULL(llm_engine_logits(engine, b), LLM_ERR_CONTEXT_FULL);
         EXPECT_NULL(llm_engine_logits(engine, 999), LLM_ERR_INVALID_ARGUMENT);
         EXPECT_FAILED(llm_engine_n_past(engine, 999), LLM_ERR_INVALID_ARGUMENT);

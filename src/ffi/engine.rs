@@ -241,7 +241,7 @@ pub unsafe extern "C" fn llm_batcher_chat(
 /// Thread safety: use an engine from one thread at a time (for many threads, use a batcher).
 /// Lifetime: from `llm_engine_new` until `llm_engine_free`; it keeps its model alive.
 pub struct llm_engine {
-    engine: Engine,
+    pub(super) engine: Engine,
     model: Arc<SharedModel>,
 }
 

@@ -5,9 +5,11 @@ use std::sync::Arc;
 
 use super::boundary::{free_handle, guard_ptr, guard_status, llm_status, FfiError};
 use super::convert::{as_mut, as_ref, c_str, slice};
+use super::engine::llm_engine;
 use super::model::llm_model;
 use super::session::llm_session;
 use crate::lora::{ActiveLora, LoraAdapter};
+use crate::SeqId;
 
 /// A LoRA adapter loaded for one model (opaque). Immutable: any number of sessions of that model,
 /// on any threads, may use it at once.
@@ -76,25 +78,68 @@ pub unsafe extern "C" fn llm_session_set_loras(
         // SAFETY: forwarded from this function's contract.
         let s = unsafe { as_mut(session, "session") }?;
         // SAFETY: as above.
-        let handles = unsafe { slice(loras, n, "loras") }?;
-        // SAFETY: as above.
-        let scales = unsafe { slice(scales, n, "scales") }?;
-        let active = handles
-            .iter()
-            .zip(scales)
-            .enumerate()
-            .map(|(i, (&handle, &scale))| {
-                // SAFETY: as above: each of the `n` pointers is NULL or a live adapter.
-                let lora = unsafe { handle.as_ref() }
-                    .ok_or_else(|| FfiError::null(&format!("loras[{i}]")))?;
-                Ok(ActiveLora {
-                    adapter: lora.adapter.clone(),
-                    scale,
-                })
-            })
-            .collect::<Result<Vec<_>, FfiError>>()?;
+        let active = unsafe { active_loras(loras, scales, n) }?;
         s.session.set_loras(active)?;
         s.forget_eval_logits();
         Ok(())
     })
+}
+
+/// Gives sequence `seq` of `engine` its own adapters (as `llm_session_set_loras` takes them)
+/// instead of none; only before anything of the sequence is evaluated. Sequences with
+/// different adapters still decode in one step: the base products are shared, each adapter's
+/// term is computed for its own sequences' tokens, and prefixes are shared only between
+/// sequences with the same adapters.
+///
+/// Returns LLM_OK; LLM_ERR_NULL; LLM_ERR_INVALID_ARGUMENT (an unknown sequence, one that has
+/// evaluated tokens, an adapter loaded for another model).
+///
+/// # Safety
+/// `engine` is NULL or a live engine not in use by another thread; `loras` and `scales` as in
+/// `llm_session_set_loras`.
+#[no_mangle]
+pub unsafe extern "C" fn llm_engine_set_sequence_loras(
+    engine: *mut llm_engine,
+    seq: u64,
+    loras: *const *const llm_lora,
+    scales: *const f32,
+    n: usize,
+) -> llm_status {
+    guard_status(|| {
+        // SAFETY: forwarded from this function's contract.
+        let e = unsafe { as_mut(engine, "engine") }?;
+        // SAFETY: as above.
+        let active = unsafe { active_loras(loras, scales, n) }?;
+        Ok(e.engine.set_sequence_loras(SeqId(seq), active)?)
+    })
+}
+
+/// The adapters `loras[i]` at `scales[i]`.
+///
+/// # Safety
+/// `loras` and `scales` are NULL (with `n` = 0) or point to `n` adapters (each NULL or live)
+/// and `n` floats.
+unsafe fn active_loras(
+    loras: *const *const llm_lora,
+    scales: *const f32,
+    n: usize,
+) -> Result<Vec<ActiveLora>, FfiError> {
+    // SAFETY: forwarded from this function's contract.
+    let handles = unsafe { slice(loras, n, "loras") }?;
+    // SAFETY: as above.
+    let scales = unsafe { slice(scales, n, "scales") }?;
+    handles
+        .iter()
+        .zip(scales)
+        .enumerate()
+        .map(|(i, (&handle, &scale))| {
+            // SAFETY: as above: each of the `n` pointers is NULL or a live adapter.
+            let lora =
+                unsafe { handle.as_ref() }.ok_or_else(|| FfiError::null(&format!("loras[{i}]")))?;
+            Ok(ActiveLora {
+                adapter: lora.adapter.clone(),
+                scale,
+            })
+        })
+        .collect()
 }

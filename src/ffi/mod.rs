@@ -53,7 +53,9 @@ pub use generate::{
     llm_generate, llm_generate_default_params, llm_generate_params, llm_generate_stats,
     llm_stop_reason, llm_token_callback,
 };
-pub use lora::{llm_lora, llm_lora_free, llm_lora_load, llm_session_set_loras};
+pub use lora::{
+    llm_engine_set_sequence_loras, llm_lora, llm_lora_free, llm_lora_load, llm_session_set_loras,
+};
 pub use model::{
     llm_detokenize, llm_load, llm_model, llm_model_default_params, llm_model_free, llm_model_info,
     llm_model_info_t, llm_model_meta, llm_model_meta_count, llm_model_meta_key, llm_model_params,

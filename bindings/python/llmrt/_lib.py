@@ -264,6 +264,11 @@ _SIGNATURES = [
         _status,
         [llm_session_p, POINTER(llm_lora_p), POINTER(c_float), c_size_t],
     ),
+    (
+        "llm_engine_set_sequence_loras",
+        _status,
+        [llm_engine_p, c_uint64, POINTER(llm_lora_p), POINTER(c_float), c_size_t],
+    ),
     ("llm_session_load", _status, [llm_session_p, c_char_p]),
     ("llm_session_n_ctx", c_int32, [llm_session_p]),
     ("llm_session_n_past", c_int32, [llm_session_p]),
