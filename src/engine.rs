@@ -245,12 +245,7 @@ impl Engine {
                 "an engine's LoRA adapters are set before it computes anything".into(),
             ));
         }
-        if let Some(other) = loras.iter().find(|l| !l.adapter.adapts(&self.model)) {
-            return Err(Error::InvalidArgument(format!(
-                "LoRA adapter {} was loaded for another model",
-                other.adapter.path()
-            )));
-        }
+        crate::lora::check_attachable(&loras, &self.model)?;
         self.loras = loras;
         Ok(())
     }
@@ -289,12 +284,7 @@ impl Engine {
     /// still decode in one step: the base products are shared, each adapter's term is computed
     /// for its own sequences' tokens.
     pub fn set_sequence_loras(&mut self, id: SeqId, loras: Vec<ActiveLora>) -> Result<()> {
-        if let Some(other) = loras.iter().find(|l| !l.adapter.adapts(&self.model)) {
-            return Err(Error::InvalidArgument(format!(
-                "LoRA adapter {} was loaded for another model",
-                other.adapter.path()
-            )));
-        }
+        crate::lora::check_attachable(&loras, &self.model)?;
         let i = self.index(id)?;
         let s = &mut self.seqs[i];
         if !s.tokens.is_empty() || s.batch.is_some() {

@@ -265,3 +265,22 @@ pub fn same_loras(a: &[ActiveLora], b: &[ActiveLora]) -> bool {
             Arc::ptr_eq(&x.adapter, &y.adapter) && x.scale.to_bits() == y.scale.to_bits()
         })
 }
+
+/// Checks adapters about to be attached to a session or sequence of `model`: each loaded for
+/// that model, each scale finite.
+pub fn check_attachable(loras: &[ActiveLora], model: &Model) -> Result<()> {
+    if let Some(other) = loras.iter().find(|l| !l.adapter.adapts(model)) {
+        return Err(Error::InvalidArgument(format!(
+            "LoRA adapter {} was loaded for another model",
+            other.adapter.path()
+        )));
+    }
+    if let Some(bad) = loras.iter().find(|l| !l.scale.is_finite()) {
+        return Err(Error::InvalidArgument(format!(
+            "LoRA adapter {} has scale {}",
+            bad.adapter.path(),
+            bad.scale
+        )));
+    }
+    Ok(())
+}

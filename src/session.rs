@@ -197,23 +197,11 @@ impl Session {
 
     /// Applies these LoRA adapters (each with its scale, added in this order) to every
     /// evaluation from now on; an empty list detaches all. The cache was computed without them,
-    /// so a change empties it. Every adapter must have been loaded for this session's model.
+    /// so a change empties it. Every adapter must have been loaded for this session's model,
+    /// with a finite scale.
     pub fn set_loras(&mut self, loras: Vec<ActiveLora>) -> Result<()> {
-        if let Some(other) = loras.iter().find(|l| !l.adapter.adapts(&self.model)) {
-            return Err(Error::InvalidArgument(format!(
-                "LoRA adapter {} was loaded for another model",
-                other.adapter.path()
-            )));
-        }
-        if let Some(bad) = loras.iter().find(|l| !l.scale.is_finite()) {
-            return Err(Error::InvalidArgument(format!(
-                "LoRA adapter {} has scale {}",
-                bad.adapter.path(),
-                bad.scale
-            )));
-        }
-        let same = crate::lora::same_loras(&loras, &self.loras);
-        if !same {
+        crate::lora::check_attachable(&loras, &self.model)?;
+        if !crate::lora::same_loras(&loras, &self.loras) {
             self.loras = loras;
             self.reset();
         }

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import ctypes
 import os
+from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any, List, Sequence, Tuple, Union
 
 from . import _lib
-from ._errors import InvalidArgumentError, last_error
+from ._errors import InvalidArgumentError, check, last_error
 from ._handle import Handle
 from ._marshal import utf8
 
@@ -56,10 +57,6 @@ def loras_of(model: "Model", specs: Sequence[LoraSpec]) -> List[Tuple[Lora, floa
 def set_loras(lib: Any, session_handle: Any, loras: Sequence[Tuple[Lora, float]]) -> None:
     """Attaches ``loras`` to the session behind ``session_handle`` (``llm_session_set_loras``),
     holding each adapter's handle for the call."""
-    from contextlib import ExitStack
-
-    from ._errors import check
-
     with ExitStack() as stack:
         handles = [stack.enter_context(lora._use()) for lora, _ in loras]
         n = len(handles)
